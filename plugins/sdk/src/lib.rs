@@ -1,0 +1,69 @@
+//! Guest-side kit for stayhook plugins.
+//!
+//! It generates the bindings of the contract in `wit/v0.1` once, so a plugin crate depends on this
+//! crate instead of running `wit_bindgen::generate!` itself, and it holds the helpers every mapping
+//! needs (reading loosely typed JSON, dates, money, language names). Everything here also compiles
+//! natively: mapping code is unit tested and benchmarked without WebAssembly. A plugin implements
+//! [`Guest`] and calls [`export_plugin!`].
+
+/// The bindings generated from `wit/v0.1`. Plugins normally use [`model`], [`Guest`] and
+/// [`export_plugin!`] instead.
+#[allow(clippy::too_many_arguments)] // generated code: one argument per WIT record field
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/v0.1",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "stayhook_plugin_sdk::bindings",
+    });
+}
+
+/// The unified model and the boundary types of the contract.
+pub use bindings::stayhook::plugin::types as model;
+pub use bindings::{Guest, export_plugin};
+
+pub mod json;
+pub mod language;
+pub mod time;
+
+/// The contract version these bindings were generated from.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Write a line to the daemon's log. Natively (unit tests, benches) it writes to standard error.
+pub fn log(level: model::LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::stayhook::plugin::host::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
+}
+
+impl model::ChargeGroup {
+    /// A group with no total and no lines.
+    pub fn empty() -> Self {
+        Self { total: None, breakdown: Vec::new() }
+    }
+}
+
+impl model::Finances {
+    /// Finances where nothing is known.
+    pub fn unknown() -> Self {
+        Self {
+            total_price: None,
+            currency: None,
+            remaining_balance: None,
+            payment_status: None,
+            base_price: model::ChargeGroup::empty(),
+            fee: model::ChargeGroup::empty(),
+            tax: model::ChargeGroup::empty(),
+            discount: model::ChargeGroup::empty(),
+        }
+    }
+}
+
+impl model::GuestVerification {
+    /// Verification where the PMS says nothing.
+    pub fn unknown() -> Self {
+        Self { is_identity_verified: None, is_email_verified: None, is_phone_verified: None, is_government_id_verified: None }
+    }
+}

@@ -1,0 +1,218 @@
+//! `/v1/accounts`: integration accounts, their listener URLs and their stored state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{JsonBody, created};
+use crate::daemon::Daemon;
+use crate::http::ApiError;
+use crate::ingest::verify;
+use crate::model::{self, RecordKind};
+use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
+use crate::store::{Account, Inserted};
+
+pub(super) fn routes() -> Router<Arc<Daemon>> {
+    Router::new()
+        .route("/v1/accounts", get(list).post(create))
+        .route("/v1/accounts/{account_id}", get(show).patch(update).delete(remove))
+        .route("/v1/accounts/{account_id}/reservations/{record_id}", get(|state, path| record(state, path, RecordKind::Reservation)))
+        .route("/v1/accounts/{account_id}/conversations/{record_id}", get(|state, path| record(state, path, RecordKind::Conversation)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateAccount {
+    id: Option<String>,
+    workspace_id: String,
+    pms: String,
+    name: Option<String>,
+    #[serde(default)]
+    credentials: BTreeMap<String, String>,
+    #[serde(default)]
+    verification: BTreeMap<String, String>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UpdateAccount {
+    workspace_id: Option<String>,
+    pms: Option<String>,
+    name: Option<Option<String>>,
+    credentials: Option<BTreeMap<String, String>>,
+    verification: Option<BTreeMap<String, String>>,
+    settings: Option<BTreeMap<String, String>>,
+}
+
+async fn create(State(daemon): State<Arc<Daemon>>, JsonBody(body): JsonBody<CreateAccount>) -> Result<Response, ApiError> {
+    let id = match body.id {
+        Some(id) => checked_account_id(id)?,
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let now = model::time::now();
+    let account = Account {
+        id,
+        workspace_id: non_empty("workspaceId", body.workspace_id)?,
+        pms: body.pms,
+        name: body.name,
+        credentials: body.credentials,
+        verification: body.verification,
+        settings: body.settings,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    validate(&daemon, &account)?;
+    match daemon.store.insert_account(&account)? {
+        Inserted::Created => Ok(created(view(&daemon, &account))),
+        Inserted::AlreadyExists => Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("account {:?} exists already", account.id))),
+    }
+}
+
+async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
+    let accounts: Vec<Value> = daemon.store.list_accounts()?.iter().map(|account| view(&daemon, account)).collect();
+    Ok(Json(json!({ "accounts": accounts })))
+}
+
+async fn show(State(daemon): State<Arc<Daemon>>, Path(account_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&daemon, &find(&daemon, &account_id)?)))
+}
+
+async fn update(
+    State(daemon): State<Arc<Daemon>>,
+    Path(account_id): Path<String>,
+    JsonBody(body): JsonBody<UpdateAccount>,
+) -> Result<Json<Value>, ApiError> {
+    let mut account = find(&daemon, &account_id)?;
+    if let Some(workspace_id) = body.workspace_id {
+        account.workspace_id = non_empty("workspaceId", workspace_id)?;
+    }
+    if let Some(pms) = body.pms {
+        account.pms = pms;
+    }
+    if let Some(name) = body.name {
+        account.name = name;
+    }
+    if let Some(credentials) = body.credentials {
+        account.credentials = credentials;
+    }
+    if let Some(verification) = body.verification {
+        account.verification = verification;
+    }
+    if let Some(settings) = body.settings {
+        account.settings = settings;
+    }
+    account.updated_at = model::time::now();
+    validate(&daemon, &account)?;
+    daemon.store.put_account(&account)?;
+    Ok(Json(view(&daemon, &account)))
+}
+
+async fn remove(State(daemon): State<Arc<Daemon>>, Path(account_id): Path<String>) -> Result<Response, ApiError> {
+    if daemon.store.remove_account(&account_id)? { Ok(StatusCode::NO_CONTENT.into_response()) } else { Err(not_found(&account_id)) }
+}
+
+async fn record(
+    State(daemon): State<Arc<Daemon>>,
+    Path((account_id, record_id)): Path<(String, String)>,
+    kind: RecordKind,
+) -> Result<Json<Value>, ApiError> {
+    find(&daemon, &account_id)?;
+    let record = daemon
+        .store
+        .get_state(&account_id, kind, &record_id)?
+        .ok_or_else(|| ApiError::not_found("record_not_found", format!("no {} {record_id:?} in account {account_id:?}", kind.as_str())))?;
+    Ok(Json(record))
+}
+
+/// The account, or 404.
+pub(super) fn find(daemon: &Daemon, account_id: &str) -> Result<Account, ApiError> {
+    daemon.store.get_account(account_id)?.ok_or_else(|| not_found(account_id))
+}
+
+fn not_found(account_id: &str) -> ApiError {
+    ApiError::not_found("account_not_found", format!("no integration account {account_id:?}"))
+}
+
+fn checked_account_id(id: String) -> Result<String, ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+        && !id.starts_with('.');
+    if valid {
+        Ok(id)
+    } else {
+        Err(ApiError::unprocessable("invalid_field", format!("id {id:?} must be 1 to 128 letters, digits, '-', '_' or '.'")))
+    }
+}
+
+fn non_empty(field: &str, value: String) -> Result<String, ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::unprocessable("invalid_field", format!("{field} must not be empty")));
+    }
+    Ok(value)
+}
+
+fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
+    let plugin = daemon.plugins.get(&account.pms).ok_or_else(|| {
+        let known: Vec<String> = daemon.plugins.list().iter().map(|plugin| plugin.info.name.clone()).collect();
+        ApiError::unprocessable("unknown_plugin", format!("no plugin named {:?} is loaded; loaded: {}", account.pms, known.join(", ")))
+    })?;
+    let allowed: &[&str] = match plugin.info.verification {
+        VerificationScheme::None => &[],
+        VerificationScheme::BasicAuth => &["username", "password"],
+        _ => &["secret"],
+    };
+    if let Some(key) = account.verification.keys().find(|key| !allowed.contains(&key.as_str())) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!(
+                "verification.{key} is not used by {} ({}); it takes: {}",
+                plugin.info.name,
+                scheme_name(&plugin.info.verification),
+                if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The wire name of a verification scheme.
+pub(super) fn scheme_name(scheme: &VerificationScheme) -> &'static str {
+    match scheme {
+        VerificationScheme::None => "none",
+        VerificationScheme::BasicAuth => "basic-auth",
+        VerificationScheme::HmacSha256(_) => "hmac-sha256",
+        VerificationScheme::StandardWebhooks => "standard-webhooks",
+        VerificationScheme::UrlToken(_) => "url-token",
+        VerificationScheme::HeaderToken(_) => "header-token",
+    }
+}
+
+/// An account as the API shows it: never its secrets, only which ones are set.
+fn view(daemon: &Daemon, account: &Account) -> Value {
+    let scheme = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone()).unwrap_or(VerificationScheme::None);
+    json!({
+        "id": account.id,
+        "workspaceId": account.workspace_id,
+        "pms": account.pms,
+        "name": account.name,
+        "listenerUrl": daemon.listener_url(&account.id),
+        "credentials": account.credentials.keys().collect::<Vec<_>>(),
+        "verification": {
+            "scheme": scheme_name(&scheme),
+            "configured": verify::is_configured(&scheme, &account.verification),
+        },
+        "settings": account.settings,
+        "createdAt": account.created_at,
+        "updatedAt": account.updated_at,
+    })
+}

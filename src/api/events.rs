@@ -1,0 +1,228 @@
+//! `/v1/events`, `/v1/dead-letters` and `/v1/inbox`: the event log, delivery attempts, redelivery,
+//! and the raw webhooks with what became of them.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+use crate::http::ApiError;
+use crate::ingest::unix_ms;
+use crate::model::{self, EventType};
+use crate::store::{Delivery, DeliveryStatus, EventFilter, InboxId, InboxStatus, StoredEvent};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub(super) fn routes() -> Router<Arc<Daemon>> {
+    Router::new()
+        .route("/v1/events", get(list))
+        .route("/v1/events/{event_id}", get(show))
+        .route("/v1/events/{event_id}/attempts", get(attempts))
+        .route("/v1/events/{event_id}/redeliver", post(redeliver))
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/inbox", get(inbox_list))
+        .route("/v1/inbox/{inbox_id}", get(inbox_show))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    account_id: Option<String>,
+    event_type: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let event_type = match query.event_type.as_deref() {
+        Some(name) => {
+            Some(EventType::parse(name).ok_or_else(|| ApiError::bad_request("invalid_query", format!("unknown eventType {name:?}")))?)
+        }
+        None => None,
+    };
+    let limit = parse_limit(query.limit.as_deref())?;
+    let events = daemon.store.list_events(&EventFilter { account_id: query.account_id, event_type, after: query.after, limit })?;
+    let next = (events.len() == limit).then(|| events.last().map(|event| event.id.clone())).flatten();
+    let events: Vec<Value> = events.iter().map(event_view).collect();
+    Ok(Json(json!({ "events": events, "next": next })))
+}
+
+async fn show(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let event = find_event(&daemon, &event_id)?;
+    let mut view = event_view(&event);
+    let deliveries: Vec<Value> = daemon.store.deliveries_of_event(&event_id)?.iter().map(delivery_view).collect();
+    view["deliveries"] = Value::Array(deliveries);
+    Ok(Json(view))
+}
+
+async fn attempts(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    find_event(&daemon, &event_id)?;
+    let attempts = daemon.store.attempts_of_event(&event_id)?;
+    Ok(Json(json!({ "attempts": attempts })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RedeliverBody {
+    webhook_id: Option<String>,
+}
+
+/// Queue the event again for every subscription it went to (or one, by `webhookId`); without
+/// earlier deliveries, for every enabled subscription that selects its type now.
+async fn redeliver(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let event = find_event(&daemon, &event_id)?;
+    let body: RedeliverBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RedeliverBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => ApiError::unprocessable("invalid_field", error.to_string()),
+            _ => ApiError::bad_request("invalid_json", error.to_string()),
+        })?
+    };
+    let webhook_id = body.webhook_id;
+    let previous = daemon.store.deliveries_of_event(&event_id)?;
+    let mut targets: Vec<String> = previous.iter().map(|delivery| delivery.subscription_id.clone()).collect();
+    if targets.is_empty() {
+        targets = daemon
+            .store
+            .list_subscriptions(&event.integration_account_id)?
+            .into_iter()
+            .filter(|subscription| subscription.enabled && subscription.event_types.contains(&event.event_type))
+            .map(|subscription| subscription.id)
+            .collect();
+    }
+    targets.sort();
+    targets.dedup();
+    if let Some(webhook_id) = &webhook_id {
+        if daemon.store.get_subscription(&event.integration_account_id, webhook_id)?.is_none() {
+            return Err(ApiError::not_found("webhook_not_found", format!("no webhook {webhook_id:?} in the event's account")));
+        }
+        targets = vec![webhook_id.clone()];
+    }
+    if targets.is_empty() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "no subscription to redeliver to"));
+    }
+    let now_ms = unix_ms();
+    let mut new_deliveries = Vec::new();
+    for subscription_id in targets {
+        new_deliveries.push(Delivery {
+            id: daemon.store.new_delivery_id()?,
+            event_id: event.id.clone(),
+            subscription_id,
+            account_id: event.integration_account_id.clone(),
+            lane: format!("{}\u{1}{}", event.event_type.record_kind().as_str(), event.record_id),
+            attempts: 0,
+            status: DeliveryStatus::Pending,
+            next_attempt_at_ms: now_ms,
+            last_error: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        });
+    }
+    daemon.store.enqueue(&new_deliveries)?;
+    for delivery in previous.iter().filter(|delivery| delivery.status == DeliveryStatus::Dead) {
+        daemon.store.remove_dead_letter(delivery.id)?;
+    }
+    daemon.scheduler_wakeup.notify_one();
+    let deliveries: Vec<Value> = new_deliveries.iter().map(delivery_view).collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deliveries": deliveries }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<String>,
+    status: Option<String>,
+}
+
+async fn dead_letters(State(daemon): State<Arc<Daemon>>, Query(query): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let dead: Vec<Value> = daemon.store.dead_letters(limit)?.iter().map(delivery_view).collect();
+    Ok(Json(json!({ "deadLetters": dead })))
+}
+
+async fn inbox_list(State(daemon): State<Arc<Daemon>>, Query(query): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let status = match query.status.as_deref().unwrap_or("failed") {
+        "failed" => InboxStatus::Failed,
+        "skipped" => InboxStatus::Skipped,
+        "done" => InboxStatus::Done,
+        other => return Err(ApiError::bad_request("invalid_query", format!("status {other:?} must be failed, skipped or done"))),
+    };
+    let entries: Vec<Value> = daemon
+        .store
+        .list_outcomes(status, limit)?
+        .into_iter()
+        .map(|(inbox_id, outcome)| json!({ "inboxId": inbox_id.to_string(), "outcome": outcome }))
+        .collect();
+    Ok(Json(json!({ "inbox": entries })))
+}
+
+async fn inbox_show(State(daemon): State<Arc<Daemon>>, Path(inbox_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::not_found("inbox_not_found", format!("no inbox entry {inbox_id:?}"));
+    let id = InboxId(inbox_id.parse().map_err(|_| not_found())?);
+    let entry = daemon.store.get_inbox(id)?.ok_or_else(not_found)?;
+    let outcome = daemon.store.inbox_outcome(id)?;
+    Ok(Json(json!({
+        "inboxId": id.to_string(),
+        "accountId": entry.account_id,
+        "receivedAt": model::time::from_unix_ms(entry.received_at_ms),
+        "method": entry.method,
+        "query": entry.query,
+        "contentType": entry.content_type,
+        "headers": entry.headers,
+        "body": String::from_utf8_lossy(&entry.body),
+        "status": outcome.as_ref().map_or(InboxStatus::Pending, |outcome| outcome.status),
+        "outcome": outcome,
+    })))
+}
+
+fn find_event(daemon: &Daemon, event_id: &str) -> Result<StoredEvent, ApiError> {
+    daemon.store.get_event(event_id)?.ok_or_else(|| ApiError::not_found("event_not_found", format!("no event {event_id:?}")))
+}
+
+fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::bad_request("invalid_query", format!("limit {text:?} must be a number from 1 to {MAX_LIMIT}"))),
+        },
+    }
+}
+
+fn event_view(event: &StoredEvent) -> Value {
+    json!({
+        "id": event.id,
+        "eventType": event.event_type,
+        "timestamp": event.timestamp,
+        "integrationAccountId": event.integration_account_id,
+        "workspaceId": event.workspace_id,
+        "recordId": event.record_id,
+        "result": event.result,
+        "failureReason": event.failure_reason,
+        "inboxId": event.inbox_id,
+        "record": event.record,
+    })
+}
+
+fn delivery_view(delivery: &Delivery) -> Value {
+    json!({
+        "deliveryId": delivery.id.to_string(),
+        "eventId": delivery.event_id,
+        "webhookId": delivery.subscription_id,
+        "accountId": delivery.account_id,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "nextAttemptAt": (delivery.status == DeliveryStatus::Pending).then(|| model::time::from_unix_ms(delivery.next_attempt_at_ms)),
+        "lastError": delivery.last_error,
+        "createdAt": model::time::from_unix_ms(delivery.created_at_ms),
+        "updatedAt": model::time::from_unix_ms(delivery.updated_at_ms),
+    })
+}

@@ -1,0 +1,107 @@
+//! The admin API: accounts, subscriptions, the event log, attempts, dead letters, the inbox,
+//! plugins, state queries and metrics, on its own listener, every route but `/healthz` behind
+//! `Authorization: Bearer <token>`.
+//!
+//! Handlers validate input and call the store; they never build error bodies themselves (they
+//! return [`ApiError`]) and never run plugin code (listing plugins reads what `describe` returned
+//! at load). Errors: 400 `invalid_json`, 401 `unauthorized`, 404 `*_not_found`, 409 `conflict`,
+//! 422 `invalid_field` / `unknown_plugin` / `unknown_event_type`.
+
+mod accounts;
+mod events;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::daemon::Daemon;
+use crate::http::ApiError;
+
+/// The admin router.
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    let protected = Router::new()
+        .merge(accounts::routes())
+        .merge(webhooks::routes())
+        .merge(events::routes())
+        .route("/v1/plugins", get(list_plugins))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(daemon.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .with_state(daemon)
+}
+
+async fn require_token(State(daemon): State<Arc<Daemon>>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim();
+    let expected = daemon.admin_token.as_bytes();
+    if presented.len() != expected.len() || !bool::from(presented.as_bytes().ct_eq(expected)) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"));
+    }
+    Ok(next.run(request).await)
+}
+
+/// A JSON request body whose rejections are the API's own errors: 400 for a body that is not
+/// JSON, 422 for JSON of the wrong shape (naming the field serde complains about).
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(JsonRejection::JsonDataError(error)) => Err(ApiError::unprocessable("invalid_field", error.body_text())),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json"))
+            }
+            Err(other) => Err(ApiError::bad_request("invalid_json", other.body_text())),
+        }
+    }
+}
+
+/// 201 with a JSON body.
+pub(crate) fn created(value: Value) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+async fn list_plugins(State(daemon): State<Arc<Daemon>>) -> Json<Value> {
+    let plugins: Vec<Value> = daemon
+        .plugins
+        .list()
+        .iter()
+        .map(|plugin| {
+            json!({
+                "name": plugin.info.name,
+                "version": plugin.info.version,
+                "pms": plugin.info.pms,
+                "events": plugin.info.events,
+                "source": plugin.source,
+                "verification": accounts::scheme_name(&plugin.info.verification),
+                "enrichment": plugin.info.api.is_some(),
+            })
+        })
+        .collect();
+    Json(json!({ "plugins": plugins, "loadErrors": daemon.plugins.failures() }))
+}
+
+async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], daemon.metrics.render()).into_response()
+}

@@ -1,0 +1,322 @@
+//! Configuration: a TOML file, then environment overrides, then resolution into [`Settings`].
+//!
+//! [`RawConfig`] is what the operator wrote: it deserializes and validates ranges, and does no I/O.
+//! [`Settings`] is what the daemon runs with: durations parsed, defaults derived. Every key has a
+//! default, so `stayhook serve` runs with no file at all; `config/stayhook.toml` in the repository
+//! is the commented default file, and a test checks that it parses to [`RawConfig::default`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The key (TOML name; the environment variable is `STAYHOOK_` + upper case).
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Configuration as written in the file and the environment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where sled keeps its files and the compiled-plugin cache lives.
+    pub data_dir: PathBuf,
+    /// Address of the public listener (PMS webhooks arrive here).
+    pub listen: String,
+    /// Address of the admin API; keep it on loopback or a private network.
+    pub admin_listen: String,
+    /// Bearer token of the admin API; generated, stored and printed once when unset.
+    pub admin_token: Option<String>,
+    /// Base of every account's `listenerUrl`; defaults to `http://` + `listen`.
+    pub public_url: Option<String>,
+    /// Folder of extra plugin `.wasm` files; a file plugin replaces a built-in one of its name.
+    pub plugin_dir: Option<PathBuf>,
+    /// Folder of compiled plugins; defaults to `<data_dir>/plugin-cache`.
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// Allow deliveries to loopback, private and link-local addresses.
+    pub allow_private_destinations: bool,
+    /// Largest webhook body accepted.
+    pub body_limit_bytes: usize,
+    /// An identical body for the same account within this window is acknowledged and dropped.
+    pub dedup_window_secs: u64,
+    /// Delays between delivery attempts ("5s", "5m", "2h"); attempts = 1 + the number of delays.
+    pub retry_schedule: Vec<String>,
+    /// Random spread applied to each retry delay, as a percentage (20 means ±20%).
+    pub retry_jitter_percent: u8,
+    /// Time limit of one delivery attempt.
+    pub delivery_timeout_ms: u64,
+    /// Deliveries in flight at once, across all subscriptions.
+    pub delivery_concurrency: usize,
+    /// Threads that run plugins; 0 means one per CPU.
+    pub normalizer_threads: usize,
+    /// Time limit of one plugin call.
+    pub plugin_timeout_ms: u64,
+    /// Memory cap of one plugin instance.
+    pub plugin_memory_bytes: usize,
+    /// Granularity of plugin time limits.
+    pub epoch_tick_ms: u64,
+    /// Drop reservation and conversation updates that change nothing in the unified record.
+    pub drop_unchanged_updates: bool,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: "0.0.0.0:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            admin_token: None,
+            public_url: None,
+            plugin_dir: None,
+            plugin_cache_dir: None,
+            allow_private_destinations: false,
+            body_limit_bytes: 1024 * 1024,
+            dedup_window_secs: 24 * 60 * 60,
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"].map(String::from).to_vec(),
+            retry_jitter_percent: 20,
+            delivery_timeout_ms: 15_000,
+            delivery_concurrency: 256,
+            normalizer_threads: 0,
+            plugin_timeout_ms: 2_000,
+            plugin_memory_bytes: 64 * 1024 * 1024,
+            epoch_tick_ms: 10,
+            drop_unchanged_updates: true,
+        }
+    }
+}
+
+/// What the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// sled's folder and the default cache's parent.
+    pub data_dir: PathBuf,
+    /// Public listener address.
+    pub listen: String,
+    /// Admin listener address.
+    pub admin_listen: String,
+    /// Admin token from config; `None` means use (or generate) the stored one.
+    pub admin_token: Option<String>,
+    /// Base of listener URLs; `None` means derive from the bound address.
+    pub public_url: Option<String>,
+    /// Extra plugins.
+    pub plugin_dir: Option<PathBuf>,
+    /// Compiled-plugin cache.
+    pub plugin_cache_dir: PathBuf,
+    /// See [`RawConfig::allow_private_destinations`].
+    pub allow_private_destinations: bool,
+    /// See [`RawConfig::body_limit_bytes`].
+    pub body_limit_bytes: usize,
+    /// See [`RawConfig::dedup_window_secs`].
+    pub dedup_window: Duration,
+    /// Parsed retry delays.
+    pub retry_schedule: Vec<Duration>,
+    /// See [`RawConfig::retry_jitter_percent`].
+    pub retry_jitter_percent: u8,
+    /// See [`RawConfig::delivery_timeout_ms`].
+    pub delivery_timeout: Duration,
+    /// See [`RawConfig::delivery_concurrency`].
+    pub delivery_concurrency: usize,
+    /// Resolved thread count (at least 1).
+    pub normalizer_threads: usize,
+    /// See [`RawConfig::plugin_timeout_ms`].
+    pub plugin_timeout: Duration,
+    /// See [`RawConfig::plugin_memory_bytes`].
+    pub plugin_memory_bytes: usize,
+    /// See [`RawConfig::epoch_tick_ms`].
+    pub epoch_tick: Duration,
+    /// See [`RawConfig::drop_unchanged_updates`].
+    pub drop_unchanged_updates: bool,
+}
+
+impl RawConfig {
+    /// Read the file at `path` (if any), then apply `STAYHOOK_*` variables from `environment`.
+    pub fn load(path: Option<&Path>, environment: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut raw = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| ConfigError::Read { path: path.to_path_buf(), message: error.to_string() })?;
+                toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.to_path_buf(), message: error.to_string() })?
+            }
+            None => RawConfig::default(),
+        };
+        for (name, value) in environment {
+            if let Some(key) = name.strip_prefix("STAYHOOK_") {
+                raw.apply_env(key, &value)?;
+            }
+        }
+        Ok(raw)
+    }
+
+    fn apply_env(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.trim().parse().map_err(|error: T::Err| ConfigError::Invalid { key, message: format!("{value:?}: {error}") })
+        }
+        fn flag(key: &'static str, value: &str) -> Result<bool, ConfigError> {
+            match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" | "" => Ok(false),
+                _ => Err(ConfigError::Invalid { key, message: format!("{value:?} is not a boolean") }),
+            }
+        }
+        let non_empty = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_string());
+        match key {
+            "DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "LISTEN" => self.listen = value.to_string(),
+            "ADMIN_LISTEN" => self.admin_listen = value.to_string(),
+            "ADMIN_TOKEN" => self.admin_token = non_empty(value),
+            "PUBLIC_URL" => self.public_url = non_empty(value),
+            "PLUGIN_DIR" => self.plugin_dir = non_empty(value).map(PathBuf::from),
+            "PLUGIN_CACHE_DIR" => self.plugin_cache_dir = non_empty(value).map(PathBuf::from),
+            "ALLOW_PRIVATE_DESTINATIONS" => self.allow_private_destinations = flag("allow_private_destinations", value)?,
+            "BODY_LIMIT_BYTES" => self.body_limit_bytes = parse("body_limit_bytes", value)?,
+            "DEDUP_WINDOW_SECS" => self.dedup_window_secs = parse("dedup_window_secs", value)?,
+            "RETRY_SCHEDULE" => {
+                self.retry_schedule = value.split(',').map(str::trim).filter(|part| !part.is_empty()).map(String::from).collect()
+            }
+            "RETRY_JITTER_PERCENT" => self.retry_jitter_percent = parse("retry_jitter_percent", value)?,
+            "DELIVERY_TIMEOUT_MS" => self.delivery_timeout_ms = parse("delivery_timeout_ms", value)?,
+            "DELIVERY_CONCURRENCY" => self.delivery_concurrency = parse("delivery_concurrency", value)?,
+            "NORMALIZER_THREADS" => self.normalizer_threads = parse("normalizer_threads", value)?,
+            "PLUGIN_TIMEOUT_MS" => self.plugin_timeout_ms = parse("plugin_timeout_ms", value)?,
+            "PLUGIN_MEMORY_BYTES" => self.plugin_memory_bytes = parse("plugin_memory_bytes", value)?,
+            "EPOCH_TICK_MS" => self.epoch_tick_ms = parse("epoch_tick_ms", value)?,
+            "DROP_UNCHANGED_UPDATES" => self.drop_unchanged_updates = flag("drop_unchanged_updates", value)?,
+            // STAYHOOK_CONFIG names the file itself; STAYHOOK_LOG is read by the logger.
+            "CONFIG" | "LOG" => {}
+            other => tracing::warn!(variable = %format!("STAYHOOK_{other}"), "unknown configuration variable ignored"),
+        }
+        Ok(())
+    }
+
+    /// Check ranges and resolve into [`Settings`].
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        let retry_schedule = self
+            .retry_schedule
+            .iter()
+            .map(|text| {
+                humantime::parse_duration(text)
+                    .map_err(|error| ConfigError::Invalid { key: "retry_schedule", message: format!("{text:?}: {error}") })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.body_limit_bytes == 0 || self.body_limit_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::Invalid { key: "body_limit_bytes", message: "must be between 1 and 67108864".into() });
+        }
+        if self.retry_jitter_percent > 100 {
+            return Err(ConfigError::Invalid { key: "retry_jitter_percent", message: "must be at most 100".into() });
+        }
+        if self.plugin_memory_bytes < 1024 * 1024 {
+            return Err(ConfigError::Invalid { key: "plugin_memory_bytes", message: "must be at least 1 MiB".into() });
+        }
+        for (key, value) in [
+            ("epoch_tick_ms", self.epoch_tick_ms),
+            ("plugin_timeout_ms", self.plugin_timeout_ms),
+            ("delivery_timeout_ms", self.delivery_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid { key, message: "must be positive".into() });
+            }
+        }
+        if self.delivery_concurrency == 0 {
+            return Err(ConfigError::Invalid { key: "delivery_concurrency", message: "must be at least 1".into() });
+        }
+        if let Some(public_url) = &self.public_url
+            && !(public_url.starts_with("http://") || public_url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid { key: "public_url", message: format!("{public_url:?} is not an http(s) URL") });
+        }
+        for (key, address) in [("listen", &self.listen), ("admin_listen", &self.admin_listen)] {
+            address.parse::<SocketAddr>().map_err(|error| ConfigError::Invalid { key, message: format!("{address:?}: {error}") })?;
+        }
+        let normalizer_threads = match self.normalizer_threads {
+            0 => std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            n => n,
+        };
+        let plugin_cache_dir = self.plugin_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("plugin-cache"));
+        Ok(Settings {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            admin_token: self.admin_token,
+            public_url: self.public_url.map(|url| url.trim_end_matches('/').to_string()),
+            plugin_dir: self.plugin_dir,
+            plugin_cache_dir,
+            allow_private_destinations: self.allow_private_destinations,
+            body_limit_bytes: self.body_limit_bytes,
+            dedup_window: Duration::from_secs(self.dedup_window_secs),
+            retry_schedule,
+            retry_jitter_percent: self.retry_jitter_percent,
+            delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            delivery_concurrency: self.delivery_concurrency,
+            normalizer_threads,
+            plugin_timeout: Duration::from_millis(self.plugin_timeout_ms),
+            plugin_memory_bytes: self.plugin_memory_bytes,
+            epoch_tick: Duration::from_millis(self.epoch_tick_ms),
+            drop_unchanged_updates: self.drop_unchanged_updates,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_file_matches_defaults() {
+        let text = include_str!("../../config/stayhook.toml");
+        let parsed: RawConfig = toml::from_str(text).expect("config/stayhook.toml parses");
+        assert_eq!(parsed, RawConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_the_defaults() {
+        let environment = [
+            ("STAYHOOK_RETRY_SCHEDULE", "1s, 1s,2s,5s"),
+            ("STAYHOOK_ALLOW_PRIVATE_DESTINATIONS", "true"),
+            ("STAYHOOK_LISTEN", "127.0.0.1:0"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()));
+        let settings = RawConfig::load(None, environment).unwrap().resolve().unwrap();
+        assert_eq!(settings.retry_schedule, [1, 1, 2, 5].map(Duration::from_secs).to_vec());
+        assert!(settings.allow_private_destinations);
+        assert_eq!(settings.listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn malformed_values_name_their_key() {
+        let environment = [("STAYHOOK_RETRY_SCHEDULE".to_string(), "1s,soon".to_string())];
+        let error = RawConfig::load(None, environment).unwrap().resolve().unwrap_err();
+        assert!(error.to_string().contains("retry_schedule"), "{error}");
+        let environment = [("STAYHOOK_BODY_LIMIT_BYTES".to_string(), "lots".to_string())];
+        let error = RawConfig::load(None, environment).unwrap_err();
+        assert!(error.to_string().contains("body_limit_bytes"), "{error}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Delivery: unified events to the operator's subscriptions, signed, retried, dead-lettered.
+//!
+//! The scheduler is one tokio task. It reads due deliveries from the store's `due` index (earliest
+//! first), starts each attempt as its own task (at most `delivery_concurrency` at once), and sleeps
+//! until the next due time, a wake-up from a normalizer, or shutdown. An attempt records its
+//! outcome and moves the delivery on in one store transaction: delivered, retried later per the
+//! [`RetryPolicy`], or dead after the last delay.
+//!
+//! Ordering: deliveries of one record to one subscription form a lane; only a lane's head is ever
+//! due, so events of a record arrive in order. A failing record holds back only its own lane: other
+//! records' lanes go on. A delivery stays in `due` while its attempt runs, so a crash mid-attempt
+//! repeats it at the next start (at least once, never lost).
+
+pub mod destination;
+pub mod envelope;
+pub mod retry;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+pub use retry::RetryPolicy;
+
+use crate::daemon::Daemon;
+use crate::ingest::unix_ms;
+use crate::model;
+use crate::store::{Attempt, Delivery, DeliveryStatus};
+
+/// Longest response body kept in the attempt log.
+const RESPONSE_EXCERPT_BYTES: usize = 1024;
+
+/// Run the scheduler until `shutdown` is notified.
+pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
+    let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
+    let capacity = daemon.settings.delivery_concurrency;
+    loop {
+        let now_ms = unix_ms();
+        let n_in_flight = in_flight.lock().expect("in-flight set lock poisoned").len();
+        let mut next_due_ms = None;
+        if n_in_flight < capacity {
+            match daemon.store.due_deliveries(u64::MAX, n_in_flight + capacity) {
+                Ok(due) => {
+                    for delivery_id in due {
+                        if in_flight.lock().expect("in-flight set lock poisoned").contains(&delivery_id) {
+                            continue;
+                        }
+                        let delivery = match daemon.store.get_delivery(delivery_id) {
+                            Ok(Some(delivery)) => delivery,
+                            Ok(None) => continue,
+                            Err(error) => {
+                                tracing::error!(%error, delivery_id, "reading a due delivery failed");
+                                continue;
+                            }
+                        };
+                        if delivery.next_attempt_at_ms > now_ms {
+                            next_due_ms = Some(delivery.next_attempt_at_ms);
+                            break;
+                        }
+                        let mut guard = in_flight.lock().expect("in-flight set lock poisoned");
+                        if guard.len() >= capacity {
+                            break;
+                        }
+                        guard.insert(delivery_id);
+                        drop(guard);
+                        let daemon = daemon.clone();
+                        let in_flight = in_flight.clone();
+                        tokio::spawn(async move {
+                            attempt(&daemon, delivery).await;
+                            in_flight.lock().expect("in-flight set lock poisoned").remove(&delivery_id);
+                            daemon.scheduler_wakeup.notify_one();
+                        });
+                    }
+                }
+                Err(error) => tracing::error!(%error, "reading the delivery queue failed"),
+            }
+        }
+        let sleep_for = next_due_ms.map_or(Duration::from_secs(5), |due_ms| Duration::from_millis(due_ms.saturating_sub(unix_ms()).max(1)));
+        tokio::select! {
+            _ = daemon.scheduler_wakeup.notified() => {}
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = shutdown.notified() => return,
+        }
+    }
+}
+
+/// Make one attempt of `delivery` and record it.
+async fn attempt(daemon: &Daemon, delivery: Delivery) {
+    let now_ms = unix_ms();
+    let subscription = match daemon.store.get_subscription(&delivery.account_id, &delivery.subscription_id) {
+        Ok(subscription) => subscription,
+        Err(error) => return tracing::error!(%error, "reading a subscription failed"),
+    };
+    let event = match daemon.store.get_event(&delivery.event_id) {
+        Ok(event) => event,
+        Err(error) => return tracing::error!(%error, "reading an event failed"),
+    };
+    let (Some(subscription), Some(event)) = (subscription.filter(|subscription| subscription.enabled), event) else {
+        let mut next = delivery.clone();
+        next.status = DeliveryStatus::Cancelled;
+        next.last_error = Some("the subscription was deleted or disabled".into());
+        next.updated_at_ms = now_ms;
+        if let Err(error) = daemon.store.record_attempt(&delivery, &next, None, now_ms) {
+            tracing::error!(%error, "recording a cancelled delivery failed");
+        }
+        return;
+    };
+
+    let body = envelope::render(&event, &subscription);
+    let timestamp_secs = chrono::Utc::now().timestamp();
+    let signature = envelope::sign(&subscription.secret, &event.id, timestamp_secs, &body);
+    let attempt_number = delivery.attempts + 1;
+    let started_at = model::time::now();
+    let started = Instant::now();
+    let outcome = post(daemon, &subscription.url, &event.id, timestamp_secs, &signature, body).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    daemon.metrics.delivery_attempted(outcome.success, started.elapsed());
+
+    let mut next = delivery.clone();
+    next.attempts = attempt_number;
+    next.updated_at_ms = unix_ms();
+    next.last_error =
+        outcome.error.clone().or_else(|| (!outcome.success).then(|| format!("HTTP {}", outcome.status_code.unwrap_or_default())));
+    if outcome.success {
+        next.status = DeliveryStatus::Delivered;
+        next.last_error = None;
+    } else {
+        match daemon.retry_policy.delay_after(attempt_number) {
+            Some(delay) => next.next_attempt_at_ms = next.updated_at_ms + delay.as_millis() as u64,
+            None => {
+                next.status = DeliveryStatus::Dead;
+                tracing::warn!(event_id = %event.id, subscription_id = %subscription.id, attempts = attempt_number, "delivery dead-lettered");
+            }
+        }
+    }
+    let record = Attempt {
+        delivery_id: delivery.id.to_string(),
+        subscription_id: subscription.id.clone(),
+        attempt: attempt_number,
+        at: started_at,
+        url: subscription.url.clone(),
+        status_code: outcome.status_code,
+        latency_ms,
+        error: outcome.error,
+        response: outcome.response,
+        success: outcome.success,
+    };
+    if let Err(error) = daemon.store.record_attempt(&delivery, &next, Some(&record), unix_ms()) {
+        tracing::error!(%error, delivery_id = delivery.id, "recording a delivery attempt failed; it will be repeated");
+    }
+}
+
+struct PostOutcome {
+    success: bool,
+    status_code: Option<u16>,
+    error: Option<String>,
+    response: Option<String>,
+}
+
+async fn post(daemon: &Daemon, url: &str, webhook_id: &str, timestamp_secs: i64, signature: &str, body: Vec<u8>) -> PostOutcome {
+    if let Err(error) = destination::check_url(url, daemon.settings.allow_private_destinations) {
+        return PostOutcome { success: false, status_code: None, error: Some(error), response: None };
+    }
+    let request = daemon
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", webhook_id)
+        .header("webhook-timestamp", timestamp_secs.to_string())
+        .header("webhook-signature", signature)
+        .body(body);
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let text = response.bytes().await.map(|bytes| excerpt(&bytes)).unwrap_or_default();
+            PostOutcome { success: status.is_success(), status_code: Some(status.as_u16()), error: None, response: Some(text) }
+        }
+        Err(error) => {
+            let message = if error.is_timeout() { "timed out".to_string() } else { error_chain(&error) };
+            PostOutcome { success: false, status_code: None, error: Some(message), response: None }
+        }
+    }
+}
+
+fn excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(RESPONSE_EXCERPT_BYTES)]);
+    text.into_owned()
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// The HTTP client deliveries use.
+pub fn http_client(allow_private: bool, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("stayhook/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(destination::GuardedResolver { allow_private }))
+        .build()
+}

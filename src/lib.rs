@@ -1,0 +1,169 @@
+//! stayhook: receive PMS webhooks, store them durably, normalize them in WebAssembly plugins,
+//! keep the latest state per record, and deliver unified, signed events to the operator.
+//!
+//! Layout, in the order a webhook meets it:
+//! - [`ingest`]: the public listener, verification, duplicate suppression, durable append.
+//! - [`store`]: sled trees behind one type, group commit, recovery cursors.
+//! - [`normalize`]: OS threads that run plugins and decide state (created vs updated, no-ops).
+//! - [`plugin`]: the wasmtime host, limits, the compiled-component cache, the WIT bindings.
+//! - [`model`]: the unified records, validated and rendered as the seed's JSON.
+//! - [`deliver`]: the envelope, Standard Webhooks signatures, retries, dead letters.
+//! - [`api`]: the admin API; [`config`]: file and environment; [`http`]: the shared error shape.
+//!
+//! [`run`] takes bound listeners and a shutdown future, so tests run daemons on port zero.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod deliver;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod model;
+pub mod normalize;
+pub mod plugin;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use tokio::sync::Notify;
+
+use config::Settings;
+use daemon::Daemon;
+use plugin::{PluginLimits, PluginRegistry};
+use store::Store;
+
+/// The two sockets a daemon serves.
+pub struct Listeners {
+    /// Public: PMS webhooks.
+    pub ingest: tokio::net::TcpListener,
+    /// Admin API.
+    pub admin: tokio::net::TcpListener,
+}
+
+/// Meta key of the generated admin token.
+const ADMIN_TOKEN_KEY: &str = "admin_token";
+
+/// Run a daemon until `shutdown` resolves, then stop accepting, let in-flight work finish, and
+/// flush the store.
+pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let store = Store::open(&settings.data_dir.join("db")).context("opening the store")?;
+    let limits =
+        PluginLimits { memory_bytes: settings.plugin_memory_bytes, timeout: settings.plugin_timeout, epoch_tick: settings.epoch_tick };
+    let cache_dir = settings.plugin_cache_dir.clone();
+    let plugin_dir = settings.plugin_dir.clone();
+    let plugins = tokio::task::spawn_blocking(move || -> anyhow::Result<PluginRegistry> {
+        let registry = PluginRegistry::new(limits, cache_dir)?;
+        registry.load_all(plugin_dir.as_deref())?;
+        Ok(registry)
+    })
+    .await??;
+    let admin_token = admin_token(&settings, &store)?;
+    let public_url = match &settings.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let address = listeners.ingest.local_addr()?;
+            let host = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
+            tracing::warn!(
+                "public_url is not set: listener URLs use http://{host}:{}; set STAYHOOK_PUBLIC_URL to the address PMSs reach",
+                address.port()
+            );
+            format!("http://{host}:{}", address.port())
+        }
+    };
+    let (normalizer, receivers) = normalize::Normalizer::start(settings.normalizer_threads);
+    let daemon = Arc::new(Daemon {
+        retry_policy: deliver::RetryPolicy { schedule: settings.retry_schedule.clone(), jitter_percent: settings.retry_jitter_percent },
+        http: deliver::http_client(settings.allow_private_destinations, settings.delivery_timeout)?,
+        store,
+        plugins: Arc::new(plugins),
+        public_url,
+        admin_token,
+        normalizer,
+        scheduler_wakeup: Notify::new(),
+        metrics: metrics::Metrics::default(),
+        settings,
+    });
+    daemon.normalizer.attach(&daemon, receivers)?;
+    resume_pending(&daemon)?;
+
+    let stop_scheduler = Arc::new(Notify::new());
+    let scheduler = tokio::spawn(deliver::run_scheduler(daemon.clone(), stop_scheduler.clone()));
+    let expiry = tokio::spawn(expire_digests(daemon.clone()));
+
+    let (stop_servers, _) = tokio::sync::broadcast::channel::<()>(1);
+    let ingest_server = {
+        let mut stopped = stop_servers.subscribe();
+        tokio::spawn(http::serve(listeners.ingest, ingest::router(daemon.clone()), async move {
+            let _ = stopped.recv().await;
+        }))
+    };
+    let admin_server = {
+        let mut stopped = stop_servers.subscribe();
+        tokio::spawn(http::serve(listeners.admin, api::router(daemon.clone()), async move {
+            let _ = stopped.recv().await;
+        }))
+    };
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_servers.send(());
+    let _ = ingest_server.await;
+    let _ = admin_server.await;
+    stop_scheduler.notify_one();
+    let _ = scheduler.await;
+    expiry.abort();
+    let daemon_for_stop = daemon.clone();
+    tokio::task::spawn_blocking(move || daemon_for_stop.normalizer.stop()).await?;
+    daemon.store.flush()?;
+    Ok(())
+}
+
+/// The admin token: from config, or stored, or generated now, stored and printed once.
+fn admin_token(settings: &Settings, store: &Store) -> anyhow::Result<String> {
+    if let Some(token) = &settings.admin_token {
+        return Ok(token.clone());
+    }
+    if let Some(token) = store.get_meta(ADMIN_TOKEN_KEY)? {
+        return Ok(token);
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    store.insert_meta(ADMIN_TOKEN_KEY, &token)?;
+    eprintln!("stayhook: generated the admin API token (shown once; it is stored in the data dir):\n\n    {token}\n");
+    Ok(token)
+}
+
+/// Hand every stored-but-unnormalized webhook to the workers again (after a crash or a stop).
+fn resume_pending(daemon: &Daemon) -> anyhow::Result<()> {
+    let pending = daemon.store.pending_inbox()?;
+    if !pending.is_empty() {
+        tracing::info!(n_pending = pending.len(), "resuming normalization of stored webhooks");
+    }
+    for inbox_id in pending {
+        match daemon.store.get_inbox(inbox_id)? {
+            Some(entry) => daemon.normalizer.dispatch(&entry.account_id, inbox_id),
+            None => tracing::warn!(%inbox_id, "pending entry without inbox data"),
+        }
+    }
+    Ok(())
+}
+
+async fn expire_digests(daemon: Arc<Daemon>) {
+    let window_ms = u64::try_from(daemon.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let daemon = daemon.clone();
+        let expired = tokio::task::spawn_blocking(move || daemon.store.expire_digests(ingest::unix_ms(), window_ms)).await;
+        match expired {
+            Ok(Ok(n_removed)) if n_removed > 0 => tracing::debug!(n_removed, "expired duplicate-suppression digests"),
+            Ok(Err(error)) => tracing::warn!(%error, "expiring digests failed"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The `stayhook` command: parse the CLI, load config, bind, and call the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use stayhook::config::RawConfig;
+use stayhook::plugin::offline::{self, CaseRequest};
+use stayhook::plugin::{PluginLimits, PluginRegistry};
+
+/// Receive PMS webhooks, normalize them in WebAssembly plugins, deliver unified signed events.
+#[derive(Parser)]
+#[command(name = "stayhook", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (public listener, admin API, normalizers, deliveries).
+    Serve {
+        /// TOML configuration file (every key is optional; STAYHOOK_* variables override it).
+        #[arg(long, env = "STAYHOOK_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Normalize one payload offline and print the unified events as JSON.
+    Run {
+        /// A plugin name (built in, or in --plugin-dir) or the path of a .wasm component.
+        plugin: String,
+        /// The webhook body as the PMS sends it.
+        payload: PathBuf,
+        /// Content-Type of the payload.
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+        /// Folder of extra plugins.
+        #[arg(long, env = "STAYHOOK_PLUGIN_DIR")]
+        plugin_dir: Option<PathBuf>,
+        /// Account setting handed to the plugin, as name=value (repeatable).
+        #[arg(long = "setting", value_parser = parse_pair)]
+        settings: Vec<(String, String)>,
+    },
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(name, value)| (name.to_string(), value.to_string())).ok_or_else(|| format!("{text:?} is not name=value"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let outcome = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Plugin { command: PluginCommand::Run { plugin, payload, content_type, plugin_dir, settings } } => {
+            plugin_run(&plugin, &payload, content_type, plugin_dir, settings)
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("stayhook: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STAYHOOK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = RawConfig::load(config.as_deref(), std::env::vars())?.resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("stayhook-io").build()?;
+    runtime.block_on(async move {
+        let ingest = tokio::net::TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        let admin = tokio::net::TcpListener::bind(&settings.admin_listen).await.with_context(|| format!("binding {}", settings.admin_listen))?;
+        // These two lines are the daemon's contract with scripts (and the tests): where it listens.
+        println!("stayhook: webhooks on http://{}", ingest.local_addr()?);
+        println!("stayhook: admin API on http://{}", admin.local_addr()?);
+        tracing::info!(webhooks = %ingest.local_addr()?, admin = %admin.local_addr()?, data_dir = %settings.data_dir.display(), "listening");
+        stayhook::run(settings, stayhook::Listeners { ingest, admin }, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}
+
+fn plugin_run(
+    plugin: &str,
+    payload: &PathBuf,
+    content_type: String,
+    plugin_dir: Option<PathBuf>,
+    settings: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let defaults = RawConfig::default().resolve()?;
+    let limits =
+        PluginLimits { memory_bytes: defaults.plugin_memory_bytes, timeout: defaults.plugin_timeout, epoch_tick: defaults.epoch_tick };
+    let cache_dir = std::env::temp_dir().join("stayhook-plugin-cache");
+    let registry = PluginRegistry::new(limits, cache_dir)?;
+    registry.load_all(plugin_dir.as_deref())?;
+    let name = if plugin.ends_with(".wasm") { registry.load_file(plugin.as_ref())? } else { plugin.to_string() };
+    let loaded = registry.get(&name).with_context(|| {
+        let known: Vec<String> = registry.list().iter().map(|plugin| plugin.info.name.clone()).collect();
+        format!("no plugin named {name:?}; known: {}", known.join(", "))
+    })?;
+    let body = std::fs::read(payload).with_context(|| format!("reading {}", payload.display()))?;
+    let mut request = CaseRequest::post(body, Some(content_type));
+    request.settings = settings.into_iter().collect();
+    let events = offline::run(&loaded, &request)?;
+    println!("{}", serde_json::to_string_pretty(&events)?);
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! The plugin host: loads PMS plugins (WebAssembly components) and runs them under limits.
+//!
+//! It owns the wasmtime engine, the epoch ticker thread, the compiled-component cache on disk and
+//! the registry of loaded plugins. It does not decide what to do with a plugin's output (that is
+//! `normalize`), and plugin code never touches the network or secrets: the linker grants only the
+//! `host` interface of the contract, and every other import (the WASI interfaces the Rust standard
+//! library links) is defined as a trap. Invariant: a trap, a timeout, exhausted memory or invalid
+//! output fails that one call, reported as a [`CallError`]; the daemon and other plugins go on.
+
+pub mod bindings;
+mod engine;
+pub mod offline;
+mod session;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+
+pub use session::{CallError, PluginSession};
+
+use bindings::stayhook::plugin::types as wit;
+use engine::ComponentCache;
+
+/// The contract version this host implements: the package version in `wit/v0.1`.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+const CONTRACT_PACKAGE: &str = "stayhook:plugin/";
+
+/// Plugins compiled from `plugins/` by build.rs and shipped inside the binary.
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+}
+
+/// Why a plugin could not be loaded or set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The bytes are not a component this engine can compile.
+    #[error("invalid plugin: {0}")]
+    Invalid(String),
+    /// The component was built against a contract version this host does not implement.
+    #[error("plugin uses contract {found}, this host implements {CONTRACT_VERSION}")]
+    UnsupportedContract {
+        /// The version the component imports.
+        found: String,
+    },
+    /// `describe` trapped or returned something unusable.
+    #[error("plugin describe failed: {0}")]
+    Describe(String),
+    /// The engine itself failed (configuration, out of resources).
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    /// Reading a plugin file failed.
+    #[error("reading {path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Resource limits of one plugin call.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginLimits {
+    /// Linear memory a plugin instance may grow to.
+    pub memory_bytes: usize,
+    /// Wall time one call may take before it is interrupted.
+    pub timeout: Duration,
+    /// How often the epoch ticks; a deadline is a whole number of ticks.
+    pub epoch_tick: Duration,
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginSource {
+    /// Compiled from `plugins/` and shipped inside the binary.
+    BuiltIn,
+    /// Loaded from a `.wasm` file in the plugin directory.
+    File(PathBuf),
+}
+
+/// A loaded plugin, ready to be instantiated by any normalizer thread.
+pub struct LoadedPlugin {
+    /// What the plugin said about itself.
+    pub info: wit::PluginInfo,
+    /// Where it came from.
+    pub source: PluginSource,
+    /// Increases every time a plugin is (re)loaded, so sessions notice a replacement.
+    pub generation: u64,
+    code: session::PluginCode,
+}
+
+impl LoadedPlugin {
+    /// A new session (store and instance) for this plugin, for one thread's use.
+    pub fn session(&self) -> Result<PluginSession, CallError> {
+        PluginSession::new(self.code.clone(), self.info.name.clone())
+    }
+}
+
+/// A plugin file that failed to load, kept so the admin API can show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFailure {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// Every loaded plugin, by name.
+pub struct PluginRegistry {
+    engine: Arc<Engine>,
+    linker: Linker<session::HostState>,
+    cache: ComponentCache,
+    limits: PluginLimits,
+    plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    failures: RwLock<Vec<LoadFailure>>,
+    next_generation: AtomicU64,
+}
+
+impl PluginRegistry {
+    /// An empty registry with its engine; `cache_dir` holds compiled components.
+    pub fn new(limits: PluginLimits, cache_dir: PathBuf) -> Result<Self, PluginError> {
+        let engine = engine::new_engine(limits.epoch_tick)?;
+        let linker = session::new_linker(&engine)?;
+        Ok(Self {
+            engine,
+            linker,
+            cache: ComponentCache::new(cache_dir),
+            limits,
+            plugins: RwLock::new(HashMap::new()),
+            failures: RwLock::new(Vec::new()),
+            next_generation: AtomicU64::new(1),
+        })
+    }
+
+    /// Load the plugins built into the binary, then every `*.wasm` in `plugin_dir` (a file plugin
+    /// replaces a built-in one of the same name). A file that fails is recorded, not fatal.
+    pub fn load_all(&self, plugin_dir: Option<&Path>) -> Result<(), PluginError> {
+        for (file_name, wasm_bytes) in builtin::PLUGINS {
+            let plugin = self
+                .compile(wasm_bytes, PluginSource::BuiltIn)
+                .map_err(|error| PluginError::Invalid(format!("built-in plugin {file_name}: {error}")))?;
+            self.insert(plugin);
+        }
+        let Some(dir) = plugin_dir else { return Ok(()) };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => {
+                return Err(PluginError::Io { path: dir.to_path_buf(), message: error.to_string() });
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|extension| extension == "wasm"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match self.load_file(&path) {
+                Ok(name) => tracing::info!(plugin = %name, path = %path.display(), "loaded plugin"),
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "plugin failed to load");
+                    self.failures.write().expect("plugin failure list lock poisoned").push(LoadFailure { path, error: error.to_string() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Load one plugin file and register it under the name it declares.
+    pub fn load_file(&self, path: &Path) -> Result<String, PluginError> {
+        let wasm_bytes = std::fs::read(path).map_err(|error| PluginError::Io { path: path.to_path_buf(), message: error.to_string() })?;
+        let plugin = self.compile(&wasm_bytes, PluginSource::File(path.to_path_buf()))?;
+        let name = plugin.info.name.clone();
+        self.insert(plugin);
+        Ok(name)
+    }
+
+    /// The plugin registered under `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.read().expect("plugin registry lock poisoned").get(name).cloned()
+    }
+
+    /// Every loaded plugin, sorted by name.
+    pub fn list(&self) -> Vec<Arc<LoadedPlugin>> {
+        let mut plugins: Vec<_> = self.plugins.read().expect("plugin registry lock poisoned").values().cloned().collect();
+        plugins.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        plugins
+    }
+
+    /// Plugin files that failed to load.
+    pub fn failures(&self) -> Vec<LoadFailure> {
+        self.failures.read().expect("plugin failure list lock poisoned").clone()
+    }
+
+    fn insert(&self, plugin: LoadedPlugin) {
+        let name = plugin.info.name.clone();
+        self.plugins.write().expect("plugin registry lock poisoned").insert(name, Arc::new(plugin));
+    }
+
+    fn compile(&self, wasm_bytes: &[u8], source: PluginSource) -> Result<LoadedPlugin, PluginError> {
+        let component = self.cache.load(&self.engine, wasm_bytes)?;
+        check_contract(&self.engine, &component)?;
+        // The Rust standard library links a dozen WASI interfaces even when a plugin does no I/O;
+        // they become traps, so a plugin that tries to print or read the clock fails its call.
+        let mut linker = self.linker.clone();
+        linker.define_unknown_imports_as_traps(&component).map_err(|error| PluginError::Invalid(format!("{error:#}")))?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(|error| PluginError::Invalid(format!("{error:#}")))?;
+        let pre = bindings::PluginPre::new(instance_pre)
+            .map_err(|error| PluginError::Invalid(format!("does not implement the plugin world: {error:#}")))?;
+        let code = session::PluginCode { pre, engine: self.engine.clone(), limits: self.limits };
+        let info = PluginSession::new(code.clone(), String::from("(loading)"))
+            .and_then(|mut session| session.describe())
+            .map_err(|error| PluginError::Describe(error.to_string()))?;
+        validate_info(&info)?;
+        Ok(LoadedPlugin { info, source, generation: self.next_generation.fetch_add(1, Ordering::Relaxed), code })
+    }
+}
+
+/// Refuse a component built against another contract version before instantiating it.
+fn check_contract(engine: &Engine, component: &Component) -> Result<(), PluginError> {
+    let component_type = component.component_type();
+    let imports = component_type.imports(engine).map(|(name, item)| (name.to_string(), item));
+    for (name, item) in imports {
+        if let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE) {
+            let version = rest.split_once('@').map(|(_, version)| version).unwrap_or("none");
+            if version != CONTRACT_VERSION {
+                return Err(PluginError::UnsupportedContract { found: version.to_string() });
+            }
+            if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                return Err(PluginError::Invalid(format!("import {name} is not an interface")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_info(info: &wit::PluginInfo) -> Result<(), PluginError> {
+    let name_ok = !info.name.is_empty()
+        && info.name.len() <= 64
+        && info.name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_');
+    if !name_ok {
+        return Err(PluginError::Describe(format!("plugin name {:?} must be 1 to 64 lower-case letters, digits, '-' or '_'", info.name)));
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Running a plugin without a daemon: `stayhook plugin run` and the golden cases.
+//!
+//! A golden case is a folder: `body.json` (or `body.txt`, `body.form`: the raw body), `case.json`
+//! (`source`: where the sample comes from; `note`; optional `method`, `contentType`, `query`,
+//! `headers`, `settings`) and `expected.json`, the unified events a daemon with an empty store
+//! would produce, as `[{"eventType", "result", "record"}]`. The same runner serves the CLI and the
+//! integration tests, so what an integration author sees is what the tests check.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::bindings::stayhook::plugin::types as wit;
+use super::{CallError, LoadedPlugin};
+use crate::model;
+
+/// Why an offline run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// A case file is missing or malformed.
+    #[error("{path}: {message}")]
+    Case {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The plugin trapped, timed out or ran out of memory.
+    #[error("{0}")]
+    Call(#[from] CallError),
+    /// The plugin refused the input.
+    #[error("the plugin refused the input: {0}")]
+    Refused(String),
+    /// The plugin's output is invalid.
+    #[error("{0}")]
+    Invalid(#[from] model::InvalidOutput),
+    /// The plugin asked for API calls and no recorded responses were given.
+    #[error("the plugin asked for API calls ({0}); offline runs need recorded responses, which arrive with enrichment")]
+    NeedsFetch(String),
+}
+
+/// One inbound webhook for an offline run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CaseRequest {
+    /// Where the sample payload comes from (public documentation address).
+    pub source: Option<String>,
+    /// What the case shows.
+    pub note: Option<String>,
+    /// HTTP method; POST when absent.
+    pub method: Option<String>,
+    /// Content-Type; application/json when absent and the body is `body.json`.
+    pub content_type: Option<String>,
+    /// Raw query string.
+    pub query: Option<String>,
+    /// Request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Account settings handed to the plugin.
+    pub settings: BTreeMap<String, String>,
+    /// The body (filled from the body file).
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+impl CaseRequest {
+    /// A POST of `body` with this content type.
+    pub fn post(body: Vec<u8>, content_type: Option<String>) -> Self {
+        Self { body, content_type, ..Self::default() }
+    }
+
+    /// Read a case folder's request (`case.json`, optional, and the body file).
+    pub fn load(dir: &Path) -> Result<Self, OfflineError> {
+        let case_path = dir.join("case.json");
+        let mut request: CaseRequest = if case_path.exists() {
+            let text = std::fs::read_to_string(&case_path)
+                .map_err(|error| OfflineError::Case { path: case_path.clone(), message: error.to_string() })?;
+            serde_json::from_str(&text).map_err(|error| OfflineError::Case { path: case_path.clone(), message: error.to_string() })?
+        } else {
+            CaseRequest::default()
+        };
+        let (body_path, default_type) =
+            [("body.json", "application/json"), ("body.form", "application/x-www-form-urlencoded"), ("body.txt", "text/plain")]
+                .into_iter()
+                .map(|(name, content_type)| (dir.join(name), content_type))
+                .find(|(path, _)| path.exists())
+                .ok_or_else(|| OfflineError::Case { path: dir.to_path_buf(), message: "no body.json, body.form or body.txt".into() })?;
+        request.body = std::fs::read(&body_path).map_err(|error| OfflineError::Case { path: body_path, message: error.to_string() })?;
+        request.content_type.get_or_insert_with(|| default_type.to_string());
+        Ok(request)
+    }
+}
+
+/// Run `plugin` on `request` as a daemon with an empty store would, and render the events.
+pub fn run(plugin: &LoadedPlugin, request: &CaseRequest) -> Result<Vec<Value>, OfflineError> {
+    let mut session = plugin.session()?;
+    let inbound = wit::Inbound {
+        account: wit::AccountContext {
+            id: "offline".into(),
+            workspace_id: "offline".into(),
+            settings: request.settings.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+        },
+        method: request.method.clone().unwrap_or_else(|| "POST".into()),
+        query: request.query.clone().unwrap_or_default(),
+        content_type: request.content_type.clone(),
+        headers: request.headers.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect(),
+        body: request.body.clone(),
+        received_at: model::time::now(),
+    };
+    let events = match session.normalize(&inbound, &[])? {
+        Err(wit::PluginError::BadPayload(message)) => return Err(OfflineError::Refused(format!("bad payload: {message}"))),
+        Err(wit::PluginError::UnsupportedEvent(message)) => return Err(OfflineError::Refused(format!("unsupported event: {message}"))),
+        Ok(wit::Outcome::Fetch(requests)) => {
+            let described: Vec<String> = requests.iter().map(|request| format!("{} {}", request.method, request.path)).collect();
+            return Err(OfflineError::NeedsFetch(described.join(", ")));
+        }
+        Ok(wit::Outcome::Done(events)) => events,
+    };
+    events
+        .iter()
+        .map(|event| {
+            let normalized = model::render_event(event)?;
+            Ok(json!({ "eventType": normalized.event_type, "result": normalized.result, "record": normalized.record }))
+        })
+        .collect()
+}
+
+/// Golden cases of a plugin source folder (`<dir>/tests/cases/*`), sorted.
+pub fn case_dirs(plugin_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(plugin_dir.join("tests").join("cases"))
+        .map(|entries| entries.filter_map(|entry| entry.ok().map(|entry| entry.path())).filter(|path| path.is_dir()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}

@@ -1,0 +1,185 @@
+//! One plugin instance in one store, owned by one thread.
+//!
+//! Instantiating a component costs tens of microseconds; calling into a live instance costs a few.
+//! So a normalizer thread keeps one session per plugin and reuses it call after call. A store is
+//! never shared behind a lock: it belongs to the thread that made it. After a trap the instance
+//! may hold broken state, so the session re-instantiates before its next call.
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+
+use super::bindings::{self, stayhook::plugin::types as wit};
+use super::{PluginError, PluginLimits};
+use std::sync::Arc;
+
+/// Lines a plugin may log per call; further lines are dropped.
+const LOG_LINES_PER_CALL: u32 = 32;
+/// Longest log line kept, in bytes.
+const LOG_LINE_BYTES: usize = 2048;
+
+/// Why a call into a plugin failed. These are the plugin's failures, recorded against the event;
+/// a plugin's own refusal (`plugin-error` in the contract) is not here: it is a value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its time limit and was interrupted.
+    #[error("plugin timed out after {0} ms")]
+    Timeout(u128),
+    /// The plugin tried to grow its memory past the cap and then failed.
+    #[error("plugin exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    /// The plugin trapped (a panic, an unreachable, a denied import).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The instance could not be created.
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+/// Everything needed to instantiate a compiled plugin; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct PluginCode {
+    pub(crate) pre: bindings::PluginPre<HostState>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) limits: PluginLimits,
+}
+
+/// The store's data: limits and the log budget of the current call.
+pub(crate) struct HostState {
+    plugin_name: String,
+    memory_cap_bytes: usize,
+    memory_cap_hit: bool,
+    log_lines_left: u32,
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap_bytes {
+            self.memory_cap_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl bindings::stayhook::plugin::types::Host for HostState {}
+
+impl bindings::stayhook::plugin::host::Host for HostState {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        if self.log_lines_left == 0 {
+            return;
+        }
+        self.log_lines_left -= 1;
+        let mut message = message;
+        if message.len() > LOG_LINE_BYTES {
+            let mut end = LOG_LINE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let plugin = self.plugin_name.as_str();
+        match level {
+            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// The linker every plugin is instantiated with: the contract's `host` interface, and traps for
+/// every other import.
+pub(crate) fn new_linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
+    let mut linker = Linker::new(engine);
+    bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        .map_err(|error| PluginError::Engine(format!("{error:#}")))?;
+    Ok(linker)
+}
+
+/// A live instance of one plugin.
+pub struct PluginSession {
+    code: PluginCode,
+    plugin_name: String,
+    live: Option<(Store<HostState>, bindings::Plugin)>,
+}
+
+impl PluginSession {
+    pub(crate) fn new(code: PluginCode, plugin_name: String) -> Result<Self, CallError> {
+        let mut session = Self { code, plugin_name, live: None };
+        session.instantiate()?;
+        Ok(session)
+    }
+
+    /// Call `describe`.
+    pub fn describe(&mut self) -> Result<wit::PluginInfo, CallError> {
+        self.call(|store, plugin| plugin.call_describe(store))
+    }
+
+    /// Call `normalize` once (one round of the continuation).
+    pub fn normalize(
+        &mut self,
+        inbound: &wit::Inbound,
+        responses: &[wit::ApiResponse],
+    ) -> Result<Result<wit::Outcome, wit::PluginError>, CallError> {
+        self.call(|store, plugin| plugin.call_normalize(store, inbound, responses))
+    }
+
+    /// Call `subscribe` once (one step of a registration).
+    pub fn subscribe(&mut self, request: &wit::RegistrationRequest) -> Result<Result<wit::RegistrationStep, wit::PluginError>, CallError> {
+        self.call(|store, plugin| plugin.call_subscribe(store, request))
+    }
+
+    fn instantiate(&mut self) -> Result<(), CallError> {
+        let state = HostState {
+            plugin_name: self.plugin_name.clone(),
+            memory_cap_bytes: self.code.limits.memory_bytes,
+            memory_cap_hit: false,
+            log_lines_left: LOG_LINES_PER_CALL,
+        };
+        let mut store = Store::new(&self.code.engine, state);
+        store.limiter(|state| state);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let plugin = self.code.pre.instantiate(&mut store).map_err(|error| CallError::Instantiate(format!("{error:#}")))?;
+        self.live = Some((store, plugin));
+        Ok(())
+    }
+
+    fn call<R>(&mut self, body: impl FnOnce(&mut Store<HostState>, &bindings::Plugin) -> wasmtime::Result<R>) -> Result<R, CallError> {
+        if self.live.is_none() {
+            self.instantiate()?;
+        }
+        let limits = self.code.limits;
+        let (store, plugin) = self.live.as_mut().expect("instantiated just above");
+        let tick_ms = limits.epoch_tick.as_millis().max(1);
+        let ticks = limits.timeout.as_millis().div_ceil(tick_ms).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX / 2));
+        store.data_mut().log_lines_left = LOG_LINES_PER_CALL;
+        store.data_mut().memory_cap_hit = false;
+        let result = body(store, plugin);
+        // Park the deadline far away so nothing fires between calls.
+        store.set_epoch_deadline(u64::MAX / 2);
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                let memory_cap_hit = store.data().memory_cap_hit;
+                // The instance may be in any state after a trap: start afresh next time.
+                self.live = None;
+                Err(classify(error, memory_cap_hit, limits))
+            }
+        }
+    }
+}
+
+fn classify(error: wasmtime::Error, memory_cap_hit: bool, limits: PluginLimits) -> CallError {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return CallError::Timeout(limits.timeout.as_millis());
+    }
+    if memory_cap_hit {
+        return CallError::MemoryLimit(limits.memory_bytes);
+    }
+    CallError::Trap(format!("{error:#}"))
+}

@@ -1,0 +1,603 @@
+//! Durable state on sled: the raw inbox, the event log, current records, accounts, subscriptions,
+//! the delivery queue and the attempt log.
+//!
+//! Every other module reaches storage only through [`Store`]'s methods; tree names and key layouts
+//! live here and nowhere else, so a second backend (DESIGN.md names NATS JetStream) can stand beside
+//! sled without touching callers. Invariants: a raw event is appended to `inbox` and `pending` in
+//! one transaction and the listener awaits [`Store::durable`] before answering 2xx; everything
+//! downstream of the inbox is written in transactions that also move the inbox entry out of
+//! `pending`, so a crash replays normalization from `pending` and deliveries from `due`. A crash may
+//! repeat a delivery; it never loses one.
+
+mod commit;
+mod keys;
+pub mod records;
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+
+pub use keys::InboxId;
+pub use records::*;
+
+use crate::model::RecordKind;
+use commit::GroupCommit;
+
+/// Tree names: one place, so key layouts can be found from them.
+mod tree {
+    pub const ACCOUNTS: &str = "accounts";
+    pub const SUBSCRIPTIONS: &str = "subscriptions";
+    pub const INBOX: &str = "inbox";
+    pub const PENDING: &str = "pending";
+    pub const OUTCOMES: &str = "outcomes";
+    pub const DEDUP: &str = "dedup";
+    pub const EVENTS: &str = "events";
+    pub const EVENT_DELIVERIES: &str = "event_deliveries";
+    pub const STATE: &str = "state";
+    pub const DELIVERIES: &str = "deliveries";
+    pub const DUE: &str = "due";
+    pub const LANES: &str = "lanes";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const DEAD: &str = "dead";
+    pub const META: &str = "meta";
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an I/O or corruption error.
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value did not decode (a bug or a corrupted file).
+    #[error("stored value in {tree} does not decode: {message}")]
+    Codec {
+        /// The tree.
+        tree: &'static str,
+        /// The decoder's message.
+        message: String,
+    },
+    /// The flush that makes writes durable failed.
+    #[error("durability: {0}")]
+    Flush(String),
+}
+
+/// The outcome of inserting something whose id must be new.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored.
+    Created,
+    /// Something with that id exists already; nothing was written.
+    AlreadyExists,
+}
+
+/// A state change written with a normalization: set or remove one record.
+#[derive(Debug)]
+pub struct StateWrite {
+    /// The account.
+    pub account_id: String,
+    /// The record's kind.
+    pub kind: RecordKind,
+    /// The record id (for calendars: property id, `/`, date).
+    pub record_id: String,
+    /// The new record, or `None` to remove it.
+    pub record: Option<serde_json::Value>,
+}
+
+/// Everything one normalization writes, in one transaction.
+#[derive(Debug)]
+pub struct NormalizedBatch {
+    /// The inbox entry that was normalized.
+    pub inbox_id: InboxId,
+    /// What became of it.
+    pub outcome: InboxOutcome,
+    /// New events for the log.
+    pub events: Vec<StoredEvent>,
+    /// Record state to set or remove.
+    pub state: Vec<StateWrite>,
+    /// One delivery per event and matching subscription.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Filter of the event log listing.
+#[derive(Debug, Default)]
+pub struct EventFilter {
+    /// Only this account's events.
+    pub account_id: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<crate::model::EventType>,
+    /// Events after this id (exclusive), for paging.
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The daemon's storage.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    accounts: Tree,
+    subscriptions: Tree,
+    inbox: Tree,
+    pending: Tree,
+    outcomes: Tree,
+    dedup: Tree,
+    events: Tree,
+    event_deliveries: Tree,
+    state: Tree,
+    deliveries: Tree,
+    due: Tree,
+    lanes: Tree,
+    attempts: Tree,
+    dead: Tree,
+    meta: Tree,
+    commit: GroupCommit,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        let commit = GroupCommit::start(db.clone()).map_err(|error| StoreError::Flush(error.to_string()))?;
+        Ok(Self {
+            accounts: db.open_tree(tree::ACCOUNTS)?,
+            subscriptions: db.open_tree(tree::SUBSCRIPTIONS)?,
+            inbox: db.open_tree(tree::INBOX)?,
+            pending: db.open_tree(tree::PENDING)?,
+            outcomes: db.open_tree(tree::OUTCOMES)?,
+            dedup: db.open_tree(tree::DEDUP)?,
+            events: db.open_tree(tree::EVENTS)?,
+            event_deliveries: db.open_tree(tree::EVENT_DELIVERIES)?,
+            state: db.open_tree(tree::STATE)?,
+            deliveries: db.open_tree(tree::DELIVERIES)?,
+            due: db.open_tree(tree::DUE)?,
+            lanes: db.open_tree(tree::LANES)?,
+            attempts: db.open_tree(tree::ATTEMPTS)?,
+            dead: db.open_tree(tree::DEAD)?,
+            meta: db.open_tree(tree::META)?,
+            db,
+            commit,
+        })
+    }
+
+    /// Resolve once every write made before the call is on disk (group commit).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.commit.durable().await.map_err(StoreError::Flush)
+    }
+
+    /// Flush synchronously (shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // ---- meta --------------------------------------------------------------------------------
+
+    /// A daemon-wide value (the generated admin token).
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.meta.get(key)?.map(|value| String::from_utf8_lossy(&value).into_owned()))
+    }
+
+    /// Set a daemon-wide value.
+    pub fn insert_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta.insert(key, value.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // ---- accounts and subscriptions ----------------------------------------------------------
+
+    /// Store a new account; refuses an existing id.
+    pub fn insert_account(&self, account: &Account) -> Result<Inserted, StoreError> {
+        let value = encode_json(account);
+        let swapped = self.accounts.compare_and_swap(account.id.as_bytes(), None as Option<&[u8]>, Some(value))?;
+        self.db.flush()?;
+        Ok(if swapped.is_ok() { Inserted::Created } else { Inserted::AlreadyExists })
+    }
+
+    /// Replace an account.
+    pub fn put_account(&self, account: &Account) -> Result<(), StoreError> {
+        self.accounts.insert(account.id.as_bytes(), encode_json(account))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The account with this id.
+    pub fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
+        self.accounts.get(account_id)?.map(|value| decode_json(tree::ACCOUNTS, &value)).transpose()
+    }
+
+    /// Every account, by id.
+    pub fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.accounts.iter().values().map(|value| decode_json(tree::ACCOUNTS, &value?)).collect()
+    }
+
+    /// Remove an account and its subscriptions. Returns whether it existed.
+    pub fn remove_account(&self, account_id: &str) -> Result<bool, StoreError> {
+        let existed = self.accounts.remove(account_id)?.is_some();
+        for key in self.subscriptions.scan_prefix(keys::account_prefix(account_id)).keys() {
+            self.subscriptions.remove(key?)?;
+        }
+        self.db.flush()?;
+        Ok(existed)
+    }
+
+    /// Store or replace a subscription.
+    pub fn put_subscription(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let key = keys::subscription(&subscription.account_id, &subscription.id);
+        self.subscriptions.insert(key, encode_json(subscription))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// One subscription of an account.
+    pub fn get_subscription(&self, account_id: &str, subscription_id: &str) -> Result<Option<Subscription>, StoreError> {
+        let key = keys::subscription(account_id, subscription_id);
+        self.subscriptions.get(key)?.map(|value| decode_json(tree::SUBSCRIPTIONS, &value)).transpose()
+    }
+
+    /// An account's subscriptions, by id.
+    pub fn list_subscriptions(&self, account_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        self.subscriptions
+            .scan_prefix(keys::account_prefix(account_id))
+            .values()
+            .map(|value| decode_json(tree::SUBSCRIPTIONS, &value?))
+            .collect()
+    }
+
+    /// Remove a subscription. Returns whether it existed.
+    pub fn remove_subscription(&self, account_id: &str, subscription_id: &str) -> Result<bool, StoreError> {
+        let existed = self.subscriptions.remove(keys::subscription(account_id, subscription_id))?.is_some();
+        self.db.flush()?;
+        Ok(existed)
+    }
+
+    // ---- inbox -------------------------------------------------------------------------------
+
+    /// Whether the same body reached the same account within `window_ms`, without recording.
+    pub fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError> {
+        let key = keys::dedup(account_id, body_digest);
+        Ok(self.dedup.get(key)?.is_some_and(|seen| keys::read_u64(&seen).is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms)))
+    }
+
+    /// Remember a body digest for duplicate suppression.
+    pub fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
+        self.dedup.insert(keys::dedup(account_id, body_digest), &now_ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Drop digests older than `window_ms`; returns how many.
+    pub fn expire_digests(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
+        let mut n_removed = 0;
+        for entry in self.dedup.iter() {
+            let (key, seen) = entry?;
+            if keys::read_u64(&seen).is_none_or(|seen_ms| now_ms.saturating_sub(seen_ms) >= window_ms) {
+                self.dedup.remove(key)?;
+                n_removed += 1;
+            }
+        }
+        Ok(n_removed)
+    }
+
+    /// Append a raw event to the inbox and mark it pending. Not yet durable: await
+    /// [`Store::durable`] before acknowledging it.
+    pub fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
+        let inbox_id = InboxId(self.db.generate_id()?);
+        let value = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
+        let key = inbox_id.key();
+        (&self.inbox, &self.pending)
+            .transaction(|(inbox, pending)| {
+                inbox.insert(key.as_slice(), value.as_slice())?;
+                pending.insert(key.as_slice(), &[])?;
+                Ok(())
+            })
+            .map_err(flatten)?;
+        Ok(inbox_id)
+    }
+
+    /// A raw event.
+    pub fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
+        self.inbox
+            .get(inbox_id.key())?
+            .map(|value| postcard::from_bytes(&value).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() }))
+            .transpose()
+    }
+
+    /// Inbox entries not yet normalized, oldest first (recovery after a restart).
+    pub fn pending_inbox(&self) -> Result<Vec<InboxId>, StoreError> {
+        self.pending.iter().keys().map(|key| Ok(InboxId::from_key(&key?).unwrap_or_default())).collect()
+    }
+
+    /// What became of an inbox entry: pending, or its outcome.
+    pub fn inbox_outcome(&self, inbox_id: InboxId) -> Result<Option<InboxOutcome>, StoreError> {
+        self.outcomes.get(inbox_id.key())?.map(|value| decode_json(tree::OUTCOMES, &value)).transpose()
+    }
+
+    /// Outcomes with this status, newest first, at most `limit`.
+    pub fn list_outcomes(&self, status: InboxStatus, limit: usize) -> Result<Vec<(InboxId, InboxOutcome)>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.outcomes.iter().rev() {
+            let (key, value) = entry?;
+            let outcome: InboxOutcome = decode_json(tree::OUTCOMES, &value)?;
+            if outcome.status == status {
+                found.push((InboxId::from_key(&key).unwrap_or_default(), outcome));
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    // ---- normalization -----------------------------------------------------------------------
+
+    /// The stored state of one record.
+    pub fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_json(tree::STATE, &value)).transpose()
+    }
+
+    /// Write everything one normalization produced and take the inbox entry out of `pending`,
+    /// atomically. Deliveries join their lane; the first of a lane becomes due now.
+    pub fn commit_normalized(&self, batch: &NormalizedBatch) -> Result<(), StoreError> {
+        let inbox_key = batch.inbox_id.key();
+        let outcome = encode_json(&batch.outcome);
+        let events: Vec<(Vec<u8>, Vec<u8>)> = batch.events.iter().map(|event| (keys::event(&event.id), encode_json(event))).collect();
+        let state: Vec<(Vec<u8>, Option<Vec<u8>>)> = batch
+            .state
+            .iter()
+            .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_ref().map(encode_json)))
+            .collect();
+        (&self.pending, &self.outcomes, &self.events, &self.state, &self.deliveries, &self.event_deliveries, &self.due, &self.lanes)
+            .transaction(|(pending, outcomes, events_tree, state_tree, deliveries, event_deliveries, due, lanes)| {
+                pending.remove(inbox_key.as_slice())?;
+                outcomes.insert(inbox_key.as_slice(), outcome.as_slice())?;
+                for (key, value) in &events {
+                    events_tree.insert(key.as_slice(), value.as_slice())?;
+                }
+                for (key, value) in &state {
+                    match value {
+                        Some(value) => state_tree.insert(key.as_slice(), value.as_slice())?,
+                        None => state_tree.remove(key.as_slice())?,
+                    };
+                }
+                for delivery in &batch.deliveries {
+                    enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery)?;
+                }
+                Ok(())
+            })
+            .map_err(flatten)
+    }
+
+    /// Mark an inbox entry as skipped or failed (no events), taking it out of `pending`.
+    pub fn finish_inbox(&self, inbox_id: InboxId, outcome: &InboxOutcome) -> Result<(), StoreError> {
+        let key = inbox_id.key();
+        let value = encode_json(outcome);
+        (&self.pending, &self.outcomes)
+            .transaction(|(pending, outcomes)| {
+                pending.remove(key.as_slice())?;
+                outcomes.insert(key.as_slice(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(flatten)
+    }
+
+    // ---- events ------------------------------------------------------------------------------
+
+    /// One event of the log.
+    pub fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.events.get(keys::event(event_id))?.map(|value| decode_json(tree::EVENTS, &value)).transpose()
+    }
+
+    /// Events in log order (oldest first), filtered.
+    pub fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        let start = match &filter.after {
+            Some(after) => {
+                let mut key = keys::event(after);
+                key.push(0);
+                key
+            }
+            None => Vec::new(),
+        };
+        let mut found = Vec::new();
+        for value in self.events.range(start..).values() {
+            let event: StoredEvent = decode_json(tree::EVENTS, &value?)?;
+            if filter.account_id.as_ref().is_some_and(|account_id| *account_id != event.integration_account_id) {
+                continue;
+            }
+            if filter.event_type.is_some_and(|event_type| event_type != event.event_type) {
+                continue;
+            }
+            found.push(event);
+            if found.len() >= filter.limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    // ---- deliveries --------------------------------------------------------------------------
+
+    /// Deliveries due at or before `now_ms`, earliest first, at most `limit`.
+    pub fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut found = Vec::new();
+        for key in self.due.range(..keys::due(now_ms.saturating_add(1), 0)).keys() {
+            let key = key?;
+            if let Some((_, delivery_id)) = keys::read_due(&key) {
+                found.push(delivery_id);
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// When the earliest due delivery is due (Unix ms).
+    pub fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.due.first()?.and_then(|(key, _)| keys::read_due(&key)).map(|(due_ms, _)| due_ms))
+    }
+
+    /// A delivery.
+    pub fn get_delivery(&self, delivery_id: u64) -> Result<Option<Delivery>, StoreError> {
+        self.deliveries.get(delivery_id.to_be_bytes())?.map(|value| decode_json(tree::DELIVERIES, &value)).transpose()
+    }
+
+    /// Every delivery of an event.
+    pub fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let mut found = Vec::new();
+        for key in self.event_deliveries.scan_prefix(keys::event(event_id)).keys() {
+            let key = key?;
+            let Some(delivery_id) = keys::read_u64(&key[key.len() - 8..]) else { continue };
+            if let Some(delivery) = self.get_delivery(delivery_id)? {
+                found.push(delivery);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Record an attempt and move the delivery on: `next` is the updated delivery (status and
+    /// next attempt time). A finished delivery (delivered, dead, cancelled) leaves its lane and
+    /// the next delivery of the lane becomes due at `now_ms`.
+    pub fn record_attempt(&self, previous: &Delivery, next: &Delivery, attempt: Option<&Attempt>, now_ms: u64) -> Result<(), StoreError> {
+        let attempt_entry = attempt.map(|attempt| (keys::attempt(&next.event_id, next.id, attempt.attempt), encode_json(attempt)));
+        let old_due = keys::due(previous.next_attempt_at_ms, previous.id);
+        let delivery_value = encode_json(next);
+        (&self.deliveries, &self.due, &self.lanes, &self.attempts, &self.dead)
+            .transaction(|(deliveries, due, lanes, attempts, dead)| {
+                due.remove(old_due.as_slice())?;
+                deliveries.insert(&next.id.to_be_bytes(), delivery_value.as_slice())?;
+                if let Some((key, value)) = &attempt_entry {
+                    attempts.insert(key.as_slice(), value.as_slice())?;
+                }
+                match next.status {
+                    DeliveryStatus::Pending => {
+                        due.insert(keys::due(next.next_attempt_at_ms, next.id), &[])?;
+                    }
+                    finished => {
+                        if finished == DeliveryStatus::Dead {
+                            dead.insert(&next.id.to_be_bytes(), &[])?;
+                        }
+                        leave_lane(deliveries, due, lanes, next, now_ms)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(flatten)
+    }
+
+    /// Queue new deliveries (redelivery). Each joins its lane like a normalized one.
+    pub fn enqueue(&self, new_deliveries: &[Delivery]) -> Result<(), StoreError> {
+        (&self.deliveries, &self.event_deliveries, &self.due, &self.lanes, &self.dead)
+            .transaction(|(deliveries, event_deliveries, due, lanes, _dead)| {
+                for delivery in new_deliveries {
+                    enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery)?;
+                }
+                Ok(())
+            })
+            .map_err(flatten)
+    }
+
+    /// A fresh delivery id.
+    pub fn new_delivery_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// The attempts of every delivery of an event, in order.
+    pub fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        self.attempts.scan_prefix(keys::event(event_id)).values().map(|value| decode_json(tree::ATTEMPTS, &value?)).collect()
+    }
+
+    /// Dead-lettered deliveries, newest first, at most `limit`.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.dead.iter().rev() {
+            let (key, _) = entry?;
+            let Some(delivery_id) = keys::read_u64(&key) else { continue };
+            if let Some(delivery) = self.get_delivery(delivery_id)? {
+                if delivery.status == DeliveryStatus::Dead {
+                    found.push(delivery);
+                }
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Forget that a delivery is dead (it was redelivered under a new id).
+    pub fn remove_dead_letter(&self, delivery_id: u64) -> Result<(), StoreError> {
+        self.dead.remove(delivery_id.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+fn enqueue_delivery(
+    deliveries: &TransactionalTree,
+    event_deliveries: &TransactionalTree,
+    due: &TransactionalTree,
+    lanes: &TransactionalTree,
+    delivery: &Delivery,
+) -> TxResult<()> {
+    deliveries.insert(&delivery.id.to_be_bytes(), encode_json(delivery))?;
+    event_deliveries.insert(keys::event_delivery(&delivery.event_id, delivery.id), &[])?;
+    let lane_key = keys::lane(&delivery.subscription_id, &delivery.lane);
+    let mut queue = lanes.get(&lane_key)?.map(|value| keys::decode_ids(&value)).unwrap_or_default();
+    if queue.is_empty() {
+        due.insert(keys::due(delivery.next_attempt_at_ms, delivery.id), &[])?;
+    }
+    queue.push(delivery.id);
+    lanes.insert(lane_key, keys::encode_ids(&queue))?;
+    Ok(())
+}
+
+/// Take a finished delivery out of its lane; the next one (if any) becomes due now.
+fn leave_lane(
+    deliveries: &TransactionalTree,
+    due: &TransactionalTree,
+    lanes: &TransactionalTree,
+    finished: &Delivery,
+    now_ms: u64,
+) -> TxResult<()> {
+    let lane_key = keys::lane(&finished.subscription_id, &finished.lane);
+    let mut queue = lanes.get(&lane_key)?.map(|value| keys::decode_ids(&value)).unwrap_or_default();
+    let was_head = queue.first() == Some(&finished.id);
+    queue.retain(|id| *id != finished.id);
+    if queue.is_empty() {
+        lanes.remove(lane_key)?;
+        return Ok(());
+    }
+    if was_head {
+        let next_id = queue[0];
+        if let Some(value) = deliveries.get(next_id.to_be_bytes())? {
+            let mut next: Delivery = serde_json::from_slice(&value).map_err(|error| {
+                ConflictableTransactionError::Abort(StoreError::Codec { tree: tree::DELIVERIES, message: error.to_string() })
+            })?;
+            next.next_attempt_at_ms = next.next_attempt_at_ms.min(now_ms);
+            deliveries.insert(&next_id.to_be_bytes(), encode_json(&next))?;
+            due.insert(keys::due(next.next_attempt_at_ms, next_id), &[])?;
+        }
+    }
+    lanes.insert(lane_key, keys::encode_ids(&queue))?;
+    Ok(())
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain records (strings, numbers, maps with string keys) cannot fail.
+    serde_json::to_vec(value).expect("records serialize to JSON")
+}
+
+fn decode_json<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Codec { tree, message: error.to_string() })
+}
+
+fn flatten(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => StoreError::Sled(error),
+    }
+}

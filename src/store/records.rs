@@ -1,0 +1,215 @@
+//! What the store keeps, one type per tree value.
+//!
+//! These types are the on-disk format (JSON for everything an operator may want to read with a
+//! sled tool, postcard for the raw inbox, where bodies dominate). Fields are added with
+//! `#[serde(default)]` so older data keeps loading.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{EventResult, EventType};
+
+/// An integration account: one PMS connection of one workspace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// The account id; part of the listener URL.
+    pub id: String,
+    /// The workspace the account belongs to.
+    pub workspace_id: String,
+    /// The plugin name ("hostaway").
+    pub pms: String,
+    /// A label for operators.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Secrets for the PMS's API (names depend on the auth scheme). Never shown by the API.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
+    /// Secrets to verify inbound webhooks (`username`/`password`, or `secret`). Never shown.
+    #[serde(default)]
+    pub verification: BTreeMap<String, String>,
+    /// Non-secret settings handed to the plugin.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// A webhook subscription (the seed's "webhook"): where unified events of an account go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// The subscription id; the envelope's `hook.id`.
+    pub id: String,
+    /// The account whose events it receives.
+    pub account_id: String,
+    /// A label.
+    pub name: String,
+    /// The receiver's URL.
+    pub url: String,
+    /// Disabled subscriptions receive nothing new.
+    pub enabled: bool,
+    /// The event types it receives.
+    pub event_types: Vec<EventType>,
+    /// The Standard Webhooks signing secret, `whsec_` + base64.
+    pub secret: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// A webhook as received, before any plugin saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxEntry {
+    /// The account whose listener URL received it.
+    pub account_id: String,
+    /// Unix time in milliseconds.
+    pub received_at_ms: u64,
+    /// HTTP method.
+    pub method: String,
+    /// Raw query string without `?`.
+    pub query: String,
+    /// Content-Type header.
+    pub content_type: Option<String>,
+    /// Headers handed to the plugin (lower-case names; secrets withheld).
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+/// What became of an inbox entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboxStatus {
+    /// Waiting for (or in) normalization.
+    Pending,
+    /// Normalized; its events are in the log.
+    Done,
+    /// The plugin said it does not handle this event.
+    Skipped,
+    /// Normalization failed; kept for replay.
+    Failed,
+}
+
+/// The outcome of normalizing one inbox entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxOutcome {
+    /// Done, skipped or failed.
+    pub status: InboxStatus,
+    /// The plugin that ran.
+    pub plugin: Option<String>,
+    /// Its version.
+    pub plugin_version: Option<String>,
+    /// Failure category (`trap`, `timeout`, `memory_limit`, `invalid_output`, `bad_payload`, ...).
+    pub error_kind: Option<String>,
+    /// What went wrong or why it was skipped.
+    pub error: Option<String>,
+    /// Events written to the log.
+    pub event_ids: Vec<String>,
+    /// Events dropped because they changed nothing.
+    pub n_unchanged: u32,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// One unified event in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    /// UUID v7; also the `webhook-id` header of every delivery.
+    pub id: String,
+    /// The seed's `hook.eventType`.
+    pub event_type: EventType,
+    /// When it was produced; the seed's `hook.timestamp`.
+    pub timestamp: String,
+    /// The account.
+    pub integration_account_id: String,
+    /// The account's workspace.
+    pub workspace_id: String,
+    /// The record's id.
+    pub record_id: String,
+    /// The seed's `data.record`.
+    pub record: Value,
+    /// The seed's `data.result`.
+    pub result: EventResult,
+    /// Why the record is incomplete (FAILURE only).
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+    /// The inbox entry it came from (decimal).
+    pub inbox_id: String,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its turn or its next attempt.
+    Pending,
+    /// A 2xx came back.
+    Delivered,
+    /// Every attempt failed; in the dead letters.
+    Dead,
+    /// The subscription was deleted or disabled before it could be delivered.
+    Cancelled,
+}
+
+/// One event on its way to one subscription.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// Store-generated id.
+    pub id: u64,
+    /// The event.
+    pub event_id: String,
+    /// The subscription.
+    pub subscription_id: String,
+    /// The subscription's account.
+    pub account_id: String,
+    /// Ordering lane: deliveries of one record to one subscription go in order.
+    pub lane: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// When the next attempt is due (Unix ms); meaningful while pending.
+    pub next_attempt_at_ms: u64,
+    /// The last attempt's error.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Unix ms.
+    pub created_at_ms: u64,
+    /// Unix ms.
+    pub updated_at_ms: u64,
+}
+
+/// One HTTP attempt of a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// The delivery.
+    pub delivery_id: String,
+    /// The subscription.
+    pub subscription_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// When it started (RFC 3339).
+    pub at: String,
+    /// The URL posted to.
+    pub url: String,
+    /// The receiver's status code, if it answered.
+    pub status_code: Option<u16>,
+    /// Time to the response or the error.
+    pub latency_ms: u64,
+    /// Connection error, timeout or refusal.
+    pub error: Option<String>,
+    /// The start of the response body.
+    pub response: Option<String>,
+    /// Whether this attempt delivered the event.
+    pub success: bool,
+}
