@@ -210,7 +210,7 @@ fn reservation_record(reservation: &wit::Reservation) -> Result<Map<String, Valu
         "nights": nights,
         "propertyId": optional_text(&reservation.property_id),
         "numberOfGuests": count(reservation.number_of_guests),
-        "primaryGuest": reservation.primary_guest.as_ref().map_or(Value::Null, guest),
+        "primaryGuest": guest(reservation.primary_guest.as_ref()),
         "numberOfAdults": count(reservation.number_of_adults),
         "numberOfChildren": count(reservation.number_of_children),
         "numberOfInfants": count(reservation.number_of_infants),
@@ -246,24 +246,30 @@ fn nights_between(arrival: &Value, departure: &Value) -> Value {
     }
 }
 
-fn guest(guest: &wit::GuestInfo) -> Value {
+/// The guest, always as an object: the seed's shape is stable, so absent parts render as `null`
+/// leaves (and empty lists) rather than a `null` object.
+fn guest(guest: Option<&wit::GuestInfo>) -> Value {
+    let language = guest.and_then(|guest| guest.preferred_language.as_ref());
+    let address = guest.and_then(|guest| guest.address.as_ref());
+    let text = |pick: fn(&wit::GuestInfo) -> &Option<String>| guest.map_or(Value::Null, |guest| optional_text(pick(guest)));
+    let list = |pick: fn(&wit::GuestInfo) -> &Vec<String>| guest.map_or(Value::Array(Vec::new()), |guest| strings(pick(guest)));
     json!({
-        "name": optional_text(&guest.name),
-        "nameFirst": optional_text(&guest.name_first),
-        "nameLast": optional_text(&guest.name_last),
-        "emails": strings(&guest.emails),
-        "mobileNumbers": strings(&guest.mobile_numbers),
-        "preferredLanguage": guest.preferred_language.as_ref().map_or(Value::Null, |language| json!({
-            "code": language.code,
-            "name": optional_text(&language.name),
-        })),
-        "address": guest.address.as_ref().map_or(Value::Null, |address| json!({
-            "line1": optional_text(&address.line1),
-            "postal_code": optional_text(&address.postal_code),
-            "city": optional_text(&address.city),
-            "country": optional_text(&address.country),
-        })),
-        "pictures": strings(&guest.pictures),
+        "name": text(|guest| &guest.name),
+        "nameFirst": text(|guest| &guest.name_first),
+        "nameLast": text(|guest| &guest.name_last),
+        "emails": list(|guest| &guest.emails),
+        "mobileNumbers": list(|guest| &guest.mobile_numbers),
+        "preferredLanguage": {
+            "code": language.map_or(Value::Null, |language| Value::String(language.code.clone())),
+            "name": language.map_or(Value::Null, |language| optional_text(&language.name)),
+        },
+        "address": {
+            "line1": address.map_or(Value::Null, |address| optional_text(&address.line1)),
+            "postal_code": address.map_or(Value::Null, |address| optional_text(&address.postal_code)),
+            "city": address.map_or(Value::Null, |address| optional_text(&address.city)),
+            "country": address.map_or(Value::Null, |address| optional_text(&address.country)),
+        },
+        "pictures": list(|guest| &guest.pictures),
     })
 }
 

@@ -1,1 +1,29 @@
-fn main() {}
+//! The integration suite: one binary (wasmtime makes every extra test binary expensive to link).
+//!
+//! Every test starts the real `stayhook` binary on ephemeral loopback ports with its own temp data
+//! dir, and talks to it like an operator and a PMS would: the admin API, the listener, and a real
+//! HTTP receiver for deliveries. Nothing of the daemon is mocked.
+//!
+//! Modules by feature:
+//! - `admin_api`: accounts and webhooks CRUD, auth, validation errors.
+//! - `ingest`: listener errors (404, 413, 400, 401), basic auth, duplicates.
+//! - `deliver`: seed fidelity of the envelope, Standard Webhooks signatures, created/updated/deleted,
+//!   previous dates, unchanged updates, per-record ordering.
+//! - `retry`: failing receivers, attempts log, dead letters, redelivery.
+//! - `restart`: SIGKILL after the 2xx, recovery of normalization and delivery.
+//! - `plugins`: misbehaving plugins (trap, loop, memory, invalid output) fail only their events.
+//! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
+//! - `cli`: `stayhook plugin run`.
+//! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
+
+mod support;
+
+mod admin_api;
+mod cli;
+mod deliver;
+mod golden;
+mod ingest;
+mod plugin_crates;
+mod plugins;
+mod restart;
+mod retry;

@@ -3,7 +3,7 @@
 //!
 //! The body is JSON `{"behaviour": "...", "id": "..."}`. Behaviours: `ok` (one upserted reservation
 //! with that id), `trap` (panics, which aborts into a trap), `loop` (never returns), `oom` (allocates
-//! until the memory cap stops it), `invalid` (a reservation whose timestamp is not a timestamp),
+//! until the memory cap stops it), `invalid` (a reservation whose timestamp is not a timestamp), `delete` (a deleted reservation),
 //! `bad-payload` (a refusal as data), `fetch` (asks the host for an API call).
 
 use serde_json::Value;
@@ -18,7 +18,7 @@ impl Guest for Chaos {
             name: "chaos".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             pms: "Chaos (test plugin)".into(),
-            events: vec!["ok".into(), "trap".into(), "loop".into(), "oom".into(), "invalid".into()],
+            events: ["ok", "delete", "trap", "loop", "oom", "invalid", "bad-payload", "fetch"].map(String::from).to_vec(),
             verification: VerificationScheme::None,
             api: None,
         }
@@ -30,6 +30,7 @@ impl Guest for Chaos {
         let id = json::string(&body, "id").unwrap_or_else(|| "chaos-1".into());
         match json::string(&body, "behaviour").as_deref() {
             Some("ok") => Ok(Outcome::Done(vec![Event::ReservationUpserted(reservation(id, None))])),
+            Some("delete") => Ok(Outcome::Done(vec![Event::ReservationDeleted(id)])),
             Some("trap") => panic!("chaos plugin asked to trap"),
             Some("loop") => {
                 let mut counter: u64 = 0;
@@ -54,6 +55,7 @@ impl Guest for Chaos {
                 body: None,
             }])),
             Some("fetch") => Ok(Outcome::Done(vec![Event::ReservationUpserted(reservation(id, None))])),
+            Some("bad-payload") => Err(PluginError::BadPayload("asked to refuse".into())),
             Some(other) => Err(PluginError::UnsupportedEvent(other.to_string())),
             None => Err(PluginError::BadPayload("missing `behaviour`".into())),
         }

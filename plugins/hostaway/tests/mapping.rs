@@ -1,13 +1,12 @@
 //! The golden cases in `tests/cases/`, run natively through the mapping.
 //!
 //! Each case's `body.json` goes through `mapping::normalize`; the typed output is checked field by
-//! field against the input, and rendered with a small copy of the host's rendering rules to compare
-//! with the hand-written `expected.json` (the host-side golden runner does the same with the real
-//! renderer and the wasm component).
+//! field against the input. The rendered output is compared with the hand-written `expected.json`
+//! by the host's golden runner (`tests/it/golden.rs`), with the real renderer and the wasm component.
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use stayhook_plugin_hostaway::mapping;
 use stayhook_plugin_sdk::model::*;
 
@@ -151,7 +150,7 @@ fn nested_payload_maps_like_the_flat_envelope() {
     let (event, nested) = only_reservation("nested-payload-variant");
     let (_, flat) = only_reservation("reservation-created");
     assert_eq!(event, "reservation.updated");
-    assert_eq!(render(&nested), render(&flat));
+    assert_eq!(format!("{nested:?}"), format!("{flat:?}"), "the same reservation either way");
 }
 
 #[test]
@@ -174,35 +173,6 @@ fn custom_field_definitions_and_flat_prices() {
 #[test]
 fn ping_yields_nothing() {
     assert!(run("ping").is_empty());
-}
-
-#[test]
-fn every_case_matches_its_expected_json() {
-    let mut checked = 0;
-    for entry in std::fs::read_dir(cases_dir()).unwrap() {
-        let dir = entry.unwrap().path();
-        let case = dir.file_name().unwrap().to_str().unwrap().to_string();
-        let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
-        for key in ["source", "note", "method", "contentType"] {
-            assert!(meta[key].as_str().is_some_and(|text| !text.is_empty()), "{case}: case.json lacks {key}");
-        }
-        let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-        let actual: Vec<Value> = run(&case)
-            .iter()
-            .map(|event| match event {
-                Event::ReservationCreated(r) => {
-                    json!({"eventType": "reservation.created", "result": "SUCCESS", "record": render(r)})
-                }
-                Event::ReservationUpdated(r) => {
-                    json!({"eventType": "reservation.updated", "result": "SUCCESS", "record": render(r)})
-                }
-                _ => panic!("{case}: unexpected event kind"),
-            })
-            .collect();
-        assert_eq!(Value::Array(actual), expected, "{case}: output differs from expected.json");
-        checked += 1;
-    }
-    assert!(checked >= 5);
 }
 
 #[test]
@@ -253,109 +223,3 @@ fn describe_declares_the_api() {
     }
 }
 
-// A copy of the host's rendering rules (src/model/render.rs), enough for these cases.
-
-fn timestamp(value: &Option<String>) -> Value {
-    let Some(text) = value else {
-        return Value::Null;
-    };
-    let rendered = if text.len() == 10 {
-        format!("{text}T00:00:00.000Z")
-    } else {
-        assert_eq!(text.len(), 19, "timestamp form {text:?}");
-        format!("{}T{}.000Z", &text[..10], &text[11..])
-    };
-    Value::String(rendered)
-}
-
-fn money(value: Option<f64>) -> Value {
-    match value {
-        None => Value::Null,
-        Some(amount) if amount.fract() == 0.0 => json!(amount as i64),
-        Some(amount) => json!(amount),
-    }
-}
-
-fn group(group: &ChargeGroup, key: &str) -> Value {
-    let mut map = Map::new();
-    map.insert(key.into(), money(group.total));
-    let lines = group
-        .breakdown
-        .iter()
-        .map(|c| {
-            json!({"name": c.name, "description": c.description, "type": c.kind, "units": c.units,
-                   "total": money(c.total), "isMandatory": c.is_mandatory})
-        })
-        .collect();
-    map.insert("breakdown".into(), Value::Array(lines));
-    Value::Object(map)
-}
-
-fn render(r: &Reservation) -> Value {
-    let status = match r.status {
-        ReservationStatus::Confirmed => "CONFIRMED",
-        ReservationStatus::Pending => "PENDING",
-        ReservationStatus::Inquiry => "INQUIRY",
-        ReservationStatus::Cancelled => "CANCELLED",
-        ReservationStatus::Declined => "DECLINED",
-        ReservationStatus::Expired => "EXPIRED",
-        ReservationStatus::OwnerStay => "OWNER_STAY",
-        ReservationStatus::Unknown => "UNKNOWN",
-    };
-    let guest = r.primary_guest.as_ref().map_or(Value::Null, |g| {
-        json!({
-            "name": g.name, "nameFirst": g.name_first, "nameLast": g.name_last,
-            "emails": g.emails, "mobileNumbers": g.mobile_numbers,
-            "preferredLanguage": g.preferred_language.as_ref().map(|l| json!({"code": l.code, "name": l.name})),
-            "address": g.address.as_ref().map(|a| json!({"line1": a.line1, "postal_code": a.postal_code, "city": a.city, "country": a.country})),
-            "pictures": g.pictures,
-        })
-    });
-    let f = &r.finances;
-    let nights = r.nights.expect("the plugin always knows the nights in these cases");
-    json!({
-        "id": r.id,
-        "createdAt": timestamp(&r.created_at),
-        "updatedAt": timestamp(&r.updated_at),
-        "cancelledAt": match timestamp(&r.cancelled_at) { Value::Null => json!(""), rendered => rendered },
-        "arrivalDate": timestamp(&r.arrival_date),
-        "departureDate": timestamp(&r.departure_date),
-        "previousArrivalDate": "",
-        "previousDepartureDate": "",
-        "nights": nights,
-        "propertyId": r.property_id,
-        "numberOfGuests": r.number_of_guests,
-        "primaryGuest": guest,
-        "numberOfAdults": r.number_of_adults,
-        "numberOfChildren": r.number_of_children,
-        "numberOfInfants": r.number_of_infants,
-        "numberOfPets": r.number_of_pets,
-        "source": r.source,
-        "totalPrice": money(r.total_price),
-        "currency": r.currency,
-        "status": status,
-        "arrivalEstimatedTime": timestamp(&r.arrival_estimated_time),
-        "departureEstimatedTime": timestamp(&r.departure_estimated_time),
-        "codes": {"accessCode": r.codes.access_code, "confirmationCode": r.codes.confirmation_code},
-        "notes": r.notes,
-        "verification": {
-            "isIdentityVerified": r.verification.is_identity_verified,
-            "isEmailVerified": r.verification.is_email_verified,
-            "isPhoneVerified": r.verification.is_phone_verified,
-            "isGovernmentIdVerified": r.verification.is_government_id_verified,
-        },
-        "finances": {
-            "totalPrice": money(f.total_price),
-            "currency": f.currency,
-            "remainingBalance": money(f.remaining_balance),
-            "paymentStatus": f.payment_status,
-            "basePrice": group(&f.base_price, "totalBasePrice"),
-            "fee": group(&f.fee, "totalFee"),
-            "tax": group(&f.tax, "totalTax"),
-            "discount": group(&f.discount, "totalDiscount"),
-        },
-        "customFields": r.custom_fields.iter().map(|c| json!({
-            "id": c.id, "name": c.name, "type": c.kind, "value": c.value, "defaultValue": c.default_value,
-        })).collect::<Vec<_>>(),
-    })
-}

@@ -1,0 +1,133 @@
+//! The admin API as an operator uses it: accounts and webhooks, auth, validation.
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, DaemonOptions};
+
+#[track_caller]
+fn assert_error(answer: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["error"]["code"], code, "{}", answer.1);
+}
+
+#[tokio::test]
+async fn accounts_and_webhooks_lifecycle() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+
+    let account = daemon
+        .create_account(json!({"workspaceId": "ws-9", "pms": "hostaway", "name": "Beach houses", "credentials": {"clientId": "1", "clientSecret": "s3cr3t"}}))
+        .await;
+    let account_id = account["id"].as_str().unwrap();
+    assert_eq!(account["listenerUrl"], format!("{}/listen/{account_id}", daemon.ingest_url));
+    assert_eq!(account["credentials"], json!(["clientId", "clientSecret"]), "names only");
+    assert!(!account.to_string().contains("s3cr3t"));
+
+    let (status, listed) = daemon.admin("GET", "/v1/accounts", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["accounts"].as_array().unwrap().len(), 1);
+    let (status, patched) = daemon.admin("PATCH", &format!("/v1/accounts/{account_id}"), Some(json!({"name": "Lake houses"}))).await;
+    assert_eq!((status, patched["name"].as_str()), (200, Some("Lake houses")));
+
+    let (status, webhook) = daemon
+        .admin(
+            "POST",
+            &format!("/v1/accounts/{account_id}/webhooks"),
+            Some(json!({"name": "CRM", "url": "http://127.0.0.1:9/hook", "enabled": true, "eventTypes": ["reservation.created"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let keys: Vec<&str> = webhook.as_object().unwrap().keys().map(String::as_str).collect();
+    for key in ["id", "name", "url", "enabled", "eventTypes", "secret", "createdAt"] {
+        assert!(keys.contains(&key), "{key} missing from {webhook}");
+    }
+    assert!(webhook["secret"].as_str().unwrap().starts_with("whsec_"));
+    let webhook_path = format!("/v1/accounts/{account_id}/webhooks/{}", webhook["id"].as_str().unwrap());
+    let (status, shown) = daemon.admin("GET", &webhook_path, None).await;
+    assert_eq!(status, 200);
+    assert!(shown.get("secret").is_none(), "the secret is shown only at creation: {shown}");
+    let (status, patched) = daemon.admin("PATCH", &webhook_path, Some(json!({"enabled": false, "eventTypes": ["reservation.updated", "conversation.updated"]}))).await;
+    assert_eq!(status, 200);
+    assert_eq!((patched["enabled"].clone(), patched["eventTypes"].clone()), (json!(false), json!(["reservation.updated", "conversation.updated"])));
+    let (status, listed) = daemon.admin("GET", &format!("/v1/accounts/{account_id}/webhooks"), None).await;
+    assert_eq!((status, listed["webhooks"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(daemon.admin("DELETE", &webhook_path, None).await.0, 204);
+    assert_error(&daemon.admin("GET", &webhook_path, None).await, 404, "webhook_not_found");
+
+    assert_eq!(daemon.admin("DELETE", &format!("/v1/accounts/{account_id}"), None).await.0, 204);
+    assert_error(&daemon.admin("GET", &format!("/v1/accounts/{account_id}"), None).await, 404, "account_not_found");
+}
+
+#[tokio::test]
+async fn validation_and_auth_errors() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+
+    let response = daemon.http.get(format!("{}/v1/accounts", daemon.admin_url)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let health = daemon.http.get(format!("{}/healthz", daemon.admin_url)).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "healthz needs no token");
+
+    assert_error(&daemon.admin("POST", "/v1/accounts", Some(json!({"workspaceId": "ws", "pms": "nosuchpms"}))).await, 422, "unknown_plugin");
+    assert_error(&daemon.admin("POST", "/v1/accounts", Some(json!({"pms": "hostaway"}))).await, 422, "invalid_field");
+    assert_error(&daemon.admin("POST", "/v1/accounts", Some(json!({"workspaceId": "ws", "pms": "hostaway", "id": "bad id!"}))).await, 422, "invalid_field");
+    assert_error(
+        &daemon.admin("POST", "/v1/accounts", Some(json!({"workspaceId": "ws", "pms": "hostaway", "verification": {"secret": "x"}}))).await,
+        422,
+        "invalid_field",
+    );
+    let raw = daemon
+        .http
+        .post(format!("{}/v1/accounts", daemon.admin_url))
+        .bearer_auth(&daemon.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    assert_eq!(raw.json::<Value>().await.unwrap()["error"]["code"], "invalid_json");
+
+    daemon.create_account(json!({"id": "acc-1", "workspaceId": "ws", "pms": "hostaway"})).await;
+    assert_error(&daemon.admin("POST", "/v1/accounts", Some(json!({"id": "acc-1", "workspaceId": "ws", "pms": "hostaway"}))).await, 409, "conflict");
+    let webhooks = "/v1/accounts/acc-1/webhooks";
+    assert_error(
+        &daemon.admin("POST", webhooks, Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": ["reservation.exploded"]}))).await,
+        422,
+        "unknown_event_type",
+    );
+    assert_error(&daemon.admin("POST", webhooks, Some(json!({"name": "x", "url": "ftp://example.com/", "eventTypes": ["reservation.created"]}))).await, 422, "invalid_url");
+    assert_error(&daemon.admin("POST", webhooks, Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": []}))).await, 422, "invalid_field");
+    assert_error(&daemon.admin("POST", "/v1/accounts/nope/webhooks", Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": ["reservation.created"]}))).await, 404, "account_not_found");
+    assert_error(&daemon.admin("GET", "/v1/events?limit=0", None).await, 400, "invalid_query");
+    assert_error(&daemon.admin("GET", "/v1/events/nope", None).await, 404, "event_not_found");
+}
+
+#[tokio::test]
+async fn private_destinations_are_refused_unless_allowed() {
+    let daemon = Daemon::start(DaemonOptions::default().env("STAYHOOK_ALLOW_PRIVATE_DESTINATIONS", "false")).await;
+    daemon.create_account(json!({"id": "acc", "workspaceId": "ws", "pms": "hostaway"})).await;
+    for url in ["http://127.0.0.1:8080/hook", "http://10.0.0.5/hook", "http://localhost/hook", "http://[::1]/hook", "http://169.254.169.254/latest"] {
+        let answer = daemon.admin("POST", "/v1/accounts/acc/webhooks", Some(json!({"name": "x", "url": url, "eventTypes": ["reservation.created"]}))).await;
+        assert_error(&answer, 422, "invalid_url");
+    }
+    let (status, _) = daemon
+        .admin("POST", "/v1/accounts/acc/webhooks", Some(json!({"name": "x", "url": "https://hooks.example.com/stayhook", "eventTypes": ["reservation.created"]})))
+        .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn plugins_are_listed_with_their_source() {
+    let daemon = Daemon::start(DaemonOptions::default().with_chaos()).await;
+    let (status, listed) = daemon.admin("GET", "/v1/plugins", None).await;
+    assert_eq!(status, 200);
+    let plugins = listed["plugins"].as_array().unwrap();
+    let hostaway = plugins.iter().find(|plugin| plugin["name"] == "hostaway").expect("hostaway is built in");
+    assert_eq!(hostaway["source"], "built-in");
+    assert_eq!(hostaway["verification"], "basic-auth");
+    let chaos = plugins.iter().find(|plugin| plugin["name"] == "chaos").expect("chaos loaded from the plugin dir");
+    assert!(chaos["source"]["file"].as_str().unwrap().ends_with("chaos.wasm"), "{chaos}");
+    let metrics = daemon.http.get(format!("{}/metrics", daemon.admin_url)).bearer_auth(&daemon.token).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("stayhook_webhooks_accepted_total"), "{metrics}");
+}

@@ -1,0 +1,89 @@
+//! Golden cases: every `plugins/<pms>/tests/cases/<case>/` runs through the real wasm plugin and
+//! the host's renderer and must equal its `expected.json`, which a human checked field by field
+//! against the source payload named in `case.json`.
+//!
+//! `STAYHOOK_BLESS=1 cargo test --release --test it golden` rewrites the expected files; check
+//! every rewrite against the source before committing it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use stayhook::plugin::offline::{self, CaseRequest};
+use stayhook::plugin::{PluginLimits, PluginRegistry};
+
+use crate::support::repo_root;
+
+fn registry() -> PluginRegistry {
+    let limits = PluginLimits { memory_bytes: 64 << 20, timeout: Duration::from_secs(5), epoch_tick: Duration::from_millis(10) };
+    let registry = PluginRegistry::new(limits, PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")).unwrap();
+    registry.load_all(None).unwrap();
+    registry
+}
+
+fn plugin_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo_root().join("plugins"))
+        .unwrap()
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.join("tests").join("cases").is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn every_golden_case_matches() {
+    let registry = registry();
+    let bless = std::env::var_os("STAYHOOK_BLESS").is_some();
+    let mut n_cases = 0;
+    let mut failures = Vec::new();
+    for plugin_dir in plugin_dirs() {
+        let name = plugin_dir.file_name().unwrap().to_string_lossy().to_string();
+        let plugin = registry.get(&name).unwrap_or_else(|| panic!("plugins/{name} has golden cases but is not built in"));
+        for case_dir in offline::case_dirs(&plugin_dir) {
+            n_cases += 1;
+            let request = CaseRequest::load(&case_dir).unwrap();
+            assert!(request.source.as_deref().is_some_and(|source| source.contains("http")), "{}: case.json must name its source address", case_dir.display());
+            let actual = Value::Array(offline::run(&plugin, &request).unwrap_or_else(|error| panic!("{}: {error}", case_dir.display())));
+            let expected_path = case_dir.join("expected.json");
+            if bless {
+                std::fs::write(&expected_path, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
+                continue;
+            }
+            let expected = read_json(&expected_path);
+            if actual != expected {
+                failures.push(format!("{}:\n{}", case_dir.display(), diff(&expected, &actual)));
+            }
+        }
+    }
+    assert!(n_cases >= 5, "expected golden cases, found {n_cases}");
+    assert!(failures.is_empty(), "golden mismatches (expected vs actual):\n{}", failures.join("\n"));
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// Paths where two JSON values differ, one per line.
+fn diff(expected: &Value, actual: &Value) -> String {
+    fn walk(path: &str, expected: &Value, actual: &Value, lines: &mut Vec<String>) {
+        match (expected, actual) {
+            (Value::Object(a), Value::Object(b)) => {
+                for key in a.keys().chain(b.keys().filter(|key| !a.contains_key(*key))) {
+                    walk(&format!("{path}.{key}"), a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), lines);
+                }
+            }
+            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+                for (idx, (a, b)) in a.iter().zip(b).enumerate() {
+                    walk(&format!("{path}[{idx}]"), a, b, lines);
+                }
+            }
+            (a, b) if a != b => lines.push(format!("  {path}: expected {a}, got {b}")),
+            _ => {}
+        }
+    }
+    let mut lines = Vec::new();
+    walk("$", expected, actual, &mut lines);
+    lines.join("\n")
+}

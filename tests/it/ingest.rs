@@ -1,0 +1,68 @@
+//! The public listener: every refusal is a status and a JSON error naming the problem, and
+//! nothing already accepted is lost because of it.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, DaemonOptions, Receiver, hostaway_body};
+
+#[track_caller]
+fn assert_error(answer: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert_eq!(answer.1["error"]["code"], code, "{}", answer.1);
+    assert!(answer.1["error"]["message"].as_str().is_some_and(|message| !message.is_empty()), "{}", answer.1);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_accepted_events_still_arrive() {
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(DaemonOptions::default().env("STAYHOOK_BODY_LIMIT_BYTES", "16384")).await;
+    let account = daemon
+        .create_account(json!({
+            "id": "hostaway-main", "workspaceId": "ws", "pms": "hostaway",
+            "verification": {"username": "stay", "password": "hook"},
+        }))
+        .await;
+    assert_eq!(account["verification"], json!({"scheme": "basic-auth", "configured": true}));
+    assert!(account.get("password").is_none() && !account.to_string().contains("hook\""), "secrets never shown: {account}");
+    daemon.subscribe("hostaway-main", &receiver.url).await;
+    let good_auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("stay:hook"));
+    let bad_auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("stay:nope"));
+
+    // Accepted first, so we can check it survives everything below.
+    let accepted = daemon.post_webhook("hostaway-main", &hostaway_body("reservation-created"), &[("authorization", &good_auth)]).await;
+    assert_eq!(accepted.0, 200, "{}", accepted.1);
+
+    assert_error(&daemon.post_webhook("no-such-account", b"{}", &[]).await, 404, "unknown_account");
+    assert_error(&daemon.post_webhook("hostaway-main", &hostaway_body("reservation-created"), &[]).await, 401, "verification_failed");
+    assert_error(&daemon.post_webhook("hostaway-main", &hostaway_body("reservation-created"), &[("authorization", &bad_auth)]).await, 401, "verification_failed");
+    assert_error(&daemon.post_webhook("hostaway-main", b"{\"object\": \"reservation\",", &[("authorization", &good_auth)]).await, 400, "invalid_json");
+    let oversize = format!("{{\"padding\": \"{}\"}}", "x".repeat(20_000));
+    assert_error(&daemon.post_webhook("hostaway-main", oversize.as_bytes(), &[("authorization", &good_auth)]).await, 413, "payload_too_large");
+    let response = daemon.http.delete(format!("{}/listen/hostaway-main", daemon.ingest_url)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+
+    let delivered = receiver.next().await.json();
+    assert_eq!(delivered["data"]["record"]["id"], "13");
+    assert_eq!(delivered["hook"]["eventType"], "reservation.created");
+
+    // The daemon keeps serving.
+    let (status, _) = daemon.post_webhook("hostaway-main", &hostaway_body("reservation-cancelled"), &[("authorization", &good_auth)]).await;
+    assert_eq!(status, 200);
+    let cancelled = receiver.next().await.json();
+    assert_eq!(cancelled["hook"]["eventType"], "reservation.updated");
+    assert_eq!(cancelled["data"]["record"]["status"], "CANCELLED");
+}
+
+#[tokio::test]
+async fn the_plugin_sees_no_credentials() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    daemon.create_account(json!({"id": "a1", "workspaceId": "ws", "pms": "hostaway", "verification": {"username": "u", "password": "p"}})).await;
+    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:p"));
+    let (status, answer) = daemon.post_webhook("a1", &hostaway_body("ping"), &[("authorization", &auth), ("x-extra", "kept")]).await;
+    assert_eq!(status, 200);
+    let (_, entry) = daemon.admin("GET", &format!("/v1/inbox/{}", answer["inboxId"].as_str().unwrap()), None).await;
+    let headers = entry["headers"].to_string();
+    assert!(!headers.contains("authorization"), "{headers}");
+    assert!(headers.contains("x-extra"), "{headers}");
+}

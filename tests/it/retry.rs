@@ -1,0 +1,74 @@
+//! Retries: a failing receiver gets the event once it recovers, every attempt is logged, and a
+//! receiver that never recovers ends in the dead letters, from where the event can be redelivered.
+
+use serde_json::json;
+
+use crate::support::{Daemon, DaemonOptions, Receiver};
+
+#[tokio::test]
+async fn three_failures_then_success_logs_four_attempts() {
+    let receiver = Receiver::failing_first(3).await;
+    let daemon = Daemon::start(DaemonOptions::default().retry_schedule("50ms,50ms,50ms,50ms").with_chaos()).await;
+    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "chaos"})).await;
+    let account_id = account["id"].as_str().unwrap();
+    daemon.subscribe(account_id, &receiver.url).await;
+    daemon.post_webhook(account_id, br#"{"behaviour": "ok", "id": "R1"}"#, &[]).await;
+
+    let mut answered = Vec::new();
+    let delivered = loop {
+        let received = receiver.next().await;
+        answered.push(received.answered);
+        if received.answered == 200 {
+            break received;
+        }
+    };
+    assert_eq!(answered, [500, 500, 500, 200]);
+    let event_id = delivered.header("webhook-id");
+    let attempts = daemon
+        .wait_for("the fourth attempt to be logged", async |daemon| {
+            let (_, body) = daemon.admin("GET", &format!("/v1/events/{event_id}/attempts"), None).await;
+            let attempts = body["attempts"].as_array().cloned().unwrap_or_default();
+            (attempts.len() == 4).then_some(attempts)
+        })
+        .await;
+    let codes: Vec<_> = attempts.iter().map(|attempt| attempt["statusCode"].as_u64().unwrap()).collect();
+    assert_eq!(codes, [500, 500, 500, 200]);
+    assert_eq!(attempts.iter().map(|attempt| attempt["attempt"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert!(attempts[3]["success"].as_bool().unwrap());
+    let (_, event) = daemon.admin("GET", &format!("/v1/events/{event_id}"), None).await;
+    assert_eq!(event["deliveries"][0]["status"], "delivered");
+    assert_eq!(event["deliveries"][0]["attempts"], 4);
+}
+
+#[tokio::test]
+async fn exhausted_retries_dead_letter_and_redelivery_recovers() {
+    let receiver = Receiver::failing_first(usize::MAX).await;
+    let daemon = Daemon::start(DaemonOptions::default().retry_schedule("20ms,20ms").with_chaos()).await;
+    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "chaos"})).await;
+    let account_id = account["id"].as_str().unwrap();
+    daemon.subscribe(account_id, &receiver.url).await;
+    daemon.post_webhook(account_id, br#"{"behaviour": "ok", "id": "R2"}"#, &[]).await;
+
+    let dead = daemon
+        .wait_for("a dead letter", async |daemon| {
+            let (_, body) = daemon.admin("GET", "/v1/dead-letters", None).await;
+            body["deadLetters"].as_array().and_then(|dead| dead.first().cloned())
+        })
+        .await;
+    assert_eq!(dead["attempts"], 3, "one attempt plus one per delay: {dead}");
+    assert_eq!(dead["status"], "dead");
+    assert_eq!(dead["lastError"], "HTTP 500");
+    for _ in 0..3 {
+        assert_eq!(receiver.next().await.answered, 500);
+    }
+
+    receiver.fail_next(0);
+    let event_id = dead["eventId"].as_str().unwrap();
+    let (status, answer) = daemon.admin("POST", &format!("/v1/events/{event_id}/redeliver"), None).await;
+    assert_eq!(status, 202, "{answer}");
+    let delivered = receiver.next().await;
+    assert_eq!(delivered.answered, 200);
+    assert_eq!(delivered.header("webhook-id"), event_id, "the same event, so receivers can deduplicate");
+    let (_, after) = daemon.admin("GET", "/v1/dead-letters", None).await;
+    assert_eq!(after["deadLetters"], json!([]), "redelivered events leave the dead letters");
+}
