@@ -4,7 +4,7 @@
 //! this nested cargo never waits on the lock of the host's target dir. The target is installed with
 //! rustup when missing, so a fresh machine with only the Rust toolchain builds everything.
 //! Outputs: `$OUT_DIR/builtin_plugins.rs` (the official plugins as byte arrays) and the env var
-//! `STAYHOOK_PLUGIN_ARTIFACTS`, the folder of every built `.wasm` (tests load the test-only plugins
+//! `PLUGIN_ARTIFACTS_DIR`, the folder of every built `.wasm` (tests load the test-only plugins
 //! from there).
 
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ fn main() {
     }
     generated.push_str("];\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), generated).expect("write builtin_plugins.rs");
-    println!("cargo:rustc-env=STAYHOOK_PLUGIN_ARTIFACTS={}", artifacts.display());
+    println!("cargo:rustc-env=PLUGIN_ARTIFACTS_DIR={}", artifacts.display());
 }
 
 fn ensure_wasm_target() {

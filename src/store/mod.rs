@@ -517,10 +517,10 @@ impl Store {
         for entry in self.dead.iter().rev() {
             let (key, _) = entry?;
             let Some(delivery_id) = keys::read_u64(&key) else { continue };
-            if let Some(delivery) = self.get_delivery(delivery_id)? {
-                if delivery.status == DeliveryStatus::Dead {
-                    found.push(delivery);
-                }
+            if let Some(delivery) = self.get_delivery(delivery_id)?
+                && delivery.status == DeliveryStatus::Dead
+            {
+                found.push(delivery);
             }
             if found.len() >= limit {
                 break;

@@ -45,9 +45,14 @@ async fn accounts_and_webhooks_lifecycle() {
     let (status, shown) = daemon.admin("GET", &webhook_path, None).await;
     assert_eq!(status, 200);
     assert!(shown.get("secret").is_none(), "the secret is shown only at creation: {shown}");
-    let (status, patched) = daemon.admin("PATCH", &webhook_path, Some(json!({"enabled": false, "eventTypes": ["reservation.updated", "conversation.updated"]}))).await;
+    let (status, patched) = daemon
+        .admin("PATCH", &webhook_path, Some(json!({"enabled": false, "eventTypes": ["reservation.updated", "conversation.updated"]})))
+        .await;
     assert_eq!(status, 200);
-    assert_eq!((patched["enabled"].clone(), patched["eventTypes"].clone()), (json!(false), json!(["reservation.updated", "conversation.updated"])));
+    assert_eq!(
+        (patched["enabled"].clone(), patched["eventTypes"].clone()),
+        (json!(false), json!(["reservation.updated", "conversation.updated"]))
+    );
     let (status, listed) = daemon.admin("GET", &format!("/v1/accounts/{account_id}/webhooks"), None).await;
     assert_eq!((status, listed["webhooks"].as_array().unwrap().len()), (200, 1));
     assert_eq!(daemon.admin("DELETE", &webhook_path, None).await.0, 204);
@@ -68,9 +73,17 @@ async fn validation_and_auth_errors() {
     let health = daemon.http.get(format!("{}/healthz", daemon.admin_url)).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200, "healthz needs no token");
 
-    assert_error(&daemon.admin("POST", "/v1/accounts", Some(json!({"workspaceId": "ws", "pms": "nosuchpms"}))).await, 422, "unknown_plugin");
+    assert_error(
+        &daemon.admin("POST", "/v1/accounts", Some(json!({"workspaceId": "ws", "pms": "nosuchpms"}))).await,
+        422,
+        "unknown_plugin",
+    );
     assert_error(&daemon.admin("POST", "/v1/accounts", Some(json!({"pms": "hostaway"}))).await, 422, "invalid_field");
-    assert_error(&daemon.admin("POST", "/v1/accounts", Some(json!({"workspaceId": "ws", "pms": "hostaway", "id": "bad id!"}))).await, 422, "invalid_field");
+    assert_error(
+        &daemon.admin("POST", "/v1/accounts", Some(json!({"workspaceId": "ws", "pms": "hostaway", "id": "bad id!"}))).await,
+        422,
+        "invalid_field",
+    );
     assert_error(
         &daemon.admin("POST", "/v1/accounts", Some(json!({"workspaceId": "ws", "pms": "hostaway", "verification": {"secret": "x"}}))).await,
         422,
@@ -89,16 +102,42 @@ async fn validation_and_auth_errors() {
     assert_eq!(raw.json::<Value>().await.unwrap()["error"]["code"], "invalid_json");
 
     daemon.create_account(json!({"id": "acc-1", "workspaceId": "ws", "pms": "hostaway"})).await;
-    assert_error(&daemon.admin("POST", "/v1/accounts", Some(json!({"id": "acc-1", "workspaceId": "ws", "pms": "hostaway"}))).await, 409, "conflict");
+    assert_error(
+        &daemon.admin("POST", "/v1/accounts", Some(json!({"id": "acc-1", "workspaceId": "ws", "pms": "hostaway"}))).await,
+        409,
+        "conflict",
+    );
     let webhooks = "/v1/accounts/acc-1/webhooks";
     assert_error(
-        &daemon.admin("POST", webhooks, Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": ["reservation.exploded"]}))).await,
+        &daemon
+            .admin("POST", webhooks, Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": ["reservation.exploded"]})))
+            .await,
         422,
         "unknown_event_type",
     );
-    assert_error(&daemon.admin("POST", webhooks, Some(json!({"name": "x", "url": "ftp://example.com/", "eventTypes": ["reservation.created"]}))).await, 422, "invalid_url");
-    assert_error(&daemon.admin("POST", webhooks, Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": []}))).await, 422, "invalid_field");
-    assert_error(&daemon.admin("POST", "/v1/accounts/nope/webhooks", Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": ["reservation.created"]}))).await, 404, "account_not_found");
+    assert_error(
+        &daemon
+            .admin("POST", webhooks, Some(json!({"name": "x", "url": "ftp://example.com/", "eventTypes": ["reservation.created"]})))
+            .await,
+        422,
+        "invalid_url",
+    );
+    assert_error(
+        &daemon.admin("POST", webhooks, Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": []}))).await,
+        422,
+        "invalid_field",
+    );
+    assert_error(
+        &daemon
+            .admin(
+                "POST",
+                "/v1/accounts/nope/webhooks",
+                Some(json!({"name": "x", "url": "http://127.0.0.1:9/", "eventTypes": ["reservation.created"]})),
+            )
+            .await,
+        404,
+        "account_not_found",
+    );
     assert_error(&daemon.admin("GET", "/v1/events?limit=0", None).await, 400, "invalid_query");
     assert_error(&daemon.admin("GET", "/v1/events/nope", None).await, 404, "event_not_found");
 }
@@ -107,12 +146,24 @@ async fn validation_and_auth_errors() {
 async fn private_destinations_are_refused_unless_allowed() {
     let daemon = Daemon::start(DaemonOptions::default().env("STAYHOOK_ALLOW_PRIVATE_DESTINATIONS", "false")).await;
     daemon.create_account(json!({"id": "acc", "workspaceId": "ws", "pms": "hostaway"})).await;
-    for url in ["http://127.0.0.1:8080/hook", "http://10.0.0.5/hook", "http://localhost/hook", "http://[::1]/hook", "http://169.254.169.254/latest"] {
-        let answer = daemon.admin("POST", "/v1/accounts/acc/webhooks", Some(json!({"name": "x", "url": url, "eventTypes": ["reservation.created"]}))).await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://10.0.0.5/hook",
+        "http://localhost/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest",
+    ] {
+        let answer = daemon
+            .admin("POST", "/v1/accounts/acc/webhooks", Some(json!({"name": "x", "url": url, "eventTypes": ["reservation.created"]})))
+            .await;
         assert_error(&answer, 422, "invalid_url");
     }
     let (status, _) = daemon
-        .admin("POST", "/v1/accounts/acc/webhooks", Some(json!({"name": "x", "url": "https://hooks.example.com/stayhook", "eventTypes": ["reservation.created"]})))
+        .admin(
+            "POST",
+            "/v1/accounts/acc/webhooks",
+            Some(json!({"name": "x", "url": "https://hooks.example.com/stayhook", "eventTypes": ["reservation.created"]})),
+        )
         .await;
     assert_eq!(status, 201);
 }
@@ -128,6 +179,7 @@ async fn plugins_are_listed_with_their_source() {
     assert_eq!(hostaway["verification"], "basic-auth");
     let chaos = plugins.iter().find(|plugin| plugin["name"] == "chaos").expect("chaos loaded from the plugin dir");
     assert!(chaos["source"]["file"].as_str().unwrap().ends_with("chaos.wasm"), "{chaos}");
-    let metrics = daemon.http.get(format!("{}/metrics", daemon.admin_url)).bearer_auth(&daemon.token).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        daemon.http.get(format!("{}/metrics", daemon.admin_url)).bearer_auth(&daemon.token).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("stayhook_webhooks_accepted_total"), "{metrics}");
 }

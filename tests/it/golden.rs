@@ -43,7 +43,11 @@ fn every_golden_case_matches() {
         for case_dir in offline::case_dirs(&plugin_dir) {
             n_cases += 1;
             let request = CaseRequest::load(&case_dir).unwrap();
-            assert!(request.source.as_deref().is_some_and(|source| source.contains("http")), "{}: case.json must name its source address", case_dir.display());
+            assert!(
+                request.source.as_deref().is_some_and(|source| source.contains("http")),
+                "{}: case.json must name its source address",
+                case_dir.display()
+            );
             let actual = Value::Array(offline::run(&plugin, &request).unwrap_or_else(|error| panic!("{}: {error}", case_dir.display())));
             let expected_path = case_dir.join("expected.json");
             if bless {

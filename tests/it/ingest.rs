@@ -35,10 +35,22 @@ async fn bad_requests_get_clear_errors_and_accepted_events_still_arrive() {
 
     assert_error(&daemon.post_webhook("no-such-account", b"{}", &[]).await, 404, "unknown_account");
     assert_error(&daemon.post_webhook("hostaway-main", &hostaway_body("reservation-created"), &[]).await, 401, "verification_failed");
-    assert_error(&daemon.post_webhook("hostaway-main", &hostaway_body("reservation-created"), &[("authorization", &bad_auth)]).await, 401, "verification_failed");
-    assert_error(&daemon.post_webhook("hostaway-main", b"{\"object\": \"reservation\",", &[("authorization", &good_auth)]).await, 400, "invalid_json");
+    assert_error(
+        &daemon.post_webhook("hostaway-main", &hostaway_body("reservation-created"), &[("authorization", &bad_auth)]).await,
+        401,
+        "verification_failed",
+    );
+    assert_error(
+        &daemon.post_webhook("hostaway-main", b"{\"object\": \"reservation\",", &[("authorization", &good_auth)]).await,
+        400,
+        "invalid_json",
+    );
     let oversize = format!("{{\"padding\": \"{}\"}}", "x".repeat(20_000));
-    assert_error(&daemon.post_webhook("hostaway-main", oversize.as_bytes(), &[("authorization", &good_auth)]).await, 413, "payload_too_large");
+    assert_error(
+        &daemon.post_webhook("hostaway-main", oversize.as_bytes(), &[("authorization", &good_auth)]).await,
+        413,
+        "payload_too_large",
+    );
     let response = daemon.http.delete(format!("{}/listen/hostaway-main", daemon.ingest_url)).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 405);
 
@@ -57,7 +69,9 @@ async fn bad_requests_get_clear_errors_and_accepted_events_still_arrive() {
 #[tokio::test]
 async fn the_plugin_sees_no_credentials() {
     let daemon = Daemon::start(DaemonOptions::default()).await;
-    daemon.create_account(json!({"id": "a1", "workspaceId": "ws", "pms": "hostaway", "verification": {"username": "u", "password": "p"}})).await;
+    daemon
+        .create_account(json!({"id": "a1", "workspaceId": "ws", "pms": "hostaway", "verification": {"username": "u", "password": "p"}}))
+        .await;
     let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:p"));
     let (status, answer) = daemon.post_webhook("a1", &hostaway_body("ping"), &[("authorization", &auth), ("x-extra", "kept")]).await;
     assert_eq!(status, 200);

@@ -13,7 +13,9 @@ fn plugin_workspace_unit_tests_pass() {
         .current_dir(repo_root().join("plugins"))
         .args(["test", "--workspace", "--target-dir"])
         .arg(repo_root().join("target").join("plugins-native"));
-    for variable in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+    for variable in
+        ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"]
+    {
         command.env_remove(variable);
     }
     let output = command.output().expect("run cargo test in plugins/");

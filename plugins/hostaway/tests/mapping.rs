@@ -222,4 +222,3 @@ fn describe_declares_the_api() {
         _ => panic!("expected OAuth2 client credentials"),
     }
 }
-

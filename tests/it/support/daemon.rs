@@ -1,7 +1,7 @@
 //! A real `stayhook serve` process on ephemeral loopback ports.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,12 +78,11 @@ impl Daemon {
         daemon
     }
 
-
     fn spawn(&mut self) {
         let plugin_dir = self.data_dir.path().join("plugins.d");
         std::fs::create_dir_all(&plugin_dir).unwrap();
         if self.options.with_chaos_plugin {
-            let artifact = PathBuf::from(env!("STAYHOOK_PLUGIN_ARTIFACTS")).join("stayhook_plugin_chaos.wasm");
+            let artifact = PathBuf::from(env!("PLUGIN_ARTIFACTS_DIR")).join("stayhook_plugin_chaos.wasm");
             std::fs::copy(&artifact, plugin_dir.join("chaos.wasm")).expect("copy the chaos plugin");
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.path().join("daemon.log")).unwrap();
