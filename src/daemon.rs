@@ -9,7 +9,8 @@ use crate::deliver::RetryPolicy;
 use crate::metrics::Metrics;
 use crate::normalize::Normalizer;
 use crate::plugin::PluginRegistry;
-use crate::store::Store;
+use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
+use crate::store::{Account, Store};
 
 /// The shared state of one running daemon. Several daemons may run in one process (tests do):
 /// nothing here is global.
@@ -34,12 +35,30 @@ pub struct Daemon {
     pub http: reqwest::Client,
     /// Counters and histograms.
     pub metrics: Metrics,
+    /// Performs the API calls plugins ask for.
+    pub enricher: Arc<crate::normalize::enrich::Enricher>,
+    /// The tokio runtime, for work started from normalizer threads.
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Daemon {
     /// The URL a PMS posts an account's webhooks to.
     pub fn listener_url(&self, account_id: &str) -> String {
         format!("{}/listen/{}", self.public_url, url_segment(account_id))
+    }
+
+    /// The listener URL to give the PMS: with the account's token when its plugin verifies by a
+    /// token in the URL (the PMS then sends it back with every webhook).
+    pub fn account_listener_url(&self, account: &Account) -> String {
+        let url = self.listener_url(&account.id);
+        let scheme = self.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone());
+        match (scheme, account.verification.get("secret")) {
+            (Some(VerificationScheme::UrlToken(parameter)), Some(secret)) => {
+                let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair(&parameter, secret).finish();
+                format!("{url}?{query}")
+            }
+            _ => url,
+        }
     }
 }
 

@@ -77,6 +77,12 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         }
     };
     let (normalizer, receivers) = normalize::Normalizer::start(settings.normalizer_threads);
+    let enrich_policy = normalize::enrich::EnrichPolicy {
+        retry_schedule: settings.enrichment_retry_schedule.clone(),
+        request_timeout: settings.enrichment_timeout,
+        rate_per_second: settings.enrichment_rate_per_second,
+    };
+    let enricher = Arc::new(normalize::enrich::Enricher::new(store.clone(), enrich_policy)?);
     let daemon = Arc::new(Daemon {
         retry_policy: deliver::RetryPolicy { schedule: settings.retry_schedule.clone(), jitter_percent: settings.retry_jitter_percent },
         http: deliver::http_client(settings.allow_private_destinations, settings.delivery_timeout)?,
@@ -87,6 +93,8 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         normalizer,
         scheduler_wakeup: Notify::new(),
         metrics: metrics::Metrics::default(),
+        enricher,
+        runtime: tokio::runtime::Handle::current(),
         settings,
     });
     daemon.normalizer.attach(&daemon, receivers)?;

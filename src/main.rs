@@ -50,6 +50,9 @@ enum PluginCommand {
         /// Account setting handed to the plugin, as name=value (repeatable).
         #[arg(long = "setting", value_parser = parse_pair)]
         settings: Vec<(String, String)>,
+        /// Folder of recorded API responses (`<request-id>.json`, see docs/enrichment.md).
+        #[arg(long)]
+        responses: Option<PathBuf>,
     },
 }
 
@@ -62,8 +65,11 @@ fn main() -> ExitCode {
     init_logging();
     let outcome = match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Plugin { command: PluginCommand::Run { plugin, payload, content_type, plugin_dir, settings } } => {
-            plugin_run(&plugin, &payload, content_type, plugin_dir, settings)
+        Command::Plugin { command: PluginCommand::Run { plugin, payload, content_type, plugin_dir, settings, responses } } => {
+            let mut request = CaseRequest::post(Vec::new(), Some(content_type));
+            request.settings = settings.into_iter().collect();
+            request.responses_dir = responses;
+            plugin_run(&plugin, &payload, request, plugin_dir)
         }
     };
     match outcome {
@@ -113,13 +119,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn plugin_run(
-    plugin: &str,
-    payload: &PathBuf,
-    content_type: String,
-    plugin_dir: Option<PathBuf>,
-    settings: Vec<(String, String)>,
-) -> anyhow::Result<()> {
+fn plugin_run(plugin: &str, payload: &PathBuf, mut request: CaseRequest, plugin_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let defaults = RawConfig::default().resolve()?;
     let limits =
         PluginLimits { memory_bytes: defaults.plugin_memory_bytes, timeout: defaults.plugin_timeout, epoch_tick: defaults.epoch_tick };
@@ -131,9 +131,7 @@ fn plugin_run(
         let known: Vec<String> = registry.list().iter().map(|plugin| plugin.info.name.clone()).collect();
         format!("no plugin named {name:?}; known: {}", known.join(", "))
     })?;
-    let body = std::fs::read(payload).with_context(|| format!("reading {}", payload.display()))?;
-    let mut request = CaseRequest::post(body, Some(content_type));
-    request.settings = settings.into_iter().collect();
+    request.body = std::fs::read(payload).with_context(|| format!("reading {}", payload.display()))?;
     let events = offline::run(&loaded, &request)?;
     println!("{}", serde_json::to_string_pretty(&events)?);
     Ok(())

@@ -3,7 +3,7 @@
 //! Names: `stayhook_webhooks_accepted_total`, `stayhook_normalize_seconds`,
 //! `stayhook_normalize_failures_total{kind}`, `stayhook_events_total`,
 //! `stayhook_unchanged_updates_total`, `stayhook_delivery_attempts_total{outcome}`,
-//! `stayhook_delivery_seconds`.
+//! `stayhook_delivery_seconds`, `stayhook_api_requests_total`.
 
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ pub struct Metrics {
     unchanged: Counter,
     delivery_attempts: Family<OutcomeLabel, Counter>,
     delivery_seconds: Histogram,
+    api_requests: Counter,
 }
 
 impl Default for Metrics {
@@ -52,7 +53,19 @@ impl Default for Metrics {
         registry.register("delivery_attempts", "Delivery attempts, by outcome", delivery_attempts.clone());
         let delivery_seconds = Histogram::new(exponential_buckets(0.000_1, 4.0, 10));
         registry.register("delivery_seconds", "Time of one delivery attempt", delivery_seconds.clone());
-        Self { registry, accepted, normalize_seconds, normalize_failures, events, unchanged, delivery_attempts, delivery_seconds }
+        let api_requests = Counter::default();
+        registry.register("api_requests", "PMS API requests plugins asked for (enrichment)", api_requests.clone());
+        Self {
+            registry,
+            accepted,
+            normalize_seconds,
+            normalize_failures,
+            events,
+            unchanged,
+            delivery_attempts,
+            delivery_seconds,
+            api_requests,
+        }
     }
 }
 
@@ -78,6 +91,10 @@ impl Metrics {
         let outcome = if success { "delivered" } else { "failed" };
         self.delivery_attempts.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
         self.delivery_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn api_requests(&self, n_requests: usize) {
+        self.api_requests.inc_by(n_requests as u64);
     }
 
     /// The Prometheus text exposition.

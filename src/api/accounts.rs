@@ -40,6 +40,8 @@ struct CreateAccount {
     verification: BTreeMap<String, String>,
     #[serde(default)]
     settings: BTreeMap<String, String>,
+    api_base_url: Option<String>,
+    rate_limit_per_second: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +53,8 @@ struct UpdateAccount {
     credentials: Option<BTreeMap<String, String>>,
     verification: Option<BTreeMap<String, String>>,
     settings: Option<BTreeMap<String, String>>,
+    api_base_url: Option<Option<String>>,
+    rate_limit_per_second: Option<Option<u32>>,
 }
 
 async fn create(State(daemon): State<Arc<Daemon>>, JsonBody(body): JsonBody<CreateAccount>) -> Result<Response, ApiError> {
@@ -67,10 +71,15 @@ async fn create(State(daemon): State<Arc<Daemon>>, JsonBody(body): JsonBody<Crea
         credentials: body.credentials,
         verification: body.verification,
         settings: body.settings,
+        api_base_url: body.api_base_url,
+        rate_limit_per_second: body.rate_limit_per_second,
+        registration: BTreeMap::new(),
         created_at: now.clone(),
         updated_at: now,
     };
+    let mut account = account;
     validate(&daemon, &account)?;
+    ensure_url_token(&daemon, &mut account);
     match daemon.store.insert_account(&account)? {
         Inserted::Created => Ok(created(view(&daemon, &account))),
         Inserted::AlreadyExists => Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("account {:?} exists already", account.id))),
@@ -110,8 +119,15 @@ async fn update(
     if let Some(settings) = body.settings {
         account.settings = settings;
     }
+    if let Some(api_base_url) = body.api_base_url {
+        account.api_base_url = api_base_url;
+    }
+    if let Some(rate_limit_per_second) = body.rate_limit_per_second {
+        account.rate_limit_per_second = rate_limit_per_second;
+    }
     account.updated_at = model::time::now();
     validate(&daemon, &account)?;
+    ensure_url_token(&daemon, &mut account);
     daemon.store.put_account(&account)?;
     Ok(Json(view(&daemon, &account)))
 }
@@ -171,6 +187,14 @@ fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
         VerificationScheme::BasicAuth => &["username", "password"],
         _ => &["secret"],
     };
+    if let Some(base) = &account.api_base_url
+        && url::Url::parse(base).map(|url| !matches!(url.scheme(), "http" | "https")).unwrap_or(true)
+    {
+        return Err(ApiError::unprocessable("invalid_field", format!("apiBaseUrl {base:?} is not an http(s) URL")));
+    }
+    if account.rate_limit_per_second == Some(0) {
+        return Err(ApiError::unprocessable("invalid_field", "rateLimitPerSecond must be at least 1"));
+    }
     if let Some(key) = account.verification.keys().find(|key| !allowed.contains(&key.as_str())) {
         return Err(ApiError::unprocessable(
             "invalid_field",
@@ -183,6 +207,15 @@ fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Plugins that verify with a token in the listener URL get one generated when none is set.
+fn ensure_url_token(daemon: &Daemon, account: &mut Account) {
+    let scheme = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone());
+    if matches!(scheme, Some(VerificationScheme::UrlToken(_))) && !account.verification.contains_key("secret") {
+        let bytes: [u8; 24] = rand::random();
+        account.verification.insert("secret".into(), hex::encode(bytes));
+    }
 }
 
 /// The wire name of a verification scheme.
@@ -198,20 +231,23 @@ pub(super) fn scheme_name(scheme: &VerificationScheme) -> &'static str {
 }
 
 /// An account as the API shows it: never its secrets, only which ones are set.
-fn view(daemon: &Daemon, account: &Account) -> Value {
+pub(super) fn view(daemon: &Daemon, account: &Account) -> Value {
     let scheme = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone()).unwrap_or(VerificationScheme::None);
     json!({
         "id": account.id,
         "workspaceId": account.workspace_id,
         "pms": account.pms,
         "name": account.name,
-        "listenerUrl": daemon.listener_url(&account.id),
+        "listenerUrl": daemon.account_listener_url(account),
         "credentials": account.credentials.keys().collect::<Vec<_>>(),
         "verification": {
             "scheme": scheme_name(&scheme),
             "configured": verify::is_configured(&scheme, &account.verification),
         },
         "settings": account.settings,
+        "apiBaseUrl": account.api_base_url,
+        "rateLimitPerSecond": account.rate_limit_per_second,
+        "registration": account.registration,
         "createdAt": account.created_at,
         "updatedAt": account.updated_at,
     })

@@ -117,7 +117,7 @@ async fn redeliver(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<Strin
             event_id: event.id.clone(),
             subscription_id,
             account_id: event.integration_account_id.clone(),
-            lane: format!("{}\u{1}{}", event.event_type.record_kind().as_str(), event.record_id),
+            lane: crate::normalize::lane(event.event_type, &event.record_id),
             attempts: 0,
             status: DeliveryStatus::Pending,
             next_attempt_at_ms: now_ms,

@@ -9,6 +9,7 @@
 
 mod accounts;
 mod events;
+mod registration;
 mod webhooks;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(accounts::routes())
         .merge(webhooks::routes())
         .merge(events::routes())
+        .merge(registration::routes())
         .route("/v1/plugins", get(list_plugins))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(daemon.clone(), require_token));

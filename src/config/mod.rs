@@ -82,6 +82,16 @@ pub struct RawConfig {
     pub epoch_tick_ms: u64,
     /// Drop reservation and conversation updates that change nothing in the unified record.
     pub drop_unchanged_updates: bool,
+    /// Rounds of API calls one webhook may ask for.
+    pub enrichment_max_rounds: u32,
+    /// API calls one round may ask for.
+    pub enrichment_max_requests: usize,
+    /// Delays between tries of one API call ("1s", "2s"); tries = 1 + the number of delays.
+    pub enrichment_retry_schedule: Vec<String>,
+    /// Time limit of one API call.
+    pub enrichment_timeout_ms: u64,
+    /// API calls per second per account, for PMSs without a built-in default.
+    pub enrichment_rate_per_second: u32,
 }
 
 impl Default for RawConfig {
@@ -106,6 +116,11 @@ impl Default for RawConfig {
             plugin_memory_bytes: 64 * 1024 * 1024,
             epoch_tick_ms: 10,
             drop_unchanged_updates: true,
+            enrichment_max_rounds: 4,
+            enrichment_max_requests: 16,
+            enrichment_retry_schedule: ["1s", "4s", "15s"].map(String::from).to_vec(),
+            enrichment_timeout_ms: 10_000,
+            enrichment_rate_per_second: 5,
         }
     }
 }
@@ -151,6 +166,16 @@ pub struct Settings {
     pub epoch_tick: Duration,
     /// See [`RawConfig::drop_unchanged_updates`].
     pub drop_unchanged_updates: bool,
+    /// See [`RawConfig::enrichment_max_rounds`].
+    pub enrichment_max_rounds: u32,
+    /// See [`RawConfig::enrichment_max_requests`].
+    pub enrichment_max_requests: usize,
+    /// Parsed delays between tries of one API call.
+    pub enrichment_retry_schedule: Vec<Duration>,
+    /// See [`RawConfig::enrichment_timeout_ms`].
+    pub enrichment_timeout: Duration,
+    /// See [`RawConfig::enrichment_rate_per_second`].
+    pub enrichment_rate_per_second: u32,
 }
 
 impl RawConfig {
@@ -198,9 +223,7 @@ impl RawConfig {
             "ALLOW_PRIVATE_DESTINATIONS" => self.allow_private_destinations = flag("allow_private_destinations", value)?,
             "BODY_LIMIT_BYTES" => self.body_limit_bytes = parse("body_limit_bytes", value)?,
             "DEDUP_WINDOW_SECS" => self.dedup_window_secs = parse("dedup_window_secs", value)?,
-            "RETRY_SCHEDULE" => {
-                self.retry_schedule = value.split(',').map(str::trim).filter(|part| !part.is_empty()).map(String::from).collect()
-            }
+            "RETRY_SCHEDULE" => self.retry_schedule = comma_list(value),
             "RETRY_JITTER_PERCENT" => self.retry_jitter_percent = parse("retry_jitter_percent", value)?,
             "DELIVERY_TIMEOUT_MS" => self.delivery_timeout_ms = parse("delivery_timeout_ms", value)?,
             "DELIVERY_CONCURRENCY" => self.delivery_concurrency = parse("delivery_concurrency", value)?,
@@ -209,6 +232,11 @@ impl RawConfig {
             "PLUGIN_MEMORY_BYTES" => self.plugin_memory_bytes = parse("plugin_memory_bytes", value)?,
             "EPOCH_TICK_MS" => self.epoch_tick_ms = parse("epoch_tick_ms", value)?,
             "DROP_UNCHANGED_UPDATES" => self.drop_unchanged_updates = flag("drop_unchanged_updates", value)?,
+            "ENRICHMENT_MAX_ROUNDS" => self.enrichment_max_rounds = parse("enrichment_max_rounds", value)?,
+            "ENRICHMENT_MAX_REQUESTS" => self.enrichment_max_requests = parse("enrichment_max_requests", value)?,
+            "ENRICHMENT_RETRY_SCHEDULE" => self.enrichment_retry_schedule = comma_list(value),
+            "ENRICHMENT_TIMEOUT_MS" => self.enrichment_timeout_ms = parse("enrichment_timeout_ms", value)?,
+            "ENRICHMENT_RATE_PER_SECOND" => self.enrichment_rate_per_second = parse("enrichment_rate_per_second", value)?,
             // STAYHOOK_CONFIG names the file itself; STAYHOOK_LOG is read by the logger.
             "CONFIG" | "LOG" => {}
             other => tracing::warn!(variable = %format!("STAYHOOK_{other}"), "unknown configuration variable ignored"),
@@ -218,14 +246,11 @@ impl RawConfig {
 
     /// Check ranges and resolve into [`Settings`].
     pub fn resolve(self) -> Result<Settings, ConfigError> {
-        let retry_schedule = self
-            .retry_schedule
-            .iter()
-            .map(|text| {
-                humantime::parse_duration(text)
-                    .map_err(|error| ConfigError::Invalid { key: "retry_schedule", message: format!("{text:?}: {error}") })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let retry_schedule = durations("retry_schedule", &self.retry_schedule)?;
+        let enrichment_retry_schedule = durations("enrichment_retry_schedule", &self.enrichment_retry_schedule)?;
+        if self.enrichment_rate_per_second == 0 || self.enrichment_max_rounds == 0 || self.enrichment_timeout_ms == 0 {
+            return Err(ConfigError::Invalid { key: "enrichment_rate_per_second", message: "enrichment limits must be positive".into() });
+        }
         if self.body_limit_bytes == 0 || self.body_limit_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::Invalid { key: "body_limit_bytes", message: "must be between 1 and 67108864".into() });
         }
@@ -280,8 +305,24 @@ impl RawConfig {
             plugin_memory_bytes: self.plugin_memory_bytes,
             epoch_tick: Duration::from_millis(self.epoch_tick_ms),
             drop_unchanged_updates: self.drop_unchanged_updates,
+            enrichment_max_rounds: self.enrichment_max_rounds,
+            enrichment_max_requests: self.enrichment_max_requests,
+            enrichment_retry_schedule,
+            enrichment_timeout: Duration::from_millis(self.enrichment_timeout_ms),
+            enrichment_rate_per_second: self.enrichment_rate_per_second,
         })
     }
+}
+
+fn comma_list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|part| !part.is_empty()).map(String::from).collect()
+}
+
+fn durations(key: &'static str, texts: &[String]) -> Result<Vec<Duration>, ConfigError> {
+    texts
+        .iter()
+        .map(|text| humantime::parse_duration(text).map_err(|error| ConfigError::Invalid { key, message: format!("{text:?}: {error}") }))
+        .collect()
 }
 
 #[cfg(test)]

@@ -148,6 +148,12 @@ async fn attempt(daemon: &Daemon, delivery: Delivery) {
     };
     if let Err(error) = daemon.store.record_attempt(&delivery, &next, Some(&record), unix_ms()) {
         tracing::error!(%error, delivery_id = delivery.id, "recording a delivery attempt failed; it will be repeated");
+        return;
+    }
+    // Make the outcome durable (sharing the flush with other attempts and listener requests), so
+    // a crash soon after a success repeats as few deliveries as possible.
+    if let Err(error) = daemon.store.durable().await {
+        tracing::warn!(%error, "flushing a delivery outcome failed");
     }
 }
 

@@ -2,18 +2,25 @@
 //!
 //! Plugin calls are CPU-bound and bounded only by the plugin's time limit, so they never run on
 //! the tokio runtime: a slow plugin would stall the listener. Each worker is an OS thread fed by
-//! its own crossbeam channel of inbox ids and keeps one [`PluginSession`] per plugin (one store,
-//! reused call after call, rebuilt after a trap or a plugin replacement). Webhooks of one account
-//! always go to the same worker, in arrival order, so state decisions (created vs updated,
-//! previous dates) for an account are never raced. A worker commits the events, the new state,
-//! the deliveries and the inbox outcome in one transaction, then wakes the delivery scheduler.
+//! its own crossbeam channel and keeps one [`PluginSession`] per plugin (one store, reused call
+//! after call, rebuilt after a trap or a plugin replacement). Webhooks of one account always go to
+//! the same worker, in arrival order, so state decisions (created vs updated, previous dates) for
+//! an account are never raced. A worker commits the events, the new state, the deliveries and the
+//! inbox outcome in one transaction, then wakes the delivery scheduler.
 //!
-//! On shutdown the workers finish the entry in hand and stop; what is left stays in the store's
-//! `pending` tree and is dispatched again at the next start.
+//! Enrichment does not block a worker: when a plugin asks for API calls, the worker hands them to
+//! the [`enrich::Enricher`] on the tokio runtime and parks the webhook; later webhooks of the same
+//! account wait behind it (their order matters), other accounts go on. The answers come back
+//! through the worker's own channel and the plugin is called again. A parked webhook is still in
+//! the store's `pending` tree, so a crash replays it from the start.
+//!
+//! On shutdown the workers finish the entry in hand and stop; what is left stays pending and is
+//! dispatched again at the next start.
 
+pub mod enrich;
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,36 +32,57 @@ use crate::daemon::Daemon;
 use crate::model::{self, Normalized};
 use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::plugin::{CallError, PluginSession};
-use crate::store::{Delivery, DeliveryStatus, InboxEntry, InboxId, InboxOutcome, InboxStatus, NormalizedBatch, StoredEvent};
+use crate::store::{
+    Account, Delivery, DeliveryStatus, InboxEntry, InboxId, InboxOutcome, InboxStatus, NormalizedBatch, StoreError, StoredEvent,
+};
 
 /// Most events one webhook may produce.
 const MAX_EVENTS_PER_CALL: usize = 1_000;
 /// Largest rendered output of one webhook, in bytes.
 const MAX_OUTPUT_BYTES: usize = 8 * 1024 * 1024;
 
+/// What a worker is asked to do.
+pub(crate) enum Work {
+    /// Normalize a stored webhook.
+    Normalize(InboxId),
+    /// Continue a parked webhook with the answers to its API calls.
+    Resume { inbox_id: InboxId, responses: Vec<wit::ApiResponse>, n_rounds: u32 },
+    /// A parked webhook's API calls could not be made at all.
+    FetchFailed { inbox_id: InboxId, plugin: PluginIdent, kind: &'static str, message: String },
+    /// Wake up and notice the stop flag.
+    Wake,
+}
+
 /// The handle the listener uses to hand work to the workers.
 pub struct Normalizer {
-    senders: Vec<Sender<InboxId>>,
+    senders: Vec<Sender<Work>>,
     stopping: Arc<AtomicBool>,
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// The receiving ends, handed to [`Normalizer::attach`].
+pub struct WorkQueues(Vec<Receiver<Work>>);
+
 impl Normalizer {
-    /// Start `n_threads` workers. They wait until [`Normalizer::attach`] gives them the daemon.
-    pub fn start(n_threads: usize) -> (Self, Vec<Receiver<InboxId>>) {
+    /// Channels for `n_threads` workers; [`Normalizer::attach`] starts them.
+    pub fn start(n_threads: usize) -> (Self, WorkQueues) {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n_threads.max(1)).map(|_| unbounded()).unzip();
-        (Self { senders, stopping: Arc::new(AtomicBool::new(false)), threads: std::sync::Mutex::new(Vec::new()) }, receivers)
+        (Self { senders, stopping: Arc::new(AtomicBool::new(false)), threads: std::sync::Mutex::new(Vec::new()) }, WorkQueues(receivers))
     }
 
-    /// Spawn the worker threads on `receivers`, working for `daemon`.
-    pub fn attach(&self, daemon: &Arc<Daemon>, receivers: Vec<Receiver<InboxId>>) -> std::io::Result<()> {
+    /// Spawn the worker threads, working for `daemon`.
+    pub fn attach(&self, daemon: &Arc<Daemon>, queues: WorkQueues) -> std::io::Result<()> {
         let mut threads = self.threads.lock().expect("normalizer thread list lock poisoned");
-        for (worker_idx, receiver) in receivers.into_iter().enumerate() {
-            let daemon = Arc::downgrade(daemon);
-            let stopping = self.stopping.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("stayhook-normalize-{worker_idx}"))
-                .spawn(move || worker(daemon, receiver, stopping))?;
+        for (worker_idx, receiver) in queues.0.into_iter().enumerate() {
+            let worker = Worker {
+                daemon: Arc::downgrade(daemon),
+                own_queue: self.senders[worker_idx].clone(),
+                stopping: self.stopping.clone(),
+                sessions: HashMap::new(),
+                parked: HashMap::new(),
+            };
+            let thread =
+                std::thread::Builder::new().name(format!("stayhook-normalize-{worker_idx}")).spawn(move || worker.run(receiver))?;
             threads.push(thread);
         }
         Ok(())
@@ -66,7 +94,7 @@ impl Normalizer {
         account_id.hash(&mut hasher);
         let worker_idx = (hasher.finish() % self.senders.len() as u64) as usize;
         // A send fails only when the worker is gone (shutdown); the entry stays pending in the store.
-        let _ = self.senders[worker_idx].send(inbox_id);
+        let _ = self.senders[worker_idx].send(Work::Normalize(inbox_id));
     }
 
     /// Stop the workers after the entry each has in hand, and wait for them.
@@ -74,8 +102,7 @@ impl Normalizer {
         self.stopping.store(true, Ordering::SeqCst);
         let threads: Vec<_> = self.threads.lock().expect("normalizer thread list lock poisoned").drain(..).collect();
         for sender in &self.senders {
-            // Wake idle workers so they notice the flag; a closed channel is fine.
-            let _ = sender.send(InboxId(u64::MAX));
+            let _ = sender.send(Work::Wake);
         }
         for thread in threads {
             let _ = thread.join();
@@ -83,19 +110,8 @@ impl Normalizer {
     }
 }
 
-fn worker(daemon: std::sync::Weak<Daemon>, receiver: Receiver<InboxId>, stopping: Arc<AtomicBool>) {
-    let mut sessions: HashMap<String, (u64, PluginSession)> = HashMap::new();
-    while let Ok(inbox_id) = receiver.recv() {
-        if stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let Some(daemon) = daemon.upgrade() else { return };
-        if let Err(error) = normalize_one(&daemon, &mut sessions, inbox_id) {
-            // A store failure: the entry stays pending and is retried at the next start.
-            tracing::error!(inbox_id = %inbox_id, %error, "normalization could not be committed");
-        }
-    }
-}
+/// The plugin that ran (name, version), for the inbox outcome.
+type PluginIdent = (Option<String>, Option<String>);
 
 /// Why an inbox entry produced no events.
 struct Failure {
@@ -110,69 +126,228 @@ impl Failure {
     }
 }
 
-fn normalize_one(
-    daemon: &Daemon,
-    sessions: &mut HashMap<String, (u64, PluginSession)>,
-    inbox_id: InboxId,
-) -> Result<(), crate::store::StoreError> {
-    let Some(entry) = daemon.store.get_inbox(inbox_id)? else {
-        tracing::warn!(%inbox_id, "dispatched inbox entry does not exist");
-        return Ok(());
-    };
-    let started = std::time::Instant::now();
-    let mut plugin_ident = (None, None);
-    let outcome = run_plugin(daemon, sessions, &entry, &mut plugin_ident);
-    let (plugin, plugin_version) = plugin_ident;
-    let result = match outcome {
-        Ok((account, events)) => commit(daemon, inbox_id, &account, events, plugin, plugin_version),
-        Err(failure) => {
-            if failure.status == InboxStatus::Failed {
-                tracing::warn!(%inbox_id, account = %entry.account_id, kind = failure.kind, error = %failure.message, "normalization failed");
-                daemon.metrics.normalize_failed(failure.kind);
-            }
-            let outcome = InboxOutcome {
-                status: failure.status,
-                plugin,
-                plugin_version,
-                error_kind: Some(failure.kind.to_string()),
-                error: Some(failure.message),
-                event_ids: Vec::new(),
-                n_unchanged: 0,
-                at: model::time::now(),
-            };
-            daemon.store.finish_inbox(inbox_id, &outcome)
-        }
-    };
-    daemon.metrics.normalized(started.elapsed());
-    result
+/// Where one webhook stands after a step.
+enum Step {
+    /// Committed, skipped or failed: the account's next webhook may go.
+    Finished,
+    /// Waiting for API answers.
+    Parked,
 }
 
-/// Run the account's plugin on one entry; the rendered events, or why there are none.
-fn run_plugin(
-    daemon: &Daemon,
-    sessions: &mut HashMap<String, (u64, PluginSession)>,
-    entry: &InboxEntry,
-    plugin_ident: &mut (Option<String>, Option<String>),
-) -> Result<(crate::store::Account, Vec<Normalized>), Failure> {
-    let account = daemon
-        .store
-        .get_account(&entry.account_id)
-        .map_err(|error| Failure::failed("storage", error.to_string()))?
-        .ok_or_else(|| Failure::failed("unknown_account", format!("account {:?} was deleted", entry.account_id)))?;
-    let plugin = daemon
-        .plugins
-        .get(&account.pms)
-        .ok_or_else(|| Failure::failed("unknown_plugin", format!("no plugin named {:?} is loaded", account.pms)))?;
-    *plugin_ident = (Some(plugin.info.name.clone()), Some(plugin.info.version.clone()));
-    let session = match sessions.get_mut(&plugin.info.name) {
-        Some((generation, session)) if *generation == plugin.generation => session,
-        _ => {
-            let session = plugin.session().map_err(|error| Failure::failed("instantiate", error.to_string()))?;
-            sessions.insert(plugin.info.name.clone(), (plugin.generation, session));
-            &mut sessions.get_mut(&plugin.info.name).expect("inserted just above").1
+/// What the plugin produced in one call.
+enum PluginStep {
+    Events(Account, Vec<Normalized>),
+    Fetch(Account, Option<wit::ApiInfo>, Vec<wit::ApiRequest>),
+}
+
+/// A webhook between two rounds of API calls.
+struct Round {
+    inbox_id: InboxId,
+    plugin: PluginIdent,
+    responses: Vec<wit::ApiResponse>,
+    n_rounds: u32,
+}
+
+struct Worker {
+    daemon: std::sync::Weak<Daemon>,
+    own_queue: Sender<Work>,
+    stopping: Arc<AtomicBool>,
+    sessions: HashMap<String, (u64, PluginSession)>,
+    /// Accounts with a webhook waiting for API answers, and their webhooks queued behind it.
+    parked: HashMap<String, VecDeque<InboxId>>,
+}
+
+impl Worker {
+    fn run(mut self, receiver: Receiver<Work>) {
+        while let Ok(work) = receiver.recv() {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(daemon) = self.daemon.upgrade() else { return };
+            let outcome = match work {
+                Work::Normalize(inbox_id) => self.normalize(&daemon, inbox_id),
+                Work::Resume { inbox_id, responses, n_rounds } => {
+                    self.step(&daemon, inbox_id, responses, n_rounds).map(|step| (inbox_id, step))
+                }
+                Work::FetchFailed { inbox_id, plugin, kind, message } => {
+                    self.finish_failed(&daemon, inbox_id, plugin, Failure::failed(kind, message)).map(|()| (inbox_id, Step::Finished))
+                }
+                Work::Wake => continue,
+            };
+            match outcome {
+                Ok((inbox_id, Step::Finished)) => self.unpark_after(&daemon, inbox_id),
+                Ok((_, Step::Parked)) => {}
+                // A store failure: the entry stays pending and is retried at the next start.
+                Err(error) => tracing::error!(%error, "normalization could not be committed"),
+            }
         }
-    };
-    let inbound = wit::Inbound {
+    }
+
+    /// A new webhook: run it now, or queue it behind its account's parked one.
+    fn normalize(&mut self, daemon: &Daemon, inbox_id: InboxId) -> Result<(InboxId, Step), StoreError> {
+        if !self.parked.is_empty() {
+            let account_id = daemon.store.get_inbox(inbox_id)?.map(|entry| entry.account_id).unwrap_or_default();
+            if let Some(queue) = self.parked.get_mut(&account_id) {
+                queue.push_back(inbox_id);
+                return Ok((inbox_id, Step::Parked));
+            }
+        }
+        Ok((inbox_id, self.step(daemon, inbox_id, Vec::new(), 0)?))
+    }
+
+    /// After a webhook finished, run its account's queued webhooks until one parks again.
+    fn unpark_after(&mut self, daemon: &Daemon, finished: InboxId) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let Ok(Some(entry)) = daemon.store.get_inbox(finished) else { return };
+        let account_id = entry.account_id;
+        while let Some(queue) = self.parked.get_mut(&account_id) {
+            let Some(next) = queue.pop_front() else {
+                self.parked.remove(&account_id);
+                return;
+            };
+            match self.step(daemon, next, Vec::new(), 0) {
+                Ok(Step::Finished) => continue,
+                Ok(Step::Parked) => return,
+                Err(error) => tracing::error!(%error, inbox_id = %next, "normalization could not be committed"),
+            }
+        }
+    }
+
+    /// One plugin call for a webhook, and what follows from it.
+    fn step(&mut self, daemon: &Daemon, inbox_id: InboxId, responses: Vec<wit::ApiResponse>, n_rounds: u32) -> Result<Step, StoreError> {
+        let Some(entry) = daemon.store.get_inbox(inbox_id)? else {
+            tracing::warn!(%inbox_id, "dispatched inbox entry does not exist");
+            return Ok(Step::Finished);
+        };
+        let started = std::time::Instant::now();
+        let mut plugin_ident = (None, None);
+        let outcome = self.run_plugin(daemon, &entry, &responses, &mut plugin_ident);
+        daemon.metrics.normalized(started.elapsed());
+        match outcome {
+            Ok(PluginStep::Events(account, events)) => {
+                commit(daemon, inbox_id, &account, events, plugin_ident)?;
+                Ok(Step::Finished)
+            }
+            Ok(PluginStep::Fetch(account, api, requests)) => {
+                let limits = &daemon.settings;
+                if n_rounds >= limits.enrichment_max_rounds || requests.len() > limits.enrichment_max_requests || requests.is_empty() {
+                    let message = format!(
+                        "the plugin asked for {} API call(s) in round {}; at most {} per round and {} rounds",
+                        requests.len(),
+                        n_rounds + 1,
+                        limits.enrichment_max_requests,
+                        limits.enrichment_max_rounds
+                    );
+                    self.finish_failed(daemon, inbox_id, plugin_ident, Failure::failed("enrichment_limit", message))?;
+                    return Ok(Step::Finished);
+                }
+                self.parked.entry(account.id.clone()).or_default();
+                let round = Round { inbox_id, plugin: plugin_ident, responses, n_rounds };
+                self.fetch(daemon, round, account, api, requests);
+                Ok(Step::Parked)
+            }
+            Err(failure) => {
+                self.finish_failed(daemon, inbox_id, plugin_ident, failure)?;
+                Ok(Step::Finished)
+            }
+        }
+    }
+
+    /// Perform the requests on the tokio runtime; the answer comes back through this worker's queue.
+    fn fetch(&self, daemon: &Daemon, round: Round, account: Account, api: Option<wit::ApiInfo>, requests: Vec<wit::ApiRequest>) {
+        let Round { inbox_id, plugin, mut responses, n_rounds } = round;
+        let enricher = daemon.enricher.clone();
+        let own_queue = self.own_queue.clone();
+        daemon.metrics.api_requests(requests.len());
+        daemon.runtime.spawn(async move {
+            let work = match enricher.perform(&account, api.as_ref(), requests).await {
+                Ok(new_responses) => {
+                    responses.extend(new_responses);
+                    Work::Resume { inbox_id, responses, n_rounds: n_rounds + 1 }
+                }
+                Err(error) => {
+                    let kind = match error {
+                        enrich::EnrichError::Refused(_) => "enrichment_refused",
+                        _ => "enrichment_unavailable",
+                    };
+                    Work::FetchFailed { inbox_id, plugin, kind, message: error.to_string() }
+                }
+            };
+            let _ = own_queue.send(work);
+        });
+    }
+
+    fn finish_failed(&self, daemon: &Daemon, inbox_id: InboxId, plugin_ident: PluginIdent, failure: Failure) -> Result<(), StoreError> {
+        let (plugin, plugin_version) = plugin_ident;
+        if failure.status == InboxStatus::Failed {
+            tracing::warn!(%inbox_id, kind = failure.kind, error = %failure.message, "normalization failed");
+            daemon.metrics.normalize_failed(failure.kind);
+        }
+        let outcome = InboxOutcome {
+            status: failure.status,
+            plugin,
+            plugin_version,
+            error_kind: Some(failure.kind.to_string()),
+            error: Some(failure.message),
+            event_ids: Vec::new(),
+            n_unchanged: 0,
+            at: model::time::now(),
+        };
+        daemon.store.finish_inbox(inbox_id, &outcome)
+    }
+
+    /// Run the account's plugin on one entry: rendered events, API requests, or why neither.
+    fn run_plugin(
+        &mut self,
+        daemon: &Daemon,
+        entry: &InboxEntry,
+        responses: &[wit::ApiResponse],
+        plugin_ident: &mut PluginIdent,
+    ) -> Result<PluginStep, Failure> {
+        let account = daemon
+            .store
+            .get_account(&entry.account_id)
+            .map_err(|error| Failure::failed("storage", error.to_string()))?
+            .ok_or_else(|| Failure::failed("unknown_account", format!("account {:?} was deleted", entry.account_id)))?;
+        let plugin = daemon
+            .plugins
+            .get(&account.pms)
+            .ok_or_else(|| Failure::failed("unknown_plugin", format!("no plugin named {:?} is loaded", account.pms)))?;
+        *plugin_ident = (Some(plugin.info.name.clone()), Some(plugin.info.version.clone()));
+        let session = match self.sessions.get_mut(&plugin.info.name) {
+            Some((generation, session)) if *generation == plugin.generation => session,
+            _ => {
+                let session = plugin.session().map_err(|error| Failure::failed("instantiate", error.to_string()))?;
+                &mut self.sessions.entry(plugin.info.name.clone()).insert_entry((plugin.generation, session)).into_mut().1
+            }
+        };
+        let inbound = inbound(&account, entry);
+        let outcome = session.normalize(&inbound, responses).map_err(|error| {
+            let kind = match error {
+                CallError::Timeout(_) => "timeout",
+                CallError::MemoryLimit(_) => "memory_limit",
+                CallError::Trap(_) => "trap",
+                CallError::Instantiate(_) => "instantiate",
+            };
+            Failure::failed(kind, error.to_string())
+        })?;
+        let events = match outcome {
+            Err(wit::PluginError::BadPayload(message)) => return Err(Failure::failed("bad_payload", message)),
+            Err(wit::PluginError::UnsupportedEvent(message)) => {
+                return Err(Failure { status: InboxStatus::Skipped, kind: "unsupported_event", message });
+            }
+            Ok(wit::Outcome::Fetch(requests)) => return Ok(PluginStep::Fetch(account, plugin.info.api.clone(), requests)),
+            Ok(wit::Outcome::Done(events)) => events,
+        };
+        Ok(PluginStep::Events(account, render_all(&events)?))
+    }
+}
+
+/// The plugin's view of a stored webhook.
+fn inbound(account: &Account, entry: &InboxEntry) -> wit::Inbound {
+    wit::Inbound {
         account: wit::AccountContext {
             id: account.id.clone(),
             workspace_id: account.workspace_id.clone(),
@@ -184,29 +359,11 @@ fn run_plugin(
         headers: entry.headers.clone(),
         body: entry.body.clone(),
         received_at: model::time::from_unix_ms(entry.received_at_ms),
-    };
-    let outcome = session.normalize(&inbound, &[]).map_err(|error| {
-        let kind = match error {
-            CallError::Timeout(_) => "timeout",
-            CallError::MemoryLimit(_) => "memory_limit",
-            CallError::Trap(_) => "trap",
-            CallError::Instantiate(_) => "instantiate",
-        };
-        Failure::failed(kind, error.to_string())
-    })?;
-    let events = match outcome {
-        Err(wit::PluginError::BadPayload(message)) => return Err(Failure::failed("bad_payload", message)),
-        Err(wit::PluginError::UnsupportedEvent(message)) => {
-            return Err(Failure { status: InboxStatus::Skipped, kind: "unsupported_event", message });
-        }
-        Ok(wit::Outcome::Fetch(requests)) => {
-            return Err(Failure::failed(
-                "enrichment_unavailable",
-                format!("the plugin asked for {} API call(s); this daemon does not perform enrichment yet", requests.len()),
-            ));
-        }
-        Ok(wit::Outcome::Done(events)) => events,
-    };
+    }
+}
+
+/// Validate and render a plugin's events, all or nothing.
+fn render_all(events: &[wit::Event]) -> Result<Vec<Normalized>, Failure> {
     if events.len() > MAX_EVENTS_PER_CALL {
         return Err(Failure::failed("invalid_output", format!("{} events from one webhook; at most {MAX_EVENTS_PER_CALL}", events.len())));
     }
@@ -219,17 +376,16 @@ fn run_plugin(
     if n_output_bytes > MAX_OUTPUT_BYTES {
         return Err(Failure::failed("invalid_output", format!("{n_output_bytes} bytes of output; at most {MAX_OUTPUT_BYTES}")));
     }
-    Ok((account, rendered))
+    Ok(rendered)
 }
 
 fn commit(
     daemon: &Daemon,
     inbox_id: InboxId,
-    account: &crate::store::Account,
+    account: &Account,
     events: Vec<Normalized>,
-    plugin: Option<String>,
-    plugin_version: Option<String>,
-) -> Result<(), crate::store::StoreError> {
+    plugin_ident: PluginIdent,
+) -> Result<(), StoreError> {
     let decided = state::decide(&daemon.store, &account.id, events, daemon.settings.drop_unchanged_updates)?;
     let subscriptions = daemon.store.list_subscriptions(&account.id)?;
     let now_ms = crate::ingest::unix_ms();
@@ -245,7 +401,7 @@ fn commit(
                 event_id: event_id.clone(),
                 subscription_id: subscription.id.clone(),
                 account_id: account.id.clone(),
-                lane: format!("{}\u{1}{}", event.event_type.record_kind().as_str(), event.record_id),
+                lane: lane(event.event_type, &event.record_id),
                 attempts: 0,
                 status: DeliveryStatus::Pending,
                 next_attempt_at_ms: now_ms,
@@ -269,6 +425,7 @@ fn commit(
     }
     let n_events = stored_events.len();
     let n_deliveries = deliveries.len();
+    let (plugin, plugin_version) = plugin_ident;
     let batch = NormalizedBatch {
         inbox_id,
         outcome: InboxOutcome {
@@ -292,4 +449,9 @@ fn commit(
         daemon.scheduler_wakeup.notify_one();
     }
     Ok(())
+}
+
+/// The ordering lane of a record: its deliveries to one subscription go one after another.
+pub(crate) fn lane(event_type: crate::model::EventType, record_id: &str) -> String {
+    format!("{}\u{1}{record_id}", event_type.record_kind().as_str())
 }

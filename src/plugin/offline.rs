@@ -2,7 +2,8 @@
 //!
 //! A golden case is a folder: `body.json` (or `body.txt`, `body.form`: the raw body), `case.json`
 //! (`source`: where the sample comes from; `note`; optional `method`, `contentType`, `query`,
-//! `headers`, `settings`) and `expected.json`, the unified events a daemon with an empty store
+//! `headers`, `settings`), `responses/<request-id>.json` for every API call the plugin makes
+//! (docs/enrichment.md), and `expected.json`, the unified events a daemon with an empty store
 //! would produce, as `[{"eventType", "result", "record"}]`. The same runner serves the CLI and the
 //! integration tests, so what an integration author sees is what the tests check.
 
@@ -36,9 +37,12 @@ pub enum OfflineError {
     /// The plugin's output is invalid.
     #[error("{0}")]
     Invalid(#[from] model::InvalidOutput),
-    /// The plugin asked for API calls and no recorded responses were given.
-    #[error("the plugin asked for API calls ({0}); offline runs need recorded responses, which arrive with enrichment")]
-    NeedsFetch(String),
+    /// The plugin asked for an API call that has no recorded response.
+    #[error("the plugin asked for {0}, which has no recorded response (responses/<id>.json)")]
+    MissingResponse(String),
+    /// The plugin kept asking for API calls.
+    #[error("the plugin asked for API calls in more than {0} rounds")]
+    TooManyRounds(u32),
 }
 
 /// One inbound webhook for an offline run.
@@ -62,6 +66,24 @@ pub struct CaseRequest {
     /// The body (filled from the body file).
     #[serde(skip)]
     pub body: Vec<u8>,
+    /// Folder of recorded API responses (`<request-id>.json`).
+    #[serde(skip)]
+    pub responses_dir: Option<PathBuf>,
+}
+
+/// A recorded API response file.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RecordedResponse {
+    status: u16,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<Value>,
+    #[serde(default)]
+    body_text: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
 }
 
 impl CaseRequest {
@@ -88,6 +110,8 @@ impl CaseRequest {
                 .ok_or_else(|| OfflineError::Case { path: dir.to_path_buf(), message: "no body.json, body.form or body.txt".into() })?;
         request.body = std::fs::read(&body_path).map_err(|error| OfflineError::Case { path: body_path, message: error.to_string() })?;
         request.content_type.get_or_insert_with(|| default_type.to_string());
+        let responses_dir = dir.join("responses");
+        request.responses_dir = responses_dir.is_dir().then_some(responses_dir);
         Ok(request)
     }
 }
@@ -108,14 +132,23 @@ pub fn run(plugin: &LoadedPlugin, request: &CaseRequest) -> Result<Vec<Value>, O
         body: request.body.clone(),
         received_at: model::time::now(),
     };
-    let events = match session.normalize(&inbound, &[])? {
-        Err(wit::PluginError::BadPayload(message)) => return Err(OfflineError::Refused(format!("bad payload: {message}"))),
-        Err(wit::PluginError::UnsupportedEvent(message)) => return Err(OfflineError::Refused(format!("unsupported event: {message}"))),
-        Ok(wit::Outcome::Fetch(requests)) => {
-            let described: Vec<String> = requests.iter().map(|request| format!("{} {}", request.method, request.path)).collect();
-            return Err(OfflineError::NeedsFetch(described.join(", ")));
+    let mut responses = Vec::new();
+    let mut n_rounds = 0;
+    let events = loop {
+        match session.normalize(&inbound, &responses)? {
+            Err(wit::PluginError::BadPayload(message)) => return Err(OfflineError::Refused(format!("bad payload: {message}"))),
+            Err(wit::PluginError::UnsupportedEvent(message)) => return Err(OfflineError::Refused(format!("unsupported event: {message}"))),
+            Ok(wit::Outcome::Fetch(requests)) => {
+                n_rounds += 1;
+                if n_rounds > MAX_ROUNDS {
+                    return Err(OfflineError::TooManyRounds(MAX_ROUNDS));
+                }
+                for api_request in &requests {
+                    responses.push(recorded_response(request.responses_dir.as_deref(), api_request)?);
+                }
+            }
+            Ok(wit::Outcome::Done(events)) => break events,
         }
-        Ok(wit::Outcome::Done(events)) => events,
     };
     events
         .iter()
@@ -124,6 +157,32 @@ pub fn run(plugin: &LoadedPlugin, request: &CaseRequest) -> Result<Vec<Value>, O
             Ok(json!({ "eventType": normalized.event_type, "result": normalized.result, "record": normalized.record }))
         })
         .collect()
+}
+
+/// Rounds of recorded API calls an offline run allows (the daemon's default limit).
+const MAX_ROUNDS: u32 = 4;
+
+fn recorded_response(dir: Option<&Path>, api_request: &wit::ApiRequest) -> Result<wit::ApiResponse, OfflineError> {
+    let described = || format!("{} {} (id {:?})", api_request.method, api_request.path, api_request.id);
+    let path = dir
+        .map(|dir| dir.join(format!("{}.json", api_request.id)))
+        .filter(|path| path.exists())
+        .ok_or_else(|| OfflineError::MissingResponse(described()))?;
+    let text = std::fs::read_to_string(&path).map_err(|error| OfflineError::Case { path: path.clone(), message: error.to_string() })?;
+    let recorded: RecordedResponse =
+        serde_json::from_str(&text).map_err(|error| OfflineError::Case { path: path.clone(), message: error.to_string() })?;
+    let body = match (recorded.body, recorded.body_text) {
+        (Some(value), _) => serde_json::to_vec(&value).unwrap_or_default(),
+        (None, Some(text)) => text.into_bytes(),
+        (None, None) => Vec::new(),
+    };
+    Ok(wit::ApiResponse {
+        id: api_request.id.clone(),
+        status: recorded.status,
+        headers: recorded.headers.into_iter().map(|(name, value)| (name.to_ascii_lowercase(), value)).collect(),
+        body,
+        error: recorded.error,
+    })
 }
 
 /// Golden cases of a plugin source folder (`<dir>/tests/cases/*`), sorted.

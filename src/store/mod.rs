@@ -189,6 +189,13 @@ impl Store {
         Ok(())
     }
 
+    /// Remove a daemon-wide value.
+    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.meta.remove(key)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     // ---- accounts and subscriptions ----------------------------------------------------------
 
     /// Store a new account; refuses an existing id.

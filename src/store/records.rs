@@ -33,6 +33,16 @@ pub struct Account {
     /// Non-secret settings handed to the plugin.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// Replaces the plugin's declared API base URL (a PMS sandbox, or a test server).
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// API requests per second for enrichment; the PMS's default when absent.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
+    /// What automatic webhook registration stored (the PMS's webhook ids; a `secret` it handed out
+    /// is moved into `verification`).
+    #[serde(default)]
+    pub registration: BTreeMap<String, String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.

@@ -40,10 +40,14 @@ async fn reservation_created_then_updated_matches_the_seed_and_verifies() {
 
     // The event id travels in webhook-id and is the event log's id.
     let event_id = created.header("webhook-id");
-    let (status, event) = daemon.admin("GET", &format!("/v1/events/{event_id}"), None).await;
-    assert_eq!(status, 200, "{event}");
+    let event = daemon
+        .wait_for("the delivery to be recorded", async |daemon| {
+            let (status, event) = daemon.admin("GET", &format!("/v1/events/{event_id}"), None).await;
+            assert_eq!(status, 200, "{event}");
+            (event["deliveries"][0]["status"] == "delivered").then_some(event)
+        })
+        .await;
     assert_eq!(event["eventType"], "reservation.created");
-    assert_eq!(event["deliveries"][0]["status"], "delivered");
 
     // Same reservation, later dates: an update with the previous dates filled.
     let (status, _) = daemon.post_webhook(&account_id, &hostaway_body("reservation-updated-dates-moved"), &[]).await;

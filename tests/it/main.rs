@@ -12,6 +12,7 @@
 //! - `retry`: failing receivers, attempts log, dead letters, redelivery.
 //! - `restart`: SIGKILL after the 2xx, recovery of normalization and delivery.
 //! - `plugins`: misbehaving plugins (trap, loop, memory, invalid output) fail only their events.
+//! - `enrich`: API calls for thin webhooks against a fake PMS API: OAuth2, 429, outages, refusals, registration.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
@@ -21,6 +22,7 @@ mod support;
 mod admin_api;
 mod cli;
 mod deliver;
+mod enrich;
 mod golden;
 mod ingest;
 mod plugin_crates;

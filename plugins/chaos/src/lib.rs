@@ -4,7 +4,12 @@
 //! The body is JSON `{"behaviour": "...", "id": "..."}`. Behaviours: `ok` (one upserted reservation
 //! with that id), `trap` (panics, which aborts into a trap), `loop` (never returns), `oom` (allocates
 //! until the memory cap stops it), `invalid` (a reservation whose timestamp is not a timestamp), `delete` (a deleted reservation),
-//! `bad-payload` (a refusal as data), `fetch` (asks the host for an API call).
+//! `bad-payload` (a refusal as data), `fetch` (asks the host for `GET /reservations/{id}` and takes
+//! the arrival date from the answer, or reports the record incomplete when the API failed),
+//! `fetch-foreign` (asks for a host it did not declare), `fetch-forever` (never stops asking).
+//! Its API is declared with OAuth2 client credentials, so the tests exercise token caching.
+//! Registration: with the account setting `manual` it answers manual instructions; otherwise it
+//! registers with `POST /webhooks` and unregisters with `DELETE /webhooks/{webhookId}`.
 
 use serde_json::Value;
 use stayhook_plugin_sdk::model::*;
@@ -18,9 +23,18 @@ impl Guest for Chaos {
             name: "chaos".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             pms: "Chaos (test plugin)".into(),
-            events: ["ok", "delete", "trap", "loop", "oom", "invalid", "bad-payload", "fetch"].map(String::from).to_vec(),
+            events: ["ok", "delete", "trap", "loop", "oom", "invalid", "bad-payload", "fetch", "fetch-foreign", "fetch-forever"]
+                .map(String::from)
+                .to_vec(),
             verification: VerificationScheme::None,
-            api: None,
+            api: Some(ApiInfo {
+                base_url: "https://api.chaos.invalid".into(),
+                allowed_hosts: Vec::new(),
+                auth: AuthScheme::Oauth2ClientCredentials(Oauth2Client {
+                    token_url: "https://api.chaos.invalid/oauth/token".into(),
+                    scope: Some("chaos".into()),
+                }),
+            }),
         }
     }
 
@@ -46,24 +60,64 @@ impl Guest for Chaos {
                 }
             }
             Some("invalid") => Ok(Outcome::Done(vec![Event::ReservationUpserted(reservation(id, Some("next tuesday".into())))])),
-            Some("fetch") if responses.is_empty() => Ok(Outcome::Fetch(vec![ApiRequest {
-                id: "reservation".into(),
-                method: "GET".into(),
-                path: format!("/reservations/{id}"),
-                query: Vec::new(),
-                headers: Vec::new(),
-                body: None,
-            }])),
-            Some("fetch") => Ok(Outcome::Done(vec![Event::ReservationUpserted(reservation(id, None))])),
+            Some("fetch") => match responses.iter().find(|response| response.id == "reservation") {
+                None => Ok(Outcome::Fetch(vec![get("reservation", format!("/reservations/{id}"))])),
+                Some(response) if response.status == 200 => {
+                    let answer: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+                    Ok(Outcome::Done(vec![Event::ReservationUpserted(reservation(id, json::string(&answer, "arrivalDate")))]))
+                }
+                Some(response) => Ok(Outcome::Done(vec![Event::Incomplete(Incomplete {
+                    event_type: EventType::ReservationUpdated,
+                    record_id: id,
+                    reason: response.error.clone().unwrap_or_else(|| format!("HTTP {}", response.status)),
+                })])),
+            },
+            Some("fetch-foreign") => Ok(Outcome::Fetch(vec![get("steal", "https://evil.example.com/steal".into())])),
+            Some("fetch-forever") => Ok(Outcome::Fetch(vec![get(&format!("round-{}", responses.len()), format!("/reservations/{id}"))])),
             Some("bad-payload") => Err(PluginError::BadPayload("asked to refuse".into())),
             Some(other) => Err(PluginError::UnsupportedEvent(other.to_string())),
             None => Err(PluginError::BadPayload("missing `behaviour`".into())),
         }
     }
 
-    fn subscribe(_request: RegistrationRequest) -> Result<RegistrationStep, PluginError> {
-        Ok(RegistrationStep::Manual("The chaos plugin has no PMS to register with.".into()))
+    fn subscribe(request: RegistrationRequest) -> Result<RegistrationStep, PluginError> {
+        if request.account.settings.iter().any(|(name, _)| name == "manual") {
+            return Ok(RegistrationStep::Manual(format!("Paste {} into the PMS's webhook settings.", request.listener_url)));
+        }
+        let answer = request.responses.last();
+        match (request.action, answer) {
+            (RegistrationAction::Register, None) => {
+                let body = format!(r#"{{"url":{:?}}}"#, request.listener_url);
+                Ok(RegistrationStep::Fetch(vec![ApiRequest {
+                    body: Some(body.into_bytes()),
+                    method: "POST".into(),
+                    ..get("register", "/webhooks".into())
+                }]))
+            }
+            (RegistrationAction::Register, Some(response)) if response.status == 201 || response.status == 200 => {
+                let answer: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+                let webhook_id =
+                    json::string(&answer, "id").ok_or_else(|| PluginError::BadPayload("the PMS answered without an id".into()))?;
+                Ok(RegistrationStep::Done(vec![("webhookId".into(), webhook_id)]))
+            }
+            (RegistrationAction::Unregister, None) => {
+                let webhook_id =
+                    request.registered.iter().find(|(name, _)| name == "webhookId").map(|(_, value)| value.clone()).unwrap_or_default();
+                Ok(RegistrationStep::Fetch(vec![ApiRequest {
+                    method: "DELETE".into(),
+                    ..get("unregister", format!("/webhooks/{webhook_id}"))
+                }]))
+            }
+            (RegistrationAction::Unregister, Some(response)) if response.status < 300 || response.status == 404 => {
+                Ok(RegistrationStep::Done(Vec::new()))
+            }
+            (_, Some(response)) => Err(PluginError::BadPayload(format!("the PMS answered HTTP {}", response.status))),
+        }
     }
+}
+
+fn get(id: &str, path: String) -> ApiRequest {
+    ApiRequest { id: id.into(), method: "GET".into(), path, query: Vec::new(), headers: Vec::new(), body: None }
 }
 
 fn reservation(id: String, arrival_date: Option<String>) -> Reservation {

@@ -1,9 +1,11 @@
 //! The harness: a real daemon process and a real receiving HTTP server.
 
 mod daemon;
+mod pms;
 mod receiver;
 
 pub use daemon::{Daemon, DaemonOptions};
+pub use pms::FakePms;
 pub use receiver::{Received, Receiver};
 
 use std::path::PathBuf;

@@ -1,0 +1,430 @@
+//! The enrichment client: API calls a plugin asked for, made by the host on the tokio runtime.
+//!
+//! A plugin returns `fetch(requests)`; the normalizer parks the webhook and hands the requests to
+//! [`Enricher::perform`], which runs as a tokio task, never on a normalizer thread. It resolves each
+//! request against the API the plugin declared (refusing any other host), adds the account's
+//! credentials (API key header, bearer, basic, or an OAuth2 client-credentials token cached in the
+//! store until it expires, so a restart does not spend one of the PMS's scarce token requests),
+//! waits for the account's rate limit, and retries 429 (honouring `Retry-After`), 5xx and connection
+//! errors. What comes back is always a response per request: a final failure is a response with
+//! status 0 or the last status and an `error`, and the plugin decides what that means.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::ingest::unix_ms;
+use crate::plugin::bindings::stayhook::plugin::types as wit;
+use crate::store::{Account, Store};
+
+/// Longest `Retry-After` honoured; longer waits count as a failure of this attempt.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// A token is renewed this long before it expires.
+const TOKEN_EXPIRY_MARGIN_MS: u64 = 60_000;
+/// Largest API response kept for the plugin.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why a round of enrichment could not run at all (as opposed to a request that failed, which is
+/// a response with an error).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EnrichError {
+    /// The plugin asked for a host it did not declare.
+    #[error("the plugin asked for {0}, a host it did not declare")]
+    Refused(String),
+    /// The plugin declared no API, or a malformed one.
+    #[error("{0}")]
+    NoApi(String),
+    /// The account lacks the credentials the auth scheme needs.
+    #[error("the account has no `{0}` credential, which the plugin's auth scheme needs")]
+    MissingCredential(&'static str),
+    /// The OAuth2 token request failed.
+    #[error("could not get an OAuth2 token: {0}")]
+    Token(String),
+}
+
+/// How hard the client tries.
+#[derive(Debug, Clone)]
+pub struct EnrichPolicy {
+    /// Delays between tries of one request (tries = 1 + the number of delays).
+    pub retry_schedule: Vec<Duration>,
+    /// Time limit of one HTTP request.
+    pub request_timeout: Duration,
+    /// Requests per second per account when the PMS has no entry in [`default_rate_per_second`].
+    pub rate_per_second: u32,
+}
+
+/// Default requests per second per account for a PMS: deliberately below what the PMSs allow, so a
+/// burst of webhooks never trips their limits (Guesty's Open API, for one, also caps requests per
+/// minute and per hour). An account's `rateLimitPerSecond` overrides it.
+pub fn default_rate_per_second(pms: &str, fallback: u32) -> u32 {
+    match pms {
+        "guesty" | "hostfully" => 2,
+        "hostaway" => 1,
+        _ => fallback,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedToken {
+    access_token: String,
+    expires_at_ms: u64,
+}
+
+/// Performs API requests for plugins.
+pub struct Enricher {
+    http: reqwest::Client,
+    store: Store,
+    policy: EnrichPolicy,
+    limiters: std::sync::Mutex<HashMap<u32, Arc<DefaultKeyedRateLimiter<String>>>>,
+    token_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// One API base as the account sees it: the plugin's declared base, or the account's override
+/// (a sandbox, or a test server).
+struct ApiTarget {
+    declared: url::Url,
+    effective: url::Url,
+    allowed_hosts: Vec<String>,
+}
+
+impl ApiTarget {
+    fn new(api: &wit::ApiInfo, account: &Account) -> Result<Self, EnrichError> {
+        let declared = url::Url::parse(&api.base_url)
+            .map_err(|error| EnrichError::NoApi(format!("the plugin's base URL {:?}: {error}", api.base_url)))?;
+        let effective = match &account.api_base_url {
+            Some(base) => {
+                url::Url::parse(base).map_err(|error| EnrichError::NoApi(format!("the account's apiBaseUrl {base:?}: {error}")))?
+            }
+            None => declared.clone(),
+        };
+        Ok(Self { declared, effective, allowed_hosts: api.allowed_hosts.iter().map(|host| host.to_ascii_lowercase()).collect() })
+    }
+
+    /// The absolute URL of a request path or URL, or a refusal.
+    fn resolve(&self, path: &str) -> Result<url::Url, EnrichError> {
+        if path.starts_with('/') {
+            let mut joined = self.effective.clone();
+            let base_path = self.effective.path().trim_end_matches('/');
+            let (path, query) = path.split_once('?').map_or((path, None), |(path, query)| (path, Some(query)));
+            joined.set_path(&format!("{base_path}{path}"));
+            joined.set_query(query);
+            return Ok(joined);
+        }
+        let url = url::Url::parse(path).map_err(|_| EnrichError::Refused(format!("{path:?} (neither a path nor a URL)")))?;
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if url.origin() == self.declared.origin() {
+            // The declared API itself, written absolutely: rebase onto the effective base.
+            let mut rebased = self.effective.clone();
+            rebased.set_path(url.path());
+            rebased.set_query(url.query());
+            return Ok(rebased);
+        }
+        if url.origin() == self.effective.origin() || (url.scheme() == "https" && self.allowed_hosts.contains(&host)) {
+            return Ok(url);
+        }
+        Err(EnrichError::Refused(host))
+    }
+}
+
+impl Enricher {
+    /// A client using `http` (the delivery client's connection pool and limits do not apply:
+    /// the PMS API is a known, declared host).
+    pub fn new(store: Store, policy: EnrichPolicy) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(policy.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("stayhook/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, store, policy, limiters: std::sync::Mutex::new(HashMap::new()), token_locks: Mutex::new(HashMap::new()) })
+    }
+
+    /// Perform one round of requests for `account` against the API `api` declares. Requests run
+    /// concurrently; the answer holds one response per request, in order.
+    pub async fn perform(
+        self: &Arc<Self>,
+        account: &Account,
+        api: Option<&wit::ApiInfo>,
+        requests: Vec<wit::ApiRequest>,
+    ) -> Result<Vec<wit::ApiResponse>, EnrichError> {
+        let api = api.ok_or_else(|| EnrichError::NoApi("the plugin asked for API calls but declares no API".into()))?;
+        let target = ApiTarget::new(api, account)?;
+        let urls = requests.iter().map(|request| target.resolve(&request.path)).collect::<Result<Vec<_>, _>>()?;
+        let auth = self.authorization(account, api, &target).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (idx, (request, url)) in requests.into_iter().zip(urls).enumerate() {
+            let enricher = self.clone();
+            let auth = auth.clone();
+            let account = account.clone();
+            let api = api.clone();
+            let target_effective = target.effective.clone();
+            tasks.spawn(async move {
+                let response = enricher.send_with_retries(&account, &api, &target_effective, &request, url, auth).await;
+                (idx, response)
+            });
+        }
+        let mut responses: Vec<Option<wit::ApiResponse>> = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (idx, response) = joined.map_err(|error| EnrichError::NoApi(format!("an API task failed: {error}")))?;
+            if responses.len() <= idx {
+                responses.resize(idx + 1, None);
+            }
+            responses[idx] = Some(response);
+        }
+        Ok(responses.into_iter().flatten().collect())
+    }
+
+    async fn send_with_retries(
+        &self,
+        account: &Account,
+        api: &wit::ApiInfo,
+        effective_base: &url::Url,
+        request: &wit::ApiRequest,
+        url: url::Url,
+        mut auth: Option<(String, String)>,
+    ) -> wit::ApiResponse {
+        let n_tries = self.policy.retry_schedule.len() + 1;
+        let mut last = failure(&request.id, 0, "not attempted".into());
+        let mut refreshed_token = false;
+        for try_idx in 0..n_tries {
+            self.rate_limit(account).await;
+            let outcome = self.send(request, &url, auth.as_ref()).await;
+            let retry_after = match outcome {
+                Ok(response)
+                    if response.status == 401 && !refreshed_token && matches!(api.auth, wit::AuthScheme::Oauth2ClientCredentials(_)) =>
+                {
+                    // The cached token may have been revoked: drop it and try once with a new one.
+                    refreshed_token = true;
+                    self.forget_token(&account.id);
+                    let target = ApiTarget {
+                        declared: url::Url::parse(&api.base_url).unwrap_or_else(|_| effective_base.clone()),
+                        effective: effective_base.clone(),
+                        allowed_hosts: Vec::new(),
+                    };
+                    match self.authorization(account, api, &target).await {
+                        Ok(fresh) => auth = fresh,
+                        Err(error) => return failure(&request.id, 401, error.to_string()),
+                    }
+                    last = response;
+                    continue;
+                }
+                Ok(response) if response.status == 429 || response.status >= 500 => {
+                    let wait = retry_after(&response.headers);
+                    last = response;
+                    wait
+                }
+                Ok(response) => return response,
+                Err(error) => {
+                    last = failure(&request.id, 0, error);
+                    None
+                }
+            };
+            let Some(delay) = self.policy.retry_schedule.get(try_idx) else { break };
+            let delay = match retry_after {
+                Some(wait) if wait <= MAX_RETRY_AFTER => wait.max(*delay),
+                _ => *delay,
+            };
+            tokio::time::sleep(delay).await;
+        }
+        if last.error.is_none() {
+            last.error = Some(format!("gave up after {n_tries} tries; last status {}", last.status));
+        }
+        last
+    }
+
+    async fn send(&self, request: &wit::ApiRequest, url: &url::Url, auth: Option<&(String, String)>) -> Result<wit::ApiResponse, String> {
+        let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| format!("bad method {:?}", request.method))?;
+        let mut builder = self.http.request(method, url.clone()).query(&request.query);
+        for (name, value) in &request.headers {
+            if !name.eq_ignore_ascii_case("authorization") {
+                builder = builder.header(name, value);
+            }
+        }
+        if let Some((name, value)) = auth {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
+        }
+        let response =
+            builder.send().await.map_err(|error| if error.is_timeout() { "timed out".to_string() } else { error.to_string() })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+            .collect();
+        let body = response.bytes().await.map_err(|error| error.to_string())?;
+        if body.len() > MAX_RESPONSE_BYTES {
+            return Err(format!("response of {} bytes is larger than {MAX_RESPONSE_BYTES}", body.len()));
+        }
+        Ok(wit::ApiResponse { id: request.id.clone(), status, headers, body: body.to_vec(), error: None })
+    }
+
+    async fn rate_limit(&self, account: &Account) {
+        let per_second =
+            account.rate_limit_per_second.unwrap_or_else(|| default_rate_per_second(&account.pms, self.policy.rate_per_second)).max(1);
+        let limiter = {
+            let mut limiters = self.limiters.lock().expect("rate limiter map lock poisoned");
+            limiters
+                .entry(per_second)
+                .or_insert_with(|| Arc::new(RateLimiter::keyed(Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN)))))
+                .clone()
+        };
+        limiter.until_key_ready(&account.id).await;
+    }
+
+    /// The header that authenticates this account's requests, if the scheme has one.
+    async fn authorization(
+        &self,
+        account: &Account,
+        api: &wit::ApiInfo,
+        target: &ApiTarget,
+    ) -> Result<Option<(String, String)>, EnrichError> {
+        let credential = |name: &'static str| account.credentials.get(name).cloned().ok_or(EnrichError::MissingCredential(name));
+        Ok(match &api.auth {
+            wit::AuthScheme::None => None,
+            wit::AuthScheme::ApiKeyHeader(header) => Some((header.clone(), credential("apiKey")?)),
+            wit::AuthScheme::Bearer => Some(("authorization".into(), format!("Bearer {}", credential("token")?))),
+            wit::AuthScheme::Basic => {
+                use base64::Engine as _;
+                let pair = format!("{}:{}", credential("username")?, credential("password")?);
+                Some(("authorization".into(), format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))))
+            }
+            wit::AuthScheme::Oauth2ClientCredentials(client) => {
+                let token = self.oauth_token(account, client, target, credential("clientId")?, credential("clientSecret")?).await?;
+                Some(("authorization".into(), format!("Bearer {token}")))
+            }
+        })
+    }
+
+    async fn oauth_token(
+        &self,
+        account: &Account,
+        client: &wit::Oauth2Client,
+        target: &ApiTarget,
+        client_id: String,
+        client_secret: String,
+    ) -> Result<String, EnrichError> {
+        // One token request per account at a time: concurrent webhooks share its result.
+        let lock = self.token_locks.lock().await.entry(account.id.clone()).or_default().clone();
+        let _held = lock.lock().await;
+        if let Some(token) = self.cached_token(&account.id) {
+            return Ok(token);
+        }
+        let token_url = target.resolve(&client.token_url).map_err(|error| EnrichError::Token(error.to_string()))?;
+        let mut form = vec![("grant_type", "client_credentials".to_string()), ("client_id", client_id), ("client_secret", client_secret)];
+        if let Some(scope) = &client.scope {
+            form.push(("scope", scope.clone()));
+        }
+        self.rate_limit(account).await;
+        let response = self
+            .http
+            .post(token_url)
+            .header("accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|error| EnrichError::Token(error.to_string()))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.map_err(|error| EnrichError::Token(format!("HTTP {status}: {error}")))?;
+        let access_token = body["access_token"]
+            .as_str()
+            .filter(|_| status.is_success())
+            .ok_or_else(|| EnrichError::Token(format!("HTTP {status}: {body}")))?;
+        let expires_in_secs =
+            body["expires_in"].as_u64().or_else(|| body["expires_in"].as_str().and_then(|text| text.parse().ok())).unwrap_or(3600);
+        let cached = CachedToken { access_token: access_token.to_string(), expires_at_ms: unix_ms() + expires_in_secs * 1000 };
+        if let Err(error) = self.store.insert_meta(&token_key(&account.id), &serde_json::to_string(&cached).unwrap_or_default()) {
+            tracing::warn!(%error, account = %account.id, "could not cache the OAuth2 token; the next restart will ask for a new one");
+        }
+        tracing::info!(account = %account.id, expires_in_secs, "obtained an OAuth2 token");
+        Ok(cached.access_token)
+    }
+
+    fn cached_token(&self, account_id: &str) -> Option<String> {
+        let text = self.store.get_meta(&token_key(account_id)).ok()??;
+        let cached: CachedToken = serde_json::from_str(&text).ok()?;
+        (cached.expires_at_ms > unix_ms() + TOKEN_EXPIRY_MARGIN_MS).then_some(cached.access_token)
+    }
+
+    fn forget_token(&self, account_id: &str) {
+        if let Err(error) = self.store.remove_meta(&token_key(account_id)) {
+            tracing::warn!(%error, "could not drop a cached token");
+        }
+    }
+}
+
+fn token_key(account_id: &str) -> String {
+    format!("oauth2-token/{account_id}")
+}
+
+fn failure(id: &str, status: u16, error: String) -> wit::ApiResponse {
+    wit::ApiResponse { id: id.to_string(), status, headers: Vec::new(), body: Vec::new(), error: Some(error) }
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
+    let value = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))?.1.trim().to_string();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(&value).ok()?;
+    let wait_ms = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+    Some(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(base: &str, override_base: Option<&str>, allowed: &[&str]) -> ApiTarget {
+        let account = Account {
+            id: "a".into(),
+            workspace_id: "w".into(),
+            pms: "p".into(),
+            name: None,
+            credentials: Default::default(),
+            verification: Default::default(),
+            settings: Default::default(),
+            api_base_url: override_base.map(String::from),
+            rate_limit_per_second: None,
+            registration: Default::default(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let api = wit::ApiInfo {
+            base_url: base.into(),
+            allowed_hosts: allowed.iter().map(|host| host.to_string()).collect(),
+            auth: wit::AuthScheme::None,
+        };
+        ApiTarget::new(&api, &account).unwrap()
+    }
+
+    #[test]
+    fn paths_join_the_base_and_foreign_hosts_are_refused() {
+        let api = target("https://api.hostaway.com", None, &["files.hostaway.com"]);
+        assert_eq!(api.resolve("/v1/reservations/13").unwrap().as_str(), "https://api.hostaway.com/v1/reservations/13");
+        assert_eq!(api.resolve("https://files.hostaway.com/a.pdf").unwrap().as_str(), "https://files.hostaway.com/a.pdf");
+        assert!(matches!(api.resolve("https://evil.example.com/steal"), Err(EnrichError::Refused(host)) if host == "evil.example.com"));
+        assert!(matches!(api.resolve("http://files.hostaway.com/a.pdf"), Err(EnrichError::Refused(_))), "allowed hosts need https");
+    }
+
+    #[test]
+    fn an_account_override_rebases_the_declared_api() {
+        let api = target("https://open-api.guesty.com", Some("http://127.0.0.1:9999/guesty"), &[]);
+        assert_eq!(api.resolve("/v1/reservations/x").unwrap().as_str(), "http://127.0.0.1:9999/guesty/v1/reservations/x");
+        assert_eq!(api.resolve("https://open-api.guesty.com/oauth2/token").unwrap().as_str(), "http://127.0.0.1:9999/oauth2/token");
+    }
+
+    #[test]
+    fn retry_after_in_seconds() {
+        assert_eq!(retry_after(&[("Retry-After".into(), "3".into())]), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&[]), None);
+    }
+}
