@@ -116,8 +116,31 @@ impl CaseRequest {
     }
 }
 
+/// One API call an offline run answered from a recorded file.
+#[derive(Debug, Clone)]
+pub struct ReplayedCall {
+    /// HTTP method.
+    pub method: String,
+    /// The path (or absolute URL) the plugin asked for.
+    pub path: String,
+    /// Query pairs.
+    pub query: Vec<(String, String)>,
+    /// The recorded answer: status, headers, body.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
 /// Run `plugin` on `request` as a daemon with an empty store would, and render the events.
 pub fn run(plugin: &LoadedPlugin, request: &CaseRequest) -> Result<Vec<Value>, OfflineError> {
+    run_traced(plugin, request).map(|(events, _)| events)
+}
+
+/// Like [`run`], and also the API calls the plugin made with their recorded answers (so a test
+/// can serve them from a real HTTP server).
+pub fn run_traced(plugin: &LoadedPlugin, request: &CaseRequest) -> Result<(Vec<Value>, Vec<ReplayedCall>), OfflineError> {
     let mut session = plugin.session()?;
     let inbound = wit::Inbound {
         account: wit::AccountContext {
@@ -133,6 +156,7 @@ pub fn run(plugin: &LoadedPlugin, request: &CaseRequest) -> Result<Vec<Value>, O
         received_at: model::time::now(),
     };
     let mut responses = Vec::new();
+    let mut calls = Vec::new();
     let mut n_rounds = 0;
     let events = loop {
         match session.normalize(&inbound, &responses)? {
@@ -144,19 +168,29 @@ pub fn run(plugin: &LoadedPlugin, request: &CaseRequest) -> Result<Vec<Value>, O
                     return Err(OfflineError::TooManyRounds(MAX_ROUNDS));
                 }
                 for api_request in &requests {
-                    responses.push(recorded_response(request.responses_dir.as_deref(), api_request)?);
+                    let response = recorded_response(request.responses_dir.as_deref(), api_request)?;
+                    calls.push(ReplayedCall {
+                        method: api_request.method.clone(),
+                        path: api_request.path.clone(),
+                        query: api_request.query.clone(),
+                        status: response.status,
+                        headers: response.headers.clone(),
+                        body: response.body.clone(),
+                    });
+                    responses.push(response);
                 }
             }
             Ok(wit::Outcome::Done(events)) => break events,
         }
     };
-    events
+    let events = events
         .iter()
         .map(|event| {
             let normalized = model::render_event(event)?;
             Ok(json!({ "eventType": normalized.event_type, "result": normalized.result, "record": normalized.record }))
         })
-        .collect()
+        .collect::<Result<Vec<_>, OfflineError>>()?;
+    Ok((events, calls))
 }
 
 /// Rounds of recorded API calls an offline run allows (the daemon's default limit).

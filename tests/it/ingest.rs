@@ -80,3 +80,32 @@ async fn the_plugin_sees_no_credentials() {
     assert!(!headers.contains("authorization"), "{headers}");
     assert!(headers.contains("x-extra"), "{headers}");
 }
+
+#[tokio::test]
+async fn guesty_webhooks_are_verified_with_their_svix_signature() {
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    daemon.create_account(json!({"id": "guesty", "workspaceId": "ws", "pms": "guesty", "verification": {"secret": secret}})).await;
+    daemon.subscribe("guesty", &receiver.url).await;
+    let body = std::fs::read(crate::support::repo_root().join("tests/fixtures/seed/listing.calendar.updated.json")).unwrap();
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = standardwebhooks::Webhook::new(secret).unwrap().sign("msg_2x", timestamp, &body).unwrap();
+    let timestamp = timestamp.to_string();
+
+    let unsigned = daemon.post_webhook("guesty", &body, &[]).await;
+    assert_error(&unsigned, 401, "verification_failed");
+    let forged = daemon
+        .post_webhook("guesty", &body, &[("svix-id", "msg_2x"), ("svix-timestamp", &timestamp), ("svix-signature", "v1,Zm9yZ2Vk")])
+        .await;
+    assert_error(&forged, 401, "verification_failed");
+    let signed = daemon
+        .post_webhook("guesty", &body, &[("svix-id", "msg_2x"), ("svix-timestamp", &timestamp), ("svix-signature", &signature)])
+        .await;
+    assert_eq!(signed.0, 200, "{}", signed.1);
+
+    let envelope = receiver.next().await.json();
+    assert_eq!(envelope["hook"]["eventType"], "calendar.updated");
+    assert_eq!(envelope["data"]["record"]["propertyId"], "5faa154685cfc0002f7bbd1d");
+    assert_eq!(envelope["data"]["record"]["dateWiseAvailability"][0]["date"], "2022-08-30");
+}

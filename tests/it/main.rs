@@ -13,6 +13,7 @@
 //! - `restart`: SIGKILL after the 2xx, recovery of normalization and delivery.
 //! - `plugins`: misbehaving plugins (trap, loop, memory, invalid output) fail only their events.
 //! - `enrich`: API calls for thin webhooks against a fake PMS API: OAuth2, 429, outages, refusals, registration.
+//! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
@@ -27,5 +28,6 @@ mod golden;
 mod ingest;
 mod plugin_crates;
 mod plugins;
+mod pms_replay;
 mod restart;
 mod retry;

@@ -264,14 +264,18 @@ fn round_cents(amount: f64) -> f64 {
     (amount * 100.0).round() / 100.0
 }
 
-/// `isFullyPaid` true → "Paid"; false → "Partially paid" when `totalPaid` > 0, else "Unpaid";
-/// absent → "Unknown" (the seed's word).
+/// `isFullyPaid` true → "Paid"; otherwise from `totalPaid` and `balanceDue`: something paid and
+/// nothing due → "Paid", something paid → "Partially paid", nothing paid → "Unpaid"; "Unknown" (the
+/// seed's word) when Guesty says none of it.
 pub fn payment_status(money: &Value) -> String {
-    match json::flag(money, "isFullyPaid") {
-        Some(true) => "Paid".into(),
-        Some(false) if json::number(money, "totalPaid").is_some_and(|paid| paid > 0.0) => "Partially paid".into(),
-        Some(false) => "Unpaid".into(),
-        None => "Unknown".into(),
+    let paid = json::number(money, "totalPaid");
+    let due = json::number(money, "balanceDue");
+    match (json::flag(money, "isFullyPaid"), paid, due) {
+        (Some(true), _, _) => "Paid".into(),
+        (None, Some(paid), Some(due)) if paid > 0.0 && due <= 0.0 => "Paid".into(),
+        (_, Some(paid), _) if paid > 0.0 => "Partially paid".into(),
+        (Some(false), _, _) | (None, Some(_), _) => "Unpaid".into(),
+        (None, None, _) => "Unknown".into(),
     }
 }
 
@@ -356,5 +360,8 @@ mod tests {
         assert_eq!(r.custom_fields[0].id, "f1");
         assert_eq!(r.custom_fields[0].value.as_deref(), Some("7"));
         assert_eq!(r.finances.payment_status.as_deref(), Some("Unknown"));
+        assert_eq!(payment_status(&json!({"totalPaid": 50, "balanceDue": 0})), "Paid");
+        assert_eq!(payment_status(&json!({"totalPaid": 0, "balanceDue": 10})), "Unpaid");
+        assert_eq!(payment_status(&json!({"isFullyPaid": true})), "Paid");
     }
 }
