@@ -7,8 +7,9 @@
 use serde_json::Value;
 use stayhook_plugin_sdk::json;
 use stayhook_plugin_sdk::model::*;
+use stayhook_plugin_sdk::time;
 
-use crate::util::{self, path};
+use stayhook_plugin_sdk::json::path;
 
 /// The account setting holding the days fetched around a stay (advance notice, preparation time).
 pub const PADDING_SETTING: &str = "calendarPaddingDays";
@@ -35,7 +36,7 @@ pub fn padding_days(settings: &[(String, String)]) -> u32 {
 /// The dates to fetch for a stay: arrival − padding to departure + padding (Guesty's `endDate` is
 /// inclusive; the departure day itself is included, as the turnover day).
 pub fn stay_window(arrival: &str, departure: &str, padding: u32) -> Option<(String, String)> {
-    Some((util::add_days(arrival, -i64::from(padding))?, util::add_days(departure, i64::from(padding))?))
+    Some((time::add_days(arrival, -i64::from(padding))?, time::add_days(departure, i64::from(padding))?))
 }
 
 /// The path of the Calendar API for a listing.
@@ -77,7 +78,7 @@ pub fn day_listing(day: &Value) -> Option<String> {
 /// Availability follows Guesty's rule for multi-units: with a numeric `allotment`, available when it
 /// is above 0; otherwise available when `status` is "available" (unavailable, booked, reserved → not).
 pub fn day(day: &Value) -> Option<CalendarDay> {
-    let date = util::date(day, "date")?;
+    let date = json::date(day, "date")?;
     let allotment = json::number(day, "allotment");
     let available = match allotment {
         Some(units) => units > 0.0,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use stayhook_plugin_sdk::json;
 use stayhook_plugin_sdk::model::*;
 
-use crate::util::{self, path};
+use stayhook_plugin_sdk::json::path;
 
 /// Request id of the conversation fetch.
 pub const CONVERSATION: &str = "conversation";
@@ -106,8 +106,8 @@ pub fn message(post: &Value) -> Option<Message> {
         id: json::string(post, "_id").or_else(|| json::string(post, "postId"))?,
         body: json::string(post, "body").unwrap_or_default(),
         sender_type: sender(post),
-        created_at: util::timestamp(post, "createdAt"),
-        updated_at: util::timestamp(post, "updatedAt"),
+        created_at: json::timestamp(post, "createdAt"),
+        updated_at: json::timestamp(post, "updatedAt"),
         seen: None,
         attachments: json::array(post, "attachments").iter().filter_map(attachment).collect(),
     })
@@ -160,7 +160,7 @@ pub fn conversation(id: &str, body: &Value, fetched: Option<&Value>, posts: &[Va
         },
         updated_at: ["updatedAt", "modifiedAt", "lastUpdatedAt"]
             .iter()
-            .find_map(|key| fetched.and_then(|c| util::timestamp(c, key)).or_else(|| hooked.and_then(|c| util::timestamp(c, key)))),
+            .find_map(|key| fetched.and_then(|c| json::timestamp(c, key)).or_else(|| hooked.and_then(|c| json::timestamp(c, key)))),
         messages,
     }
 }

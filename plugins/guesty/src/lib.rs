@@ -21,7 +21,6 @@ pub mod conversation;
 pub mod mapping;
 pub mod registration;
 pub mod reservation;
-pub mod util;
 
 use stayhook_plugin_sdk::model::*;
 use stayhook_plugin_sdk::{Guest, export_plugin};

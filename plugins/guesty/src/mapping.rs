@@ -13,11 +13,12 @@
 //! 3. For a sub-unit: the parent's calendar for the same dates (`parent-calendar`).
 
 use serde_json::Value;
+use stayhook_plugin_sdk::api;
 use stayhook_plugin_sdk::json;
 use stayhook_plugin_sdk::model::*;
 
-use crate::util::{self, path};
 use crate::{calendar, conversation, reservation};
+use stayhook_plugin_sdk::json::path;
 
 /// Inbound event names this plugin understands (Guesty's spelling).
 pub const EVENTS: &[&str] = &[
@@ -64,10 +65,10 @@ pub fn normalize(inbound: &Inbound, responses: &[ApiResponse]) -> Result<Outcome
         "reservation.created.v2" | "reservation.updated.v2" => {
             let created = event == "reservation.created.v2";
             let id = v2_reservation_id(&body).ok_or_else(|| PluginError::BadPayload(format!("{event}: no reservation id in the body")))?;
-            let Some(response) = util::response(responses, RESERVATION) else {
+            let Some(response) = api::response(responses, RESERVATION) else {
                 return Ok(Outcome::Fetch(vec![reservation_request(&id)]));
             };
-            match util::successful(response) {
+            match api::successful(response) {
                 Ok(answer) => {
                     let object = reservation_in(&answer).ok_or_else(|| {
                         PluginError::BadPayload(format!("GET /v1/reservations/{id} answered without a reservation object"))
@@ -167,10 +168,10 @@ fn stay(created: bool, object: &Value, settings: &[(String, String)], responses:
     let embedded = object.get("listing").filter(|listing| listing.is_object()).and_then(parent_of);
     let lookup = embedded.is_none() && !setting_off(settings, SUB_UNIT_SETTING);
     let mut missing = Vec::new();
-    if util::response(responses, CALENDAR).is_none() {
+    if api::response(responses, CALENDAR).is_none() {
         missing.push(calendar::request(CALENDAR, &listing_id, &start, &end));
     }
-    if lookup && util::response(responses, PARENT_LISTING).is_none() {
+    if lookup && api::response(responses, PARENT_LISTING).is_none() {
         missing.push(listing_request(&listing_id));
     }
     if !missing.is_empty() {
@@ -181,7 +182,7 @@ fn stay(created: bool, object: &Value, settings: &[(String, String)], responses:
     let parent = match embedded {
         Some(parent) => parent,
         None if !lookup => None,
-        None => match util::response(responses, PARENT_LISTING).map(util::successful) {
+        None => match api::response(responses, PARENT_LISTING).map(api::successful) {
             Some(Ok(answer)) => parent_of(answer.get("data").filter(|data| data.is_object()).unwrap_or(&answer)).flatten(),
             Some(Err(reason)) => {
                 stayhook_plugin_sdk::log(LogLevel::Warn, &format!("sub-unit check skipped: {reason}"));
@@ -191,7 +192,7 @@ fn stay(created: bool, object: &Value, settings: &[(String, String)], responses:
         },
     };
     if let Some(parent) = parent.filter(|parent| *parent != listing_id) {
-        if util::response(responses, PARENT_CALENDAR).is_none() {
+        if api::response(responses, PARENT_CALENDAR).is_none() {
             return Ok(Outcome::Fetch(vec![calendar::request(PARENT_CALENDAR, &parent, &start, &end)]));
         }
         events.push(calendar_event(responses, PARENT_CALENDAR, &parent));
@@ -201,7 +202,7 @@ fn stay(created: bool, object: &Value, settings: &[(String, String)], responses:
 
 /// The calendar of `listing_id` from the answer to request `id`, or an incomplete calendar event.
 fn calendar_event(responses: &[ApiResponse], id: &str, listing_id: &str) -> Event {
-    let answer = util::response(responses, id).map(util::successful).unwrap_or_else(|| Err(format!("{id} was not answered")));
+    let answer = api::response(responses, id).map(api::successful).unwrap_or_else(|| Err(format!("{id} was not answered")));
     match answer {
         Ok(body) => Event::CalendarUpdated(calendar::from_api(&body, listing_id)),
         Err(reason) => incomplete(EventType::CalendarUpdated, listing_id, reason),
@@ -213,10 +214,10 @@ fn messages(body: &Value, responses: &[ApiResponse]) -> Result<Outcome, PluginEr
     let id =
         conversation::conversation_id(body).ok_or_else(|| PluginError::BadPayload("message webhook without `conversation._id`".into()))?;
     let mut missing = Vec::new();
-    if util::response(responses, conversation::CONVERSATION).is_none() {
+    if api::response(responses, conversation::CONVERSATION).is_none() {
         missing.push(conversation::conversation_request(&id));
     }
-    if util::response(responses, conversation::POSTS).is_none() {
+    if api::response(responses, conversation::POSTS).is_none() {
         missing.push(conversation::posts_request(&id, 1, None));
     }
     if !missing.is_empty() {
@@ -225,8 +226,8 @@ fn messages(body: &Value, responses: &[ApiResponse]) -> Result<Outcome, PluginEr
 
     let mut posts: Vec<Value> = Vec::new();
     for page in 1..=conversation::MAX_POST_PAGES {
-        let Some(response) = util::response(responses, &conversation::posts_id(page)) else { break };
-        let answer = match util::successful(response) {
+        let Some(response) = api::response(responses, &conversation::posts_id(page)) else { break };
+        let answer = match api::successful(response) {
             Ok(answer) => answer,
             Err(reason) if page == 1 => return Ok(Outcome::Done(vec![incomplete(EventType::ConversationUpdated, &id, reason)])),
             Err(reason) => {
@@ -237,12 +238,12 @@ fn messages(body: &Value, responses: &[ApiResponse]) -> Result<Outcome, PluginEr
         posts.extend(conversation::page_posts(&answer).iter().cloned());
         if let Some(cursor) = conversation::next_cursor(&answer)
             && page < conversation::MAX_POST_PAGES
-            && util::response(responses, &conversation::posts_id(page + 1)).is_none()
+            && api::response(responses, &conversation::posts_id(page + 1)).is_none()
         {
             return Ok(Outcome::Fetch(vec![conversation::posts_request(&id, page + 1, Some(&cursor))]));
         }
     }
-    let fetched = match util::response(responses, conversation::CONVERSATION).map(util::successful) {
+    let fetched = match api::response(responses, conversation::CONVERSATION).map(api::successful) {
         Some(Ok(answer)) => answer.get("data").cloned().filter(Value::is_object).or(Some(answer)),
         Some(Err(reason)) => {
             stayhook_plugin_sdk::log(LogLevel::Warn, &format!("conversation details from the webhook only: {reason}"));

@@ -7,10 +7,11 @@
 //! `unregister`: `DELETE /v1/webhooks/{webhookId}` (request `unregister`); already gone is fine.
 
 use serde_json::{Value, json};
+use stayhook_plugin_sdk::api;
 use stayhook_plugin_sdk::json as read;
 use stayhook_plugin_sdk::model::*;
 
-use crate::util::{self, path};
+use stayhook_plugin_sdk::json::path;
 
 /// The name under which the webhook id is stored.
 pub const WEBHOOK_ID: &str = "webhookId";
@@ -40,7 +41,7 @@ pub fn subscribe(request: &RegistrationRequest) -> Result<RegistrationStep, Plug
 }
 
 fn register(request: &RegistrationRequest) -> Result<RegistrationStep, PluginError> {
-    let Some(created) = util::response(&request.responses, REGISTER) else {
+    let Some(created) = api::response(&request.responses, REGISTER) else {
         let body = json!({ "url": request.listener_url, "events": SUBSCRIBED });
         return Ok(RegistrationStep::Fetch(vec![ApiRequest {
             id: REGISTER.into(),
@@ -51,7 +52,7 @@ fn register(request: &RegistrationRequest) -> Result<RegistrationStep, PluginErr
             body: Some(body.to_string().into_bytes()),
         }]));
     };
-    let answer = util::successful(created).map_err(|reason| PluginError::BadPayload(format!("creating the Guesty webhook: {reason}")))?;
+    let answer = api::successful(created).map_err(|reason| PluginError::BadPayload(format!("creating the Guesty webhook: {reason}")))?;
     let webhook_id = [Some(&answer), answer.get("data"), answer.get("result")]
         .into_iter()
         .flatten()
@@ -66,11 +67,11 @@ fn register(request: &RegistrationRequest) -> Result<RegistrationStep, PluginErr
         headers: vec![("accept".into(), "application/json".into())],
         body: None,
     };
-    let Some(first) = util::response(&request.responses, SECRET_REQUEST) else {
+    let Some(first) = api::response(&request.responses, SECRET_REQUEST) else {
         return Ok(RegistrationStep::Fetch(vec![secret_request(SECRET_REQUEST)]));
     };
     let answer = if first.status == 404 {
-        let Some(retry) = util::response(&request.responses, SECRET_RETRY) else {
+        let Some(retry) = api::response(&request.responses, SECRET_RETRY) else {
             return Ok(RegistrationStep::Fetch(vec![secret_request(SECRET_RETRY)]));
         };
         retry
@@ -112,7 +113,7 @@ fn unregister(request: &RegistrationRequest) -> Result<RegistrationStep, PluginE
     let Some((_, id)) = request.registered.iter().find(|(name, _)| name == WEBHOOK_ID) else {
         return Ok(RegistrationStep::Done(Vec::new()));
     };
-    let Some(response) = util::response(&request.responses, UNREGISTER) else {
+    let Some(response) = api::response(&request.responses, UNREGISTER) else {
         return Ok(RegistrationStep::Fetch(vec![ApiRequest {
             id: UNREGISTER.into(),
             method: "DELETE".into(),
@@ -123,7 +124,7 @@ fn unregister(request: &RegistrationRequest) -> Result<RegistrationStep, PluginE
         }]));
     };
     if response.status != 404 {
-        util::successful_or_empty(response).map_err(|reason| PluginError::BadPayload(format!("deleting Guesty webhook {id}: {reason}")))?;
+        api::successful_or_empty(response).map_err(|reason| PluginError::BadPayload(format!("deleting Guesty webhook {id}: {reason}")))?;
     }
     Ok(RegistrationStep::Done(Vec::new()))
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use stayhook_plugin_sdk::model::*;
 use stayhook_plugin_sdk::{json, language, time};
 
-use crate::util::{self, path};
+use stayhook_plugin_sdk::json::path;
 
 /// The reservation's id: `_id`, else `id`.
 pub fn id(object: &Value) -> Option<String> {
@@ -21,14 +21,14 @@ pub fn listing_id(object: &Value) -> Option<String> {
 
 /// The stay's local dates (`checkInDateLocalized`, `checkOutDateLocalized`).
 pub fn stay_dates(object: &Value) -> Option<(String, String)> {
-    Some((util::date(object, "checkInDateLocalized")?, util::date(object, "checkOutDateLocalized")?))
+    Some((json::date(object, "checkInDateLocalized")?, json::date(object, "checkOutDateLocalized")?))
 }
 
 /// One Guesty reservation object as a unified reservation.
 pub fn reservation(object: &Value) -> Result<Reservation, PluginError> {
     let id = id(object).ok_or_else(|| PluginError::BadPayload("reservation `_id` is missing".into()))?;
-    let arrival_date = util::date(object, "checkInDateLocalized");
-    let departure_date = util::date(object, "checkOutDateLocalized");
+    let arrival_date = json::date(object, "checkInDateLocalized");
+    let departure_date = json::date(object, "checkOutDateLocalized");
     let nights = json::count(object, "nightsCount").or_else(|| match (&arrival_date, &departure_date) {
         (Some(arrival), Some(departure)) => time::nights_between(arrival, departure),
         _ => None,
@@ -40,9 +40,9 @@ pub fn reservation(object: &Value) -> Result<Reservation, PluginError> {
     let count = |key: &str| counts.and_then(|counts| json::count(counts, key));
     Ok(Reservation {
         id,
-        created_at: util::timestamp(object, "createdAt"),
-        updated_at: util::timestamp(object, "lastUpdatedAt").or_else(|| util::timestamp(object, "updatedAt")),
-        cancelled_at: util::timestamp(object, "canceledAt").or_else(|| util::timestamp(object, "cancelledAt")),
+        created_at: json::timestamp(object, "createdAt"),
+        updated_at: json::timestamp(object, "lastUpdatedAt").or_else(|| json::timestamp(object, "updatedAt")),
+        cancelled_at: json::timestamp(object, "canceledAt").or_else(|| json::timestamp(object, "cancelledAt")),
         arrival_estimated_time: estimated_time(object, arrival_date.as_deref(), "plannedArrival", "checkIn"),
         departure_estimated_time: estimated_time(object, departure_date.as_deref(), "plannedDeparture", "checkOut"),
         arrival_date,
@@ -87,11 +87,11 @@ pub fn status(status: Option<&str>) -> ReservationStatus {
 pub fn estimated_time(object: &Value, date: Option<&str>, planned_key: &str, instant_key: &str) -> Option<String> {
     if let (Some(date), Some(planned)) = (date, json::string(object, planned_key)) {
         let local = format!("{date}T{planned}");
-        if util::is_timestamp(&local) {
+        if time::is_timestamp(&local) {
             return Some(local);
         }
     }
-    util::timestamp(object, instant_key)
+    json::timestamp(object, instant_key)
 }
 
 /// The guest: `fullName`, `firstName`, `lastName`, `email`/`emails`, `phone`/`phones`,

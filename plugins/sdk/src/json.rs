@@ -55,6 +55,24 @@ pub fn array<'a>(value: &'a Value, key: &str) -> &'a [Value] {
     value.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
+/// A timestamp field, if it holds an accepted form (else `None`, so the host never refuses the
+/// output because of one odd value).
+pub fn timestamp(value: &Value, key: &str) -> Option<String> {
+    let text = string(value, key)?;
+    crate::time::is_timestamp(&text).then_some(text)
+}
+
+/// A "YYYY-MM-DD" field holding a real date.
+pub fn date(value: &Value, key: &str) -> Option<String> {
+    let text = string(value, key)?;
+    crate::time::parse_date(&text).map(|_| text)
+}
+
+/// Follow a path of object keys.
+pub fn path<'a>(value: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().try_fold(value, |value, key| value.get(*key)).filter(|value| !value.is_null())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

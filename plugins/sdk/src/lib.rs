@@ -23,6 +23,7 @@ pub mod bindings {
 pub use bindings::stayhook::plugin::types as model;
 pub use bindings::{Guest, export_plugin};
 
+pub mod api;
 pub mod json;
 pub mod language;
 pub mod time;

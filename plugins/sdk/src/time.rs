@@ -1,8 +1,8 @@
 //! Dates as PMSs write them, in the forms the contract's `timestamp` accepts.
 //!
-//! The host validates and renders timestamps; plugins only need to pick the right part of what the
-//! PMS sent and, for nights, count days between two calendar dates. No clock is used: plugins have
-//! none.
+//! The host validates and renders timestamps; plugins pick the right part of what the PMS sent,
+//! count nights between two calendar dates, move dates by days (calendar windows), and check that a
+//! value is in a form the host accepts before passing it on. No clock is used: plugins have none.
 
 /// The calendar date part ("YYYY-MM-DD") of a date or date-time string, if it starts with one.
 pub fn date_part(text: &str) -> Option<&str> {
@@ -40,6 +40,77 @@ pub fn date_at_hour(date: &str, hour: u32) -> Option<String> {
     (hour < 24).then(|| format!("{date}T{hour:02}:00:00"))
 }
 
+/// `date` ("YYYY-MM-DD") moved by `days` (negative: earlier). `None` when `date` is not a real date.
+pub fn add_days(date: &str, days: i64) -> Option<String> {
+    let (year, month, day) = parse_date(date_part(date)?)?;
+    let (year, month, day) = civil_from_days(days_from_civil(year, month, day) + days);
+    Some(format!("{year:04}-{month:02}-{day:02}"))
+}
+
+/// The date of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Whether `text` is one of the timestamp forms the host accepts: "YYYY-MM-DD", or a date with
+/// "T"/" " and "HH:MM[:SS[.fff]]", optionally followed by "Z" or "±HH:MM". Guesty writes instants
+/// as "2017-10-01T16:13:25.711Z".
+pub fn is_timestamp(text: &str) -> bool {
+    let Some(date) = date_part(text) else { return false };
+    let rest = &text[date.len()..];
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(clock) = rest.strip_prefix('T').or_else(|| rest.strip_prefix(' ')) else { return false };
+    let (clock, zone) = split_zone(clock);
+    if let Some(zone) = zone
+        && !(zone == "Z" || is_offset(zone))
+    {
+        return false;
+    }
+    let (clock, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    if !fraction.chars().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let parts: Vec<&str> = clock.split(':').collect();
+    if !(2..=3).contains(&parts.len()) || (parts.len() == 2 && !fraction.is_empty()) {
+        return false;
+    }
+    parts
+        .iter()
+        .zip([24u32, 60, 60])
+        .all(|(part, limit)| part.len() == 2 && part.chars().all(|c| c.is_ascii_digit()) && part.parse::<u32>().is_ok_and(|n| n < limit))
+}
+
+fn split_zone(clock: &str) -> (&str, Option<&str>) {
+    if let Some(stripped) = clock.strip_suffix('Z') {
+        return (stripped, Some("Z"));
+    }
+    match clock.rfind(['+', '-']) {
+        Some(at) => (&clock[..at], Some(&clock[at..])),
+        None => (clock, None),
+    }
+}
+
+fn is_offset(zone: &str) -> bool {
+    let bytes = zone.as_bytes();
+    bytes.len() == 6
+        && (bytes[0] == b'+' || bytes[0] == b'-')
+        && bytes[3] == b':'
+        && [1, 2, 4, 5].iter().all(|&i| bytes[i].is_ascii_digit())
+        && zone[1..3].parse::<u32>().is_ok_and(|h| h < 24)
+        && zone[4..6].parse::<u32>().is_ok_and(|m| m < 60)
+}
+
 fn days_in_month(year: i32, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -64,6 +135,28 @@ fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn days_move_across_months_years_and_leap_days() {
+        assert_eq!(add_days("2017-10-04", -2).as_deref(), Some("2017-10-02"));
+        assert_eq!(add_days("2021-01-01", -2).as_deref(), Some("2020-12-30"));
+        assert_eq!(add_days("2024-02-28", 2).as_deref(), Some("2024-03-01"));
+        assert_eq!(add_days("2023-12-31", 1).as_deref(), Some("2024-01-01"));
+        assert_eq!(add_days("2024-03-01", -1).as_deref(), Some("2024-02-29"));
+        assert_eq!(add_days("2022-08-30", 0).as_deref(), Some("2022-08-30"));
+        assert_eq!(add_days("2022-02-30", 1), None);
+    }
+
+    #[test]
+    fn timestamp_forms() {
+        assert!(is_timestamp("2017-10-01T16:13:25.711Z"));
+        assert!(is_timestamp("2020-12-30T13:00:00.000Z"));
+        assert!(is_timestamp("2023-01-30T10:00:00+02:00"));
+        assert!(is_timestamp("2017-10-04"));
+        assert!(is_timestamp("2017-10-04T15:00"));
+        assert!(!is_timestamp("2017-10-04T25:00"));
+        assert!(!is_timestamp("2017-10-04T10:00:00+2"));
+        assert!(!is_timestamp("yesterday"));
+    }
     #[test]
     fn nights_across_months_and_leap_years() {
         assert_eq!(nights_between("2025-03-19", "2025-03-26"), Some(7));
