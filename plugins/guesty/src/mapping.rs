@@ -81,10 +81,7 @@ pub fn normalize(inbound: &Inbound, responses: &[ApiResponse]) -> Result<Outcome
                 }
             }
         }
-        "listing.calendar.updated" => {
-            let days = json::array(&body, "calendar");
-            Ok(Outcome::Done(calendar::calendars(days, None).into_iter().map(Event::CalendarUpdated).collect()))
-        }
+        "listing.calendar.updated" => calendar_webhook(&body, settings, responses),
         "reservation.messageReceived" | "reservation.messageSent" => messages(&body, responses),
         other => Err(PluginError::UnsupportedEvent(other.to_string())),
     }
@@ -118,8 +115,13 @@ pub fn reservation_request(id: &str) -> ApiRequest {
 
 /// `GET /v1/listings/{id}`, asking only for the fields the sub-unit check needs.
 pub fn listing_request(id: &str) -> ApiRequest {
+    listing_request_as(PARENT_LISTING, id)
+}
+
+/// [`listing_request`] under another request id (one per listing of a calendar webhook).
+fn listing_request_as(request_id: &str, id: &str) -> ApiRequest {
     ApiRequest {
-        id: PARENT_LISTING.into(),
+        id: request_id.into(),
         method: "GET".into(),
         path: format!("/v1/listings/{id}"),
         query: vec![("fields".into(), "_id type mtl".into())],
@@ -198,6 +200,52 @@ fn stay(created: bool, object: &Value, settings: &[(String, String)], responses:
         events.push(calendar_event(responses, PARENT_CALENDAR, &parent));
     }
     Ok(Outcome::Done(events))
+}
+
+/// `listing.calendar.updated`: the changed days as they are, and, per the seed ("To properly
+/// ascertain the availability of a multi-unit upon the receipt of this webhook for changes to a
+/// sub-unit, ... retrieve the calendar information for the same dates on the multi-unit itself"),
+/// for a sub-unit the parent's calendar over the same dates. One listing lookup per listing in the
+/// payload (`parent-listing-<id>`), then the parents' calendars (`parent-calendar-<id>`); the
+/// lookup is skipped with the setting `subUnitLookup=false`. A failed lookup only loses the
+/// parent's calendar, never the sub-unit's days.
+fn calendar_webhook(body: &Value, settings: &[(String, String)], responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
+    let calendars = calendar::calendars(json::array(body, "calendar"), None);
+    let mut events: Vec<Event> = calendars.iter().cloned().map(Event::CalendarUpdated).collect();
+    if setting_off(settings, SUB_UNIT_SETTING) {
+        return Ok(Outcome::Done(events));
+    }
+    let lookups: Vec<ApiRequest> = calendars
+        .iter()
+        .map(|calendar| listing_request_as(&format!("{PARENT_LISTING}-{}", calendar.property_id), &calendar.property_id))
+        .filter(|request| api::response(responses, &request.id).is_none())
+        .collect();
+    if !lookups.is_empty() {
+        return Ok(Outcome::Fetch(lookups));
+    }
+    let mut missing = Vec::new();
+    for changed in &calendars {
+        let parent = match api::response(responses, &format!("{PARENT_LISTING}-{}", changed.property_id)).map(api::successful) {
+            Some(Ok(answer)) => parent_of(answer.get("data").filter(|data| data.is_object()).unwrap_or(&answer)).flatten(),
+            Some(Err(reason)) => {
+                stayhook_plugin_sdk::log(LogLevel::Warn, &format!("sub-unit check skipped: {reason}"));
+                None
+            }
+            None => None,
+        };
+        let Some(parent) = parent.filter(|parent| *parent != changed.property_id) else { continue };
+        let (Some(start), Some(end)) = (changed.days.iter().map(|day| &day.date).min(), changed.days.iter().map(|day| &day.date).max())
+        else {
+            continue;
+        };
+        let request_id = format!("{PARENT_CALENDAR}-{}", changed.property_id);
+        if api::response(responses, &request_id).is_none() {
+            missing.push(calendar::request(&request_id, &parent, start, end));
+        } else {
+            events.push(calendar_event(responses, &request_id, &parent));
+        }
+    }
+    if missing.is_empty() { Ok(Outcome::Done(events)) } else { Ok(Outcome::Fetch(missing)) }
 }
 
 /// The calendar of `listing_id` from the answer to request `id`, or an incomplete calendar event.

@@ -434,10 +434,10 @@ fn sub_unit_reservation_also_emits_the_parent_calendar() {
 }
 
 #[test]
-fn calendar_webhook_maps_the_seed_without_fetching() {
+fn calendar_webhook_maps_the_seed_and_checks_for_a_parent() {
     let case = "listing-calendar-updated";
     let run = run(case);
-    assert!(run.rounds.is_empty());
+    assert_eq!(run.rounds.len(), 1, "one round: the listing lookup");
     let body = read_json(&case_dir(case).join("body.json"));
     let day = &body["calendar"][0];
     assert_eq!(run.events.len(), 1);
@@ -632,4 +632,22 @@ fn describe_declares_guesty() {
         }
         _ => panic!("expected OAuth2 client credentials"),
     }
+}
+
+#[test]
+fn sub_unit_calendar_webhook_adds_the_parents_calendar_for_the_same_dates() {
+    let case = "sub-unit-calendar-updated";
+    let run = run(case);
+    assert_eq!(run.rounds.len(), 2, "the listing lookup, then the parent's calendar");
+    assert_eq!(run.events.len(), 2);
+    assert_eq!(calendar(&run.events[0]).property_id, "5faa154685cfc0002f7bbd1d");
+    let parent = calendar(&run.events[1]);
+    assert_eq!(parent.property_id, "5fa02fa358d2db673e17bc2d");
+    assert_eq!(
+        parent.days.iter().map(|day| day.date.as_str()).collect::<Vec<_>>(),
+        ["2022-08-30"],
+        "the same dates as the sub-unit's change"
+    );
+    assert_eq!(parent.days[0].units_available, Some(1));
+    matches_expected(case, &run.events);
 }
