@@ -35,3 +35,30 @@ fn plugin_run_explains_a_refusal_and_an_unknown_plugin() {
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(stderr.contains("no plugin named \"nosuchpms\"") && stderr.contains("hostaway"), "{stderr}");
 }
+
+#[test]
+fn plugin_run_answers_api_calls_from_recorded_responses() {
+    let case = repo_root().join("plugins/guesty/tests/cases/reservation-updated-v2");
+    let run = |responses: Option<&std::path::Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stayhook"));
+        command.args(["plugin", "run", "guesty"]).arg(case.join("body.json")).env("STAYHOOK_LOG", "warn");
+        let settings: Value = serde_json::from_str(&std::fs::read_to_string(case.join("case.json")).unwrap()).unwrap();
+        for (name, value) in settings["settings"].as_object().into_iter().flatten() {
+            command.arg("--setting").arg(format!("{name}={}", value.as_str().unwrap()));
+        }
+        if let Some(responses) = responses {
+            command.arg("--responses").arg(responses);
+        }
+        command.output().unwrap()
+    };
+    let without = run(None);
+    assert!(!without.status.success());
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(stderr.contains("GET /v1/reservations/") && stderr.contains("no recorded response"), "{stderr}");
+
+    let with = run(Some(&case.join("responses")));
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    let printed: Value = serde_json::from_slice(&with.stdout).unwrap();
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap()).unwrap();
+    assert_eq!(printed, expected);
+}
