@@ -63,6 +63,8 @@ async fn create(
         enabled: body.enabled,
         event_types: event_types(&body.event_types)?,
         secret: envelope::new_secret(),
+        failing_since_ms: None,
+        disabled_reason: None,
         created_at: now.clone(),
         updated_at: now,
     };
@@ -96,6 +98,10 @@ async fn update(
     }
     if let Some(enabled) = body.enabled {
         subscription.enabled = enabled;
+        if enabled {
+            subscription.disabled_reason = None;
+            subscription.failing_since_ms = None;
+        }
     }
     if let Some(names) = body.event_types {
         subscription.event_types = event_types(&names)?;
@@ -161,6 +167,8 @@ fn view(subscription: &Subscription) -> Value {
         "url": subscription.url,
         "enabled": subscription.enabled,
         "eventTypes": subscription.event_types,
+        "failingSince": subscription.failing_since_ms.map(model::time::from_unix_ms),
+        "disabledReason": subscription.disabled_reason,
         "createdAt": subscription.created_at,
         "updatedAt": subscription.updated_at,
     })

@@ -72,6 +72,9 @@ pub struct RawConfig {
     pub delivery_timeout_ms: u64,
     /// Deliveries in flight at once, across all subscriptions.
     pub delivery_concurrency: usize,
+    /// A subscription whose deliveries have failed for this long is disabled when one more is
+    /// dead-lettered (0 never disables).
+    pub disable_after_failing_secs: u64,
     /// Threads that run plugins; 0 means one per CPU.
     pub normalizer_threads: usize,
     /// Time limit of one plugin call.
@@ -111,6 +114,7 @@ impl Default for RawConfig {
             retry_jitter_percent: 20,
             delivery_timeout_ms: 15_000,
             delivery_concurrency: 256,
+            disable_after_failing_secs: 5 * 24 * 60 * 60,
             normalizer_threads: 0,
             plugin_timeout_ms: 2_000,
             plugin_memory_bytes: 64 * 1024 * 1024,
@@ -156,6 +160,8 @@ pub struct Settings {
     pub delivery_timeout: Duration,
     /// See [`RawConfig::delivery_concurrency`].
     pub delivery_concurrency: usize,
+    /// `None` never disables.
+    pub disable_after_failing: Option<Duration>,
     /// Resolved thread count (at least 1).
     pub normalizer_threads: usize,
     /// See [`RawConfig::plugin_timeout_ms`].
@@ -227,6 +233,7 @@ impl RawConfig {
             "RETRY_JITTER_PERCENT" => self.retry_jitter_percent = parse("retry_jitter_percent", value)?,
             "DELIVERY_TIMEOUT_MS" => self.delivery_timeout_ms = parse("delivery_timeout_ms", value)?,
             "DELIVERY_CONCURRENCY" => self.delivery_concurrency = parse("delivery_concurrency", value)?,
+            "DISABLE_AFTER_FAILING_SECS" => self.disable_after_failing_secs = parse("disable_after_failing_secs", value)?,
             "NORMALIZER_THREADS" => self.normalizer_threads = parse("normalizer_threads", value)?,
             "PLUGIN_TIMEOUT_MS" => self.plugin_timeout_ms = parse("plugin_timeout_ms", value)?,
             "PLUGIN_MEMORY_BYTES" => self.plugin_memory_bytes = parse("plugin_memory_bytes", value)?,
@@ -300,6 +307,7 @@ impl RawConfig {
             retry_jitter_percent: self.retry_jitter_percent,
             delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),
             delivery_concurrency: self.delivery_concurrency,
+            disable_after_failing: (self.disable_after_failing_secs > 0).then(|| Duration::from_secs(self.disable_after_failing_secs)),
             normalizer_threads,
             plugin_timeout: Duration::from_millis(self.plugin_timeout_ms),
             plugin_memory_bytes: self.plugin_memory_bytes,

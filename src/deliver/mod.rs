@@ -150,11 +150,62 @@ async fn attempt(daemon: &Daemon, delivery: Delivery) {
         tracing::error!(%error, delivery_id = delivery.id, "recording a delivery attempt failed; it will be repeated");
         return;
     }
+    if let Err(error) = track_health(daemon, subscription, outcome.success, next.status == DeliveryStatus::Dead) {
+        tracing::warn!(%error, "updating a subscription's health failed");
+    }
     // Make the outcome durable (sharing the flush with other attempts and listener requests), so
     // a crash soon after a success repeats as few deliveries as possible.
     if let Err(error) = daemon.store.durable().await {
         tracing::warn!(%error, "flushing a delivery outcome failed");
     }
+}
+
+/// Remember when a subscription started failing; disable it when it has failed for longer than
+/// `disable_after_failing` and another delivery is dead-lettered. Written only when the state
+/// changes, not on every attempt.
+fn track_health(
+    daemon: &Daemon,
+    mut subscription: crate::store::Subscription,
+    success: bool,
+    dead: bool,
+) -> Result<(), crate::store::StoreError> {
+    let now_ms = unix_ms();
+    let changed = match (success, subscription.failing_since_ms) {
+        (true, Some(_)) => {
+            subscription.failing_since_ms = None;
+            true
+        }
+        (false, None) => {
+            subscription.failing_since_ms = Some(now_ms);
+            true
+        }
+        _ => false,
+    };
+    let mut disabled = false;
+    if let (true, Some(since_ms), Some(limit)) = (dead, subscription.failing_since_ms, daemon.settings.disable_after_failing)
+        && now_ms.saturating_sub(since_ms) >= limit.as_millis() as u64
+        && subscription.enabled
+    {
+        subscription.enabled = false;
+        subscription.disabled_reason = Some(format!(
+            "disabled by stayhook at {}: every delivery has failed since {} and deliveries are being dead-lettered; fix the endpoint, then set enabled to true and redeliver the dead letters",
+            model::time::from_unix_ms(now_ms),
+            model::time::from_unix_ms(since_ms)
+        ));
+        disabled = true;
+    }
+    if !(changed || disabled) {
+        return Ok(());
+    }
+    // Re-read and change only the health fields, so an operator's concurrent edit is kept.
+    let Some(mut current) = daemon.store.get_subscription(&subscription.account_id, &subscription.id)? else { return Ok(()) };
+    current.failing_since_ms = subscription.failing_since_ms;
+    if disabled {
+        tracing::warn!(subscription_id = %current.id, url = %current.url, "subscription disabled after failing for too long");
+        current.enabled = false;
+        current.disabled_reason = subscription.disabled_reason;
+    }
+    daemon.store.put_subscription(&current)
 }
 
 struct PostOutcome {

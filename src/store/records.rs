@@ -67,6 +67,12 @@ pub struct Subscription {
     pub event_types: Vec<EventType>,
     /// The Standard Webhooks signing secret, `whsec_` + base64.
     pub secret: String,
+    /// Unix ms of the first failed attempt since the last success; none while healthy.
+    #[serde(default)]
+    pub failing_since_ms: Option<u64>,
+    /// Why the daemon disabled the subscription (it failed for too long); cleared when re-enabled.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.

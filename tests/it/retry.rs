@@ -72,3 +72,40 @@ async fn exhausted_retries_dead_letter_and_redelivery_recovers() {
     let (_, after) = daemon.admin("GET", "/v1/dead-letters", None).await;
     assert_eq!(after["deadLetters"], json!([]), "redelivered events leave the dead letters");
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_for_too_long_is_disabled_and_says_so() {
+    let receiver = Receiver::failing_first(usize::MAX).await;
+    let daemon =
+        Daemon::start(DaemonOptions::default().retry_schedule("10ms").with_chaos().env("STAYHOOK_DISABLE_AFTER_FAILING_SECS", "1")).await;
+    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "chaos"})).await;
+    let account_id = account["id"].as_str().unwrap();
+    let webhook = daemon.subscribe(account_id, &receiver.url).await;
+    let path = format!("/v1/accounts/{account_id}/webhooks/{}", webhook["id"].as_str().unwrap());
+
+    daemon.post_webhook(account_id, br#"{"behaviour": "ok", "id": "F1"}"#, &[]).await;
+    daemon
+        .wait_for("the first dead letter", async |daemon| {
+            daemon.admin("GET", "/v1/dead-letters", None).await.1["deadLetters"][0].as_object().cloned()
+        })
+        .await;
+    let (_, shown) = daemon.admin("GET", &path, None).await;
+    assert_eq!(shown["enabled"], true, "failing for less than the limit: still enabled: {shown}");
+    assert!(shown["failingSince"].is_string());
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    daemon.post_webhook(account_id, br#"{"behaviour": "ok", "id": "F2"}"#, &[]).await;
+    let disabled = daemon
+        .wait_for("the subscription to be disabled", async |daemon| {
+            let (_, shown) = daemon.admin("GET", &path, None).await;
+            (shown["enabled"] == false).then_some(shown)
+        })
+        .await;
+    assert!(disabled["disabledReason"].as_str().unwrap().contains("every delivery has failed since"), "{disabled}");
+
+    let (_, enabled) = daemon.admin("PATCH", &path, Some(json!({"enabled": true}))).await;
+    assert_eq!(
+        (enabled["enabled"].clone(), enabled["disabledReason"].clone(), enabled["failingSince"].clone()),
+        (json!(true), json!(null), json!(null))
+    );
+}
