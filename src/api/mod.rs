@@ -28,6 +28,9 @@ use subtle::ConstantTimeEq;
 use crate::daemon::Daemon;
 use crate::http::ApiError;
 
+/// The OpenAPI document of this API, kept true by `tests/it/admin_api.rs`.
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
 /// The admin router.
 pub fn router(daemon: Arc<Daemon>) -> Router {
     let protected = Router::new()
@@ -37,6 +40,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(registration::routes())
         .route("/v1/plugins", get(list_plugins))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route_layer(middleware::from_fn_with_state(daemon.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

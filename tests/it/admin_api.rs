@@ -183,3 +183,58 @@ async fn plugins_are_listed_with_their_source() {
         daemon.http.get(format!("{}/metrics", daemon.admin_url)).bearer_auth(&daemon.token).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("stayhook_webhooks_accepted_total"), "{metrics}");
 }
+
+/// The OpenAPI document is served, names every route the router has (found in the source), and
+/// every path it names is routed (answers something other than the router's own 404/405).
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let (status, document) = daemon.admin("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let documented: std::collections::BTreeSet<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, methods)| methods.as_object().unwrap().keys().map(move |method| (method.to_uppercase(), path.clone())))
+        .collect();
+
+    let source: String = ["mod.rs", "accounts.rs", "webhooks.rs", "events.rs", "registration.rs"]
+        .iter()
+        .map(|file| std::fs::read_to_string(crate::support::repo_root().join("src/api").join(file)).unwrap())
+        .collect();
+    let mut routed = std::collections::BTreeSet::new();
+    for chunk in source.split(".route(").skip(1) {
+        let path = chunk.split('"').nth(1).unwrap().to_string();
+        let path = path
+            .replace("{account_id}", "{accountId}")
+            .replace("{webhook_id}", "{webhookId}")
+            .replace("{event_id}", "{eventId}")
+            .replace("{inbox_id}", "{inboxId}")
+            .replace("{record_id}", "{recordId}");
+        routed.insert(path);
+    }
+    let documented_paths: std::collections::BTreeSet<String> = documented.iter().map(|(_, path)| path.clone()).collect();
+    assert_eq!(routed.difference(&documented_paths).collect::<Vec<_>>(), Vec::<&String>::new(), "routes missing from docs/openapi.json");
+
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{accountId}", "no-such-account")
+            .replace("{webhookId}", "w")
+            .replace("{eventId}", "e")
+            .replace("{inboxId}", "1")
+            .replace("{recordId}", "r");
+        let response = daemon
+            .http
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{concrete}", daemon.admin_url))
+            .bearer_auth(&daemon.token)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_ne!(status, 405, "{method} {path} is documented but not routed");
+        assert_ne!(body["error"]["code"], "not_found", "{method} {path} is documented but not routed");
+    }
+}
