@@ -19,14 +19,7 @@ pub fn response<'a>(responses: &'a [ApiResponse], id: &str) -> Option<&'a ApiRes
 
 /// The JSON body of a successful (2xx) response, or why it failed for good.
 pub fn successful(response: &ApiResponse) -> Result<Value, String> {
-    if let Some(error) = &response.error {
-        return Err(format!("{} failed: {error}", response.id));
-    }
-    if !(200..300).contains(&response.status) {
-        let text = String::from_utf8_lossy(&response.body);
-        let excerpt: String = text.chars().take(200).collect();
-        return Err(format!("{} answered HTTP {}: {excerpt}", response.id, response.status));
-    }
+    successful_or_empty(response)?;
     serde_json::from_slice(&response.body).map_err(|error| format!("{} answered a body that is not JSON: {error}", response.id))
 }
 
