@@ -118,7 +118,7 @@ async fn reservation_deleted_carries_only_the_id() {
 async fn events_of_one_record_arrive_in_order_while_other_records_go_on() {
     // The first attempt of record A fails; A's second event must wait for it, record B must not.
     let receiver = Receiver::failing_first(1).await;
-    let daemon = Daemon::start(DaemonOptions::default().retry_schedule("300ms").with_chaos()).await;
+    let daemon = Daemon::start(DaemonOptions::default().retry_schedule("2s").with_chaos()).await;
     let account = daemon.create_account(json!({"workspaceId": "ws-3", "pms": "chaos"})).await;
     let account_id = account["id"].as_str().unwrap();
     daemon.subscribe(account_id, &receiver.url).await;
