@@ -12,11 +12,12 @@
 //!   (`financeField` lines grouped into base price, fees, taxes and discounts, or the flat
 //!   `cleaningFee`/`taxAmount` when there are none) and custom field values. The table is in the
 //!   crate's README.
+//! - `message.received` (object `conversationMessage`, one message) → `conversation-updated` with the
+//!   whole conversation: `GET /v1/conversations/{id}` and `.../messages` are fetched through the
+//!   host (`conversation.rs`); an API that stays down yields an incomplete (FAILURE) conversation.
 //! - A dashboard test delivery (`"data": "test"`) → no events.
 //!
 //! # What it deliberately does not
-//! - `message.received` (object `conversationMessage`) is refused as unsupported for now: the
-//!   unified conversation needs the whole thread, fetched from the API (a later issue).
 //! - Other or future events are refused as unsupported (Hostaway asks for a 200 on events a
 //!   receiver does not know; the host records them as skipped).
 //! - Hostaway's `previousArrivalDate`/`previousDepartureDate` are not used: the host fills the
@@ -28,6 +29,7 @@
 //! - A webhook whose `accountId` differs from the account's `hostawayAccountId` setting is refused
 //!   as a bad payload. Authenticity itself is HTTP Basic auth, checked by the host.
 
+pub mod conversation;
 pub mod mapping;
 pub mod registration;
 

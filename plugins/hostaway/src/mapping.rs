@@ -19,9 +19,9 @@ pub const EVENTS: &[&str] = &["reservation.created", "reservation.updated", "mes
 ///
 /// The body is `{"object", "event", "accountId", "data": {...}}` or the nested variant
 /// `{"object", "event", "accountId", "payload": {"data": {...}}}`. A dashboard test delivery
-/// (`"data": "test"`) yields no events. `_responses` is unused: the reservation webhook carries the
-/// whole reservation, so no API call is made.
-pub fn normalize(inbound: &Inbound, _responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
+/// (`"data": "test"`) yields no events. Reservation webhooks carry the whole reservation, so they
+/// make no API call; `message.received` fetches the conversation (`crate::conversation`).
+pub fn normalize(inbound: &Inbound, responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
     let body: Value =
         serde_json::from_slice(&inbound.body).map_err(|error| PluginError::BadPayload(format!("body is not JSON: {error}")))?;
     if !body.is_object() {
@@ -46,7 +46,12 @@ pub fn normalize(inbound: &Inbound, _responses: &[ApiResponse]) -> Result<Outcom
             };
             Ok(Outcome::Done(vec![event]))
         }
-        "message.received" => Err(PluginError::UnsupportedEvent("message.received: conversation messages are not mapped yet".into())),
+        "message.received" => {
+            let data = data
+                .filter(|data| data.is_object())
+                .ok_or_else(|| PluginError::BadPayload("message.received: `data` is missing or not an object".into()))?;
+            crate::conversation::message_received(data, responses)
+        }
         other => Err(PluginError::UnsupportedEvent(other.to_string())),
     }
 }

@@ -193,8 +193,8 @@ fn refusals() {
     assert!(bad(refuse(r#"{"object":"reservation","accountId":1,"data":{"id":1}}"#, Vec::new())).contains("event"));
     assert!(bad(refuse(r#"{"object":"reservation","event":"reservation.created","accountId":1}"#, Vec::new())).contains("data"));
     assert!(bad(refuse(r#"{"object":"reservation","event":"reservation.updated","data":{"status":"new"}}"#, Vec::new())).contains("id"));
-    let message = r#"{"object":"conversationMessage","event":"message.received","accountId":10450,"data":{"id":340127415,"conversationId":35460020,"body":"Hi","isIncoming":1}}"#;
-    assert!(unsupported(refuse(message, Vec::new())).contains("message.received"));
+    let message = r#"{"object":"conversationMessage","event":"message.received","accountId":10450,"data":{"id":340127415,"body":"Hi","isIncoming":1}}"#;
+    assert!(bad(refuse(message, Vec::new())).contains("conversationId"));
     assert_eq!(unsupported(refuse(r#"{"object":"listing","event":"listing.updated","data":{}}"#, Vec::new())), "listing.updated");
 
     let pinned = vec![("hostawayAccountId".to_string(), "99999".to_string())];
@@ -220,5 +220,23 @@ fn describe_declares_the_api() {
             assert_eq!(client.scope.as_deref(), Some("general"));
         }
         _ => panic!("expected OAuth2 client credentials"),
+    }
+}
+
+#[test]
+fn a_message_asks_for_the_whole_conversation() {
+    let body = body_of("message-received");
+    match mapping::normalize(&inbound(body, Vec::new()), &[]).expect("normalizes") {
+        Outcome::Fetch(requests) => {
+            let asked: Vec<(String, String)> = requests.iter().map(|request| (request.id.clone(), request.path.clone())).collect();
+            assert_eq!(
+                asked,
+                [
+                    ("conversation".to_string(), "/v1/conversations/1406".to_string()),
+                    ("messages".to_string(), "/v1/conversations/1406/messages".to_string())
+                ]
+            );
+        }
+        Outcome::Done(events) => panic!("expected a fetch, got {events:?}"),
     }
 }
