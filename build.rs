@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugins shipped inside the binary: (crate name, file name of the artifact).
-const OFFICIAL: &[&str] = &["hostaway", "guesty"];
+const OFFICIAL: &[&str] = &["hostaway", "guesty", "hostfully"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() {

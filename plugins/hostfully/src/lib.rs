@@ -1,29 +1,62 @@
-//! Hostfully plugin (being written).
+//! The Hostfully plugin: Hostfully's thin webhook callbacks → unified reservation and conversation
+//! events, completed through the Hostfully API.
+//!
+//! # What it maps
+//! - Callbacks carry only ids (`agency_uid`, `event_type`, `lead_uid`, `property_uid`), as JSON
+//!   (POST_JSON) or form-encoded (POST_FORM); both are read.
+//! - `NEW_BOOKING`, `NEW_BOOKING_REQUEST`, `NEW_INQUIRY`, `NEW_HOLD` → `reservation-created`;
+//!   `BOOKING_UPDATED`, `UNIT_CHANGED`, `BOOKING_CANCELLED` → `reservation-updated` (a cancellation
+//!   is an update whose lead status is `CANCELLED*`). The lead is fetched with
+//!   `GET /api/v3.2/leads?leadUids=<uid>`.
+//! - `NEW_INBOX_MESSAGE`, `INBOX_THREAD_UPDATED` with a `lead_uid` → `conversation-updated`: the
+//!   lead and its messages (`GET /api/v3.2/messages?leadUid=`) are fetched in one round.
+//! - When the API fails for good, the record is reported incomplete (result FAILURE, its id).
+//!
+//! # What it deliberately does not
+//! - Message callbacks that carry only `message_uid`/`thread_uid` are skipped as unsupported: the
+//!   public docs name no endpoint that finds a thread's lead or messages by those ids.
+//! - Blocked dates, availability, property, pincode and custom-data events are skipped.
+//! - Money: the lead's quote was not captured from Hostfully's docs, so finances stay unknown.
+//!
+//! Hostfully does not sign callbacks: the host verifies a token in the listener URL
+//! (`?token=...`), generated per account.
+
+pub mod mapping;
+pub mod registration;
 
 use stayhook_plugin_sdk::model::*;
 use stayhook_plugin_sdk::{Guest, export_plugin};
 
-struct Plugin;
-
-impl Guest for Plugin {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "hostfully".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            pms: "Hostfully".into(),
-            events: Vec::new(),
-            verification: VerificationScheme::None,
-            api: None,
-        }
-    }
-
-    fn normalize(_inbound: Inbound, _responses: Vec<ApiResponse>) -> Result<Outcome, PluginError> {
-        Err(PluginError::UnsupportedEvent("not written yet".into()))
-    }
-
-    fn subscribe(_request: RegistrationRequest) -> Result<RegistrationStep, PluginError> {
-        Ok(RegistrationStep::Manual("not written yet".into()))
+/// What the plugin declares.
+pub fn plugin_info() -> PluginInfo {
+    PluginInfo {
+        name: "hostfully".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        pms: "Hostfully".into(),
+        events: mapping::EVENTS.iter().map(|event| event.to_string()).collect(),
+        verification: VerificationScheme::UrlToken("token".into()),
+        api: Some(ApiInfo {
+            base_url: "https://api.hostfully.com".into(),
+            allowed_hosts: Vec::new(),
+            auth: AuthScheme::ApiKeyHeader("X-HOSTFULLY-APIKEY".into()),
+        }),
     }
 }
 
-export_plugin!(Plugin);
+struct Hostfully;
+
+impl Guest for Hostfully {
+    fn describe() -> PluginInfo {
+        plugin_info()
+    }
+
+    fn normalize(inbound: Inbound, responses: Vec<ApiResponse>) -> Result<Outcome, PluginError> {
+        mapping::normalize(&inbound, &responses)
+    }
+
+    fn subscribe(request: RegistrationRequest) -> Result<RegistrationStep, PluginError> {
+        registration::subscribe(&request)
+    }
+}
+
+export_plugin!(Hostfully);
