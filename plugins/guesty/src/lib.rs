@@ -23,7 +23,6 @@ pub mod registration;
 pub mod reservation;
 
 use stayhook_plugin_sdk::model::*;
-use stayhook_plugin_sdk::{Guest, export_plugin};
 
 /// What `describe` answers.
 pub fn plugin_info() -> PluginInfo {
@@ -44,20 +43,8 @@ pub fn plugin_info() -> PluginInfo {
     }
 }
 
-struct Guesty;
-
-impl Guest for Guesty {
-    fn describe() -> PluginInfo {
-        plugin_info()
-    }
-
-    fn normalize(inbound: Inbound, responses: Vec<ApiResponse>) -> Result<Outcome, PluginError> {
-        mapping::normalize(&inbound, &responses)
-    }
-
-    fn subscribe(request: RegistrationRequest) -> Result<RegistrationStep, PluginError> {
-        registration::subscribe(&request)
-    }
+stayhook_plugin_sdk::plugin! {
+    describe: plugin_info,
+    normalize: mapping::normalize,
+    subscribe: registration::subscribe,
 }
-
-export_plugin!(Guesty);

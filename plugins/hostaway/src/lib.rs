@@ -34,7 +34,6 @@ pub mod mapping;
 pub mod registration;
 
 use stayhook_plugin_sdk::model::*;
-use stayhook_plugin_sdk::{Guest, export_plugin};
 
 /// Hostaway's API, as `describe` declares it.
 pub fn plugin_info() -> PluginInfo {
@@ -55,20 +54,8 @@ pub fn plugin_info() -> PluginInfo {
     }
 }
 
-struct Hostaway;
-
-impl Guest for Hostaway {
-    fn describe() -> PluginInfo {
-        plugin_info()
-    }
-
-    fn normalize(inbound: Inbound, responses: Vec<ApiResponse>) -> Result<Outcome, PluginError> {
-        mapping::normalize(&inbound, &responses)
-    }
-
-    fn subscribe(request: RegistrationRequest) -> Result<RegistrationStep, PluginError> {
-        registration::subscribe(&request)
-    }
+stayhook_plugin_sdk::plugin! {
+    describe: plugin_info,
+    normalize: mapping::normalize,
+    subscribe: registration::subscribe,
 }
-
-export_plugin!(Hostaway);

@@ -25,7 +25,6 @@ pub mod mapping;
 pub mod registration;
 
 use stayhook_plugin_sdk::model::*;
-use stayhook_plugin_sdk::{Guest, export_plugin};
 
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
@@ -43,20 +42,8 @@ pub fn plugin_info() -> PluginInfo {
     }
 }
 
-struct Hostfully;
-
-impl Guest for Hostfully {
-    fn describe() -> PluginInfo {
-        plugin_info()
-    }
-
-    fn normalize(inbound: Inbound, responses: Vec<ApiResponse>) -> Result<Outcome, PluginError> {
-        mapping::normalize(&inbound, &responses)
-    }
-
-    fn subscribe(request: RegistrationRequest) -> Result<RegistrationStep, PluginError> {
-        registration::subscribe(&request)
-    }
+stayhook_plugin_sdk::plugin! {
+    describe: plugin_info,
+    normalize: mapping::normalize,
+    subscribe: registration::subscribe,
 }
-
-export_plugin!(Hostfully);

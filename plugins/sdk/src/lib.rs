@@ -68,3 +68,43 @@ impl model::GuestVerification {
         Self { is_identity_verified: None, is_email_verified: None, is_phone_verified: None, is_government_id_verified: None }
     }
 }
+
+/// Export a plugin written as three plain functions, the way the official plugins are:
+///
+/// ```ignore
+/// stayhook_plugin_sdk::plugin! {
+///     describe: plugin_info,                  // fn() -> PluginInfo
+///     normalize: mapping::normalize,          // fn(&Inbound, &[ApiResponse]) -> Result<Outcome, PluginError>
+///     subscribe: registration::subscribe,     // fn(&RegistrationRequest) -> Result<RegistrationStep, PluginError>
+/// }
+/// ```
+///
+/// The functions stay ordinary Rust, callable natively from unit tests and benchmarks; the macro
+/// adds only the component glue.
+#[macro_export]
+macro_rules! plugin {
+    (describe: $describe:path, normalize: $normalize:path, subscribe: $subscribe:path $(,)?) => {
+        struct StayhookPlugin;
+
+        impl $crate::Guest for StayhookPlugin {
+            fn describe() -> $crate::model::PluginInfo {
+                $describe()
+            }
+
+            fn normalize(
+                inbound: $crate::model::Inbound,
+                responses: ::std::vec::Vec<$crate::model::ApiResponse>,
+            ) -> ::std::result::Result<$crate::model::Outcome, $crate::model::PluginError> {
+                $normalize(&inbound, &responses)
+            }
+
+            fn subscribe(
+                request: $crate::model::RegistrationRequest,
+            ) -> ::std::result::Result<$crate::model::RegistrationStep, $crate::model::PluginError> {
+                $subscribe(&request)
+            }
+        }
+
+        $crate::export_plugin!(StayhookPlugin);
+    };
+}
