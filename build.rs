@@ -10,8 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Plugins shipped inside the binary: (crate name, file name of the artifact).
+/// Plugins shipped inside the binary (crate `stayhook-plugin-<name>`, artifact `stayhook_plugin_<name>.wasm`).
 const OFFICIAL: &[&str] = &["hostaway", "guesty", "hostfully"];
+/// Plugins built for the tests only.
+const TEST_ONLY: &[&str] = &["chaos"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -58,6 +60,11 @@ fn build_plugins(plugins_dir: &Path, target_dir: &Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(plugins_dir).args(["build", "--release", "--target", WASM_TARGET, "--target-dir"]).arg(target_dir);
+    // Only the plugins the daemon ships or tests: a plugin being written in the workspace does not
+    // break the daemon's build.
+    for name in OFFICIAL.iter().chain(TEST_ONLY) {
+        command.arg("-p").arg(format!("stayhook-plugin-{name}"));
+    }
     // The outer build's settings are not the plugins': clear what would leak into the nested cargo.
     for variable in [
         "CARGO_ENCODED_RUSTFLAGS",

@@ -11,7 +11,7 @@
 #[allow(clippy::too_many_arguments)] // generated code: one argument per WIT record field
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/v0.1",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "export_plugin",
@@ -24,8 +24,11 @@ pub use bindings::stayhook::plugin::types as model;
 pub use bindings::{Guest, export_plugin};
 
 pub mod api;
+pub mod contact;
 pub mod json;
 pub mod language;
+pub mod money;
+pub mod status;
 pub mod time;
 
 /// The contract version these bindings were generated from.
@@ -58,6 +61,56 @@ impl model::Finances {
             fee: model::ChargeGroup::empty(),
             tax: model::ChargeGroup::empty(),
             discount: model::ChargeGroup::empty(),
+        }
+    }
+}
+
+impl model::Reservation {
+    /// A reservation where only the id is known (status unknown, every other field empty): the
+    /// start of every mapping, which then fills what the PMS says.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            created_at: None,
+            updated_at: None,
+            cancelled_at: None,
+            arrival_date: None,
+            departure_date: None,
+            nights: None,
+            property_id: None,
+            number_of_guests: None,
+            primary_guest: None,
+            number_of_adults: None,
+            number_of_children: None,
+            number_of_infants: None,
+            number_of_pets: None,
+            source: None,
+            total_price: None,
+            currency: None,
+            status: model::ReservationStatus::Unknown,
+            arrival_estimated_time: None,
+            departure_estimated_time: None,
+            codes: model::ReservationCodes { access_code: Vec::new(), confirmation_code: None },
+            notes: None,
+            verification: model::GuestVerification::unknown(),
+            finances: model::Finances::unknown(),
+            custom_fields: Vec::new(),
+        }
+    }
+}
+
+impl model::GuestInfo {
+    /// A guest with only a name (the other fields empty).
+    pub fn named(name: Option<String>) -> Self {
+        Self {
+            name,
+            name_first: None,
+            name_last: None,
+            emails: Vec::new(),
+            mobile_numbers: Vec::new(),
+            preferred_language: None,
+            address: None,
+            pictures: Vec::new(),
         }
     }
 }
