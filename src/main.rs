@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use stayhook::config::RawConfig;
+use stayhook::plugin::kit;
 use stayhook::plugin::offline::{self, CaseRequest};
 use stayhook::plugin::{PluginLimits, PluginRegistry};
 
@@ -54,6 +55,38 @@ enum PluginCommand {
         #[arg(long)]
         responses: Option<PathBuf>,
     },
+    /// Write a new plugin from the template: it builds, and its sample case passes.
+    New {
+        /// The plugin's name (lower case; accounts use it as their `pms`).
+        name: String,
+        /// Folder to create it in (inside stayhook's `plugins/` workspace it becomes a member).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The PMS's display name (default: the name, capitalised).
+        #[arg(long)]
+        pms: Option<String>,
+        /// Use this SDK folder instead of vendoring the SDK into the plugin.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin folder and run its golden cases (tests/cases/*), with a diff on failure.
+    Test {
+        /// The plugin's folder (with Cargo.toml and tests/cases/).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Rewrite each case's expected.json from the output (then check every field by hand).
+        #[arg(long)]
+        bless: bool,
+        /// Test this component instead of building the folder.
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Cargo target dir for the build.
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        /// Only the cases whose folder name contains this.
+        #[arg(long)]
+        case: Option<String>,
+    },
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -70,6 +103,15 @@ fn main() -> ExitCode {
             request.settings = settings.into_iter().collect();
             request.responses_dir = responses;
             plugin_run(&plugin, &payload, request, plugin_dir)
+        }
+        Command::Plugin { command: PluginCommand::New { name, dir, pms, sdk } } => plugin_new(&dir, &name, pms.as_deref(), sdk.as_deref()),
+        Command::Plugin { command: PluginCommand::Test { dir, bless, wasm, target_dir, case } } => {
+            let options = kit::TestOptions { bless, wasm, target_dir, filter: case };
+            match kit::test_plugin(&dir, &options, &mut std::io::stdout()) {
+                Ok(0) => Ok(()),
+                Ok(n_failed) => Err(anyhow::anyhow!("{n_failed} golden case(s) failed")),
+                Err(error) => Err(error),
+            }
         }
     };
     match outcome {
@@ -134,5 +176,17 @@ fn plugin_run(plugin: &str, payload: &PathBuf, mut request: CaseRequest, plugin_
     request.body = std::fs::read(payload).with_context(|| format!("reading {}", payload.display()))?;
     let events = offline::run(&loaded, &request)?;
     println!("{}", serde_json::to_string_pretty(&events)?);
+    Ok(())
+}
+
+fn plugin_new(dir: &std::path::Path, name: &str, pms: Option<&str>, sdk: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let created = kit::new_plugin(dir, name, pms, sdk)?;
+    let shown = created.dir.display();
+    if created.workspace_member {
+        println!("wrote {shown} (a member of the plugin workspace)");
+    } else {
+        println!("wrote {shown} (its own workspace, SDK in {shown}/sdk unless --sdk was given)");
+    }
+    println!("next: stayhook plugin test {shown}   (builds it, runs tests/cases; replace the placeholder sample with a documented one)");
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 pub mod bindings;
 mod engine;
+pub mod kit;
 pub mod offline;
 mod session;
 

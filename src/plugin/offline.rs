@@ -227,3 +227,75 @@ pub fn case_dirs(plugin_dir: &Path) -> Vec<PathBuf> {
     dirs.sort();
     dirs
 }
+
+/// How one golden case went.
+#[derive(Debug)]
+pub enum CaseOutcome {
+    /// The output equals `expected.json`.
+    Passed,
+    /// `expected.json` was (re)written from the output (bless mode).
+    Blessed,
+    /// The output differs: one line per JSON path that differs.
+    Differs(Vec<String>),
+    /// The case could not run (bad case files, plugin refused or failed, no expected.json).
+    Failed(String),
+}
+
+/// Run one case folder; with `bless`, write its `expected.json` from the output instead of
+/// comparing.
+pub fn check_case(plugin: &LoadedPlugin, case_dir: &Path, bless: bool) -> CaseOutcome {
+    let request = match CaseRequest::load(case_dir) {
+        Ok(request) => request,
+        Err(error) => return CaseOutcome::Failed(error.to_string()),
+    };
+    let actual = match run(plugin, &request) {
+        Ok(events) => Value::Array(events),
+        Err(error) => return CaseOutcome::Failed(error.to_string()),
+    };
+    let expected_path = case_dir.join("expected.json");
+    if bless {
+        let text = serde_json::to_string_pretty(&actual).unwrap_or_default() + "\n";
+        return match std::fs::write(&expected_path, text) {
+            Ok(()) => CaseOutcome::Blessed,
+            Err(error) => CaseOutcome::Failed(format!("{}: {error}", expected_path.display())),
+        };
+    }
+    let expected: Value = match std::fs::read_to_string(&expected_path) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(value) => value,
+            Err(error) => return CaseOutcome::Failed(format!("{}: {error}", expected_path.display())),
+        },
+        Err(_) => return CaseOutcome::Failed(format!("{} is missing (write it with --bless, then check it)", expected_path.display())),
+    };
+    let lines = diff(&expected, &actual);
+    if lines.is_empty() { CaseOutcome::Passed } else { CaseOutcome::Differs(lines) }
+}
+
+/// Where two JSON values differ, one line per path: `$[0].record.status: expected "CONFIRMED",
+/// got "UNKNOWN"`; a key only on one side is `missing` or `unexpected`.
+pub fn diff(expected: &Value, actual: &Value) -> Vec<String> {
+    fn walk(path: &str, expected: Option<&Value>, actual: Option<&Value>, lines: &mut Vec<String>) {
+        match (expected, actual) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                for key in a.keys().chain(b.keys().filter(|key| !a.contains_key(*key))) {
+                    walk(&format!("{path}.{key}"), a.get(key), b.get(key), lines);
+                }
+            }
+            (Some(Value::Array(a)), Some(Value::Array(b))) => {
+                if a.len() != b.len() {
+                    lines.push(format!("{path}: expected {} items, got {}", a.len(), b.len()));
+                }
+                for idx in 0..a.len().max(b.len()) {
+                    walk(&format!("{path}[{idx}]"), a.get(idx), b.get(idx), lines);
+                }
+            }
+            (Some(a), Some(b)) if a != b => lines.push(format!("{path}: expected {a}, got {b}")),
+            (Some(a), None) => lines.push(format!("{path}: missing (expected {a})")),
+            (None, Some(b)) => lines.push(format!("{path}: unexpected {b}")),
+            _ => {}
+        }
+    }
+    let mut lines = Vec::new();
+    walk("$", Some(expected), Some(actual), &mut lines);
+    lines
+}

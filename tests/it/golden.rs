@@ -5,11 +5,10 @@
 //! `STAYHOOK_BLESS=1 cargo test --release --test it golden` rewrites the expected files; check
 //! every rewrite against the source before committing it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-use stayhook::plugin::offline::{self, CaseRequest};
+use stayhook::plugin::offline::{self, CaseOutcome, CaseRequest};
 use stayhook::plugin::{PluginLimits, PluginRegistry};
 
 use crate::support::repo_root;
@@ -48,46 +47,13 @@ fn every_golden_case_matches() {
                 "{}: case.json must name its source address",
                 case_dir.display()
             );
-            let actual = Value::Array(offline::run(&plugin, &request).unwrap_or_else(|error| panic!("{}: {error}", case_dir.display())));
-            let expected_path = case_dir.join("expected.json");
-            if bless {
-                std::fs::write(&expected_path, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
-                continue;
-            }
-            let expected = read_json(&expected_path);
-            if actual != expected {
-                failures.push(format!("{}:\n{}", case_dir.display(), diff(&expected, &actual)));
+            match offline::check_case(&plugin, &case_dir, bless) {
+                CaseOutcome::Passed | CaseOutcome::Blessed => {}
+                CaseOutcome::Differs(lines) => failures.push(format!("{}:\n  {}", case_dir.display(), lines.join("\n  "))),
+                CaseOutcome::Failed(error) => failures.push(format!("{}: {error}", case_dir.display())),
             }
         }
     }
     assert!(n_cases >= 5, "expected golden cases, found {n_cases}");
     assert!(failures.is_empty(), "golden mismatches (expected vs actual):\n{}", failures.join("\n"));
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-}
-
-/// Paths where two JSON values differ, one per line.
-fn diff(expected: &Value, actual: &Value) -> String {
-    fn walk(path: &str, expected: &Value, actual: &Value, lines: &mut Vec<String>) {
-        match (expected, actual) {
-            (Value::Object(a), Value::Object(b)) => {
-                for key in a.keys().chain(b.keys().filter(|key| !a.contains_key(*key))) {
-                    walk(&format!("{path}.{key}"), a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), lines);
-                }
-            }
-            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-                for (idx, (a, b)) in a.iter().zip(b).enumerate() {
-                    walk(&format!("{path}[{idx}]"), a, b, lines);
-                }
-            }
-            (a, b) if a != b => lines.push(format!("  {path}: expected {a}, got {b}")),
-            _ => {}
-        }
-    }
-    let mut lines = Vec::new();
-    walk("$", expected, actual, &mut lines);
-    lines.join("\n")
 }
