@@ -57,12 +57,21 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         PluginLimits { memory_bytes: settings.plugin_memory_bytes, timeout: settings.plugin_timeout, epoch_tick: settings.epoch_tick };
     let cache_dir = settings.plugin_cache_dir.clone();
     let plugin_dir = settings.plugin_dir.clone();
+    std::fs::create_dir_all(&plugin_dir).with_context(|| format!("creating {}", plugin_dir.display()))?;
     let plugins = tokio::task::spawn_blocking(move || -> anyhow::Result<PluginRegistry> {
         let registry = PluginRegistry::new(limits, cache_dir)?;
-        registry.load_all(plugin_dir.as_deref())?;
+        registry.load_all(Some(&plugin_dir))?;
         Ok(registry)
     })
     .await??;
+    let plugins = Arc::new(plugins);
+    let _plugin_watch = match plugin::watch::watch(plugins.clone(), &settings.plugin_dir) {
+        Ok(watch) => Some(watch),
+        Err(error) => {
+            tracing::warn!(%error, dir = %settings.plugin_dir.display(), "cannot watch the plugin directory; uploads (PUT /v1/plugins/{{name}}) still work");
+            None
+        }
+    };
     let admin_token = admin_token(&settings, &store)?;
     let public_url = match &settings.public_url {
         Some(url) => url.clone(),
@@ -87,7 +96,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         retry_policy: deliver::RetryPolicy { schedule: settings.retry_schedule.clone(), jitter_percent: settings.retry_jitter_percent },
         http: deliver::http_client(settings.allow_private_destinations, settings.delivery_timeout)?,
         store,
-        plugins: Arc::new(plugins),
+        plugins,
         public_url,
         admin_token,
         normalizer,

@@ -23,6 +23,7 @@ pub(super) fn routes() -> Router<Arc<Daemon>> {
     Router::new()
         .route("/v1/accounts", get(list).post(create))
         .route("/v1/accounts/{account_id}", get(show).patch(update).delete(remove))
+        .route("/v1/accounts/{account_id}/renormalize", axum::routing::post(renormalize))
         .route("/v1/accounts/{account_id}/reservations/{record_id}", get(|state, path| record(state, path, RecordKind::Reservation)))
         .route("/v1/accounts/{account_id}/conversations/{record_id}", get(|state, path| record(state, path, RecordKind::Conversation)))
 }
@@ -150,6 +151,71 @@ async fn record(
 }
 
 /// The account, or 404.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Renormalize {
+    /// Only webhooks received at or after this time (RFC 3339).
+    from: Option<String>,
+    /// Only webhooks received before this time (RFC 3339).
+    to: Option<String>,
+}
+
+/// Replay stored raw webhooks of an account through the plugin loaded now (after a fix), oldest
+/// first. State decides again: records that come out the same are not delivered again.
+async fn renormalize(
+    State(daemon): State<Arc<Daemon>>,
+    Path(account_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let account = find(&daemon, &account_id)?;
+    // The body is optional: no body (or `{}`) replays everything stored for the account.
+    let bounds: Renormalize = if body.iter().all(u8::is_ascii_whitespace) {
+        Renormalize::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| {
+            if error.is_data() {
+                ApiError::unprocessable("invalid_field", error.to_string())
+            } else {
+                ApiError::bad_request("invalid_json", error.to_string())
+            }
+        })?
+    };
+    let parse = |field: &str, value: &Option<String>| -> Result<Option<u64>, ApiError> {
+        value
+            .as_deref()
+            .map(|text| {
+                chrono::DateTime::parse_from_rfc3339(text).map(|time| u64::try_from(time.timestamp_millis()).unwrap_or(0)).map_err(
+                    |error| ApiError::unprocessable("invalid_field", format!("{field}: {text:?} is not an RFC 3339 time ({error})")),
+                )
+            })
+            .transpose()
+    };
+    let from_ms = parse("from", &bounds.from)?.unwrap_or(0);
+    let to_ms = parse("to", &bounds.to)?.unwrap_or(u64::MAX);
+    if daemon.plugins.get(&account.pms).is_none() {
+        return Err(ApiError::unprocessable("unknown_plugin", format!("no plugin named {:?} is loaded", account.pms)));
+    }
+    let worker = daemon.clone();
+    let (queued, in_flight) = tokio::task::spawn_blocking(move || -> Result<(usize, usize), crate::store::StoreError> {
+        let mut queued = 0;
+        let mut in_flight = 0;
+        for inbox_id in worker.store.inbox_of_account(&account.id, from_ms, to_ms)? {
+            if worker.store.requeue_inbox(inbox_id)? {
+                worker.normalizer.dispatch(&account.id, inbox_id);
+                queued += 1;
+            } else {
+                in_flight += 1;
+            }
+        }
+        Ok((queued, in_flight))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    tracing::info!(account = %account_id, queued, in_flight, "renormalizing stored webhooks");
+    Ok((StatusCode::ACCEPTED, Json(json!({"accountId": account_id, "queued": queued, "alreadyPending": in_flight}))).into_response())
+}
+
 pub(super) fn find(daemon: &Daemon, account_id: &str) -> Result<Account, ApiError> {
     daemon.store.get_account(account_id)?.ok_or_else(|| not_found(account_id))
 }

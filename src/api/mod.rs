@@ -9,6 +9,7 @@
 
 mod accounts;
 mod events;
+mod plugins;
 mod registration;
 mod webhooks;
 
@@ -38,7 +39,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(webhooks::routes())
         .merge(events::routes())
         .merge(registration::routes())
-        .route("/v1/plugins", get(list_plugins))
+        .merge(plugins::routes())
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route_layer(middleware::from_fn_with_state(daemon.clone(), require_token));
@@ -86,26 +87,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// 201 with a JSON body.
 pub(crate) fn created(value: Value) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
-}
-
-async fn list_plugins(State(daemon): State<Arc<Daemon>>) -> Json<Value> {
-    let plugins: Vec<Value> = daemon
-        .plugins
-        .list()
-        .iter()
-        .map(|plugin| {
-            json!({
-                "name": plugin.info.name,
-                "version": plugin.info.version,
-                "pms": plugin.info.pms,
-                "events": plugin.info.events,
-                "source": plugin.source,
-                "verification": accounts::scheme_name(&plugin.info.verification),
-                "enrichment": plugin.info.api.is_some(),
-            })
-        })
-        .collect();
-    Json(json!({ "plugins": plugins, "loadErrors": daemon.plugins.failures() }))
 }
 
 async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {

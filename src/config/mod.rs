@@ -142,8 +142,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Base of listener URLs; `None` means derive from the bound address.
     pub public_url: Option<String>,
-    /// Extra plugins.
-    pub plugin_dir: Option<PathBuf>,
+    /// Plugin files (watched; uploads are written here).
+    pub plugin_dir: PathBuf,
     /// Compiled-plugin cache.
     pub plugin_cache_dir: PathBuf,
     /// See [`RawConfig::allow_private_destinations`].
@@ -292,13 +292,14 @@ impl RawConfig {
             n => n,
         };
         let plugin_cache_dir = self.plugin_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("plugin-cache"));
+        let plugin_dir = self.plugin_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"));
         Ok(Settings {
             data_dir: self.data_dir,
             listen: self.listen,
             admin_listen: self.admin_listen,
             admin_token: self.admin_token,
             public_url: self.public_url.map(|url| url.trim_end_matches('/').to_string()),
-            plugin_dir: self.plugin_dir,
+            plugin_dir,
             plugin_cache_dir,
             allow_private_destinations: self.allow_private_destinations,
             body_limit_bytes: self.body_limit_bytes,

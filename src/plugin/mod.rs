@@ -12,6 +12,7 @@ mod engine;
 pub mod kit;
 pub mod offline;
 mod session;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,8 +56,16 @@ pub enum PluginError {
     /// The engine itself failed (configuration, out of resources).
     #[error("plugin engine: {0}")]
     Engine(String),
-    /// Reading a plugin file failed.
-    #[error("reading {path}: {message}")]
+    /// An upload's bytes declare another name than the one it was uploaded as.
+    #[error("the component declares the name {found:?}, not {expected:?}")]
+    NameMismatch {
+        /// The name in the URL.
+        expected: String,
+        /// The name `describe` returned.
+        found: String,
+    },
+    /// Reading or writing a plugin file failed.
+    #[error("{path}: {message}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -94,6 +103,10 @@ pub struct LoadedPlugin {
     pub source: PluginSource,
     /// Increases every time a plugin is (re)loaded, so sessions notice a replacement.
     pub generation: u64,
+    /// SHA-256 of the component's bytes, hex.
+    pub sha256: String,
+    /// Unix time (ms) it was loaded.
+    pub loaded_at_ms: u64,
     code: session::PluginCode,
 }
 
@@ -111,6 +124,12 @@ pub struct LoadFailure {
     pub path: PathBuf,
     /// Why it failed.
     pub error: String,
+    /// Unix time (ms) of the attempt.
+    pub at_ms: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
 }
 
 /// Every loaded plugin, by name.
@@ -163,13 +182,7 @@ impl PluginRegistry {
             .collect();
         paths.sort();
         for path in paths {
-            match self.load_file(&path) {
-                Ok(name) => tracing::info!(plugin = %name, path = %path.display(), "loaded plugin"),
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "plugin failed to load");
-                    self.failures.write().expect("plugin failure list lock poisoned").push(LoadFailure { path, error: error.to_string() });
-                }
-            }
+            self.reload_file(&path);
         }
         Ok(())
     }
@@ -181,6 +194,58 @@ impl PluginRegistry {
         let name = plugin.info.name.clone();
         self.insert(plugin);
         Ok(name)
+    }
+
+    /// (Re)load a file of the plugin directory: a plugin that loads replaces the one of its name
+    /// (sessions pick it up at their next call) and clears the file's load error; one that fails
+    /// is recorded as the file's load error and the running plugin stays. A file whose bytes are
+    /// those of the loaded plugin is left alone (an upload's own write, a touched file).
+    pub fn reload_file(&self, path: &Path) -> Option<String> {
+        let loaded = std::fs::read(path)
+            .map_err(|error| PluginError::Io { path: path.to_path_buf(), message: error.to_string() })
+            .and_then(|wasm_bytes| {
+                let digest = engine::sha256_hex(&wasm_bytes);
+                if let Some(current) = self.list().into_iter().find(|plugin| plugin.sha256 == digest) {
+                    return Ok(current.info.name.clone());
+                }
+                let plugin = self.compile(&wasm_bytes, PluginSource::File(path.to_path_buf()))?;
+                let name = plugin.info.name.clone();
+                self.insert(plugin);
+                Ok(name)
+            });
+        let mut failures = self.failures.write().expect("plugin failure list lock poisoned");
+        failures.retain(|failure| failure.path != path);
+        match loaded {
+            Ok(name) => {
+                tracing::info!(plugin = %name, path = %path.display(), "loaded plugin");
+                Some(name)
+            }
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "plugin failed to load; the running plugin of that name (if any) stays");
+                failures.push(LoadFailure { path: path.to_path_buf(), error: error.to_string(), at_ms: unix_ms() });
+                None
+            }
+        }
+    }
+
+    /// Install uploaded bytes as the plugin `name`: compile and check them first (a broken upload
+    /// is refused and the running plugin stays), then write them atomically to `dir/<name>.wasm`
+    /// (so a restart loads them) and swap them in. In-flight calls finish on the old code; every
+    /// later call of any worker runs the new one.
+    pub fn install(&self, name: &str, wasm_bytes: &[u8], dir: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let path = dir.join(format!("{name}.wasm"));
+        let plugin = self.compile(wasm_bytes, PluginSource::File(path.clone()))?;
+        if plugin.info.name != name {
+            return Err(PluginError::NameMismatch { expected: name.to_string(), found: plugin.info.name.clone() });
+        }
+        let io_error = |error: std::io::Error| PluginError::Io { path: path.clone(), message: error.to_string() };
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+        let partial = dir.join(format!(".{name}.wasm.partial"));
+        std::fs::write(&partial, wasm_bytes).map_err(io_error)?;
+        std::fs::rename(&partial, &path).map_err(io_error)?;
+        self.failures.write().expect("plugin failure list lock poisoned").retain(|failure| failure.path != path);
+        self.insert(plugin);
+        Ok(self.get(name).expect("just inserted"))
     }
 
     /// The plugin registered under `name`.
@@ -220,7 +285,14 @@ impl PluginRegistry {
             .and_then(|mut session| session.describe())
             .map_err(|error| PluginError::Describe(error.to_string()))?;
         validate_info(&info)?;
-        Ok(LoadedPlugin { info, source, generation: self.next_generation.fetch_add(1, Ordering::Relaxed), code })
+        Ok(LoadedPlugin {
+            info,
+            source,
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            sha256: engine::sha256_hex(wasm_bytes),
+            loaded_at_ms: unix_ms(),
+            code,
+        })
     }
 }
 

@@ -314,6 +314,38 @@ impl Store {
             .transpose()
     }
 
+    /// Inbox entries of one account received in `[from_ms, to_ms)`, oldest first.
+    ///
+    /// Scans the inbox (keys are in arrival order); renormalization is an operator's action,
+    /// rare next to ingest, so it carries no index of its own.
+    pub fn inbox_of_account(&self, account_id: &str, from_ms: u64, to_ms: u64) -> Result<Vec<InboxId>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.inbox.iter() {
+            let (key, value) = entry?;
+            let entry: InboxEntry =
+                postcard::from_bytes(&value).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
+            if entry.account_id == account_id && entry.received_at_ms >= from_ms && entry.received_at_ms < to_ms {
+                found.push(InboxId::from_key(&key).unwrap_or_default());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Mark a finished inbox entry pending again so it is normalized anew. `false` when it is
+    /// already pending (in flight: it will be normalized once, by the plugin loaded then).
+    pub fn requeue_inbox(&self, inbox_id: InboxId) -> Result<bool, StoreError> {
+        let key = inbox_id.key();
+        (&self.pending,)
+            .transaction(|(pending,)| {
+                if pending.get(key.as_slice())?.is_some() {
+                    return Ok(false);
+                }
+                pending.insert(key.as_slice(), &[])?;
+                Ok(true)
+            })
+            .map_err(flatten)
+    }
+
     /// Inbox entries not yet normalized, oldest first (recovery after a restart).
     pub fn pending_inbox(&self) -> Result<Vec<InboxId>, StoreError> {
         self.pending.iter().keys().map(|key| Ok(InboxId::from_key(&key?).unwrap_or_default())).collect()

@@ -178,7 +178,9 @@ async fn plugins_are_listed_with_their_source() {
     assert_eq!(hostaway["source"], "built-in");
     assert_eq!(hostaway["verification"], "basic-auth");
     let chaos = plugins.iter().find(|plugin| plugin["name"] == "chaos").expect("chaos loaded from the plugin dir");
-    assert!(chaos["source"]["file"].as_str().unwrap().ends_with("chaos.wasm"), "{chaos}");
+    assert_eq!(chaos["source"], "file", "{chaos}");
+    assert!(chaos["path"].as_str().unwrap().ends_with("chaos.wasm"), "{chaos}");
+    assert_eq!(chaos["sha256"].as_str().unwrap().len(), 64, "{chaos}");
     let metrics =
         daemon.http.get(format!("{}/metrics", daemon.admin_url)).bearer_auth(&daemon.token).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("stayhook_webhooks_accepted_total"), "{metrics}");
@@ -198,7 +200,7 @@ async fn the_openapi_document_matches_the_routes() {
         .flat_map(|(path, methods)| methods.as_object().unwrap().keys().map(move |method| (method.to_uppercase(), path.clone())))
         .collect();
 
-    let source: String = ["mod.rs", "accounts.rs", "webhooks.rs", "events.rs", "registration.rs"]
+    let source: String = ["mod.rs", "accounts.rs", "webhooks.rs", "events.rs", "registration.rs", "plugins.rs"]
         .iter()
         .map(|file| std::fs::read_to_string(crate::support::repo_root().join("src/api").join(file)).unwrap())
         .collect();
@@ -210,7 +212,8 @@ async fn the_openapi_document_matches_the_routes() {
             .replace("{webhook_id}", "{webhookId}")
             .replace("{event_id}", "{eventId}")
             .replace("{inbox_id}", "{inboxId}")
-            .replace("{record_id}", "{recordId}");
+            .replace("{record_id}", "{recordId}")
+            .replace("{name}", "{name}");
         routed.insert(path);
     }
     let documented_paths: std::collections::BTreeSet<String> = documented.iter().map(|(_, path)| path.clone()).collect();
@@ -222,7 +225,8 @@ async fn the_openapi_document_matches_the_routes() {
             .replace("{webhookId}", "w")
             .replace("{eventId}", "e")
             .replace("{inboxId}", "1")
-            .replace("{recordId}", "r");
+            .replace("{recordId}", "r")
+            .replace("{name}", "no-such-plugin");
         let response = daemon
             .http
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{concrete}", daemon.admin_url))

@@ -134,6 +134,27 @@ impl Daemon {
         self.child = Some(child);
     }
 
+    /// The folder the daemon loads and watches plugin files in.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.data_dir.path().join("plugins.d")
+    }
+
+    /// `PUT /v1/plugins/{name}` with these bytes; returns (status, JSON body).
+    pub async fn upload_plugin(&self, name: &str, wasm: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .http
+            .put(format!("{}/v1/plugins/{name}", self.admin_url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/wasm")
+            .body(wasm)
+            .send()
+            .await
+            .expect("upload request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.path().join("daemon.log")).unwrap_or_default()

@@ -1,0 +1,91 @@
+//! `/v1/plugins`: what is loaded, why files failed to load, and uploads that replace a plugin
+//! without a restart.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::accounts::scheme_name;
+use crate::daemon::Daemon;
+use crate::http::ApiError;
+use crate::model;
+use crate::plugin::{LoadedPlugin, PluginError, PluginSource};
+
+/// Largest upload accepted (components are a few hundred KiB to a few MiB).
+const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
+pub(super) fn routes() -> Router<Arc<Daemon>> {
+    Router::new()
+        .route("/v1/plugins", get(list))
+        .route("/v1/plugins/{name}", get(show).put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
+}
+
+async fn list(State(daemon): State<Arc<Daemon>>) -> Json<Value> {
+    let plugins: Vec<Value> = daemon.plugins.list().iter().map(|plugin| view(plugin)).collect();
+    let errors: Vec<Value> = daemon
+        .plugins
+        .failures()
+        .iter()
+        .map(|failure| json!({"path": failure.path, "error": failure.error, "at": model::time::from_unix_ms(failure.at_ms)}))
+        .collect();
+    Json(json!({ "plugins": plugins, "loadErrors": errors }))
+}
+
+async fn show(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    daemon.plugins.get(&name).map(|plugin| Json(view(&plugin))).ok_or_else(|| not_found(&name))
+}
+
+/// Replace (or add) the plugin `name` with the uploaded component. The bytes are compiled and
+/// checked (contract version, `describe`, declared name) before anything changes.
+async fn upload(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("empty_body", "send the component's bytes (a .wasm file) as the request body"));
+    }
+    let existed = daemon.plugins.get(&name).is_some();
+    let installing = daemon.clone();
+    let name_for_install = name.clone();
+    let installed =
+        tokio::task::spawn_blocking(move || installing.plugins.install(&name_for_install, &body, &installing.settings.plugin_dir))
+            .await
+            .map_err(ApiError::internal)?;
+    match installed {
+        Ok(plugin) => {
+            tracing::info!(plugin = %name, version = %plugin.info.version, sha256 = %plugin.sha256, "plugin uploaded");
+            let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+            Ok((status, Json(view(&plugin))).into_response())
+        }
+        Err(PluginError::Io { path, message }) => Err(ApiError::internal(format!("{}: {message}", path.display()))),
+        Err(PluginError::Engine(message)) => Err(ApiError::internal(message)),
+        Err(error @ PluginError::NameMismatch { .. }) => Err(ApiError::unprocessable("plugin_name_mismatch", error.to_string())),
+        Err(error) => Err(ApiError::unprocessable("invalid_plugin", format!("{error}; the running plugin (if any) is unchanged"))),
+    }
+}
+
+fn view(plugin: &LoadedPlugin) -> Value {
+    let (source, path) = match &plugin.source {
+        PluginSource::BuiltIn => ("built-in", None),
+        PluginSource::File(path) => ("file", Some(path.display().to_string())),
+    };
+    json!({
+        "name": plugin.info.name,
+        "version": plugin.info.version,
+        "pms": plugin.info.pms,
+        "events": plugin.info.events,
+        "source": source,
+        "path": path,
+        "sha256": plugin.sha256,
+        "loadedAt": model::time::from_unix_ms(plugin.loaded_at_ms),
+        "verification": scheme_name(&plugin.info.verification),
+        "enrichment": plugin.info.api.is_some(),
+    })
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found("plugin_not_found", format!("no plugin named {name:?} is loaded"))
+}
