@@ -21,6 +21,9 @@
 //!   memory and the data dir's size; then the start-up time with that store.
 //! - `startup`: time from spawning the daemon to its first `/healthz` 200, with an empty
 //!   compiled-plugin cache (cold) and with the cache warm; 5 runs each, median.
+//!
+//! `STAYHOOK_BIN=/path/to/stayhook` drives another build of the daemon (a before/after comparison
+//! in one script); by default the bench drives the binary cargo built with it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -144,7 +147,8 @@ impl Daemon {
     /// Start `stayhook serve` on `data_dir` (kept: growth reuses it) with this plugin cache.
     async fn start(data_dir: &Path, cache_dir: &Path) -> (Daemon, Duration) {
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stayhook"))
+        let binary = std::env::var_os("STAYHOOK_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stayhook")));
+        let mut child = Command::new(binary)
             .arg("serve")
             .env("STAYHOOK_DATA_DIR", data_dir)
             .env("STAYHOOK_PLUGIN_CACHE_DIR", cache_dir)

@@ -55,7 +55,7 @@ async fn run(store: &Arc<Store>, writers: usize, total: u64, group_commit: bool)
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(512).build().unwrap();
     let dir = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into())).unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+    let store = Arc::new(Store::open(&dir.path().join("db"), 64 << 20).unwrap());
     let mut group = c.benchmark_group("durable_append");
     group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(8));
     for writers in [1usize, 16, 256] {

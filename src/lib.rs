@@ -52,7 +52,7 @@ const ADMIN_TOKEN_KEY: &str = "admin_token";
 /// flush the store.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
-    let store = Store::open(&settings.data_dir.join("db")).context("opening the store")?;
+    let store = Store::open(&settings.data_dir.join("db"), settings.store_cache_bytes).context("opening the store")?;
     let limits =
         PluginLimits { memory_bytes: settings.plugin_memory_bytes, timeout: settings.plugin_timeout, epoch_tick: settings.epoch_tick };
     let cache_dir = settings.plugin_cache_dir.clone();

@@ -58,6 +58,8 @@ pub struct RawConfig {
     pub plugin_dir: Option<PathBuf>,
     /// Folder of compiled plugins; defaults to `<data_dir>/plugin-cache`.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// Memory sled may use to cache pages, in MiB (bounds the daemon's memory, not the data).
+    pub store_cache_mb: u64,
     /// Allow deliveries to loopback, private and link-local addresses.
     pub allow_private_destinations: bool,
     /// Largest webhook body accepted.
@@ -107,6 +109,7 @@ impl Default for RawConfig {
             public_url: None,
             plugin_dir: None,
             plugin_cache_dir: None,
+            store_cache_mb: 64,
             allow_private_destinations: false,
             body_limit_bytes: 1024 * 1024,
             dedup_window_secs: 24 * 60 * 60,
@@ -146,6 +149,8 @@ pub struct Settings {
     pub plugin_dir: PathBuf,
     /// Compiled-plugin cache.
     pub plugin_cache_dir: PathBuf,
+    /// sled's page cache, in bytes.
+    pub store_cache_bytes: u64,
     /// See [`RawConfig::allow_private_destinations`].
     pub allow_private_destinations: bool,
     /// See [`RawConfig::body_limit_bytes`].
@@ -226,6 +231,7 @@ impl RawConfig {
             "PUBLIC_URL" => self.public_url = non_empty(value),
             "PLUGIN_DIR" => self.plugin_dir = non_empty(value).map(PathBuf::from),
             "PLUGIN_CACHE_DIR" => self.plugin_cache_dir = non_empty(value).map(PathBuf::from),
+            "STORE_CACHE_MB" => self.store_cache_mb = parse("store_cache_mb", value)?,
             "ALLOW_PRIVATE_DESTINATIONS" => self.allow_private_destinations = flag("allow_private_destinations", value)?,
             "BODY_LIMIT_BYTES" => self.body_limit_bytes = parse("body_limit_bytes", value)?,
             "DEDUP_WINDOW_SECS" => self.dedup_window_secs = parse("dedup_window_secs", value)?,
@@ -301,6 +307,7 @@ impl RawConfig {
             public_url: self.public_url.map(|url| url.trim_end_matches('/').to_string()),
             plugin_dir,
             plugin_cache_dir,
+            store_cache_bytes: self.store_cache_mb.max(1).saturating_mul(1024 * 1024),
             allow_private_destinations: self.allow_private_destinations,
             body_limit_bytes: self.body_limit_bytes,
             dedup_window: Duration::from_secs(self.dedup_window_secs),

@@ -1,8 +1,10 @@
 //! Delivery: unified events to the operator's subscriptions, signed, retried, dead-lettered.
 //!
-//! The scheduler is one tokio task. It reads due deliveries from the store's `due` index (earliest
-//! first), starts each attempt as its own task (at most `delivery_concurrency` at once), and sleeps
-//! until the next due time, a wake-up from a normalizer, or shutdown. An attempt records its
+//! The scheduler is one tokio task. It asks the store for due deliveries (earliest first, answered
+//! from an in-memory mirror of the `due` index), starts each attempt as its own task (at most
+//! `delivery_concurrency` at once), and sleeps until the next due time, a wake-up from a normalizer
+//! or a finished attempt, or shutdown. An attempt borrows the record's stored JSON text into the
+//! envelope rather than parsing it (see [`envelope::EventView`]). An attempt records its
 //! outcome and moves the delivery on in one store transaction: delivered, retried later per the
 //! [`RetryPolicy`], or dead after the last delay.
 //!
@@ -36,46 +38,27 @@ pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
     let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let capacity = daemon.settings.delivery_concurrency;
     loop {
-        let now_ms = unix_ms();
-        let n_in_flight = in_flight.lock().expect("in-flight set lock poisoned").len();
-        let mut next_due_ms = None;
-        if n_in_flight < capacity {
-            match daemon.store.due_deliveries(u64::MAX, n_in_flight + capacity) {
-                Ok(due) => {
-                    for delivery_id in due {
-                        if in_flight.lock().expect("in-flight set lock poisoned").contains(&delivery_id) {
-                            continue;
-                        }
-                        let delivery = match daemon.store.get_delivery(delivery_id) {
-                            Ok(Some(delivery)) => delivery,
-                            Ok(None) => continue,
-                            Err(error) => {
-                                tracing::error!(%error, delivery_id, "reading a due delivery failed");
-                                continue;
-                            }
-                        };
-                        if delivery.next_attempt_at_ms > now_ms {
-                            next_due_ms = Some(delivery.next_attempt_at_ms);
-                            break;
-                        }
-                        let mut guard = in_flight.lock().expect("in-flight set lock poisoned");
-                        if guard.len() >= capacity {
-                            break;
-                        }
-                        guard.insert(delivery_id);
-                        drop(guard);
-                        let daemon = daemon.clone();
-                        let in_flight = in_flight.clone();
-                        tokio::spawn(async move {
-                            attempt(&daemon, delivery).await;
-                            in_flight.lock().expect("in-flight set lock poisoned").remove(&delivery_id);
-                            daemon.scheduler_wakeup.notify_one();
-                        });
-                    }
+        let free = capacity.saturating_sub(in_flight.lock().expect("in-flight set lock poisoned").len());
+        let (due, next_due_ms) = {
+            let in_flight = in_flight.lock().expect("in-flight set lock poisoned");
+            daemon.store.due_deliveries(unix_ms(), free, |delivery_id| !in_flight.contains(&delivery_id))
+        };
+        for delivery_id in due {
+            let delivery = match daemon.store.get_delivery(delivery_id) {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(%error, delivery_id, "reading a due delivery failed");
+                    continue;
                 }
-                Err(error) => tracing::error!(%error, "reading the delivery queue failed"),
-            }
+            };
+            in_flight.lock().expect("in-flight set lock poisoned").insert(delivery_id);
+            let slot = Slot { daemon: daemon.clone(), in_flight: in_flight.clone(), delivery_id };
+            let daemon = daemon.clone();
+            tokio::spawn(async move { attempt(&daemon, delivery, slot).await });
         }
+        // Due now but every slot taken: a finishing attempt wakes us. Otherwise sleep until the
+        // next retry is due (a normalizer or a redelivery wakes us for new work).
         let sleep_for = next_due_ms.map_or(Duration::from_secs(5), |due_ms| Duration::from_millis(due_ms.saturating_sub(unix_ms()).max(1)));
         tokio::select! {
             _ = daemon.scheduler_wakeup.notified() => {}
@@ -85,29 +68,62 @@ pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
     }
 }
 
+/// A delivery's place among the attempts in flight. Dropping it frees the place and wakes the
+/// scheduler; an attempt drops it as soon as its outcome is recorded (the delivery has then left
+/// `due` or moved in it), before the flush it shares with other attempts.
+struct Slot {
+    daemon: Arc<Daemon>,
+    in_flight: Arc<Mutex<HashSet<u64>>>,
+    delivery_id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_flight.lock().expect("in-flight set lock poisoned").remove(&self.delivery_id);
+        self.daemon.scheduler_wakeup.notify_one();
+    }
+}
+
+/// How long a delivery waits after its subscription or event could not be read (a storage
+/// error), before the scheduler tries it again.
+const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
 /// Make one attempt of `delivery` and record it.
-async fn attempt(daemon: &Daemon, delivery: Delivery) {
+async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
     let now_ms = unix_ms();
     let subscription = match daemon.store.get_subscription(&delivery.account_id, &delivery.subscription_id) {
         Ok(subscription) => subscription,
-        Err(error) => return tracing::error!(%error, "reading a subscription failed"),
+        Err(error) => {
+            tracing::error!(%error, "reading a subscription failed");
+            return tokio::time::sleep(READ_ERROR_PAUSE).await;
+        }
     };
-    let event = match daemon.store.get_event(&delivery.event_id) {
+    let stored = match daemon.store.get_event_bytes(&delivery.event_id) {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::error!(%error, "reading an event failed");
+            return tokio::time::sleep(READ_ERROR_PAUSE).await;
+        }
+    };
+    let event = match stored.as_deref().map(envelope::EventView::parse).transpose() {
         Ok(event) => event,
-        Err(error) => return tracing::error!(%error, "reading an event failed"),
+        Err(error) => {
+            tracing::error!(%error, event_id = %delivery.event_id, "a stored event does not decode");
+            return tokio::time::sleep(READ_ERROR_PAUSE).await;
+        }
     };
     let (Some(subscription), Some(event)) = (subscription.filter(|subscription| subscription.enabled), event) else {
         let mut next = delivery.clone();
         next.status = DeliveryStatus::Cancelled;
         next.last_error = Some("the subscription was deleted or disabled".into());
         next.updated_at_ms = now_ms;
-        if let Err(error) = daemon.store.record_attempt(&delivery, &next, None, now_ms) {
+        if let Err(error) = daemon.store.record_attempt(&delivery, &next, None, now_ms).await {
             tracing::error!(%error, "recording a cancelled delivery failed");
         }
         return;
     };
 
-    let body = envelope::render(&event, &subscription);
+    let body = envelope::render(&event, &subscription.id);
     let timestamp_secs = chrono::Utc::now().timestamp();
     let signature = envelope::sign(&subscription.secret, &event.id, timestamp_secs, &body);
     let attempt_number = delivery.attempts + 1;
@@ -146,10 +162,11 @@ async fn attempt(daemon: &Daemon, delivery: Delivery) {
         response: outcome.response,
         success: outcome.success,
     };
-    if let Err(error) = daemon.store.record_attempt(&delivery, &next, Some(&record), unix_ms()) {
+    if let Err(error) = daemon.store.record_attempt(&delivery, &next, Some(&record), unix_ms()).await {
         tracing::error!(%error, delivery_id = delivery.id, "recording a delivery attempt failed; it will be repeated");
         return;
     }
+    drop(slot);
     if let Err(error) = track_health(daemon, subscription, outcome.success, next.status == DeliveryStatus::Dead) {
         tracing::warn!(%error, "updating a subscription's health failed");
     }

@@ -5,8 +5,11 @@
 //! its own crossbeam channel and keeps one [`PluginSession`] per plugin (one store, reused call
 //! after call, rebuilt after a trap or a plugin replacement). Webhooks of one account always go to
 //! the same worker, in arrival order, so state decisions (created vs updated, previous dates) for
-//! an account are never raced. A worker commits the events, the new state, the deliveries and the
-//! inbox outcome in one transaction, then wakes the delivery scheduler.
+//! an account are never raced. A worker takes the webhooks already queued for it (a run of at
+//! most [`MAX_RUN`]), decides each against the stored state and the decisions before it in the
+//! run, then commits the whole run (events, new state, deliveries, inbox outcomes) in one
+//! transaction through the store's writer, and wakes the delivery scheduler. Under load, one
+//! transaction covers many webhooks; alone, a webhook is committed on its own at once.
 //!
 //! Enrichment does not block a worker: when a plugin asks for API calls, the worker hands them to
 //! the [`enrich::Enricher`] on the tokio runtime and parks the webhook; later webhooks of the same
@@ -40,6 +43,8 @@ use crate::store::{
 const MAX_EVENTS_PER_CALL: usize = 1_000;
 /// Largest rendered output of one webhook, in bytes.
 const MAX_OUTPUT_BYTES: usize = 8 * 1024 * 1024;
+/// Most queued webhooks a worker normalizes before it commits them together.
+const MAX_RUN: usize = 64;
 
 /// What a worker is asked to do.
 pub(crate) enum Work {
@@ -159,32 +164,65 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, receiver: Receiver<Work>) {
-        while let Ok(work) = receiver.recv() {
+        let mut stashed: Option<Work> = None;
+        loop {
+            let work = match stashed.take() {
+                Some(work) => work,
+                None => match receiver.recv() {
+                    Ok(work) => work,
+                    Err(_) => return,
+                },
+            };
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
             let Some(daemon) = self.daemon.upgrade() else { return };
-            let outcome = match work {
-                Work::Normalize(inbox_id) => self.normalize(&daemon, inbox_id),
+            let mut commits = Commits::default();
+            match work {
+                Work::Normalize(first) => {
+                    // Take the webhooks already queued behind this one (a run): they are decided
+                    // one after another and committed together, in one transaction.
+                    let mut run = vec![first];
+                    while run.len() < MAX_RUN {
+                        match receiver.try_recv() {
+                            Ok(Work::Normalize(inbox_id)) => run.push(inbox_id),
+                            Ok(other) => {
+                                stashed = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    for inbox_id in run {
+                        let outcome = self.normalize(&daemon, inbox_id, &mut commits);
+                        self.after(&daemon, outcome, &mut commits);
+                    }
+                }
                 Work::Resume { inbox_id, responses, n_rounds } => {
-                    self.step(&daemon, inbox_id, responses, n_rounds).map(|step| (inbox_id, step))
+                    let outcome = self.step(&daemon, inbox_id, responses, n_rounds, &mut commits).map(|step| (inbox_id, step));
+                    self.after(&daemon, outcome, &mut commits);
                 }
                 Work::FetchFailed { inbox_id, plugin, kind, message } => {
-                    self.finish_failed(&daemon, inbox_id, plugin, Failure::failed(kind, message)).map(|()| (inbox_id, Step::Finished))
+                    let outcome = self.finish_failed(&daemon, inbox_id, plugin, Failure::failed(kind, message)).map(|()| (inbox_id, Step::Finished));
+                    self.after(&daemon, outcome, &mut commits);
                 }
                 Work::Wake => continue,
-            };
-            match outcome {
-                Ok((inbox_id, Step::Finished)) => self.unpark_after(&daemon, inbox_id),
-                Ok((_, Step::Parked)) => {}
-                // A store failure: the entry stays pending and is retried at the next start.
-                Err(error) => tracing::error!(%error, "normalization could not be committed"),
             }
+            commits.commit(&daemon);
+        }
+    }
+
+    fn after(&mut self, daemon: &Daemon, outcome: Result<(InboxId, Step), StoreError>, commits: &mut Commits) {
+        match outcome {
+            Ok((inbox_id, Step::Finished)) => self.unpark_after(daemon, inbox_id, commits),
+            Ok((_, Step::Parked)) => {}
+            // A store failure: the entry stays pending and is retried at the next start.
+            Err(error) => tracing::error!(%error, "normalization could not be committed"),
         }
     }
 
     /// A new webhook: run it now, or queue it behind its account's parked one.
-    fn normalize(&mut self, daemon: &Daemon, inbox_id: InboxId) -> Result<(InboxId, Step), StoreError> {
+    fn normalize(&mut self, daemon: &Daemon, inbox_id: InboxId, commits: &mut Commits) -> Result<(InboxId, Step), StoreError> {
         if !self.parked.is_empty() {
             let account_id = daemon.store.get_inbox(inbox_id)?.map(|entry| entry.account_id).unwrap_or_default();
             if let Some(queue) = self.parked.get_mut(&account_id) {
@@ -192,11 +230,11 @@ impl Worker {
                 return Ok((inbox_id, Step::Parked));
             }
         }
-        Ok((inbox_id, self.step(daemon, inbox_id, Vec::new(), 0)?))
+        Ok((inbox_id, self.step(daemon, inbox_id, Vec::new(), 0, commits)?))
     }
 
     /// After a webhook finished, run its account's queued webhooks until one parks again.
-    fn unpark_after(&mut self, daemon: &Daemon, finished: InboxId) {
+    fn unpark_after(&mut self, daemon: &Daemon, finished: InboxId, commits: &mut Commits) {
         if self.parked.is_empty() {
             return;
         }
@@ -207,7 +245,7 @@ impl Worker {
                 self.parked.remove(&account_id);
                 return;
             };
-            match self.step(daemon, next, Vec::new(), 0) {
+            match self.step(daemon, next, Vec::new(), 0, commits) {
                 Ok(Step::Finished) => continue,
                 Ok(Step::Parked) => return,
                 Err(error) => tracing::error!(%error, inbox_id = %next, "normalization could not be committed"),
@@ -216,7 +254,14 @@ impl Worker {
     }
 
     /// One plugin call for a webhook, and what follows from it.
-    fn step(&mut self, daemon: &Daemon, inbox_id: InboxId, responses: Vec<wit::ApiResponse>, n_rounds: u32) -> Result<Step, StoreError> {
+    fn step(
+        &mut self,
+        daemon: &Daemon,
+        inbox_id: InboxId,
+        responses: Vec<wit::ApiResponse>,
+        n_rounds: u32,
+        commits: &mut Commits,
+    ) -> Result<Step, StoreError> {
         let Some(entry) = daemon.store.get_inbox(inbox_id)? else {
             tracing::warn!(%inbox_id, "dispatched inbox entry does not exist");
             return Ok(Step::Finished);
@@ -227,7 +272,7 @@ impl Worker {
         daemon.metrics.normalized(started.elapsed());
         match outcome {
             Ok(PluginStep::Events(account, events)) => {
-                commit(daemon, inbox_id, &account, events, plugin_ident)?;
+                commits.add(daemon, inbox_id, &account, events, plugin_ident)?;
                 Ok(Step::Finished)
             }
             Ok(PluginStep::Fetch(account, api, requests)) => {
@@ -379,76 +424,95 @@ fn render_all(events: &[wit::Event]) -> Result<Vec<Normalized>, Failure> {
     Ok(rendered)
 }
 
-fn commit(
-    daemon: &Daemon,
-    inbox_id: InboxId,
-    account: &Account,
-    events: Vec<Normalized>,
-    plugin_ident: PluginIdent,
-) -> Result<(), StoreError> {
-    let decided = state::decide(&daemon.store, &account.id, events, daemon.settings.drop_unchanged_updates)?;
-    let subscriptions = daemon.store.list_subscriptions(&account.id)?;
-    let now_ms = crate::ingest::unix_ms();
-    let mut stored_events = Vec::with_capacity(decided.events.len());
-    let mut deliveries = Vec::new();
-    for event in decided.events {
-        let event_id = uuid::Uuid::now_v7().to_string();
-        for subscription in
-            subscriptions.iter().filter(|subscription| subscription.enabled && subscription.event_types.contains(&event.event_type))
-        {
-            deliveries.push(Delivery {
-                id: daemon.store.new_delivery_id()?,
-                event_id: event_id.clone(),
-                subscription_id: subscription.id.clone(),
-                account_id: account.id.clone(),
-                lane: lane(event.event_type, &event.record_id),
-                attempts: 0,
-                status: DeliveryStatus::Pending,
-                next_attempt_at_ms: now_ms,
-                last_error: None,
-                created_at_ms: now_ms,
-                updated_at_ms: now_ms,
+/// Normalized webhooks decided but not yet committed, with the state they wrote.
+#[derive(Default)]
+struct Commits {
+    batches: Vec<NormalizedBatch>,
+    overlay: state::Overlay,
+    n_events: usize,
+    n_unchanged: usize,
+    n_deliveries: usize,
+}
+
+impl Commits {
+    /// Decide one webhook's events against the stored state and the decisions before it.
+    fn add(&mut self, daemon: &Daemon, inbox_id: InboxId, account: &Account, events: Vec<Normalized>, plugin_ident: PluginIdent) -> Result<(), StoreError> {
+        let decided = state::decide(&daemon.store, &account.id, events, daemon.settings.drop_unchanged_updates, &mut self.overlay)?;
+        let subscriptions = daemon.store.list_subscriptions(&account.id)?;
+        let now_ms = crate::ingest::unix_ms();
+        let mut stored_events = Vec::with_capacity(decided.events.len());
+        let mut deliveries = Vec::new();
+        for event in decided.events {
+            let event_id = uuid::Uuid::now_v7().to_string();
+            for subscription in
+                subscriptions.iter().filter(|subscription| subscription.enabled && subscription.event_types.contains(&event.event_type))
+            {
+                deliveries.push(Delivery {
+                    id: daemon.store.new_delivery_id()?,
+                    event_id: event_id.clone(),
+                    subscription_id: subscription.id.clone(),
+                    account_id: account.id.clone(),
+                    lane: lane(event.event_type, &event.record_id),
+                    attempts: 0,
+                    status: DeliveryStatus::Pending,
+                    next_attempt_at_ms: now_ms,
+                    last_error: None,
+                    created_at_ms: now_ms,
+                    updated_at_ms: now_ms,
+                });
+            }
+            stored_events.push(StoredEvent {
+                id: event_id,
+                event_type: event.event_type,
+                timestamp: model::time::from_unix_ms(now_ms),
+                integration_account_id: account.id.clone(),
+                workspace_id: account.workspace_id.clone(),
+                record_id: event.record_id,
+                record: serde_json::Value::Object(event.record),
+                result: event.result,
+                failure_reason: event.failure_reason,
+                inbox_id: inbox_id.to_string(),
             });
         }
-        stored_events.push(StoredEvent {
-            id: event_id,
-            event_type: event.event_type,
-            timestamp: model::time::from_unix_ms(now_ms),
-            integration_account_id: account.id.clone(),
-            workspace_id: account.workspace_id.clone(),
-            record_id: event.record_id,
-            record: serde_json::Value::Object(event.record),
-            result: event.result,
-            failure_reason: event.failure_reason,
-            inbox_id: inbox_id.to_string(),
+        self.n_events += stored_events.len();
+        self.n_unchanged += decided.n_unchanged as usize;
+        self.n_deliveries += deliveries.len();
+        tracing::debug!(%inbox_id, n_events = stored_events.len(), n_deliveries = deliveries.len(), n_unchanged = decided.n_unchanged, "normalized");
+        let (plugin, plugin_version) = plugin_ident;
+        self.batches.push(NormalizedBatch {
+            inbox_id,
+            outcome: InboxOutcome {
+                status: InboxStatus::Done,
+                plugin,
+                plugin_version,
+                error_kind: None,
+                error: None,
+                event_ids: stored_events.iter().map(|event| event.id.clone()).collect(),
+                n_unchanged: decided.n_unchanged,
+                at: model::time::now(),
+            },
+            events: stored_events,
+            state: decided.state,
+            deliveries,
         });
+        Ok(())
     }
-    let n_events = stored_events.len();
-    let n_deliveries = deliveries.len();
-    let (plugin, plugin_version) = plugin_ident;
-    let batch = NormalizedBatch {
-        inbox_id,
-        outcome: InboxOutcome {
-            status: InboxStatus::Done,
-            plugin,
-            plugin_version,
-            error_kind: None,
-            error: None,
-            event_ids: stored_events.iter().map(|event| event.id.clone()).collect(),
-            n_unchanged: decided.n_unchanged,
-            at: model::time::now(),
-        },
-        events: stored_events,
-        state: decided.state,
-        deliveries,
-    };
-    daemon.store.commit_normalized(&batch)?;
-    daemon.metrics.events_emitted(n_events, decided.n_unchanged as usize);
-    tracing::debug!(%inbox_id, n_events, n_deliveries, n_unchanged = decided.n_unchanged, "normalized");
-    if n_deliveries > 0 {
-        daemon.scheduler_wakeup.notify_one();
+
+    /// Commit everything decided, in one transaction, and wake the delivery scheduler.
+    fn commit(self, daemon: &Daemon) {
+        if self.batches.is_empty() {
+            return;
+        }
+        let n_webhooks = self.batches.len();
+        if let Err(error) = daemon.store.commit_normalized(self.batches) {
+            // The entries stay pending and are normalized again at the next start.
+            return tracing::error!(%error, n_webhooks, "normalization could not be committed");
+        }
+        daemon.metrics.events_emitted(self.n_events, self.n_unchanged);
+        if self.n_deliveries > 0 {
+            daemon.scheduler_wakeup.notify_one();
+        }
     }
-    Ok(())
 }
 
 /// The ordering lane of a record: its deliveries to one subscription go one after another.

@@ -34,16 +34,26 @@ pub(super) struct Decided {
 /// Keys ignored when deciding whether an update changed anything.
 const VOLATILE_KEYS: &[&str] = &["updatedAt", "previousArrivalDate", "previousDepartureDate"];
 
-pub(super) fn decide(store: &Store, account_id: &str, events: Vec<Normalized>, drop_unchanged: bool) -> Result<Decided, StoreError> {
-    let mut overlay: HashMap<(RecordKind, String), Option<Value>> = HashMap::new();
+/// State written by decisions not yet committed: `(account, kind, record id)` to the record (or
+/// `None`, removed). A worker decides a run of webhooks before it commits them together, so each
+/// decision must see the ones before it.
+pub(super) type Overlay = HashMap<(String, RecordKind, String), Option<Value>>;
+
+pub(super) fn decide(
+    store: &Store,
+    account_id: &str,
+    events: Vec<Normalized>,
+    drop_unchanged: bool,
+    overlay: &mut Overlay,
+) -> Result<Decided, StoreError> {
     let mut decided = Decided { events: Vec::new(), state: Vec::new(), n_unchanged: 0 };
-    let stored =
-        |kind: RecordKind, record_id: &str, overlay: &HashMap<(RecordKind, String), Option<Value>>| -> Result<Option<Value>, StoreError> {
-            match overlay.get(&(kind, record_id.to_string())) {
-                Some(value) => Ok(value.clone()),
-                None => store.get_state(account_id, kind, record_id),
-            }
-        };
+    let key = |kind: RecordKind, record_id: &str| (account_id.to_string(), kind, record_id.to_string());
+    let stored = |kind: RecordKind, record_id: &str, overlay: &Overlay| -> Result<Option<Value>, StoreError> {
+        match overlay.get(&key(kind, record_id)) {
+            Some(value) => Ok(value.clone()),
+            None => store.get_state(account_id, kind, record_id),
+        }
+    };
     for event in events {
         if event.result == EventResult::Failure {
             decided.events.push(Decision {
@@ -58,7 +68,7 @@ pub(super) fn decide(store: &Store, account_id: &str, events: Vec<Normalized>, d
         let kind = event.record_kind();
         match event.event_type {
             EventType::ReservationDeleted => {
-                overlay.insert((kind, event.record_id.clone()), None);
+                overlay.insert(key(kind, &event.record_id), None);
                 decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: event.record_id.clone(), record: None });
                 decided.events.push(plain(event));
             }
@@ -72,11 +82,11 @@ pub(super) fn decide(store: &Store, account_id: &str, events: Vec<Normalized>, d
                 for day in days {
                     let date = day.get("date").and_then(Value::as_str).unwrap_or_default().to_string();
                     let day_id = format!("{}/{date}", event.record_id);
-                    let previous = stored(kind, &day_id, &overlay)?;
+                    let previous = stored(kind, &day_id, overlay)?;
                     if drop_unchanged && previous.as_ref() == Some(&day) {
                         continue;
                     }
-                    overlay.insert((kind, day_id.clone()), Some(day.clone()));
+                    overlay.insert(key(kind, &day_id), Some(day.clone()));
                     decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: day_id, record: Some(day.clone()) });
                     changed.push(day);
                 }
@@ -94,7 +104,7 @@ pub(super) fn decide(store: &Store, account_id: &str, events: Vec<Normalized>, d
                 });
             }
             EventType::ReservationCreated | EventType::ReservationUpdated | EventType::ConversationUpdated => {
-                let previous = stored(kind, &event.record_id, &overlay)?;
+                let previous = stored(kind, &event.record_id, overlay)?;
                 if drop_unchanged && previous.as_ref().is_some_and(|previous| same_record(previous, &event.record)) {
                     decided.n_unchanged += 1;
                     continue;
@@ -117,7 +127,7 @@ pub(super) fn decide(store: &Store, account_id: &str, events: Vec<Normalized>, d
                     }
                 }
                 let to_store = Value::Object(to_store);
-                overlay.insert((kind, event.record_id.clone()), Some(to_store.clone()));
+                overlay.insert(key(kind, &event.record_id), Some(to_store.clone()));
                 decided.state.push(StateWrite {
                     account_id: account_id.into(),
                     kind,

@@ -12,8 +12,11 @@
 mod commit;
 mod keys;
 pub mod records;
+mod writer;
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,6 +28,7 @@ pub use records::*;
 
 use crate::model::RecordKind;
 use commit::GroupCommit;
+use writer::{Job, Writer};
 
 /// Tree names: one place, so key layouts can be found from them.
 mod tree {
@@ -134,33 +138,106 @@ pub struct Store {
     dead: Tree,
     meta: Tree,
     commit: GroupCommit,
+    due_mirror: DueMirror,
+    writer: Writer,
+}
+
+/// The `due` tree's keys, mirrored in memory: `(due_ms, delivery_id)`.
+///
+/// The scheduler asks "what is due now?" after every finished attempt. Answering from sled meant
+/// walking the tree past every delivery still in flight (they stay in `due` until recorded) and
+/// cost more than the delivery itself at a few hundred in flight; the mirror answers in
+/// microseconds. sled stays the truth: the mirror is loaded from it at open and updated after
+/// every transaction that changes it commits, with the keys that transaction's last (successful)
+/// run wrote. A key enters the mirror before any scheduler can see it and leaves it only through
+/// the attempt the scheduler started, so applying two transactions' changes out of order never
+/// loses one.
+#[derive(Clone, Default)]
+struct DueMirror(Arc<Mutex<BTreeSet<(u64, u64)>>>);
+
+/// Keys a transaction added to and removed from `due`.
+#[derive(Default)]
+struct DueChanges {
+    added: Vec<(u64, u64)>,
+    removed: Vec<(u64, u64)>,
+}
+
+impl DueMirror {
+    fn load(due: &Tree) -> Result<Self, StoreError> {
+        let mut keys = BTreeSet::new();
+        for key in due.iter().keys() {
+            if let Some(entry) = keys::read_due(&key?) {
+                keys.insert(entry);
+            }
+        }
+        Ok(Self(Arc::new(Mutex::new(keys))))
+    }
+
+    fn apply(&self, changes: &DueChanges) {
+        let mut keys = self.0.lock().expect("due mirror lock poisoned");
+        for entry in &changes.removed {
+            keys.remove(entry);
+        }
+        keys.extend(changes.added.iter().copied());
+    }
+}
+
+impl DueChanges {
+    fn insert(&mut self, due: &TransactionalTree, due_ms: u64, delivery_id: u64) -> TxResult<()> {
+        due.insert(keys::due(due_ms, delivery_id), &[])?;
+        self.added.push((due_ms, delivery_id));
+        Ok(())
+    }
+
+    fn remove(&mut self, due: &TransactionalTree, due_ms: u64, delivery_id: u64) -> TxResult<()> {
+        due.remove(keys::due(due_ms, delivery_id))?;
+        self.removed.push((due_ms, delivery_id));
+        Ok(())
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 impl Store {
-    /// Open (or create) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+    /// Open (or create) the store in `dir`, with at most `cache_bytes` of sled's page cache.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes).open()?;
         let commit = GroupCommit::start(db.clone()).map_err(|error| StoreError::Flush(error.to_string()))?;
-        Ok(Self {
-            accounts: db.open_tree(tree::ACCOUNTS)?,
-            subscriptions: db.open_tree(tree::SUBSCRIPTIONS)?,
-            inbox: db.open_tree(tree::INBOX)?,
+        let trees = writer::Trees {
             pending: db.open_tree(tree::PENDING)?,
             outcomes: db.open_tree(tree::OUTCOMES)?,
-            dedup: db.open_tree(tree::DEDUP)?,
             events: db.open_tree(tree::EVENTS)?,
-            event_deliveries: db.open_tree(tree::EVENT_DELIVERIES)?,
             state: db.open_tree(tree::STATE)?,
             deliveries: db.open_tree(tree::DELIVERIES)?,
+            event_deliveries: db.open_tree(tree::EVENT_DELIVERIES)?,
             due: db.open_tree(tree::DUE)?,
             lanes: db.open_tree(tree::LANES)?,
             attempts: db.open_tree(tree::ATTEMPTS)?,
             dead: db.open_tree(tree::DEAD)?,
+        };
+        let due_mirror = DueMirror::load(&trees.due)?;
+        let writer = Writer::start(trees.clone(), due_mirror.clone()).map_err(|error| StoreError::Flush(error.to_string()))?;
+        let writer::Trees { pending, outcomes, events, state, deliveries, event_deliveries, due, lanes, attempts, dead } = trees;
+        Ok(Self {
+            accounts: db.open_tree(tree::ACCOUNTS)?,
+            subscriptions: db.open_tree(tree::SUBSCRIPTIONS)?,
+            inbox: db.open_tree(tree::INBOX)?,
+            dedup: db.open_tree(tree::DEDUP)?,
             meta: db.open_tree(tree::META)?,
+            pending,
+            outcomes,
+            events,
+            event_deliveries,
+            state,
+            deliveries,
+            due,
+            lanes,
+            attempts,
+            dead,
             db,
             commit,
+            due_mirror,
+            writer,
         })
     }
 
@@ -292,17 +369,17 @@ impl Store {
 
     /// Append a raw event to the inbox and mark it pending. Not yet durable: await
     /// [`Store::durable`] before acknowledging it.
+    ///
+    /// Two plain writes, not a transaction (a transaction would wait for the flush in progress,
+    /// see [`writer`]): the entry first, then its pending mark. A crash between them, before the
+    /// flush the listener waits for, leaves an entry that was never acknowledged and is never
+    /// normalized; the PMS sends it again.
     pub fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
         let inbox_id = InboxId(self.db.generate_id()?);
         let value = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
         let key = inbox_id.key();
-        (&self.inbox, &self.pending)
-            .transaction(|(inbox, pending)| {
-                inbox.insert(key.as_slice(), value.as_slice())?;
-                pending.insert(key.as_slice(), &[])?;
-                Ok(())
-            })
-            .map_err(flatten)?;
+        self.inbox.insert(key.as_slice(), value)?;
+        self.pending.insert(key.as_slice(), &[])?;
         Ok(inbox_id)
     }
 
@@ -379,36 +456,11 @@ impl Store {
         self.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_json(tree::STATE, &value)).transpose()
     }
 
-    /// Write everything one normalization produced and take the inbox entry out of `pending`,
-    /// atomically. Deliveries join their lane; the first of a lane becomes due now.
-    pub fn commit_normalized(&self, batch: &NormalizedBatch) -> Result<(), StoreError> {
-        let inbox_key = batch.inbox_id.key();
-        let outcome = encode_json(&batch.outcome);
-        let events: Vec<(Vec<u8>, Vec<u8>)> = batch.events.iter().map(|event| (keys::event(&event.id), encode_json(event))).collect();
-        let state: Vec<(Vec<u8>, Option<Vec<u8>>)> = batch
-            .state
-            .iter()
-            .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_ref().map(encode_json)))
-            .collect();
-        (&self.pending, &self.outcomes, &self.events, &self.state, &self.deliveries, &self.event_deliveries, &self.due, &self.lanes)
-            .transaction(|(pending, outcomes, events_tree, state_tree, deliveries, event_deliveries, due, lanes)| {
-                pending.remove(inbox_key.as_slice())?;
-                outcomes.insert(inbox_key.as_slice(), outcome.as_slice())?;
-                for (key, value) in &events {
-                    events_tree.insert(key.as_slice(), value.as_slice())?;
-                }
-                for (key, value) in &state {
-                    match value {
-                        Some(value) => state_tree.insert(key.as_slice(), value.as_slice())?,
-                        None => state_tree.remove(key.as_slice())?,
-                    };
-                }
-                for delivery in &batch.deliveries {
-                    enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery)?;
-                }
-                Ok(())
-            })
-            .map_err(flatten)
+    /// Write everything some normalizations produced and take their inbox entries out of
+    /// `pending`, atomically, in order. Deliveries join their lane; the first of a lane becomes
+    /// due now. Blocks until committed (call it from a normalizer thread, not the runtime).
+    pub fn commit_normalized(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
+        self.writer.submit(Job::Normalized(batches)).blocking_recv().unwrap_or_else(|_| Err(StoreError::Flush("the store's writer has stopped".into())))
     }
 
     /// Mark an inbox entry as skipped or failed (no events), taking it out of `pending`.
@@ -429,6 +481,12 @@ impl Store {
     /// One event of the log.
     pub fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
         self.events.get(keys::event(event_id))?.map(|value| decode_json(tree::EVENTS, &value)).transpose()
+    }
+
+    /// One event of the log as its stored JSON bytes (deliveries borrow from them, see
+    /// [`crate::deliver::envelope::EventView`]).
+    pub fn get_event_bytes(&self, event_id: &str) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.events.get(keys::event(event_id))?)
     }
 
     /// Events in log order (oldest first), filtered.
@@ -460,24 +518,18 @@ impl Store {
 
     // ---- deliveries --------------------------------------------------------------------------
 
-    /// Deliveries due at or before `now_ms`, earliest first, at most `limit`.
-    pub fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        let mut found = Vec::new();
-        for key in self.due.range(..keys::due(now_ms.saturating_add(1), 0)).keys() {
-            let key = key?;
-            if let Some((_, delivery_id)) = keys::read_due(&key) {
-                found.push(delivery_id);
-            }
-            if found.len() >= limit {
-                break;
-            }
-        }
-        Ok(found)
+    /// Deliveries due at or before `now_ms` for which `wanted` holds, earliest first, at most
+    /// `limit`; and when the earliest delivery due after `now_ms` is due (Unix ms).
+    pub fn due_deliveries(&self, now_ms: u64, limit: usize, mut wanted: impl FnMut(u64) -> bool) -> (Vec<u64>, Option<u64>) {
+        let keys = self.due_mirror.0.lock().expect("due mirror lock poisoned");
+        let found = keys.range(..=(now_ms, u64::MAX)).map(|&(_, delivery_id)| delivery_id).filter(|&id| wanted(id)).take(limit).collect();
+        let next_ms = keys.range((now_ms.saturating_add(1), 0)..).next().map(|&(due_ms, _)| due_ms);
+        (found, next_ms)
     }
 
     /// When the earliest due delivery is due (Unix ms).
-    pub fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.due.first()?.and_then(|(key, _)| keys::read_due(&key)).map(|(due_ms, _)| due_ms))
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.due_mirror.0.lock().expect("due mirror lock poisoned").first().map(|&(due_ms, _)| due_ms)
     }
 
     /// A delivery.
@@ -500,44 +552,26 @@ impl Store {
 
     /// Record an attempt and move the delivery on: `next` is the updated delivery (status and
     /// next attempt time). A finished delivery (delivered, dead, cancelled) leaves its lane and
-    /// the next delivery of the lane becomes due at `now_ms`.
-    pub fn record_attempt(&self, previous: &Delivery, next: &Delivery, attempt: Option<&Attempt>, now_ms: u64) -> Result<(), StoreError> {
-        let attempt_entry = attempt.map(|attempt| (keys::attempt(&next.event_id, next.id, attempt.attempt), encode_json(attempt)));
-        let old_due = keys::due(previous.next_attempt_at_ms, previous.id);
-        let delivery_value = encode_json(next);
-        (&self.deliveries, &self.due, &self.lanes, &self.attempts, &self.dead)
-            .transaction(|(deliveries, due, lanes, attempts, dead)| {
-                due.remove(old_due.as_slice())?;
-                deliveries.insert(&next.id.to_be_bytes(), delivery_value.as_slice())?;
-                if let Some((key, value)) = &attempt_entry {
-                    attempts.insert(key.as_slice(), value.as_slice())?;
-                }
-                match next.status {
-                    DeliveryStatus::Pending => {
-                        due.insert(keys::due(next.next_attempt_at_ms, next.id), &[])?;
-                    }
-                    finished => {
-                        if finished == DeliveryStatus::Dead {
-                            dead.insert(&next.id.to_be_bytes(), &[])?;
-                        }
-                        leave_lane(deliveries, due, lanes, next, now_ms)?;
-                    }
-                }
-                Ok(())
-            })
-            .map_err(flatten)
+    /// the next delivery of the lane becomes due at `now_ms`. Merged with other writes by the
+    /// store's writer thread; resolves once committed (not yet flushed).
+    pub async fn record_attempt(&self, previous: &Delivery, next: &Delivery, attempt: Option<&Attempt>, now_ms: u64) -> Result<(), StoreError> {
+        let job = Job::Attempt { previous: previous.clone(), next: next.clone(), attempt: attempt.cloned(), now_ms };
+        self.writer.submit(job).await.unwrap_or_else(|_| Err(StoreError::Flush("the store's writer has stopped".into())))
     }
 
     /// Queue new deliveries (redelivery). Each joins its lane like a normalized one.
     pub fn enqueue(&self, new_deliveries: &[Delivery]) -> Result<(), StoreError> {
-        (&self.deliveries, &self.event_deliveries, &self.due, &self.lanes, &self.dead)
-            .transaction(|(deliveries, event_deliveries, due, lanes, _dead)| {
+        let changes = (&self.deliveries, &self.event_deliveries, &self.due, &self.lanes)
+            .transaction(|(deliveries, event_deliveries, due, lanes)| {
+                let mut changes = DueChanges::default();
                 for delivery in new_deliveries {
-                    enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery)?;
+                    enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery, &mut changes)?;
                 }
-                Ok(())
+                Ok(changes)
             })
-            .map_err(flatten)
+            .map_err(flatten)?;
+        self.due_mirror.apply(&changes);
+        Ok(())
     }
 
     /// A fresh delivery id.
@@ -581,13 +615,14 @@ fn enqueue_delivery(
     due: &TransactionalTree,
     lanes: &TransactionalTree,
     delivery: &Delivery,
+    changes: &mut DueChanges,
 ) -> TxResult<()> {
     deliveries.insert(&delivery.id.to_be_bytes(), encode_json(delivery))?;
     event_deliveries.insert(keys::event_delivery(&delivery.event_id, delivery.id), &[])?;
     let lane_key = keys::lane(&delivery.subscription_id, &delivery.lane);
     let mut queue = lanes.get(&lane_key)?.map(|value| keys::decode_ids(&value)).unwrap_or_default();
     if queue.is_empty() {
-        due.insert(keys::due(delivery.next_attempt_at_ms, delivery.id), &[])?;
+        changes.insert(due, delivery.next_attempt_at_ms, delivery.id)?;
     }
     queue.push(delivery.id);
     lanes.insert(lane_key, keys::encode_ids(&queue))?;
@@ -601,6 +636,7 @@ fn leave_lane(
     lanes: &TransactionalTree,
     finished: &Delivery,
     now_ms: u64,
+    changes: &mut DueChanges,
 ) -> TxResult<()> {
     let lane_key = keys::lane(&finished.subscription_id, &finished.lane);
     let mut queue = lanes.get(&lane_key)?.map(|value| keys::decode_ids(&value)).unwrap_or_default();
@@ -618,7 +654,7 @@ fn leave_lane(
             })?;
             next.next_attempt_at_ms = next.next_attempt_at_ms.min(now_ms);
             deliveries.insert(&next_id.to_be_bytes(), encode_json(&next))?;
-            due.insert(keys::due(next.next_attempt_at_ms, next_id), &[])?;
+            changes.insert(due, next.next_attempt_at_ms, next_id)?;
         }
     }
     lanes.insert(lane_key, keys::encode_ids(&queue))?;
