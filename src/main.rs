@@ -11,6 +11,10 @@ use stayhook::plugin::kit;
 use stayhook::plugin::offline::{self, CaseRequest};
 use stayhook::plugin::{PluginLimits, PluginRegistry};
 
+/// mimalloc instead of the system allocator: see BENCHMARKS.md ("What the profile showed").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Receive PMS webhooks, normalize them in WebAssembly plugins, deliver unified signed events.
 #[derive(Parser)]
 #[command(name = "stayhook", version, about)]
