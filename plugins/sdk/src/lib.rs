@@ -31,6 +31,13 @@ pub mod money;
 pub mod status;
 pub mod time;
 
+/// Every plugin's allocator inside WebAssembly: talc, not Rust's default dlmalloc (see
+/// BENCHMARKS.md for what it saves per call). A plugin's instance lives across calls, so its heap
+/// is reused, never returned.
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 /// The contract version these bindings were generated from.
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
