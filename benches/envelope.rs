@@ -35,7 +35,9 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("envelope");
     group.throughput(Throughput::Bytes(body.len() as u64));
-    group.bench_function("baseline: decode to a tree, json!, serialize", |b| b.iter(|| tree_render(std::hint::black_box(&stored), "sub-1").0));
+    group.bench_function("baseline: decode to a tree, json!, serialize", |b| {
+        b.iter(|| tree_render(std::hint::black_box(&stored), "sub-1").0)
+    });
     group.bench_function("render from stored bytes", |b| {
         b.iter(|| envelope::render(&EventView::parse(std::hint::black_box(&stored)).unwrap(), "sub-1"))
     });

@@ -109,7 +109,7 @@ impl Default for RawConfig {
             public_url: None,
             plugin_dir: None,
             plugin_cache_dir: None,
-            store_cache_mb: 64,
+            store_cache_mb: 32,
             allow_private_destinations: false,
             body_limit_bytes: 1024 * 1024,
             dedup_window_secs: 24 * 60 * 60,

@@ -203,7 +203,8 @@ impl Worker {
                     self.after(&daemon, outcome, &mut commits);
                 }
                 Work::FetchFailed { inbox_id, plugin, kind, message } => {
-                    let outcome = self.finish_failed(&daemon, inbox_id, plugin, Failure::failed(kind, message)).map(|()| (inbox_id, Step::Finished));
+                    let outcome =
+                        self.finish_failed(&daemon, inbox_id, plugin, Failure::failed(kind, message)).map(|()| (inbox_id, Step::Finished));
                     self.after(&daemon, outcome, &mut commits);
                 }
                 Work::Wake => continue,
@@ -436,7 +437,14 @@ struct Commits {
 
 impl Commits {
     /// Decide one webhook's events against the stored state and the decisions before it.
-    fn add(&mut self, daemon: &Daemon, inbox_id: InboxId, account: &Account, events: Vec<Normalized>, plugin_ident: PluginIdent) -> Result<(), StoreError> {
+    fn add(
+        &mut self,
+        daemon: &Daemon,
+        inbox_id: InboxId,
+        account: &Account,
+        events: Vec<Normalized>,
+        plugin_ident: PluginIdent,
+    ) -> Result<(), StoreError> {
         let decided = state::decide(&daemon.store, &account.id, events, daemon.settings.drop_unchanged_updates, &mut self.overlay)?;
         let subscriptions = daemon.store.list_subscriptions(&account.id)?;
         let now_ms = crate::ingest::unix_ms();

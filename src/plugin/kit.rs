@@ -249,8 +249,14 @@ mod tests {
         assert!(workspace.contains(&format!("wit-bindgen = {{ version = \"{WIT_BINDGEN_VERSION}\"")), "update WIT_BINDGEN_VERSION");
         // The allocator the SDK installs inside wasm: the vendored manifest must bring it too.
         let sdk = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk/Cargo.toml")).unwrap();
-        let wasm_section = |manifest: &str| manifest.split("[target.'cfg(target_family = \"wasm\")'.dependencies]").nth(1).map(str::trim).map(String::from);
-        assert_eq!(wasm_section(SDK_MANIFEST), wasm_section(&sdk), "template/sdk.Cargo.toml must carry plugins/sdk's wasm-only dependencies");
+        let wasm_section = |manifest: &str| {
+            manifest.split("[target.'cfg(target_family = \"wasm\")'.dependencies]").nth(1).map(str::trim).map(String::from)
+        };
+        assert_eq!(
+            wasm_section(SDK_MANIFEST),
+            wasm_section(&sdk),
+            "template/sdk.Cargo.toml must carry plugins/sdk's wasm-only dependencies"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub fn watch(registry: Arc<PluginRegistry>, dir: &Path) -> notify::Result<Plugin
     std::thread::Builder::new()
         .name("stayhook-plugin-watch".into())
         .spawn(move || reload_loop(&registry, &receiver))
-        .map_err(|error| notify::Error::io(error))?;
+        .map_err(notify::Error::io)?;
     Ok(PluginWatch { _watcher: watcher })
 }
 

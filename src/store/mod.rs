@@ -28,7 +28,7 @@ pub use records::*;
 
 use crate::model::RecordKind;
 use commit::GroupCommit;
-use writer::{Job, Writer};
+use writer::{AttemptJob, Job, Writer};
 
 /// Tree names: one place, so key layouts can be found from them.
 mod tree {
@@ -460,7 +460,10 @@ impl Store {
     /// `pending`, atomically, in order. Deliveries join their lane; the first of a lane becomes
     /// due now. Blocks until committed (call it from a normalizer thread, not the runtime).
     pub fn commit_normalized(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
-        self.writer.submit(Job::Normalized(batches)).blocking_recv().unwrap_or_else(|_| Err(StoreError::Flush("the store's writer has stopped".into())))
+        self.writer
+            .submit(Job::Normalized(batches))
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(StoreError::Flush("the store's writer has stopped".into())))
     }
 
     /// Mark an inbox entry as skipped or failed (no events), taking it out of `pending`.
@@ -554,8 +557,14 @@ impl Store {
     /// next attempt time). A finished delivery (delivered, dead, cancelled) leaves its lane and
     /// the next delivery of the lane becomes due at `now_ms`. Merged with other writes by the
     /// store's writer thread; resolves once committed (not yet flushed).
-    pub async fn record_attempt(&self, previous: &Delivery, next: &Delivery, attempt: Option<&Attempt>, now_ms: u64) -> Result<(), StoreError> {
-        let job = Job::Attempt { previous: previous.clone(), next: next.clone(), attempt: attempt.cloned(), now_ms };
+    pub async fn record_attempt(
+        &self,
+        previous: &Delivery,
+        next: &Delivery,
+        attempt: Option<&Attempt>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let job = Job::Attempt(Box::new(AttemptJob { previous: previous.clone(), next: next.clone(), attempt: attempt.cloned(), now_ms }));
         self.writer.submit(job).await.unwrap_or_else(|_| Err(StoreError::Flush("the store's writer has stopped".into())))
     }
 

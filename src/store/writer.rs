@@ -27,7 +27,15 @@ pub(super) enum Job {
     /// Normalized webhooks, in order.
     Normalized(Vec<NormalizedBatch>),
     /// A delivery attempt's outcome.
-    Attempt { previous: Delivery, next: Delivery, attempt: Option<Attempt>, now_ms: u64 },
+    Attempt(Box<AttemptJob>),
+}
+
+/// A delivery attempt's outcome: the delivery before and after, and the attempt's log entry.
+pub(super) struct AttemptJob {
+    pub(super) previous: Delivery,
+    pub(super) next: Delivery,
+    pub(super) attempt: Option<Attempt>,
+    pub(super) now_ms: u64,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -75,7 +83,13 @@ impl Writer {
 /// transaction, which sled may run more than once).
 enum Encoded {
     Normalized(Vec<EncodedBatch>),
-    Attempt { previous: Delivery, next: Delivery, next_value: Vec<u8>, attempt: Option<(Vec<u8>, Vec<u8>)>, now_ms: u64 },
+    Attempt(Box<EncodedAttempt>),
+}
+
+struct EncodedAttempt {
+    job: AttemptJob,
+    next_value: Vec<u8>,
+    attempt: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 struct EncodedBatch {
@@ -104,13 +118,12 @@ fn encode(job: Job) -> Encoded {
                 })
                 .collect(),
         ),
-        Job::Attempt { previous, next, attempt, now_ms } => Encoded::Attempt {
-            next_value: encode_json(&next),
-            attempt: attempt.map(|attempt| (keys::attempt(&next.event_id, next.id, attempt.attempt), encode_json(&attempt))),
-            previous,
-            next,
-            now_ms,
-        },
+        Job::Attempt(job) => {
+            let next_value = encode_json(&job.next);
+            let attempt =
+                job.attempt.as_ref().map(|attempt| (keys::attempt(&job.next.event_id, job.next.id, attempt.attempt), encode_json(attempt)));
+            Encoded::Attempt(Box::new(EncodedAttempt { job: *job, next_value, attempt }))
+        }
     }
 }
 
@@ -176,7 +189,8 @@ fn apply(trees: &Trees, jobs: &[Encoded]) -> Result<DueChanges, StoreError> {
                         }
                     }
                 }
-                Encoded::Attempt { previous, next, next_value, attempt, now_ms } => {
+                Encoded::Attempt(encoded) => {
+                    let EncodedAttempt { job: AttemptJob { previous, next, now_ms, .. }, next_value, attempt } = encoded.as_ref();
                     changes.remove(due, previous.next_attempt_at_ms, previous.id)?;
                     deliveries.insert(&next.id.to_be_bytes(), next_value.as_slice())?;
                     if let Some((key, value)) = attempt {

@@ -212,8 +212,7 @@ async fn the_openapi_document_matches_the_routes() {
             .replace("{webhook_id}", "{webhookId}")
             .replace("{event_id}", "{eventId}")
             .replace("{inbox_id}", "{inboxId}")
-            .replace("{record_id}", "{recordId}")
-            .replace("{name}", "{name}");
+            .replace("{record_id}", "{recordId}");
         routed.insert(path);
     }
     let documented_paths: std::collections::BTreeSet<String> = documented.iter().map(|(_, path)| path.clone()).collect();
