@@ -44,11 +44,7 @@ pub const SUB_UNIT_SETTING: &str = "subUnitLookup";
 
 /// Turn one Guesty webhook into unified events, or ask for the API calls still missing.
 pub fn normalize(inbound: &Inbound, responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
-    let body: Value =
-        serde_json::from_slice(&inbound.body).map_err(|error| PluginError::BadPayload(format!("body is not JSON: {error}")))?;
-    if !body.is_object() {
-        return Err(PluginError::BadPayload("body is not a JSON object".into()));
-    }
+    let body = stayhook_plugin_sdk::json_object_body(inbound)?;
     let event = json::string(&body, "event")
         .or_else(|| json::string(&body, "eventType"))
         .ok_or_else(|| PluginError::BadPayload("missing `event` in the webhook body".into()))?;

@@ -22,11 +22,7 @@ pub const EVENTS: &[&str] = &["reservation.created", "reservation.updated", "mes
 /// (`"data": "test"`) yields no events. Reservation webhooks carry the whole reservation, so they
 /// make no API call; `message.received` fetches the conversation (`crate::conversation`).
 pub fn normalize(inbound: &Inbound, responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
-    let body: Value =
-        serde_json::from_slice(&inbound.body).map_err(|error| PluginError::BadPayload(format!("body is not JSON: {error}")))?;
-    if !body.is_object() {
-        return Err(PluginError::BadPayload("body is not a JSON object".into()));
-    }
+    let body = stayhook_plugin_sdk::json_object_body(inbound)?;
     let data = envelope_data(&body);
     if is_ping(data) {
         return Ok(Outcome::Done(Vec::new()));

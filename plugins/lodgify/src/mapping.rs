@@ -53,11 +53,7 @@ const STATUSES: Vocabulary = &[
 
 /// One webhook → the unified events it means. No API call is ever needed.
 pub fn normalize(inbound: &Inbound, _responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
-    let body: Value =
-        serde_json::from_slice(&inbound.body).map_err(|error| PluginError::BadPayload(format!("body is not JSON: {error}")))?;
-    if !body.is_object() {
-        return Err(PluginError::BadPayload("body is not a JSON object".into()));
-    }
+    let body = stayhook_plugin_sdk::json_object_body(inbound)?;
     let action = json::string(&body, "action").ok_or_else(|| PluginError::BadPayload("no `action` field".into()))?;
     let action = action.as_str();
     if CREATED.contains(&action) || UPDATED.contains(&action) {

@@ -40,11 +40,7 @@ const STATUSES: Vocabulary = &[
 
 /// One webhook → the unified events it means, or the API calls needed first.
 pub fn normalize(inbound: &Inbound, responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
-    let body: Value =
-        serde_json::from_slice(&inbound.body).map_err(|error| PluginError::BadPayload(format!("body is not JSON: {error}")))?;
-    if !body.is_object() {
-        return Err(PluginError::BadPayload("the webhook body is not a JSON object".into()));
-    }
+    let body = stayhook_plugin_sdk::json_object_body(inbound)?;
     let action = json::string(&body, "action").ok_or_else(|| PluginError::BadPayload("no `action` field".into()))?;
     if action == "webhook_test" {
         return Ok(Outcome::Done(Vec::new()));

@@ -41,6 +41,17 @@ static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_all
 /// The contract version these bindings were generated from.
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
+/// The webhook's body as a JSON object, or the `bad-payload` refusal every plugin gives: "body is
+/// not JSON: <parser's message>" or "body is not a JSON object".
+pub fn json_object_body(inbound: &model::Inbound) -> Result<serde_json::Value, model::PluginError> {
+    let body: serde_json::Value =
+        serde_json::from_slice(&inbound.body).map_err(|error| model::PluginError::BadPayload(format!("body is not JSON: {error}")))?;
+    if !body.is_object() {
+        return Err(model::PluginError::BadPayload("body is not a JSON object".into()));
+    }
+    Ok(body)
+}
+
 /// Write a line to the daemon's log. Natively (unit tests, benches) it writes to standard error.
 pub fn log(level: model::LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]

@@ -25,7 +25,7 @@ const STATUSES: Vocabulary = &[
 
 /// One webhook → the unified events it means.
 pub fn normalize(inbound: &Inbound, _responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
-    let body: Value = serde_json::from_slice(&inbound.body).map_err(|error| PluginError::BadPayload(format!("body is not JSON: {error}")))?;
+    let body = stayhook_plugin_sdk::json_object_body(inbound)?;
     let event = json::string(&body, "event").ok_or_else(|| PluginError::BadPayload("no `event` field".into()))?;
     let booking = body.get("booking").filter(|booking| booking.is_object()).ok_or_else(|| PluginError::BadPayload("no `booking` object".into()))?;
     let reservation = reservation(booking)?;
