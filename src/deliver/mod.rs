@@ -63,7 +63,26 @@ pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
         tokio::select! {
             _ = daemon.scheduler_wakeup.notified() => {}
             _ = tokio::time::sleep(sleep_for) => {}
-            _ = shutdown.notified() => return,
+            _ = shutdown.notified() => return finish_in_flight(&daemon, &in_flight).await,
+        }
+    }
+}
+
+/// On shutdown: start nothing new, and wait (at most one delivery timeout and a second) for the
+/// attempts in flight to record their outcome, so a graceful restart does not send again what
+/// the receivers already have. What is still in flight after that is repeated at the next start.
+async fn finish_in_flight(daemon: &Daemon, in_flight: &Mutex<HashSet<u64>>) {
+    let deadline = tokio::time::Instant::now() + daemon.settings.delivery_timeout + Duration::from_secs(1);
+    loop {
+        let n_in_flight = in_flight.lock().expect("in-flight set lock poisoned").len();
+        if n_in_flight == 0 {
+            return;
+        }
+        tokio::select! {
+            _ = daemon.scheduler_wakeup.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return tracing::warn!(n_in_flight, "stopping with deliveries in flight; they will be repeated at the next start");
+            }
         }
     }
 }

@@ -61,3 +61,32 @@ async fn graceful_stop_and_restart_keeps_accounts_and_state() {
     assert_eq!(envelope["hook"]["eventType"], "reservation.updated");
     assert_eq!(envelope["data"]["record"]["previousArrivalDate"], "2017-07-15T00:00:00.000Z");
 }
+
+// Multi-threaded: `terminate` blocks this thread until the daemon exits, and the receiver must
+// go on answering meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_waits_for_the_delivery_in_flight_and_does_not_send_it_again() {
+    let receiver = Receiver::start().await;
+    let mut daemon = Daemon::start(DaemonOptions::default()).await;
+    daemon.create_account(json!({"id": "inflight", "workspaceId": "ws", "pms": "hostaway"})).await;
+    daemon.subscribe("inflight", &receiver.url).await;
+    // The receiver takes the delivery at once but answers only after a while: SIGTERM arrives
+    // while the attempt is in flight.
+    receiver.delay_answers(Duration::from_millis(1500));
+    daemon.post_webhook("inflight", &hostaway_body("reservation-created"), &[]).await;
+    let first = receiver.next().await;
+    assert_eq!(first.json()["hook"]["eventType"], "reservation.created");
+    assert!(daemon.terminate(), "SIGTERM ends the daemon with success");
+
+    // The stop waited for the answer and recorded it: the restarted daemon does not send the
+    // event again, and says it was delivered, once.
+    receiver.delay_answers(Duration::ZERO);
+    daemon.restart();
+    receiver.expect_nothing(Duration::from_secs(2)).await;
+    let event_id = first.header("webhook-id");
+    let (status, attempts) = daemon.admin("GET", &format!("/v1/events/{event_id}/attempts"), None).await;
+    assert_eq!(status, 200, "{attempts}");
+    let attempts = attempts["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["success"], true);
+}

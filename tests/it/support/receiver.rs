@@ -1,7 +1,7 @@
 //! A real HTTP server that plays the operator's endpoint and records what it gets.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,6 +38,7 @@ impl Received {
 struct Behaviour {
     n_failures_left: AtomicUsize,
     failure_status: AtomicU16,
+    answer_delay_ms: AtomicU64,
     sender: mpsc::UnboundedSender<Received>,
 }
 
@@ -59,7 +60,12 @@ impl Receiver {
     /// A receiver that answers 500 to the first `n` requests, then 200.
     pub async fn failing_first(n_failures: usize) -> Receiver {
         let (sender, requests) = mpsc::unbounded_channel();
-        let behaviour = Arc::new(Behaviour { n_failures_left: AtomicUsize::new(n_failures), failure_status: AtomicU16::new(500), sender });
+        let behaviour = Arc::new(Behaviour {
+            n_failures_left: AtomicUsize::new(n_failures),
+            failure_status: AtomicU16::new(500),
+            answer_delay_ms: AtomicU64::new(0),
+            sender,
+        });
         let router = Router::new().route("/hook", post(receive)).with_state(behaviour.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -72,6 +78,11 @@ impl Receiver {
     /// Fail the next `n` requests (with 500).
     pub fn fail_next(&self, n: usize) {
         self.behaviour.n_failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Take each request at once (`next` sees it) but answer it only after `delay`.
+    pub fn delay_answers(&self, delay: Duration) {
+        self.behaviour.answer_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// The next request, waiting at most `timeout`.
@@ -112,5 +123,9 @@ async fn receive(State(behaviour): State<Arc<Behaviour>>, headers: HeaderMap, bo
     let fail = behaviour.n_failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1)).is_ok();
     let status = if fail { StatusCode::from_u16(behaviour.failure_status.load(Ordering::SeqCst)).unwrap() } else { StatusCode::OK };
     let _ = behaviour.sender.send(Received { headers, body, answered: status.as_u16() });
+    let delay_ms = behaviour.answer_delay_ms.load(Ordering::SeqCst);
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
     status
 }
