@@ -52,6 +52,20 @@ pub fn json_object_body(inbound: &model::Inbound) -> Result<serde_json::Value, m
     Ok(body)
 }
 
+/// A JSON webhook as the host hands it to `normalize` (account "test", POST, no query, no headers):
+/// for a mapping's unit tests.
+pub fn json_inbound(body: &serde_json::Value) -> model::Inbound {
+    model::Inbound {
+        account: model::AccountContext { id: "test".into(), workspace_id: "test".into(), settings: Vec::new() },
+        method: "POST".into(),
+        query: String::new(),
+        content_type: Some("application/json".into()),
+        headers: Vec::new(),
+        body: body.to_string().into_bytes(),
+        received_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
 /// Write a line to the daemon's log. Natively (unit tests, benches) it writes to standard error.
 pub fn log(level: model::LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]

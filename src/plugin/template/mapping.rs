@@ -77,15 +77,7 @@ mod tests {
     use serde_json::json;
 
     fn inbound(body: Value) -> Inbound {
-        Inbound {
-            account: AccountContext { id: "test".into(), workspace_id: "test".into(), settings: Vec::new() },
-            method: "POST".into(),
-            query: String::new(),
-            content_type: Some("application/json".into()),
-            headers: Vec::new(),
-            body: body.to_string().into_bytes(),
-            received_at: "2026-01-01T00:00:00Z".into(),
-        }
+        stayhook_plugin_sdk::json_inbound(&body)
     }
 
     #[test]
