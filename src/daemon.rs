@@ -1,7 +1,12 @@
-//! What every part of a running daemon shares.
+//! What every part of a running daemon shares, and what it says of its own health.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
@@ -39,9 +44,53 @@ pub struct Daemon {
     pub enricher: Arc<crate::normalize::enrich::Enricher>,
     /// The tokio runtime, for work started from normalizer threads.
     pub runtime: tokio::runtime::Handle,
+    /// Bodies being stored right now (duplicate suppression waits for their flush).
+    pub in_flight: crate::ingest::InFlight,
+    /// Per-account limits of the listener.
+    pub listener_limits: crate::ingest::ListenerLimits,
+    /// Starting, serving or stopping (see [`Phase`]).
+    pub phase: AtomicU8,
+}
+
+/// Where a daemon is in its life, as `/readyz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Opening the store, loading plugins.
+    Starting = 0,
+    /// Serving.
+    Ready = 1,
+    /// Shutting down: finishing what is in flight.
+    Stopping = 2,
 }
 
 impl Daemon {
+    /// Move to `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::SeqCst);
+    }
+
+    /// `/healthz`: 200 while the process can do its job; 503 once the store has failed (the
+    /// daemon is then about to exit so a supervisor restarts it).
+    pub fn health(&self) -> Response {
+        match self.store.fault().reason() {
+            None => Json(json!({"status": "ok"})).into_response(),
+            Some(reason) => unhealthy(&reason),
+        }
+    }
+
+    /// `/readyz`: 200 only while serving with a working store; 503 while starting, stopping or failed.
+    pub fn readiness(&self) -> Response {
+        if let Some(reason) = self.store.fault().reason() {
+            return unhealthy(&reason);
+        }
+        match self.phase.load(Ordering::SeqCst) {
+            1 => Json(json!({"status": "ready"})).into_response(),
+            0 => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response(),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "stopping"}))).into_response(),
+        }
+    }
+
     /// The URL a PMS posts an account's webhooks to.
     pub fn listener_url(&self, account_id: &str) -> String {
         format!("{}/listen/{}", self.public_url, url_segment(account_id))
@@ -64,4 +113,12 @@ impl Daemon {
 
 fn url_segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+fn unhealthy(reason: &str) -> Response {
+    let body = json!({
+        "status": "unhealthy",
+        "error": {"code": "storage_unavailable", "message": format!("the store failed and refuses writes ({reason}); the daemon is exiting so it can be restarted")},
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "5")], Json(body)).into_response()
 }

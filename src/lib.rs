@@ -3,14 +3,15 @@
 //!
 //! Layout, in the order a webhook meets it:
 //! - [`ingest`]: the public listener, verification, duplicate suppression, durable append.
-//! - [`store`]: sled trees behind one type, group commit, recovery cursors.
+//! - [`store`]: sled trees behind one type, group commit, the store's fault state.
 //! - [`normalize`]: OS threads that run plugins and decide state (created vs updated, no-ops).
 //! - [`plugin`]: the wasmtime host, limits, the compiled-component cache, the WIT bindings.
 //! - [`model`]: the unified records, validated and rendered as the seed's JSON.
 //! - [`deliver`]: the envelope, Standard Webhooks signatures, retries, dead letters.
 //! - [`api`]: the admin API; [`config`]: file and environment; [`http`]: the shared error shape.
 //!
-//! [`run`] takes bound listeners and a shutdown future, so tests run daemons on port zero.
+//! [`run`] takes bound listeners and a shutdown future; `main` binds them (port zero picks a free
+//! port, which the tests use) and maps [`StorageFailed`] to exit code 75.
 
 pub mod api;
 pub mod config;
@@ -48,11 +49,30 @@ pub struct Listeners {
 /// Meta key of the generated admin token.
 const ADMIN_TOKEN_KEY: &str = "admin_token";
 
+/// The exit code of a daemon whose store failed (EX_TEMPFAIL): a supervisor should start it again.
+pub const EXIT_STORAGE_FAILED: u8 = 75;
+
+/// How long a daemon whose store failed keeps answering 503 (so load balancers and health checks
+/// see why) before it exits.
+const FAILED_STORE_GRACE: Duration = Duration::from_secs(2);
+
+/// The store met an I/O error (a full or failing disk) and refuses writes until it is opened
+/// again: the daemon stopped so that a supervisor restarts it. Nothing acknowledged was lost.
+#[derive(Debug, thiserror::Error)]
+#[error("the store failed ({0}); stopped so that a supervisor restarts the daemon (exit code 75)")]
+pub struct StorageFailed(pub String);
+
 /// Run a daemon until `shutdown` resolves, then stop accepting, let in-flight work finish, and
-/// flush the store.
+/// flush the store. Prints `stayhook: webhooks on ...` and `stayhook: admin API on ...` once it
+/// serves. Returns [`StorageFailed`] when the store fails: the daemon then answers 503 for a
+/// moment, stops, and expects to be restarted.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
-    let store = Store::open(&settings.data_dir.join("db"), settings.store_cache_bytes).context("opening the store")?;
+    let store = match Store::open(&settings.data_dir.join("db"), settings.store_cache_bytes) {
+        Ok(store) => store,
+        Err(store::StoreError::Unavailable(reason)) => return Err(StorageFailed(format!("opening the store: {reason}")).into()),
+        Err(error) => return Err(anyhow::Error::new(error).context("opening the store")),
+    };
     let limits =
         PluginLimits { memory_bytes: settings.plugin_memory_bytes, timeout: settings.plugin_timeout, epoch_tick: settings.epoch_tick };
     let cache_dir = settings.plugin_cache_dir.clone();
@@ -85,7 +105,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
             format!("http://{host}:{}", address.port())
         }
     };
-    let (normalizer, receivers) = normalize::Normalizer::start(settings.normalizer_threads);
+    let normalizer = normalize::Normalizer::new(settings.normalizer_threads);
     let enrich_policy = normalize::enrich::EnrichPolicy {
         retry_schedule: settings.enrichment_retry_schedule.clone(),
         request_timeout: settings.enrichment_timeout,
@@ -104,15 +124,24 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         metrics: metrics::Metrics::default(),
         enricher,
         runtime: tokio::runtime::Handle::current(),
+        in_flight: ingest::InFlight::default(),
+        listener_limits: ingest::ListenerLimits::new(
+            settings.listener_requests_per_second,
+            settings.listener_kib_per_second,
+            settings.body_limit_bytes,
+        ),
+        phase: std::sync::atomic::AtomicU8::new(daemon::Phase::Starting as u8),
         settings,
     });
-    daemon.normalizer.attach(&daemon, receivers)?;
+    daemon.normalizer.attach(&daemon)?;
     resume_pending(&daemon)?;
 
     let stop_scheduler = Arc::new(Notify::new());
     let scheduler = tokio::spawn(deliver::run_scheduler(daemon.clone(), stop_scheduler.clone()));
     let expiry = tokio::spawn(expire_digests(daemon.clone()));
 
+    let ingest_server_address = listeners.ingest.local_addr()?;
+    let admin_server_address = listeners.admin.local_addr()?;
     let (stop_servers, _) = tokio::sync::broadcast::channel::<()>(1);
     let ingest_server = {
         let mut stopped = stop_servers.subscribe();
@@ -127,7 +156,22 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         }))
     };
 
-    shutdown.await;
+    daemon.set_phase(daemon::Phase::Ready);
+    // The daemon's contract with scripts (and the tests): where it listens, printed once it answers.
+    println!("stayhook: webhooks on http://{ingest_server_address}");
+    println!("stayhook: admin API on http://{admin_server_address}");
+    tracing::info!(webhooks = %ingest_server_address, admin = %admin_server_address, data_dir = %daemon.settings.data_dir.display(), "serving");
+
+    let fault = daemon.store.fault().clone();
+    let failed = tokio::select! {
+        () = shutdown => None,
+        reason = fault.wait() => Some(reason),
+    };
+    daemon.set_phase(daemon::Phase::Stopping);
+    if failed.is_some() {
+        // Keep answering 503 (listener, health, readiness) for a moment, so whoever watches sees why.
+        tokio::time::sleep(FAILED_STORE_GRACE).await;
+    }
     tracing::info!("shutting down");
     let _ = stop_servers.send(());
     let _ = ingest_server.await;
@@ -137,6 +181,9 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     expiry.abort();
     let daemon_for_stop = daemon.clone();
     tokio::task::spawn_blocking(move || daemon_for_stop.normalizer.stop()).await?;
+    if let Some(reason) = failed.or_else(|| daemon.store.fault().reason()) {
+        return Err(StorageFailed(reason).into());
+    }
     daemon.store.flush()?;
     Ok(())
 }
@@ -162,9 +209,9 @@ fn resume_pending(daemon: &Daemon) -> anyhow::Result<()> {
     if !pending.is_empty() {
         tracing::info!(n_pending = pending.len(), "resuming normalization of stored webhooks");
     }
-    for inbox_id in pending {
+    for (inbox_id, generation) in pending {
         match daemon.store.get_inbox(inbox_id)? {
-            Some(entry) => daemon.normalizer.dispatch(&entry.account_id, inbox_id),
+            Some(entry) => daemon.normalizer.dispatch(&entry.account_id, inbox_id, generation),
             None => tracing::warn!(%inbox_id, "pending entry without inbox data"),
         }
     }

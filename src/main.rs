@@ -122,6 +122,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("stayhook: {error:#}");
+            if error.downcast_ref::<stayhook::StorageFailed>().is_some() {
+                return ExitCode::from(stayhook::EXIT_STORAGE_FAILED);
+            }
             ExitCode::FAILURE
         }
     }
@@ -137,11 +140,8 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("stayhook-io").build()?;
     runtime.block_on(async move {
         let ingest = tokio::net::TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
-        let admin = tokio::net::TcpListener::bind(&settings.admin_listen).await.with_context(|| format!("binding {}", settings.admin_listen))?;
-        // These two lines are the daemon's contract with scripts (and the tests): where it listens.
-        println!("stayhook: webhooks on http://{}", ingest.local_addr()?);
-        println!("stayhook: admin API on http://{}", admin.local_addr()?);
-        tracing::info!(webhooks = %ingest.local_addr()?, admin = %admin.local_addr()?, data_dir = %settings.data_dir.display(), "listening");
+        let admin =
+            tokio::net::TcpListener::bind(&settings.admin_listen).await.with_context(|| format!("binding {}", settings.admin_listen))?;
         stayhook::run(settings, stayhook::Listeners { ingest, admin }, shutdown_signal()).await
     })
 }

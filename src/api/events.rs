@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,6 +27,7 @@ pub(super) fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/events/{event_id}/attempts", get(attempts))
         .route("/v1/events/{event_id}/redeliver", post(redeliver))
         .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/{delivery_id}", delete(discard_dead_letter))
         .route("/v1/inbox", get(inbox_list))
         .route("/v1/inbox/{inbox_id}", get(inbox_show))
 }
@@ -57,7 +58,12 @@ async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<ListQuery>)
 async fn show(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let event = find_event(&daemon, &event_id)?;
     let mut view = event_view(&event);
-    let deliveries: Vec<Value> = daemon.store.deliveries_of_event(&event_id)?.iter().map(delivery_view).collect();
+    let mut deliveries = Vec::new();
+    for delivery in daemon.store.deliveries_of_event(&event_id)? {
+        let mut delivery_json = delivery_view(&delivery);
+        delivery_json["heldBy"] = held_by(&daemon, &delivery)?.map_or(Value::Null, |dead_id| Value::String(dead_id.to_string()));
+        deliveries.push(delivery_json);
+    }
     view["deliveries"] = Value::Array(deliveries);
     Ok(Json(view))
 }
@@ -75,7 +81,9 @@ struct RedeliverBody {
 }
 
 /// Queue the event again for every subscription it went to (or one, by `webhookId`); without
-/// earlier deliveries, for every enabled subscription that selects its type now.
+/// earlier deliveries, for every enabled subscription that selects its type now. A dead letter is
+/// revived in place: it keeps the head of its lane, so it is retried (with a fresh retry schedule)
+/// before the later events of its record that it held back. Answers once the change is on disk.
 async fn redeliver(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let event = find_event(&daemon, &event_id)?;
     let body: RedeliverBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -110,15 +118,27 @@ async fn redeliver(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<Strin
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "no subscription to redeliver to"));
     }
     let now_ms = unix_ms();
-    let mut new_deliveries = Vec::new();
+    let mut revived = Vec::new();
+    let mut added = Vec::new();
     for subscription_id in targets {
-        new_deliveries.push(Delivery {
+        let dead = previous.iter().find(|delivery| delivery.subscription_id == subscription_id && delivery.status == DeliveryStatus::Dead);
+        if let Some(dead) = dead {
+            let mut delivery = dead.clone();
+            delivery.status = DeliveryStatus::Pending;
+            delivery.retry_base = delivery.attempts;
+            delivery.next_attempt_at_ms = now_ms;
+            delivery.updated_at_ms = now_ms;
+            revived.push(delivery);
+            continue;
+        }
+        added.push(Delivery {
             id: daemon.store.new_delivery_id()?,
             event_id: event.id.clone(),
             subscription_id,
             account_id: event.integration_account_id.clone(),
             lane: crate::normalize::lane(event.event_type, &event.record_id),
             attempts: 0,
+            retry_base: 0,
             status: DeliveryStatus::Pending,
             next_attempt_at_ms: now_ms,
             last_error: None,
@@ -126,13 +146,41 @@ async fn redeliver(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<Strin
             updated_at_ms: now_ms,
         });
     }
-    daemon.store.enqueue(&new_deliveries)?;
-    for delivery in previous.iter().filter(|delivery| delivery.status == DeliveryStatus::Dead) {
-        daemon.store.remove_dead_letter(delivery.id)?;
-    }
-    daemon.scheduler_wakeup.notify_one();
-    let deliveries: Vec<Value> = new_deliveries.iter().map(delivery_view).collect();
+    let deliveries: Vec<Value> = revived.iter().chain(&added).map(delivery_view).collect();
+    daemon.store.redeliver(revived, added).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "deliveries": deliveries }))).into_response())
+}
+
+/// Give up on a dead letter: it is cancelled, and the later events of its record that it held
+/// back go on. Answers once the change is on disk.
+async fn discard_dead_letter(State(daemon): State<Arc<Daemon>>, Path(delivery_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::not_found("dead_letter_not_found", format!("no dead letter {delivery_id:?}"));
+    let id: u64 = delivery_id.parse().map_err(|_| not_found())?;
+    let delivery = daemon.store.get_delivery(id)?.filter(|delivery| delivery.status == DeliveryStatus::Dead).ok_or_else(not_found)?;
+    let now_ms = unix_ms();
+    let mut discarded = delivery;
+    discarded.status = DeliveryStatus::Cancelled;
+    discarded.last_error = Some(format!(
+        "discarded from the dead letters at {}; last error: {}",
+        model::time::from_unix_ms(now_ms),
+        discarded.last_error.as_deref().unwrap_or("none")
+    ));
+    discarded.updated_at_ms = now_ms;
+    let view = delivery_view(&discarded);
+    daemon.store.discard_dead_letter(discarded, now_ms).await?;
+    Ok(Json(view))
+}
+
+/// The dead letter that holds back a pending delivery, if its lane's head is one.
+fn held_by(daemon: &Daemon, delivery: &Delivery) -> Result<Option<u64>, ApiError> {
+    if delivery.status != DeliveryStatus::Pending {
+        return Ok(None);
+    }
+    let Some(head_id) = daemon.store.lane_head(&delivery.subscription_id, &delivery.lane)? else { return Ok(None) };
+    if head_id == delivery.id {
+        return Ok(None);
+    }
+    Ok(daemon.store.get_delivery(head_id)?.filter(|head| head.status == DeliveryStatus::Dead).map(|head| head.id))
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,5 @@
 //! The admin API: accounts, subscriptions, the event log, attempts, dead letters, the inbox,
-//! plugins, state queries and metrics, on its own listener, every route but `/healthz` behind
+//! plugins, state queries and metrics, on its own listener, every route but `/healthz` and `/readyz` behind
 //! `Authorization: Bearer <token>`.
 //!
 //! Handlers validate input and call the store; they never build error bodies themselves (they
@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::daemon::Daemon;
@@ -44,7 +44,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route_layer(middleware::from_fn_with_state(daemon.clone(), require_token));
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.health() }))
+        .route("/readyz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.readiness() }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .with_state(daemon)

@@ -97,6 +97,16 @@ pub struct RawConfig {
     pub enrichment_timeout_ms: u64,
     /// API calls per second per account, for PMSs without a built-in default.
     pub enrichment_rate_per_second: u32,
+    /// Webhooks per second one account may post to its listener URL, with a burst of twice that;
+    /// over it the listener answers 429 with `Retry-After` (0 means no limit).
+    pub listener_requests_per_second: u32,
+    /// Body bytes per second one account may post, with a burst of twice that (and at least one
+    /// body of `body_limit_bytes`); over it, 429 with `Retry-After` (0 means no limit).
+    pub listener_bytes_per_second: u64,
+    /// A dead-lettered delivery holds back the later events of its record to that subscription
+    /// until it is redelivered or discarded, so a receiver never sees them out of order. `false`
+    /// releases the record's next event at once (order is then not kept across dead letters).
+    pub dead_letters_hold_lane: bool,
 }
 
 impl Default for RawConfig {
@@ -128,6 +138,9 @@ impl Default for RawConfig {
             enrichment_retry_schedule: ["1s", "4s", "15s"].map(String::from).to_vec(),
             enrichment_timeout_ms: 10_000,
             enrichment_rate_per_second: 5,
+            listener_requests_per_second: 500,
+            listener_bytes_per_second: 32 * 1024 * 1024,
+            dead_letters_hold_lane: true,
         }
     }
 }
@@ -187,6 +200,12 @@ pub struct Settings {
     pub enrichment_timeout: Duration,
     /// See [`RawConfig::enrichment_rate_per_second`].
     pub enrichment_rate_per_second: u32,
+    /// See [`RawConfig::listener_requests_per_second`]; `None` means no limit.
+    pub listener_requests_per_second: Option<std::num::NonZeroU32>,
+    /// [`RawConfig::listener_bytes_per_second`] in KiB (rounded up); `None` means no limit.
+    pub listener_kib_per_second: Option<std::num::NonZeroU32>,
+    /// See [`RawConfig::dead_letters_hold_lane`].
+    pub dead_letters_hold_lane: bool,
 }
 
 impl RawConfig {
@@ -250,6 +269,9 @@ impl RawConfig {
             "ENRICHMENT_RETRY_SCHEDULE" => self.enrichment_retry_schedule = comma_list(value),
             "ENRICHMENT_TIMEOUT_MS" => self.enrichment_timeout_ms = parse("enrichment_timeout_ms", value)?,
             "ENRICHMENT_RATE_PER_SECOND" => self.enrichment_rate_per_second = parse("enrichment_rate_per_second", value)?,
+            "LISTENER_REQUESTS_PER_SECOND" => self.listener_requests_per_second = parse("listener_requests_per_second", value)?,
+            "LISTENER_BYTES_PER_SECOND" => self.listener_bytes_per_second = parse("listener_bytes_per_second", value)?,
+            "DEAD_LETTERS_HOLD_LANE" => self.dead_letters_hold_lane = flag("dead_letters_hold_lane", value)?,
             // STAYHOOK_CONFIG names the file itself; STAYHOOK_LOG is read by the logger.
             "CONFIG" | "LOG" => {}
             other => tracing::warn!(variable = %format!("STAYHOOK_{other}"), "unknown configuration variable ignored"),
@@ -297,6 +319,12 @@ impl RawConfig {
             0 => std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             n => n,
         };
+        // The byte limit counts KiB cells (governor counts in u32), so a limit is at least 1 KiB/s.
+        let listener_kib_per_second = self.listener_bytes_per_second.div_ceil(1024);
+        let listener_kib_per_second = (listener_kib_per_second > 0)
+            .then(|| u32::try_from(listener_kib_per_second).ok().and_then(std::num::NonZeroU32::new))
+            .map(|limit| limit.ok_or(ConfigError::Invalid { key: "listener_bytes_per_second", message: "must be below 4 TiB/s".into() }))
+            .transpose()?;
         let plugin_cache_dir = self.plugin_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("plugin-cache"));
         let plugin_dir = self.plugin_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"));
         Ok(Settings {
@@ -326,6 +354,9 @@ impl RawConfig {
             enrichment_retry_schedule,
             enrichment_timeout: Duration::from_millis(self.enrichment_timeout_ms),
             enrichment_rate_per_second: self.enrichment_rate_per_second,
+            listener_requests_per_second: std::num::NonZeroU32::new(self.listener_requests_per_second),
+            listener_kib_per_second,
+            dead_letters_hold_lane: self.dead_letters_hold_lane,
         })
     }
 }

@@ -6,12 +6,17 @@
 //! or a finished attempt, or shutdown. An attempt borrows the record's stored JSON text into the
 //! envelope rather than parsing it (see [`envelope::EventView`]). An attempt records its
 //! outcome and moves the delivery on in one store transaction: delivered, retried later per the
-//! [`RetryPolicy`], or dead after the last delay.
+//! [`RetryPolicy`], or dead after the last delay. The delivery leaves the in-flight set only once
+//! that outcome is on disk; an outcome that cannot be recorded keeps its place for
+//! [`RECORD_ERROR_PAUSE`] (never a tight loop of resends), and once the store has failed the
+//! scheduler dispatches nothing more (the daemon is stopping to be restarted).
 //!
 //! Ordering: deliveries of one record to one subscription form a lane; only a lane's head is ever
 //! due, so events of a record arrive in order. A failing record holds back only its own lane: other
-//! records' lanes go on. A delivery stays in `due` while its attempt runs, so a crash mid-attempt
-//! repeats it at the next start (at least once, never lost).
+//! records' lanes go on. A dead letter keeps holding its lane (unless `dead_letters_hold_lane` is
+//! off) until it is redelivered, which retries it first, or discarded. A delivery stays in `due`
+//! while its attempt runs, so a crash mid-attempt repeats it at the next start (at least once,
+//! never lost, under the same `webhook-id`).
 
 pub mod destination;
 pub mod envelope;
@@ -38,6 +43,12 @@ pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
     let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let capacity = daemon.settings.delivery_concurrency;
     loop {
+        if daemon.store.fault().reason().is_some() {
+            // The store refuses writes: an attempt could not record its outcome. Dispatch
+            // nothing; the daemon is stopping so a supervisor restarts it.
+            shutdown.notified().await;
+            return finish_in_flight(&daemon, &in_flight).await;
+        }
         let free = capacity.saturating_sub(in_flight.lock().expect("in-flight set lock poisoned").len());
         let (due, next_due_ms) = {
             let in_flight = in_flight.lock().expect("in-flight set lock poisoned");
@@ -60,9 +71,12 @@ pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
         // Due now but every slot taken: a finishing attempt wakes us. Otherwise sleep until the
         // next retry is due (a normalizer or a redelivery wakes us for new work).
         let sleep_for = next_due_ms.map_or(Duration::from_secs(5), |due_ms| Duration::from_millis(due_ms.saturating_sub(unix_ms()).max(1)));
+        let fault = daemon.store.fault();
         tokio::select! {
             _ = daemon.scheduler_wakeup.notified() => {}
+            _ = daemon.store.due_changed().notified() => {}
             _ = tokio::time::sleep(sleep_for) => {}
+            _ = fault.wait() => {}
             _ = shutdown.notified() => return finish_in_flight(&daemon, &in_flight).await,
         }
     }
@@ -88,8 +102,8 @@ async fn finish_in_flight(daemon: &Daemon, in_flight: &Mutex<HashSet<u64>>) {
 }
 
 /// A delivery's place among the attempts in flight. Dropping it frees the place and wakes the
-/// scheduler; an attempt drops it as soon as its outcome is recorded (the delivery has then left
-/// `due` or moved in it), before the flush it shares with other attempts.
+/// scheduler; an attempt drops it once its outcome is recorded and on disk (the delivery has then
+/// left `due` or moved in it, also in the store's in-memory mirror).
 struct Slot {
     daemon: Arc<Daemon>,
     in_flight: Arc<Mutex<HashSet<u64>>>,
@@ -106,6 +120,10 @@ impl Drop for Slot {
 /// How long a delivery waits after its subscription or event could not be read (a storage
 /// error), before the scheduler tries it again.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a delivery keeps its place after its outcome could not be recorded, before the
+/// scheduler may try it again: the receiver may already have it, so it is not sent again at once.
+const RECORD_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
 /// Make one attempt of `delivery` and record it.
 async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
@@ -136,8 +154,9 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
         next.status = DeliveryStatus::Cancelled;
         next.last_error = Some("the subscription was deleted or disabled".into());
         next.updated_at_ms = now_ms;
-        if let Err(error) = daemon.store.record_attempt(&delivery, &next, None, now_ms).await {
+        if let Err(error) = daemon.store.record_attempt(&delivery, &next, None, now_ms, daemon.settings.dead_letters_hold_lane).await {
             tracing::error!(%error, "recording a cancelled delivery failed");
+            tokio::time::sleep(RECORD_ERROR_PAUSE).await;
         }
         return;
     };
@@ -149,7 +168,7 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
     let started_at = model::time::now();
     let started = Instant::now();
     let outcome = post(daemon, &subscription.url, &event.id, timestamp_secs, &signature, body).await;
-    let latency_ms = started.elapsed().as_millis() as u64;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     daemon.metrics.delivery_attempted(outcome.success, started.elapsed());
 
     let mut next = delivery.clone();
@@ -161,8 +180,10 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
         next.status = DeliveryStatus::Delivered;
         next.last_error = None;
     } else {
-        match daemon.retry_policy.delay_after(attempt_number) {
-            Some(delay) => next.next_attempt_at_ms = next.updated_at_ms + delay.as_millis() as u64,
+        match daemon.retry_policy.delay_after(attempt_number.saturating_sub(delivery.retry_base)) {
+            Some(delay) => {
+                next.next_attempt_at_ms = next.updated_at_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            }
             None => {
                 next.status = DeliveryStatus::Dead;
                 tracing::warn!(event_id = %event.id, subscription_id = %subscription.id, attempts = attempt_number, "delivery dead-lettered");
@@ -181,18 +202,15 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
         response: outcome.response,
         success: outcome.success,
     };
-    if let Err(error) = daemon.store.record_attempt(&delivery, &next, Some(&record), unix_ms()).await {
-        tracing::error!(%error, delivery_id = delivery.id, "recording a delivery attempt failed; it will be repeated");
+    let hold_lane = daemon.settings.dead_letters_hold_lane;
+    if let Err(error) = daemon.store.record_attempt(&delivery, &next, Some(&record), unix_ms(), hold_lane).await {
+        tracing::error!(%error, delivery_id = delivery.id, "recording a delivery attempt failed; it will be repeated later");
+        tokio::time::sleep(RECORD_ERROR_PAUSE).await;
         return;
     }
     drop(slot);
     if let Err(error) = track_health(daemon, subscription, outcome.success, next.status == DeliveryStatus::Dead) {
         tracing::warn!(%error, "updating a subscription's health failed");
-    }
-    // Make the outcome durable (sharing the flush with other attempts and listener requests), so
-    // a crash soon after a success repeats as few deliveries as possible.
-    if let Err(error) = daemon.store.durable().await {
-        tracing::warn!(%error, "flushing a delivery outcome failed");
     }
 }
 

@@ -18,12 +18,26 @@ pub struct ApiError {
     pub code: &'static str,
     /// What happened, for a human.
     pub message: String,
+    /// Seconds the client should wait before trying again (`Retry-After`), for 429 and 503.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after_secs: None }
+    }
+
+    /// Ask the client to wait `secs` seconds before trying again.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// 503 `storage_unavailable`: nothing was stored; retry in a few seconds (the daemon restarts
+    /// itself when its store failed).
+    pub fn storage_unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message).retry_after(STORAGE_RETRY_AFTER_SECS)
     }
 
     /// 400 with this code.
@@ -48,13 +62,18 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of a 503 `storage_unavailable`: long enough for a supervisor to restart the
+/// daemon, short enough that a PMS's own retry schedule is not the one that waits.
+const STORAGE_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
         match error {
-            crate::store::StoreError::Flush(message) => {
-                tracing::error!(%message, "store not durable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", format!("could not store durably: {message}"))
+            crate::store::StoreError::Unavailable(message) => {
+                tracing::error!(%message, "store unavailable");
+                ApiError::storage_unavailable(format!("could not store durably: {message}"))
             }
+            crate::store::StoreError::Stopped => ApiError::storage_unavailable("the daemon is stopping"),
             other => ApiError::internal(other),
         }
     }
@@ -63,7 +82,11 @@ impl From<crate::store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 

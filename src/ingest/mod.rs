@@ -4,16 +4,25 @@
 //! It owns no threads of its own; it runs on the tokio runtime and hands stored entries to the
 //! normalizer by id. It never calls a plugin (the plugin's declared verification scheme is read
 //! from the registry, the check itself is the host's). Invariant: nothing is acknowledged before
-//! the group commit that covers it has flushed; a request that fails before that gets an error and
-//! the PMS retries.
+//! the group commit that covers it has flushed, and neither is a copy of it: a retry racing its
+//! original waits for the original's flush ([`InFlight`]) and is answered `duplicate` only once the
+//! original is durable. A request that fails before that gets an error and the PMS retries.
+//!
+//! Duplicate suppression covers what the signature covers ([`replay_digest`]): for a signed
+//! account the body (and the Standard Webhooks message id), so a signed body replayed with another
+//! query string is still a duplicate; for an unsigned one everything the plugin sees.
 //!
 //! Errors, each with `{"error": {"code", "message"}}`: 404 `unknown_account`, 413
 //! `payload_too_large`, 401 `verification_failed`, 400 `invalid_json` (a body declared as JSON
-//! that does not parse), 503 `storage_unavailable`.
+//! that does not parse), 429 `rate_limited` (per-account limits, with `Retry-After`), 503
+//! `storage_unavailable` (with `Retry-After`).
 
 pub mod verify;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -21,8 +30,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use crate::daemon::Daemon;
 use crate::http::ApiError;
@@ -36,9 +48,111 @@ const WITHHELD_HEADERS: &[&str] = &["authorization", "proxy-authorization", "coo
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/listen/{account_id}", any(receive))
-        .route("/healthz", any(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/healthz", any(|State(daemon): State<Arc<Daemon>>| async move { daemon.health() }))
+        .route("/readyz", any(|State(daemon): State<Arc<Daemon>>| async move { daemon.readiness() }))
         .fallback(|| async { ApiError::not_found("not_found", "no such route; webhooks go to /listen/{accountId}") })
         .with_state(daemon)
+}
+
+/// An account's body digest, the key of duplicate suppression.
+type DigestKey = (String, [u8; 32]);
+
+/// Bodies being stored right now, by account and [`replay_digest`]. A copy that arrives meanwhile
+/// (a PMS's retry racing its original) waits for the original's outcome instead of being answered
+/// at once: `duplicate` once the original is durable, 503 if it could not be stored.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashMap<DigestKey, watch::Receiver<Option<bool>>>>);
+
+/// The right to store one body: held by the first request with that digest until its outcome is
+/// known. Dropped unsettled (which cannot happen but by a panic), it reports failure.
+struct Claim {
+    daemon: Arc<Daemon>,
+    key: DigestKey,
+    outcome: watch::Sender<Option<bool>>,
+}
+
+impl InFlight {
+    /// Claim `key`, or get the outcome of the request that holds it.
+    fn claim(&self, daemon: &Arc<Daemon>, key: DigestKey) -> Result<Claim, watch::Receiver<Option<bool>>> {
+        let mut in_flight = self.0.lock().expect("in-flight digest lock poisoned");
+        if let Some(outcome) = in_flight.get(&key) {
+            return Err(outcome.clone());
+        }
+        let (outcome, receiver) = watch::channel(None);
+        in_flight.insert(key.clone(), receiver);
+        Ok(Claim { daemon: daemon.clone(), key, outcome })
+    }
+}
+
+impl Claim {
+    /// Tell the waiting copies whether the original is durable, and let go of the digest.
+    fn settle(self, durable: bool) {
+        self.outcome.send_replace(Some(durable));
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.outcome.send_if_modified(|outcome| {
+            let unsettled = outcome.is_none();
+            if unsettled {
+                *outcome = Some(false);
+            }
+            unsettled
+        });
+        self.daemon.in_flight.0.lock().expect("in-flight digest lock poisoned").remove(&self.key);
+    }
+}
+
+/// Per-account limits of the listener: webhooks per second and body KiB per second.
+pub struct ListenerLimits {
+    requests: Option<DefaultKeyedRateLimiter<String>>,
+    kib: Option<DefaultKeyedRateLimiter<String>>,
+    clock: DefaultClock,
+}
+
+impl ListenerLimits {
+    /// Limits of `requests_per_second` and `kib_per_second` per account, each with a burst of
+    /// twice the rate; the byte burst holds at least one body of `body_limit_bytes`.
+    pub fn new(requests_per_second: Option<NonZeroU32>, kib_per_second: Option<NonZeroU32>, body_limit_bytes: usize) -> Self {
+        let quota = |per_second: NonZeroU32, at_least: u32| {
+            let burst = per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+            Quota::per_second(per_second).allow_burst(burst.max(NonZeroU32::new(at_least).unwrap_or(NonZeroU32::MIN)))
+        };
+        let body_limit_kib = u32::try_from(body_limit_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        Self {
+            requests: requests_per_second.map(|limit| RateLimiter::keyed(quota(limit, 1))),
+            kib: kib_per_second.map(|limit| RateLimiter::keyed(quota(limit, body_limit_kib))),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Take one webhook of `n_bytes` from `account_id`'s allowance, or say how long to wait.
+    fn check(&self, account_id: &str, n_bytes: usize) -> Result<(), ApiError> {
+        let key = account_id.to_string();
+        if let Some(requests) = &self.requests
+            && let Err(not_until) = requests.check_key(&key)
+        {
+            let wait = not_until.wait_time_from(self.clock.now());
+            return Err(rate_limited(wait, "webhooks per second"));
+        }
+        if let Some(kib) = &self.kib {
+            let n_kib = NonZeroU32::new(u32::try_from(n_bytes.div_ceil(1024)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+            match kib.check_key_n(&key, n_kib) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => return Err(rate_limited(not_until.wait_time_from(self.clock.now()), "body bytes per second")),
+                // Larger than the burst: cannot pass even after waiting (bodies are capped below it).
+                Err(_) => return Err(rate_limited(Duration::from_secs(1), "body bytes per second")),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rate_limited(wait: Duration, what: &str) -> ApiError {
+    let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("this account is over its limit of {what}; retry later"))
+        .retry_after(retry_after_secs.max(1))
 }
 
 async fn receive(
@@ -55,6 +169,9 @@ async fn receive(
             "method_not_allowed",
             format!("{method} is not accepted; PMSs post webhooks"),
         ));
+    }
+    if let Some(reason) = daemon.store.fault().reason() {
+        return Err(ApiError::storage_unavailable(format!("the store failed ({reason}); the daemon is restarting")));
     }
     let account = daemon
         .store
@@ -80,21 +197,16 @@ async fn receive(
         })?;
     }
     let content_type = header_text(header::CONTENT_TYPE.as_str()).map(str::to_string);
-    if content_type.as_deref().is_some_and(is_json) && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        let error = serde_json::from_slice::<serde::de::IgnoredAny>(&body).err().map(|error| error.to_string()).unwrap_or_default();
-        return Err(ApiError::bad_request("invalid_json", format!("the body is declared as JSON but does not parse: {error}")));
+    if content_type.as_deref().is_some_and(is_json)
+        && let Err(error) = check_json(&body)
+    {
+        return Err(ApiError::bad_request("invalid_json", format!("the body is declared as JSON but is not: {error}")));
     }
-
-    let now_ms = unix_ms();
-    let digest =
-        Sha256::new().chain_update(method.as_str()).chain_update([0]).chain_update(&query).chain_update([0]).chain_update(&body).finalize();
-    let window_ms = u64::try_from(daemon.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
-    if daemon.store.is_duplicate(&account.id, &digest, now_ms, window_ms)? {
-        return Ok((StatusCode::OK, axum::Json(json!({"status": "duplicate"}))).into_response());
-    }
+    // After verification, so forged requests never spend a real PMS's allowance.
+    daemon.listener_limits.check(&account.id, body.len())?;
 
     let withheld = verify::scheme_headers(&scheme);
-    let plugin_headers = headers
+    let plugin_headers: Vec<(String, String)> = headers
         .iter()
         .filter(|(name, _)| !WITHHELD_HEADERS.contains(&name.as_str()) && !withheld.iter().any(|hidden| hidden == name.as_str()))
         .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
@@ -103,6 +215,32 @@ async fn receive(
         VerificationScheme::UrlToken(parameter) => strip_parameter(&query, parameter),
         _ => query.clone(),
     };
+    let signed = verify::is_configured(&scheme, &account.verification);
+    let digest = replay_digest(&scheme, signed, &method, &plugin_query, &header_text, &body);
+
+    let claim = match daemon.in_flight.claim(&daemon, (account.id.clone(), digest)) {
+        Ok(claim) => claim,
+        Err(mut original) => {
+            let durable = original.wait_for(Option::is_some).await.map(|outcome| *outcome == Some(true)).unwrap_or(false);
+            if durable {
+                return Ok(duplicate());
+            }
+            return Err(ApiError::storage_unavailable("the same webhook arrived moments ago and could not be stored; retry"));
+        }
+    };
+    let now_ms = unix_ms();
+    let window_ms = u64::try_from(daemon.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    match daemon.store.is_duplicate(&account.id, &digest, now_ms, window_ms) {
+        Ok(true) => {
+            claim.settle(true);
+            return Ok(duplicate());
+        }
+        Ok(false) => {}
+        Err(error) => {
+            claim.settle(false);
+            return Err(error.into());
+        }
+    }
     let entry = InboxEntry {
         account_id: account.id.clone(),
         received_at_ms: now_ms,
@@ -112,12 +250,74 @@ async fn receive(
         headers: plugin_headers,
         body: body.to_vec(),
     };
-    let inbox_id = daemon.store.append_inbox(&entry)?;
-    daemon.store.remember_digest(&account.id, &digest, now_ms)?;
-    daemon.store.durable().await?;
-    daemon.metrics.accepted();
-    daemon.normalizer.dispatch(&account.id, inbox_id);
+    // Stored in a task of its own: a client that hangs up must not cut the request between its
+    // write and its outcome (the copies waiting on the claim need the outcome, and a durable
+    // entry must reach the normalizer).
+    let stored = tokio::spawn(store(daemon.clone(), entry, digest, claim)).await.map_err(ApiError::internal)?;
+    let inbox_id = stored?;
     Ok((StatusCode::OK, axum::Json(json!({"status": "accepted", "inboxId": inbox_id.to_string()}))).into_response())
+}
+
+/// Append `entry`, wait for its flush, then settle the claim and hand the entry to the normalizer.
+async fn store(daemon: Arc<Daemon>, entry: InboxEntry, digest: [u8; 32], claim: Claim) -> Result<crate::store::InboxId, ApiError> {
+    let appended = async {
+        let inbox_id = daemon.store.append_inbox(&entry)?;
+        daemon.store.remember_digest(&entry.account_id, &digest, entry.received_at_ms)?;
+        daemon.store.durable().await?;
+        Ok::<_, crate::store::StoreError>(inbox_id)
+    }
+    .await;
+    match appended {
+        Ok(inbox_id) => {
+            claim.settle(true);
+            daemon.metrics.accepted();
+            daemon.normalizer.dispatch(&entry.account_id, inbox_id, 0);
+            Ok(inbox_id)
+        }
+        Err(error) => {
+            // The PMS's retry must be stored anew, not answered `duplicate`.
+            if let Err(forget_error) = daemon.store.forget_digest(&entry.account_id, &digest) {
+                tracing::warn!(error = %forget_error, "could not forget the digest of a webhook that was not stored");
+            }
+            claim.settle(false);
+            Err(error.into())
+        }
+    }
+}
+
+fn duplicate() -> Response {
+    (StatusCode::OK, axum::Json(json!({"status": "duplicate"}))).into_response()
+}
+
+/// The digest duplicate suppression compares: what the account's verification covers. For a
+/// signed account (HMAC, Standard Webhooks) that is the body and, for Standard Webhooks, the
+/// message id: a query string or header the signature does not cover cannot make a replay new.
+/// For an unsigned account it is everything the plugin sees (method, query, body): Beds24's
+/// classic webhook, for one, carries its ids in the query string.
+pub(crate) fn replay_digest<'a>(
+    scheme: &VerificationScheme,
+    signed: bool,
+    method: &Method,
+    plugin_query: &str,
+    header: &dyn Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+) -> [u8; 32] {
+    let digest = match scheme {
+        VerificationScheme::HmacSha256(_) if signed => Sha256::new().chain_update(b"hmac\0").chain_update(body),
+        VerificationScheme::StandardWebhooks if signed => {
+            let message_id = header("webhook-id").or_else(|| header("svix-id")).unwrap_or_default();
+            Sha256::new().chain_update(b"standard-webhooks\0").chain_update(message_id).chain_update([0]).chain_update(body)
+        }
+        _ => Sha256::new().chain_update(method.as_str()).chain_update([0]).chain_update(plugin_query).chain_update([0]).chain_update(body),
+    };
+    digest.finalize().into()
+}
+
+/// Whether `body` is one JSON value: UTF-8 (also inside strings), nesting within serde_json's
+/// limit, numbers in range (`1e999` is refused). Parses into a value, as a plugin would.
+fn check_json(body: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(body).map_err(|error| format!("not UTF-8: {error}"))?;
+    serde_json::from_str::<serde_json::Value>(text).map(|_| ()).map_err(|error| error.to_string())
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -140,5 +340,8 @@ fn strip_parameter(query: &str, parameter: &str) -> String {
 
 /// Unix time in milliseconds.
 pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

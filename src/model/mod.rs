@@ -109,3 +109,12 @@ pub enum EventResult {
     /// The record could not be completed; it holds at least its id.
     Failure,
 }
+
+/// `text` cut to at most `max_chars` characters (with a marker saying so), for strings a plugin
+/// supplies that the daemon keeps: a plugin may echo its whole input into an error message.
+pub fn truncate_chars(text: String, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text,
+        Some((cut_idx, _)) => format!("{}… ({} more bytes)", &text[..cut_idx], text.len() - cut_idx),
+    }
+}

@@ -1,35 +1,44 @@
 //! Normalizer workers: OS threads that run plugins on stored webhooks and commit the results.
 //!
 //! Plugin calls are CPU-bound and bounded only by the plugin's time limit, so they never run on
-//! the tokio runtime: a slow plugin would stall the listener. Each worker is an OS thread fed by
-//! its own crossbeam channel and keeps one [`PluginSession`] per plugin (one store, reused call
-//! after call, rebuilt after a trap or a plugin replacement). Webhooks of one account always go to
-//! the same worker, in arrival order, so state decisions (created vs updated, previous dates) for
-//! an account are never raced. A worker takes the webhooks already queued for it (a run of at
-//! most [`MAX_RUN`]), decides each against the stored state and the decisions before it in the
-//! run, then commits the whole run (events, new state, deliveries, inbox outcomes) in one
-//! transaction through the store's writer, and wakes the delivery scheduler. Under load, one
-//! transaction covers many webhooks; alone, a webhook is committed on its own at once.
+//! the tokio runtime: a slow plugin would stall the listener. Each worker is an OS thread that
+//! keeps one [`PluginSession`] per plugin (one store, reused call after call, rebuilt after a trap
+//! or a plugin replacement).
+//!
+//! Work waits in one queue per account ([`Dispatch`]); accounts with work wait in one ready list,
+//! in turn. A worker takes a run: the ready accounts at the front of the list with their queued
+//! webhooks (at most [`MAX_RUN`] in all), and holds each account it took until the run is
+//! committed, so no other worker can take that account's next webhook and an account's webhooks
+//! are decided in arrival order (created vs updated, previous dates are never raced). It decides
+//! each webhook against the stored state and the decisions before it in the run, then commits the
+//! whole run (events, new state, deliveries, inbox outcomes) in one transaction through the
+//! store's writer. Under load one transaction covers many webhooks; alone, a webhook is committed
+//! on its own at once. A run stops early once it has taken [`RUN_BUDGET`]: what it has not
+//! started goes back to the front of its account's queue and the account to the back of the
+//! ready list, so a slow plugin delays other accounts by at most one call, never by its backlog.
 //!
 //! Enrichment does not block a worker: when a plugin asks for API calls, the worker hands them to
-//! the [`enrich::Enricher`] on the tokio runtime and parks the webhook; later webhooks of the same
-//! account wait behind it (their order matters), other accounts go on. The answers come back
-//! through the worker's own channel and the plugin is called again. A parked webhook is still in
-//! the store's `pending` tree, so a crash replays it from the start.
+//! the [`enrich::Enricher`] on the tokio runtime and parks the webhook; its account stays held
+//! (later webhooks of the account wait behind it, their order matters), other accounts go on. The
+//! answers come back to the front of the account's queue and any worker continues the call. A
+//! parked webhook is still in the store's `pending` tree, so a crash replays it from the start.
 //!
-//! On shutdown the workers finish the entry in hand and stop; what is left stays pending and is
+//! Event ids are derived, not drawn: [`event_id`] hashes the inbox entry, the generation of its
+//! normalization and the event's place in the plugin's output, so a crash that replays a webhook
+//! reproduces the `webhook-id` receivers may already have seen.
+//!
+//! On shutdown the workers finish the webhook in hand and stop; what is left stays pending and is
 //! dispatched again at the next start.
 
 pub mod enrich;
 mod state;
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use sha2::{Digest, Sha256};
 
 use crate::daemon::Daemon;
 use crate::model::{self, Normalized};
@@ -45,74 +54,189 @@ const MAX_EVENTS_PER_CALL: usize = 1_000;
 const MAX_OUTPUT_BYTES: usize = 8 * 1024 * 1024;
 /// Most queued webhooks a worker normalizes before it commits them together.
 const MAX_RUN: usize = 64;
+/// A run starts no new webhook after this long; the rest go back to their accounts' queues.
+const RUN_BUDGET: Duration = Duration::from_millis(50);
+/// Longest plugin-supplied message kept with an inbox outcome (plugins may echo input).
+const MAX_MESSAGE_CHARS: usize = 1_000;
 
-/// What a worker is asked to do.
+/// What a worker is asked to do, for one inbox entry.
 pub(crate) enum Work {
-    /// Normalize a stored webhook.
-    Normalize(InboxId),
+    /// Normalize a stored webhook as its `generation`th normalization.
+    Normalize { inbox_id: InboxId, generation: u32 },
     /// Continue a parked webhook with the answers to its API calls.
-    Resume { inbox_id: InboxId, responses: Vec<wit::ApiResponse>, n_rounds: u32 },
+    Resume { inbox_id: InboxId, generation: u32, responses: Vec<wit::ApiResponse>, n_rounds: u32 },
     /// A parked webhook's API calls could not be made at all.
-    FetchFailed { inbox_id: InboxId, plugin: PluginIdent, kind: &'static str, message: String },
-    /// Wake up and notice the stop flag.
-    Wake,
+    FetchFailed { inbox_id: InboxId, generation: u32, plugin: PluginIdent, kind: &'static str, message: String },
+}
+
+/// The queues between the listener (and the enrichment tasks) and the workers.
+#[derive(Default)]
+pub(crate) struct Dispatch {
+    queues: Mutex<Queues>,
+    available: Condvar,
+}
+
+#[derive(Default)]
+struct Queues {
+    /// Accounts with queued work that no worker holds, in the order they became ready.
+    ready: VecDeque<String>,
+    /// Each account's queued work, in arrival order (a resumed call goes first).
+    waiting: HashMap<String, VecDeque<Work>>,
+    /// Accounts a worker holds: in a run, or with a webhook parked for API answers.
+    held: HashSet<String>,
+    stopping: bool,
+}
+
+impl Queues {
+    /// Make `account_id` ready if it has work and nobody holds it.
+    fn wake(&mut self, account_id: &str) -> bool {
+        let has_work = self.waiting.get(account_id).is_some_and(|queue| !queue.is_empty());
+        if has_work && !self.held.contains(account_id) {
+            self.ready.push_back(account_id.to_string());
+            return true;
+        }
+        false
+    }
+}
+
+impl Dispatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues.lock().expect("normalizer queue lock poisoned")
+    }
+
+    /// Queue work for an account, behind its earlier work.
+    fn push(&self, account_id: &str, work: Work) {
+        let mut queues = self.lock();
+        let queue = queues.waiting.entry(account_id.to_string()).or_default();
+        queue.push_back(work);
+        let became_ready = queue.len() == 1 && queues.wake(account_id);
+        drop(queues);
+        if became_ready {
+            self.available.notify_one();
+        }
+    }
+
+    /// A parked webhook's answers: it goes first, and its account is no longer held.
+    fn resume(&self, account_id: &str, work: Work) {
+        let mut queues = self.lock();
+        queues.waiting.entry(account_id.to_string()).or_default().push_front(work);
+        queues.held.remove(account_id);
+        let became_ready = queues.wake(account_id);
+        drop(queues);
+        if became_ready {
+            self.available.notify_one();
+        }
+    }
+
+    /// Wait for a run: ready accounts with their queued work, each now held. `None` on stop.
+    fn take(&self) -> Option<Vec<(String, VecDeque<Work>)>> {
+        let mut queues = self.lock();
+        loop {
+            if queues.stopping {
+                return None;
+            }
+            if !queues.ready.is_empty() {
+                break;
+            }
+            queues = self.available.wait(queues).expect("normalizer queue lock poisoned");
+        }
+        let mut run = Vec::new();
+        let mut n_taken = 0;
+        while n_taken < MAX_RUN {
+            let Some(account_id) = queues.ready.pop_front() else { break };
+            let queue = queues.waiting.entry(account_id.clone()).or_default();
+            let n_wanted = (MAX_RUN - n_taken).min(queue.len());
+            let taken: VecDeque<Work> = queue.drain(..n_wanted).collect();
+            if queue.is_empty() {
+                queues.waiting.remove(&account_id);
+            }
+            n_taken += taken.len();
+            queues.held.insert(account_id.clone());
+            run.push((account_id, taken));
+        }
+        Some(run)
+    }
+
+    /// A run is committed: put back what it did not start (first in its account's queue), and
+    /// let go of each account, except one whose webhook is parked.
+    fn release(&self, account_id: &str, unstarted: VecDeque<Work>, parked: bool) {
+        let mut queues = self.lock();
+        if !unstarted.is_empty() {
+            let queue = queues.waiting.entry(account_id.to_string()).or_default();
+            for work in unstarted.into_iter().rev() {
+                queue.push_front(work);
+            }
+        }
+        if parked {
+            return;
+        }
+        queues.held.remove(account_id);
+        let became_ready = queues.wake(account_id);
+        drop(queues);
+        if became_ready {
+            self.available.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        self.lock().stopping = true;
+        self.available.notify_all();
+    }
 }
 
 /// The handle the listener uses to hand work to the workers.
 pub struct Normalizer {
-    senders: Vec<Sender<Work>>,
-    stopping: Arc<AtomicBool>,
-    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    dispatch: Arc<Dispatch>,
+    n_threads: usize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// The receiving ends, handed to [`Normalizer::attach`].
-pub struct WorkQueues(Vec<Receiver<Work>>);
-
 impl Normalizer {
-    /// Channels for `n_threads` workers; [`Normalizer::attach`] starts them.
-    pub fn start(n_threads: usize) -> (Self, WorkQueues) {
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n_threads.max(1)).map(|_| unbounded()).unzip();
-        (Self { senders, stopping: Arc::new(AtomicBool::new(false)), threads: std::sync::Mutex::new(Vec::new()) }, WorkQueues(receivers))
+    /// A normalizer for `n_threads` workers; [`Normalizer::attach`] starts them.
+    pub fn new(n_threads: usize) -> Self {
+        Self { dispatch: Arc::new(Dispatch::default()), n_threads: n_threads.max(1), threads: Mutex::new(Vec::new()) }
     }
 
     /// Spawn the worker threads, working for `daemon`.
-    pub fn attach(&self, daemon: &Arc<Daemon>, queues: WorkQueues) -> std::io::Result<()> {
+    pub fn attach(&self, daemon: &Arc<Daemon>) -> std::io::Result<()> {
         let mut threads = self.threads.lock().expect("normalizer thread list lock poisoned");
-        for (worker_idx, receiver) in queues.0.into_iter().enumerate() {
-            let worker = Worker {
-                daemon: Arc::downgrade(daemon),
-                own_queue: self.senders[worker_idx].clone(),
-                stopping: self.stopping.clone(),
-                sessions: HashMap::new(),
-                parked: HashMap::new(),
-            };
-            let thread =
-                std::thread::Builder::new().name(format!("stayhook-normalize-{worker_idx}")).spawn(move || worker.run(receiver))?;
+        for worker_idx in 0..self.n_threads {
+            let worker = Worker { daemon: Arc::downgrade(daemon), dispatch: self.dispatch.clone(), sessions: HashMap::new() };
+            let thread = std::thread::Builder::new().name(format!("stayhook-normalize-{worker_idx}")).spawn(move || worker.run())?;
             threads.push(thread);
         }
         Ok(())
     }
 
-    /// Queue an inbox entry for normalization by its account's worker.
-    pub fn dispatch(&self, account_id: &str, inbox_id: InboxId) {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        account_id.hash(&mut hasher);
-        let worker_idx = (hasher.finish() % self.senders.len() as u64) as usize;
-        // A send fails only when the worker is gone (shutdown); the entry stays pending in the store.
-        let _ = self.senders[worker_idx].send(Work::Normalize(inbox_id));
+    /// Queue an inbox entry for normalization (as its `generation`th normalization), behind its
+    /// account's earlier entries.
+    pub fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32) {
+        self.dispatch.push(account_id, Work::Normalize { inbox_id, generation });
     }
 
-    /// Stop the workers after the entry each has in hand, and wait for them.
+    /// Stop the workers after the webhook each has in hand, and wait for them.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
+        self.dispatch.stop();
         let threads: Vec<_> = self.threads.lock().expect("normalizer thread list lock poisoned").drain(..).collect();
-        for sender in &self.senders {
-            let _ = sender.send(Work::Wake);
-        }
         for thread in threads {
             let _ = thread.join();
         }
     }
+}
+
+/// The id of the `position`th event in the output of an inbox entry's `generation`th
+/// normalization: a UUIDv7 whose time is the entry's arrival and whose other bits are a hash of
+/// the three, so the event log stays in arrival order and a replay reproduces the id.
+pub(crate) fn event_id(inbox_id: InboxId, received_at_ms: u64, generation: u32, position: usize) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"stayhook event id\0")
+        .chain_update(inbox_id.0.to_be_bytes())
+        .chain_update(generation.to_be_bytes())
+        .chain_update(u64::try_from(position).unwrap_or(u64::MAX).to_be_bytes())
+        .finalize();
+    let mut hashed = [0u8; 10];
+    hashed.copy_from_slice(&digest[..10]);
+    uuid::Builder::from_unix_timestamp_millis(received_at_ms, &hashed).into_uuid().to_string()
 }
 
 /// The plugin that ran (name, version), for the inbox outcome.
@@ -145,9 +269,25 @@ enum PluginStep {
     Fetch(Account, Option<wit::ApiInfo>, Vec<wit::ApiRequest>),
 }
 
+/// Which normalization of which entry produced something.
+#[derive(Clone, Copy)]
+struct Source {
+    inbox_id: InboxId,
+    received_at_ms: u64,
+    generation: u32,
+}
+
+/// A webhook that produced no events, and the plugin that ran.
+struct Failed {
+    inbox_id: InboxId,
+    generation: u32,
+    plugin: PluginIdent,
+}
+
 /// A webhook between two rounds of API calls.
 struct Round {
     inbox_id: InboxId,
+    generation: u32,
     plugin: PluginIdent,
     responses: Vec<wit::ApiResponse>,
     n_rounds: u32,
@@ -155,101 +295,54 @@ struct Round {
 
 struct Worker {
     daemon: std::sync::Weak<Daemon>,
-    own_queue: Sender<Work>,
-    stopping: Arc<AtomicBool>,
+    dispatch: Arc<Dispatch>,
     sessions: HashMap<String, (u64, PluginSession)>,
-    /// Accounts with a webhook waiting for API answers, and their webhooks queued behind it.
-    parked: HashMap<String, VecDeque<InboxId>>,
 }
 
 impl Worker {
-    fn run(mut self, receiver: Receiver<Work>) {
-        let mut stashed: Option<Work> = None;
-        loop {
-            let work = match stashed.take() {
-                Some(work) => work,
-                None => match receiver.recv() {
-                    Ok(work) => work,
-                    Err(_) => return,
-                },
-            };
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
-            }
+    fn run(mut self) {
+        while let Some(run) = self.dispatch.take() {
             let Some(daemon) = self.daemon.upgrade() else { return };
+            let started = Instant::now();
             let mut commits = Commits::default();
-            match work {
-                Work::Normalize(first) => {
-                    // Take the webhooks already queued behind this one (a run): they are decided
-                    // one after another and committed together, in one transaction.
-                    let mut run = vec![first];
-                    while run.len() < MAX_RUN {
-                        match receiver.try_recv() {
-                            Ok(Work::Normalize(inbox_id)) => run.push(inbox_id),
-                            Ok(other) => {
-                                stashed = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
+            let mut releases = Vec::with_capacity(run.len());
+            let mut n_started = 0;
+            for (account_id, mut queue) in run {
+                let mut parked = false;
+                // The first webhook always runs, so every run makes progress.
+                while n_started == 0 || started.elapsed() < RUN_BUDGET {
+                    let Some(work) = queue.pop_front() else { break };
+                    n_started += 1;
+                    match self.work(&daemon, work, &mut commits) {
+                        Ok(Step::Finished) => {}
+                        Ok(Step::Parked) => {
+                            parked = true;
+                            break;
                         }
-                    }
-                    for inbox_id in run {
-                        let outcome = self.normalize(&daemon, inbox_id, &mut commits);
-                        self.after(&daemon, outcome, &mut commits);
+                        // A store failure: the entry stays pending and is replayed at the next start.
+                        Err(error) => tracing::error!(%error, "normalization could not be recorded"),
                     }
                 }
-                Work::Resume { inbox_id, responses, n_rounds } => {
-                    let outcome = self.step(&daemon, inbox_id, responses, n_rounds, &mut commits).map(|step| (inbox_id, step));
-                    self.after(&daemon, outcome, &mut commits);
-                }
-                Work::FetchFailed { inbox_id, plugin, kind, message } => {
-                    let outcome =
-                        self.finish_failed(&daemon, inbox_id, plugin, Failure::failed(kind, message)).map(|()| (inbox_id, Step::Finished));
-                    self.after(&daemon, outcome, &mut commits);
-                }
-                Work::Wake => continue,
+                releases.push((account_id, queue, parked));
             }
+            // Commit before letting go of the accounts: their next webhooks must see this state.
             commits.commit(&daemon);
-        }
-    }
-
-    fn after(&mut self, daemon: &Daemon, outcome: Result<(InboxId, Step), StoreError>, commits: &mut Commits) {
-        match outcome {
-            Ok((inbox_id, Step::Finished)) => self.unpark_after(daemon, inbox_id, commits),
-            Ok((_, Step::Parked)) => {}
-            // A store failure: the entry stays pending and is retried at the next start.
-            Err(error) => tracing::error!(%error, "normalization could not be committed"),
-        }
-    }
-
-    /// A new webhook: run it now, or queue it behind its account's parked one.
-    fn normalize(&mut self, daemon: &Daemon, inbox_id: InboxId, commits: &mut Commits) -> Result<(InboxId, Step), StoreError> {
-        if !self.parked.is_empty() {
-            let account_id = daemon.store.get_inbox(inbox_id)?.map(|entry| entry.account_id).unwrap_or_default();
-            if let Some(queue) = self.parked.get_mut(&account_id) {
-                queue.push_back(inbox_id);
-                return Ok((inbox_id, Step::Parked));
+            for (account_id, unstarted, parked) in releases {
+                self.dispatch.release(&account_id, unstarted, parked);
             }
         }
-        Ok((inbox_id, self.step(daemon, inbox_id, Vec::new(), 0, commits)?))
     }
 
-    /// After a webhook finished, run its account's queued webhooks until one parks again.
-    fn unpark_after(&mut self, daemon: &Daemon, finished: InboxId, commits: &mut Commits) {
-        if self.parked.is_empty() {
-            return;
-        }
-        let Ok(Some(entry)) = daemon.store.get_inbox(finished) else { return };
-        let account_id = entry.account_id;
-        while let Some(queue) = self.parked.get_mut(&account_id) {
-            let Some(next) = queue.pop_front() else {
-                self.parked.remove(&account_id);
-                return;
-            };
-            match self.step(daemon, next, Vec::new(), 0, commits) {
-                Ok(Step::Finished) => continue,
-                Ok(Step::Parked) => return,
-                Err(error) => tracing::error!(%error, inbox_id = %next, "normalization could not be committed"),
+    /// One piece of work for one webhook.
+    fn work(&mut self, daemon: &Daemon, work: Work, commits: &mut Commits) -> Result<Step, StoreError> {
+        match work {
+            Work::Normalize { inbox_id, generation } => self.step(daemon, inbox_id, generation, Vec::new(), 0, commits),
+            Work::Resume { inbox_id, generation, responses, n_rounds } => {
+                self.step(daemon, inbox_id, generation, responses, n_rounds, commits)
+            }
+            Work::FetchFailed { inbox_id, generation, plugin, kind, message } => {
+                let failed = Failed { inbox_id, generation, plugin };
+                self.finish_failed(daemon, failed, Failure::failed(kind, message)).map(|()| Step::Finished)
             }
         }
     }
@@ -259,6 +352,7 @@ impl Worker {
         &mut self,
         daemon: &Daemon,
         inbox_id: InboxId,
+        generation: u32,
         responses: Vec<wit::ApiResponse>,
         n_rounds: u32,
         commits: &mut Commits,
@@ -273,7 +367,8 @@ impl Worker {
         daemon.metrics.normalized(started.elapsed());
         match outcome {
             Ok(PluginStep::Events(account, events)) => {
-                commits.add(daemon, inbox_id, &account, events, plugin_ident)?;
+                let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation };
+                commits.add(daemon, source, &account, events, plugin_ident)?;
                 Ok(Step::Finished)
             }
             Ok(PluginStep::Fetch(account, api, requests)) => {
@@ -286,59 +381,60 @@ impl Worker {
                         limits.enrichment_max_requests,
                         limits.enrichment_max_rounds
                     );
-                    self.finish_failed(daemon, inbox_id, plugin_ident, Failure::failed("enrichment_limit", message))?;
+                    let failed = Failed { inbox_id, generation, plugin: plugin_ident };
+                    self.finish_failed(daemon, failed, Failure::failed("enrichment_limit", message))?;
                     return Ok(Step::Finished);
                 }
-                self.parked.entry(account.id.clone()).or_default();
-                let round = Round { inbox_id, plugin: plugin_ident, responses, n_rounds };
+                let round = Round { inbox_id, generation, plugin: plugin_ident, responses, n_rounds };
                 self.fetch(daemon, round, account, api, requests);
                 Ok(Step::Parked)
             }
             Err(failure) => {
-                self.finish_failed(daemon, inbox_id, plugin_ident, failure)?;
+                self.finish_failed(daemon, Failed { inbox_id, generation, plugin: plugin_ident }, failure)?;
                 Ok(Step::Finished)
             }
         }
     }
 
-    /// Perform the requests on the tokio runtime; the answer comes back through this worker's queue.
+    /// Perform the requests on the tokio runtime; the answer goes to the front of the account's queue.
     fn fetch(&self, daemon: &Daemon, round: Round, account: Account, api: Option<wit::ApiInfo>, requests: Vec<wit::ApiRequest>) {
-        let Round { inbox_id, plugin, mut responses, n_rounds } = round;
+        let Round { inbox_id, generation, plugin, mut responses, n_rounds } = round;
         let enricher = daemon.enricher.clone();
-        let own_queue = self.own_queue.clone();
+        let dispatch = self.dispatch.clone();
         daemon.metrics.api_requests(requests.len());
         daemon.runtime.spawn(async move {
             let work = match enricher.perform(&account, api.as_ref(), requests).await {
                 Ok(new_responses) => {
                     responses.extend(new_responses);
-                    Work::Resume { inbox_id, responses, n_rounds: n_rounds + 1 }
+                    Work::Resume { inbox_id, generation, responses, n_rounds: n_rounds + 1 }
                 }
                 Err(error) => {
                     let kind = match error {
                         enrich::EnrichError::Refused(_) => "enrichment_refused",
                         _ => "enrichment_unavailable",
                     };
-                    Work::FetchFailed { inbox_id, plugin, kind, message: error.to_string() }
+                    Work::FetchFailed { inbox_id, generation, plugin, kind, message: error.to_string() }
                 }
             };
-            let _ = own_queue.send(work);
+            dispatch.resume(&account.id, work);
         });
     }
 
-    fn finish_failed(&self, daemon: &Daemon, inbox_id: InboxId, plugin_ident: PluginIdent, failure: Failure) -> Result<(), StoreError> {
-        let (plugin, plugin_version) = plugin_ident;
+    fn finish_failed(&self, daemon: &Daemon, failed: Failed, failure: Failure) -> Result<(), StoreError> {
+        let Failed { inbox_id, generation, plugin: (plugin, plugin_version) } = failed;
         if failure.status == InboxStatus::Failed {
             tracing::warn!(%inbox_id, kind = failure.kind, error = %failure.message, "normalization failed");
             daemon.metrics.normalize_failed(failure.kind);
         }
         let outcome = InboxOutcome {
             status: failure.status,
-            plugin,
-            plugin_version,
+            plugin: plugin.map(|name| model::truncate_chars(name, MAX_MESSAGE_CHARS)),
+            plugin_version: plugin_version.map(|version| model::truncate_chars(version, MAX_MESSAGE_CHARS)),
             error_kind: Some(failure.kind.to_string()),
-            error: Some(failure.message),
+            error: Some(model::truncate_chars(failure.message, MAX_MESSAGE_CHARS)),
             event_ids: Vec::new(),
             n_unchanged: 0,
+            generation,
             at: model::time::now(),
         };
         daemon.store.finish_inbox(inbox_id, &outcome)
@@ -432,7 +528,6 @@ struct Commits {
     overlay: state::Overlay,
     n_events: usize,
     n_unchanged: usize,
-    n_deliveries: usize,
 }
 
 impl Commits {
@@ -440,18 +535,19 @@ impl Commits {
     fn add(
         &mut self,
         daemon: &Daemon,
-        inbox_id: InboxId,
+        source: Source,
         account: &Account,
         events: Vec<Normalized>,
         plugin_ident: PluginIdent,
     ) -> Result<(), StoreError> {
+        let Source { inbox_id, received_at_ms, generation } = source;
         let decided = state::decide(&daemon.store, &account.id, events, daemon.settings.drop_unchanged_updates, &mut self.overlay)?;
         let subscriptions = daemon.store.list_subscriptions(&account.id)?;
         let now_ms = crate::ingest::unix_ms();
         let mut stored_events = Vec::with_capacity(decided.events.len());
         let mut deliveries = Vec::new();
         for event in decided.events {
-            let event_id = uuid::Uuid::now_v7().to_string();
+            let event_id = event_id(inbox_id, received_at_ms, generation, event.position);
             for subscription in
                 subscriptions.iter().filter(|subscription| subscription.enabled && subscription.event_types.contains(&event.event_type))
             {
@@ -462,6 +558,7 @@ impl Commits {
                     account_id: account.id.clone(),
                     lane: lane(event.event_type, &event.record_id),
                     attempts: 0,
+                    retry_base: 0,
                     status: DeliveryStatus::Pending,
                     next_attempt_at_ms: now_ms,
                     last_error: None,
@@ -478,25 +575,25 @@ impl Commits {
                 record_id: event.record_id,
                 record: serde_json::Value::Object(event.record),
                 result: event.result,
-                failure_reason: event.failure_reason,
+                failure_reason: event.failure_reason.map(|reason| model::truncate_chars(reason, MAX_MESSAGE_CHARS)),
                 inbox_id: inbox_id.to_string(),
             });
         }
         self.n_events += stored_events.len();
         self.n_unchanged += decided.n_unchanged as usize;
-        self.n_deliveries += deliveries.len();
         tracing::debug!(%inbox_id, n_events = stored_events.len(), n_deliveries = deliveries.len(), n_unchanged = decided.n_unchanged, "normalized");
         let (plugin, plugin_version) = plugin_ident;
         self.batches.push(NormalizedBatch {
             inbox_id,
             outcome: InboxOutcome {
                 status: InboxStatus::Done,
-                plugin,
-                plugin_version,
+                plugin: plugin.map(|name| model::truncate_chars(name, MAX_MESSAGE_CHARS)),
+                plugin_version: plugin_version.map(|version| model::truncate_chars(version, MAX_MESSAGE_CHARS)),
                 error_kind: None,
                 error: None,
                 event_ids: stored_events.iter().map(|event| event.id.clone()).collect(),
                 n_unchanged: decided.n_unchanged,
+                generation,
                 at: model::time::now(),
             },
             events: stored_events,
@@ -506,7 +603,8 @@ impl Commits {
         Ok(())
     }
 
-    /// Commit everything decided, in one transaction, and wake the delivery scheduler.
+    /// Commit everything decided, in one transaction. The store wakes the delivery scheduler
+    /// once the flush covering it is done (nothing is delivered before it is durable).
     fn commit(self, daemon: &Daemon) {
         if self.batches.is_empty() {
             return;
@@ -517,13 +615,38 @@ impl Commits {
             return tracing::error!(%error, n_webhooks, "normalization could not be committed");
         }
         daemon.metrics.events_emitted(self.n_events, self.n_unchanged);
-        if self.n_deliveries > 0 {
-            daemon.scheduler_wakeup.notify_one();
-        }
     }
 }
 
 /// The ordering lane of a record: its deliveries to one subscription go one after another.
 pub(crate) fn lane(event_type: crate::model::EventType, record_id: &str) -> String {
     format!("{}\u{1}{record_id}", event_type.record_kind().as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_reproducible_per_entry_generation_and_position() {
+        let id = event_id(InboxId(7), 1_764_000_000_000, 0, 0);
+        assert_eq!(id, event_id(InboxId(7), 1_764_000_000_000, 0, 0), "a replay reproduces the id");
+        let others = [
+            event_id(InboxId(8), 1_764_000_000_000, 0, 0),
+            event_id(InboxId(7), 1_764_000_000_000, 1, 0),
+            event_id(InboxId(7), 1_764_000_000_000, 0, 1),
+        ];
+        assert!(others.iter().all(|other| *other != id), "{id} vs {others:?}");
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(uuid.get_version_num(), 7, "still a time-ordered UUID");
+        assert_eq!(uuid.get_timestamp().map(|timestamp| timestamp.to_unix().0), Some(1_764_000_000), "the entry's arrival time");
+        assert!(event_id(InboxId(9), 1_764_000_000_001, 0, 0) > id, "later arrivals sort later");
+    }
+
+    #[test]
+    fn truncation_keeps_short_messages_and_marks_cut_ones() {
+        assert_eq!(model::truncate_chars("short".into(), 10), "short");
+        let cut = model::truncate_chars("é".repeat(2_000), MAX_MESSAGE_CHARS);
+        assert!(cut.starts_with(&"é".repeat(MAX_MESSAGE_CHARS)) && cut.ends_with("(2000 more bytes)"), "{cut}");
+    }
 }

@@ -17,6 +17,8 @@ use crate::store::{StateWrite, Store, StoreError};
 
 /// A decided event, ready for the log.
 pub(super) struct Decision {
+    /// The event's place in the plugin's output (its id derives from it).
+    pub(super) position: usize,
     pub(super) event_type: EventType,
     pub(super) record_id: String,
     pub(super) record: Map<String, Value>,
@@ -54,9 +56,10 @@ pub(super) fn decide(
             None => store.get_state(account_id, kind, record_id),
         }
     };
-    for event in events {
+    for (position, event) in events.into_iter().enumerate() {
         if event.result == EventResult::Failure {
             decided.events.push(Decision {
+                position,
                 event_type: event.event_type,
                 record_id: event.record_id,
                 record: event.record,
@@ -70,7 +73,7 @@ pub(super) fn decide(
             EventType::ReservationDeleted => {
                 overlay.insert(key(kind, &event.record_id), None);
                 decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: event.record_id.clone(), record: None });
-                decided.events.push(plain(event));
+                decided.events.push(plain(position, event));
             }
             EventType::CalendarUpdated => {
                 let mut record = event.record;
@@ -96,6 +99,7 @@ pub(super) fn decide(
                 }
                 record.insert("dateWiseAvailability".into(), Value::Array(changed));
                 decided.events.push(Decision {
+                    position,
                     event_type: EventType::CalendarUpdated,
                     record_id: event.record_id,
                     record,
@@ -135,6 +139,7 @@ pub(super) fn decide(
                     record: Some(to_store),
                 });
                 decided.events.push(Decision {
+                    position,
                     event_type,
                     record_id: event.record_id,
                     record,
@@ -147,8 +152,9 @@ pub(super) fn decide(
     Ok(decided)
 }
 
-fn plain(event: Normalized) -> Decision {
+fn plain(position: usize, event: Normalized) -> Decision {
     Decision {
+        position,
         event_type: event.event_type,
         record_id: event.record_id,
         record: event.record,

@@ -95,3 +95,13 @@ pub(crate) fn encode_ids(ids: &[u64]) -> Vec<u8> {
 pub(crate) fn decode_ids(bytes: &[u8]) -> Vec<u64> {
     bytes.chunks_exact(8).filter_map(read_u64).collect()
 }
+
+/// A `pending` value: the generation the entry is to be normalized as (0, the first run, is
+/// empty, as every release before generations wrote it).
+pub(crate) fn generation(generation: u32) -> Vec<u8> {
+    if generation == 0 { Vec::new() } else { generation.to_be_bytes().to_vec() }
+}
+
+pub(crate) fn read_generation(bytes: &[u8]) -> u32 {
+    bytes.get(..4).and_then(|bytes| bytes.try_into().ok()).map_or(0, u32::from_be_bytes)
+}

@@ -50,11 +50,16 @@ mod tree {
 }
 
 /// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// sled reported an I/O or corruption error.
+    /// The disk refused a write or a flush (full, read-only, failing), or an earlier such error
+    /// put the store out of service (sled 0.34 refuses every write after its first I/O error).
+    /// Nothing was acknowledged; the caller answers 503 and the daemon stops (see [`Fault`]).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// sled reported something other than an I/O error (a bug, an unsupported operation).
     #[error("storage: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     /// A stored value did not decode (a bug or a corrupted file).
     #[error("stored value in {tree} does not decode: {message}")]
     Codec {
@@ -63,9 +68,73 @@ pub enum StoreError {
         /// The decoder's message.
         message: String,
     },
-    /// The flush that makes writes durable failed.
-    #[error("durability: {0}")]
-    Flush(String),
+    /// The store's writer or flusher thread has stopped (the daemon is shutting down).
+    #[error("the store has stopped")]
+    Stopped,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        match error {
+            sled::Error::Io(_) | sled::Error::Corruption { .. } => StoreError::Unavailable(error.to_string()),
+            other => StoreError::Sled(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the store itself is out of service (as opposed to one bad value).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The store's health: the first I/O error it met, if any.
+///
+/// sled 0.34 keeps its first I/O error and refuses every later write until the process opens the
+/// store anew, also after the disk has space again. So the first such error is final for this
+/// process: the store records it here, the listener answers 503 `storage_unavailable` from then
+/// on, health and readiness report it, the scheduler stops dispatching, and `run` stops the daemon
+/// with exit code 75 so a supervisor starts it again (reopening the store).
+#[derive(Clone)]
+pub struct Fault(Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl Default for Fault {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(None)))
+    }
+}
+
+impl Fault {
+    /// Record `error` if it puts the store out of service (the first one wins).
+    pub fn note(&self, error: &StoreError) {
+        if let StoreError::Unavailable(reason) = error {
+            self.0.send_if_modified(|current| {
+                if current.is_some() {
+                    return false;
+                }
+                tracing::error!(%reason, "the store met an I/O error and refuses writes from now on; stopping");
+                *current = Some(reason.clone());
+                true
+            });
+        }
+    }
+
+    /// The error that put the store out of service, if any.
+    pub fn reason(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+
+    /// Resolve once the store is out of service.
+    pub async fn wait(&self) -> String {
+        let mut receiver = self.0.subscribe();
+        let reason = receiver.wait_for(Option::is_some).await.map(|reason| reason.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
+            // The sender lives in `self`, so the channel cannot close while we wait.
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
 /// The outcome of inserting something whose id must be new.
@@ -132,13 +201,14 @@ pub struct Store {
     event_deliveries: Tree,
     state: Tree,
     deliveries: Tree,
-    due: Tree,
     lanes: Tree,
     attempts: Tree,
     dead: Tree,
     meta: Tree,
     commit: GroupCommit,
     due_mirror: DueMirror,
+    due_changed: Arc<tokio::sync::Notify>,
+    fault: Fault,
     writer: Writer,
 }
 
@@ -183,6 +253,10 @@ impl DueMirror {
 }
 
 impl DueChanges {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
     fn insert(&mut self, due: &TransactionalTree, due_ms: u64, delivery_id: u64) -> TxResult<()> {
         due.insert(keys::due(due_ms, delivery_id), &[])?;
         self.added.push((due_ms, delivery_id));
@@ -202,7 +276,8 @@ impl Store {
     /// Open (or create) the store in `dir`, with at most `cache_bytes` of sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes).open()?;
-        let commit = GroupCommit::start(db.clone()).map_err(|error| StoreError::Flush(error.to_string()))?;
+        let fault = Fault::default();
+        let commit = GroupCommit::start(db.clone(), fault.clone()).map_err(|error| StoreError::Unavailable(error.to_string()))?;
         let trees = writer::Trees {
             pending: db.open_tree(tree::PENDING)?,
             outcomes: db.open_tree(tree::OUTCOMES)?,
@@ -216,8 +291,11 @@ impl Store {
             dead: db.open_tree(tree::DEAD)?,
         };
         let due_mirror = DueMirror::load(&trees.due)?;
-        let writer = Writer::start(trees.clone(), due_mirror.clone()).map_err(|error| StoreError::Flush(error.to_string()))?;
-        let writer::Trees { pending, outcomes, events, state, deliveries, event_deliveries, due, lanes, attempts, dead } = trees;
+        let due_changed = Arc::new(tokio::sync::Notify::new());
+        let publish =
+            writer::Publish { mirror: due_mirror.clone(), commit: commit.clone(), fault: fault.clone(), due_changed: due_changed.clone() };
+        let writer = Writer::start(trees.clone(), publish).map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let writer::Trees { pending, outcomes, events, state, deliveries, event_deliveries, due: _, lanes, attempts, dead } = trees;
         Ok(Self {
             accounts: db.open_tree(tree::ACCOUNTS)?,
             subscriptions: db.open_tree(tree::SUBSCRIPTIONS)?,
@@ -230,26 +308,44 @@ impl Store {
             event_deliveries,
             state,
             deliveries,
-            due,
             lanes,
             attempts,
             dead,
             db,
             commit,
             due_mirror,
+            due_changed,
+            fault,
             writer,
         })
     }
 
     /// Resolve once every write made before the call is on disk (group commit).
     pub async fn durable(&self) -> Result<(), StoreError> {
-        self.commit.durable().await.map_err(StoreError::Flush)
+        self.commit.durable().await
     }
 
-    /// Flush synchronously (shutdown).
+    /// Flush synchronously (shutdown, and the catalog's rare writes).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.noting(self.db.flush().map(|_| ()).map_err(StoreError::from))
+    }
+
+    /// The store's health (see [`Fault`]).
+    pub fn fault(&self) -> &Fault {
+        &self.fault
+    }
+
+    /// Notified whenever deliveries became due (after the flush that made them durable).
+    pub fn due_changed(&self) -> &tokio::sync::Notify {
+        &self.due_changed
+    }
+
+    /// Pass `outcome` through, recording an I/O error as the store's fault.
+    fn noting<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(error) = &outcome {
+            self.fault.note(error);
+        }
+        outcome
     }
 
     // ---- meta --------------------------------------------------------------------------------
@@ -262,15 +358,13 @@ impl Store {
     /// Set a daemon-wide value.
     pub fn insert_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.meta.insert(key, value.as_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        self.flush()
     }
 
     /// Remove a daemon-wide value.
     pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
         self.meta.remove(key)?;
-        self.db.flush()?;
-        Ok(())
+        self.flush()
     }
 
     // ---- accounts and subscriptions ----------------------------------------------------------
@@ -278,16 +372,16 @@ impl Store {
     /// Store a new account; refuses an existing id.
     pub fn insert_account(&self, account: &Account) -> Result<Inserted, StoreError> {
         let value = encode_json(account);
-        let swapped = self.accounts.compare_and_swap(account.id.as_bytes(), None as Option<&[u8]>, Some(value))?;
-        self.db.flush()?;
+        let swapped = self
+            .noting(self.accounts.compare_and_swap(account.id.as_bytes(), None as Option<&[u8]>, Some(value)).map_err(StoreError::from))?;
+        self.flush()?;
         Ok(if swapped.is_ok() { Inserted::Created } else { Inserted::AlreadyExists })
     }
 
     /// Replace an account.
     pub fn put_account(&self, account: &Account) -> Result<(), StoreError> {
         self.accounts.insert(account.id.as_bytes(), encode_json(account))?;
-        self.db.flush()?;
-        Ok(())
+        self.flush()
     }
 
     /// The account with this id.
@@ -306,7 +400,7 @@ impl Store {
         for key in self.subscriptions.scan_prefix(keys::account_prefix(account_id)).keys() {
             self.subscriptions.remove(key?)?;
         }
-        self.db.flush()?;
+        self.flush()?;
         Ok(existed)
     }
 
@@ -314,8 +408,7 @@ impl Store {
     pub fn put_subscription(&self, subscription: &Subscription) -> Result<(), StoreError> {
         let key = keys::subscription(&subscription.account_id, &subscription.id);
         self.subscriptions.insert(key, encode_json(subscription))?;
-        self.db.flush()?;
-        Ok(())
+        self.flush()
     }
 
     /// One subscription of an account.
@@ -336,7 +429,7 @@ impl Store {
     /// Remove a subscription. Returns whether it existed.
     pub fn remove_subscription(&self, account_id: &str, subscription_id: &str) -> Result<bool, StoreError> {
         let existed = self.subscriptions.remove(keys::subscription(account_id, subscription_id))?.is_some();
-        self.db.flush()?;
+        self.flush()?;
         Ok(existed)
     }
 
@@ -348,9 +441,17 @@ impl Store {
         Ok(self.dedup.get(key)?.is_some_and(|seen| keys::read_u64(&seen).is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms)))
     }
 
-    /// Remember a body digest for duplicate suppression.
+    /// Remember a body digest for duplicate suppression. Written before the flush that makes the
+    /// entry durable, and only ever after the entry itself, so a digest that survives a crash
+    /// always has its entry (sled recovers a prefix of the writes).
     pub fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
-        self.dedup.insert(keys::dedup(account_id, body_digest), &now_ms.to_be_bytes())?;
+        self.noting(self.dedup.insert(keys::dedup(account_id, body_digest), &now_ms.to_be_bytes()).map_err(StoreError::from))?;
+        Ok(())
+    }
+
+    /// Forget a digest whose entry could not be made durable, so the PMS's retry is stored anew.
+    pub fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError> {
+        self.dedup.remove(keys::dedup(account_id, body_digest))?;
         Ok(())
     }
 
@@ -375,12 +476,14 @@ impl Store {
     /// flush the listener waits for, leaves an entry that was never acknowledged and is never
     /// normalized; the PMS sends it again.
     pub fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
-        let inbox_id = InboxId(self.db.generate_id()?);
         let value = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
-        let key = inbox_id.key();
-        self.inbox.insert(key.as_slice(), value)?;
-        self.pending.insert(key.as_slice(), &[])?;
-        Ok(inbox_id)
+        self.noting((|| {
+            let inbox_id = InboxId(self.db.generate_id()?);
+            let key = inbox_id.key();
+            self.inbox.insert(key.as_slice(), value)?;
+            self.pending.insert(key.as_slice(), keys::generation(0))?;
+            Ok(inbox_id)
+        })())
     }
 
     /// A raw event.
@@ -408,24 +511,33 @@ impl Store {
         Ok(found)
     }
 
-    /// Mark a finished inbox entry pending again so it is normalized anew. `false` when it is
-    /// already pending (in flight: it will be normalized once, by the plugin loaded then).
-    pub fn requeue_inbox(&self, inbox_id: InboxId) -> Result<bool, StoreError> {
+    /// Mark a finished inbox entry pending again so it is normalized anew, as the next
+    /// generation (its events get new ids). `None` when it is already pending (in flight: it will
+    /// be normalized once, by the plugin loaded then); otherwise the generation to run.
+    pub fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError> {
         let key = inbox_id.key();
+        let generation = self.inbox_outcome(inbox_id)?.map_or(0, |outcome| outcome.generation.saturating_add(1));
         (&self.pending,)
             .transaction(|(pending,)| {
                 if pending.get(key.as_slice())?.is_some() {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                pending.insert(key.as_slice(), &[])?;
-                Ok(true)
+                pending.insert(key.as_slice(), keys::generation(generation))?;
+                Ok(Some(generation))
             })
             .map_err(flatten)
     }
 
-    /// Inbox entries not yet normalized, oldest first (recovery after a restart).
-    pub fn pending_inbox(&self) -> Result<Vec<InboxId>, StoreError> {
-        self.pending.iter().keys().map(|key| Ok(InboxId::from_key(&key?).unwrap_or_default())).collect()
+    /// Inbox entries not yet normalized, oldest first, with the generation each is to run as
+    /// (recovery after a restart).
+    pub fn pending_inbox(&self) -> Result<Vec<(InboxId, u32)>, StoreError> {
+        self.pending
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((InboxId::from_key(&key).unwrap_or_default(), keys::read_generation(&value)))
+            })
+            .collect()
     }
 
     /// What became of an inbox entry: pending, or its outcome.
@@ -460,10 +572,7 @@ impl Store {
     /// `pending`, atomically, in order. Deliveries join their lane; the first of a lane becomes
     /// due now. Blocks until committed (call it from a normalizer thread, not the runtime).
     pub fn commit_normalized(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
-        self.writer
-            .submit(Job::Normalized(batches))
-            .blocking_recv()
-            .unwrap_or_else(|_| Err(StoreError::Flush("the store's writer has stopped".into())))
+        self.writer.submit(Job::Normalized(batches)).blocking_recv().unwrap_or(Err(StoreError::Stopped))
     }
 
     /// Mark an inbox entry as skipped or failed (no events), taking it out of `pending`.
@@ -530,11 +639,6 @@ impl Store {
         (found, next_ms)
     }
 
-    /// When the earliest due delivery is due (Unix ms).
-    pub fn next_due_ms(&self) -> Option<u64> {
-        self.due_mirror.0.lock().expect("due mirror lock poisoned").first().map(|&(due_ms, _)| due_ms)
-    }
-
     /// A delivery.
     pub fn get_delivery(&self, delivery_id: u64) -> Result<Option<Delivery>, StoreError> {
         self.deliveries.get(delivery_id.to_be_bytes())?.map(|value| decode_json(tree::DELIVERIES, &value)).transpose()
@@ -554,33 +658,44 @@ impl Store {
     }
 
     /// Record an attempt and move the delivery on: `next` is the updated delivery (status and
-    /// next attempt time). A finished delivery (delivered, dead, cancelled) leaves its lane and
-    /// the next delivery of the lane becomes due at `now_ms`. Merged with other writes by the
-    /// store's writer thread; resolves once committed (not yet flushed).
+    /// next attempt time). A delivered or cancelled delivery leaves its lane and the next
+    /// delivery of the lane becomes due at `now_ms`; a dead one stays the head of its lane when
+    /// `hold_lane` is set (until redelivered or discarded) and leaves it otherwise. Merged with
+    /// other writes by the store's writer thread; resolves once the outcome is on disk.
     pub async fn record_attempt(
         &self,
         previous: &Delivery,
         next: &Delivery,
         attempt: Option<&Attempt>,
         now_ms: u64,
+        hold_lane: bool,
     ) -> Result<(), StoreError> {
-        let job = Job::Attempt(Box::new(AttemptJob { previous: previous.clone(), next: next.clone(), attempt: attempt.cloned(), now_ms }));
-        self.writer.submit(job).await.unwrap_or_else(|_| Err(StoreError::Flush("the store's writer has stopped".into())))
+        let job = Job::Attempt(Box::new(AttemptJob {
+            previous: previous.clone(),
+            next: next.clone(),
+            attempt: attempt.cloned(),
+            now_ms,
+            hold_lane,
+        }));
+        self.writer.submit(job).await.unwrap_or(Err(StoreError::Stopped))
     }
 
-    /// Queue new deliveries (redelivery). Each joins its lane like a normalized one.
-    pub fn enqueue(&self, new_deliveries: &[Delivery]) -> Result<(), StoreError> {
-        let changes = (&self.deliveries, &self.event_deliveries, &self.due, &self.lanes)
-            .transaction(|(deliveries, event_deliveries, due, lanes)| {
-                let mut changes = DueChanges::default();
-                for delivery in new_deliveries {
-                    enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery, &mut changes)?;
-                }
-                Ok(changes)
-            })
-            .map_err(flatten)?;
-        self.due_mirror.apply(&changes);
-        Ok(())
+    /// Redeliver: `revived` are dead letters set pending again (each keeps the head of its lane
+    /// if it holds it, so the record's later events still wait behind it), `added` are new
+    /// deliveries of events already delivered (they join their lane's tail). Resolves once on disk.
+    pub async fn redeliver(&self, revived: Vec<Delivery>, added: Vec<Delivery>) -> Result<(), StoreError> {
+        self.writer.submit(Job::Redeliver { revived, added }).await.unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// Give up on a dead letter: `discarded` (status cancelled) leaves the dead letters and its
+    /// lane, whose next delivery becomes due at `now_ms`. Resolves once on disk.
+    pub async fn discard_dead_letter(&self, discarded: Delivery, now_ms: u64) -> Result<(), StoreError> {
+        self.writer.submit(Job::Discard { discarded, now_ms }).await.unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// The delivery at the head of a lane (the one being attempted, or the dead letter holding it).
+    pub fn lane_head(&self, subscription_id: &str, lane: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.lanes.get(keys::lane(subscription_id, lane))?.and_then(|value| keys::decode_ids(&value).first().copied()))
     }
 
     /// A fresh delivery id.
@@ -609,12 +724,6 @@ impl Store {
             }
         }
         Ok(found)
-    }
-
-    /// Forget that a delivery is dead (it was redelivered under a new id).
-    pub fn remove_dead_letter(&self, delivery_id: u64) -> Result<(), StoreError> {
-        self.dead.remove(delivery_id.to_be_bytes())?;
-        Ok(())
     }
 }
 

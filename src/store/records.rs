@@ -130,6 +130,11 @@ pub struct InboxOutcome {
     pub event_ids: Vec<String>,
     /// Events dropped because they changed nothing.
     pub n_unchanged: u32,
+    /// Which normalization of the entry this was: 0 the first, one more per renormalization.
+    /// Event ids derive from it (see `normalize::event_id`), so a replay after a crash reproduces
+    /// the ids of its generation and a renormalization gets new ones.
+    #[serde(default)]
+    pub generation: u32,
     /// RFC 3339.
     pub at: String,
 }
@@ -191,6 +196,10 @@ pub struct Delivery {
     pub lane: String,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Attempts made before the delivery was last redelivered from the dead letters: the retry
+    /// schedule starts again from there.
+    #[serde(default)]
+    pub retry_base: u32,
     /// Where it stands.
     pub status: DeliveryStatus,
     /// When the next attempt is due (Unix ms); meaningful while pending.

@@ -6,12 +6,20 @@
 //! so did every plain read or write queued behind it: profiled, the daemon sat idle at 1,000
 //! events/s with its threads parked on that lock (BENCHMARKS.md, "What the profile showed").
 //!
-//! So the normalizers' commits and the delivery attempts' records are not transactions of their
-//! own: they are jobs sent here. The writer takes every job waiting, applies them all in one
-//! transaction (a job sees the writes of the jobs before it, as sled transactions read their own
-//! writes), and answers each. One fsync-wait then covers hundreds of jobs. If the merged
-//! transaction fails, each job is applied alone, so one bad job fails only itself. The thread ends
-//! when the last [`Store`] handle is dropped.
+//! So the normalizers' commits, the delivery attempts' records and the operator's redeliveries
+//! are not transactions of their own: they are jobs sent here. The writer takes every job
+//! waiting, applies them all in one transaction (a job sees the writes of the jobs before it, as
+//! sled transactions read their own writes), and answers each. One fsync-wait then covers
+//! hundreds of jobs. If the merged transaction fails for one job's sake, each job is applied
+//! alone, so one bad job fails only itself.
+//!
+//! Durability before effect: what a transaction adds to the due index reaches the in-memory
+//! mirror (and so the scheduler) only after the group commit's flush covering it, so no event is
+//! delivered before the commit that created it is on disk, and a crash can never make a receiver
+//! hold an event the store forgot. A normalizer's job is answered as soon as it is committed (its
+//! next run reads the state it wrote); attempt and redelivery jobs are answered after the flush,
+//! so a delivery leaves the scheduler's in-flight set only once its outcome is durable. The thread
+//! ends when the last [`Store`] handle is dropped.
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use sled::Transactional;
@@ -28,6 +36,11 @@ pub(super) enum Job {
     Normalized(Vec<NormalizedBatch>),
     /// A delivery attempt's outcome.
     Attempt(Box<AttemptJob>),
+    /// An operator's redelivery: dead letters revived in place (they keep the head of their
+    /// lane) and new deliveries of already delivered events (they join the tail).
+    Redeliver { revived: Vec<Delivery>, added: Vec<Delivery> },
+    /// An operator gave up on a dead letter: it is cancelled and its lane goes on.
+    Discard { discarded: Delivery, now_ms: u64 },
 }
 
 /// A delivery attempt's outcome: the delivery before and after, and the attempt's log entry.
@@ -36,6 +49,8 @@ pub(super) struct AttemptJob {
     pub(super) next: Delivery,
     pub(super) attempt: Option<Attempt>,
     pub(super) now_ms: u64,
+    /// Keep a dead-lettered delivery at the head of its lane (see `dead_letters_hold_lane`).
+    pub(super) hold_lane: bool,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -44,6 +59,15 @@ type Reply = oneshot::Sender<Result<(), StoreError>>;
 #[derive(Clone)]
 pub(super) struct Writer {
     jobs: Sender<(Job, Reply)>,
+}
+
+/// What the writer thread owns besides its trees.
+pub(super) struct Publish {
+    pub(super) mirror: DueMirror,
+    pub(super) commit: GroupCommit,
+    pub(super) fault: Fault,
+    /// Notified when deliveries became due (after the flush that made them durable).
+    pub(super) due_changed: Arc<tokio::sync::Notify>,
 }
 
 /// The trees a job writes, cloned for the writer thread (not the [`Store`], whose handle would
@@ -63,17 +87,18 @@ pub(super) struct Trees {
 }
 
 impl Writer {
-    pub(super) fn start(trees: Trees, mirror: DueMirror) -> std::io::Result<Self> {
+    pub(super) fn start(trees: Trees, publish: Publish) -> std::io::Result<Self> {
         let (jobs, queue) = unbounded();
-        std::thread::Builder::new().name("stayhook-writer".into()).spawn(move || run(&trees, &mirror, queue))?;
+        std::thread::Builder::new().name("stayhook-writer".into()).spawn(move || run(&trees, &publish, queue))?;
         Ok(Self { jobs })
     }
 
-    /// Queue a job; the receiver answers once it is committed (not yet flushed).
+    /// Queue a job; the receiver answers once it is committed (a normalized run) or once it is
+    /// also on disk (every other job).
     pub(super) fn submit(&self, job: Job) -> oneshot::Receiver<Result<(), StoreError>> {
         let (reply, answer) = oneshot::channel();
         if let Err(crossbeam_channel::SendError((_, reply))) = self.jobs.send((job, reply)) {
-            let _ = reply.send(Err(StoreError::Flush("the store's writer has stopped".into())));
+            let _ = reply.send(Err(StoreError::Stopped));
         }
         answer
     }
@@ -84,6 +109,15 @@ impl Writer {
 enum Encoded {
     Normalized(Vec<EncodedBatch>),
     Attempt(Box<EncodedAttempt>),
+    Redeliver { revived: Vec<(Delivery, Vec<u8>)>, added: Vec<Delivery> },
+    Discard { discarded: Delivery, value: Vec<u8>, now_ms: u64 },
+}
+
+impl Encoded {
+    /// Whether the job's answer waits for the flush (see the module header).
+    fn answers_when_durable(&self) -> bool {
+        !matches!(self, Encoded::Normalized(_))
+    }
 }
 
 struct EncodedAttempt {
@@ -124,33 +158,80 @@ fn encode(job: Job) -> Encoded {
                 job.attempt.as_ref().map(|attempt| (keys::attempt(&job.next.event_id, job.next.id, attempt.attempt), encode_json(attempt)));
             Encoded::Attempt(Box::new(EncodedAttempt { job: *job, next_value, attempt }))
         }
+        Job::Redeliver { revived, added } => Encoded::Redeliver {
+            revived: revived
+                .into_iter()
+                .map(|delivery| {
+                    let value = encode_json(&delivery);
+                    (delivery, value)
+                })
+                .collect(),
+            added,
+        },
+        Job::Discard { discarded, now_ms } => {
+            let value = encode_json(&discarded);
+            Encoded::Discard { discarded, value, now_ms }
+        }
     }
 }
 
-fn run(trees: &Trees, mirror: &DueMirror, queue: Receiver<(Job, Reply)>) {
+fn run(trees: &Trees, publish: &Publish, queue: Receiver<(Job, Reply)>) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         jobs.extend(queue.try_iter().take(MAX_JOBS_PER_TRANSACTION - 1));
         let (encoded, replies): (Vec<Encoded>, Vec<Reply>) = jobs.into_iter().map(|(job, reply)| (encode(job), reply)).unzip();
         match apply(trees, &encoded) {
-            Ok(changes) => {
-                mirror.apply(&changes);
-                for reply in replies {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Err(error) if encoded.len() == 1 => {
-                let _ = replies.into_iter().next().map(|reply| reply.send(Err(error)));
-            }
-            Err(error) => {
+            Err(error) if encoded.len() > 1 && !error.is_unavailable() => {
                 tracing::warn!(%error, n_jobs = encoded.len(), "a merged transaction failed; applying its jobs one by one");
                 for (job, reply) in encoded.iter().zip(replies) {
-                    let outcome = apply(trees, std::slice::from_ref(job)).map(|changes| mirror.apply(&changes));
-                    let _ = reply.send(outcome);
+                    let outcome = apply(trees, std::slice::from_ref(job));
+                    answer(publish, outcome, vec![(reply, job.answers_when_durable())]);
                 }
+            }
+            outcome => {
+                let replies =
+                    encoded.iter().map(Encoded::answers_when_durable).zip(replies).map(|(durable, reply)| (reply, durable)).collect();
+                answer(publish, outcome, replies);
             }
         }
     }
+}
+
+/// Answer the jobs of one transaction: at once, or after the flush that makes it durable, which
+/// is also when its due-index changes reach the mirror and the scheduler.
+fn answer(publish: &Publish, outcome: Result<DueChanges, StoreError>, replies: Vec<(Reply, bool)>) {
+    let changes = match outcome {
+        Ok(changes) => changes,
+        Err(error) => {
+            publish.fault.note(&error);
+            for (reply, _) in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    let mut after_flush = Vec::new();
+    for (reply, when_durable) in replies {
+        if when_durable {
+            after_flush.push(reply);
+        } else {
+            let _ = reply.send(Ok(()));
+        }
+    }
+    if changes.is_empty() && after_flush.is_empty() {
+        return;
+    }
+    let mirror = publish.mirror.clone();
+    let due_changed = publish.due_changed.clone();
+    publish.commit.after_flush(move |flushed| {
+        if flushed.is_ok() && !changes.is_empty() {
+            mirror.apply(&changes);
+            due_changed.notify_one();
+        }
+        for reply in after_flush {
+            let _ = reply.send(flushed.clone());
+        }
+    });
 }
 
 /// Apply `jobs` in order in one transaction; the `due` keys it changed.
@@ -190,7 +271,8 @@ fn apply(trees: &Trees, jobs: &[Encoded]) -> Result<DueChanges, StoreError> {
                     }
                 }
                 Encoded::Attempt(encoded) => {
-                    let EncodedAttempt { job: AttemptJob { previous, next, now_ms, .. }, next_value, attempt } = encoded.as_ref();
+                    let EncodedAttempt { job: AttemptJob { previous, next, now_ms, hold_lane, .. }, next_value, attempt } =
+                        encoded.as_ref();
                     changes.remove(due, previous.next_attempt_at_ms, previous.id)?;
                     deliveries.insert(&next.id.to_be_bytes(), next_value.as_slice())?;
                     if let Some((key, value)) = attempt {
@@ -198,13 +280,41 @@ fn apply(trees: &Trees, jobs: &[Encoded]) -> Result<DueChanges, StoreError> {
                     }
                     match next.status {
                         DeliveryStatus::Pending => changes.insert(due, next.next_attempt_at_ms, next.id)?,
-                        finished => {
-                            if finished == DeliveryStatus::Dead {
-                                dead.insert(&next.id.to_be_bytes(), &[])?;
+                        DeliveryStatus::Dead => {
+                            dead.insert(&next.id.to_be_bytes(), &[])?;
+                            // Held: the dead letter stays the head of its lane, out of `due`,
+                            // until it is redelivered or discarded.
+                            if !hold_lane {
+                                leave_lane(deliveries, due, lanes, next, *now_ms, &mut changes)?;
                             }
+                        }
+                        DeliveryStatus::Delivered | DeliveryStatus::Cancelled => {
                             leave_lane(deliveries, due, lanes, next, *now_ms, &mut changes)?;
                         }
                     }
+                }
+                Encoded::Redeliver { revived, added } => {
+                    for (delivery, value) in revived {
+                        dead.remove(&delivery.id.to_be_bytes())?;
+                        let lane_key = keys::lane(&delivery.subscription_id, &delivery.lane);
+                        let head = lanes.get(&lane_key)?.and_then(|value| keys::decode_ids(&value).first().copied());
+                        if head == Some(delivery.id) {
+                            deliveries.insert(&delivery.id.to_be_bytes(), value.as_slice())?;
+                            changes.insert(due, delivery.next_attempt_at_ms, delivery.id)?;
+                        } else {
+                            // A dead letter that released its lane (written by an older release,
+                            // or with `dead_letters_hold_lane` off) joins the lane's tail.
+                            enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery, &mut changes)?;
+                        }
+                    }
+                    for delivery in added {
+                        enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery, &mut changes)?;
+                    }
+                }
+                Encoded::Discard { discarded, value, now_ms } => {
+                    dead.remove(&discarded.id.to_be_bytes())?;
+                    deliveries.insert(&discarded.id.to_be_bytes(), value.as_slice())?;
+                    leave_lane(deliveries, due, lanes, discarded, *now_ms, &mut changes)?;
                 }
             }
         }

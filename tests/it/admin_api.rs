@@ -212,6 +212,7 @@ async fn the_openapi_document_matches_the_routes() {
             .replace("{webhook_id}", "{webhookId}")
             .replace("{event_id}", "{eventId}")
             .replace("{inbox_id}", "{inboxId}")
+            .replace("{delivery_id}", "{deliveryId}")
             .replace("{record_id}", "{recordId}");
         routed.insert(path);
     }

@@ -115,3 +115,93 @@ async fn guesty_webhooks_are_verified_with_their_svix_signature() {
     assert_eq!(envelope["data"]["record"]["propertyId"], "5faa154685cfc0002f7bbd1d");
     assert_eq!(envelope["data"]["record"]["dateWiseAvailability"][0]["date"], "2022-08-30");
 }
+
+/// Issue 10, item 13: bodies declared as JSON that are not JSON were answered 200.
+#[tokio::test]
+async fn bodies_that_are_not_json_are_refused_whatever_the_trick() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    daemon.create_account(json!({"id": "open", "workspaceId": "ws", "pms": "hostaway"})).await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("invalid UTF-8 inside a string", b"{\"name\": \"\xff\xfe\"}".to_vec()),
+        ("invalid UTF-8 outside strings", b"{\"a\": 1}\xff".to_vec()),
+        ("100,000-deep nesting", deep.into_bytes()),
+        ("a number out of range", b"{\"amount\": 1e999}".to_vec()),
+    ];
+    for (what, body) in cases {
+        let answer = daemon.post_webhook("open", &body, &[]).await;
+        assert_eq!(answer.0, 400, "{what}: {}", answer.1);
+        assert_eq!(answer.1["error"]["code"], "invalid_json", "{what}: {}", answer.1);
+    }
+    let (_, stored) = daemon.admin("GET", "/v1/inbox?status=done", None).await;
+    assert_eq!(stored["inbox"], json!([]), "nothing was stored");
+}
+
+/// Issue 10, item 11: for HMAC accounts the digest covered the query but the signature did not,
+/// so a signed body replayed with an extra query parameter was accepted again.
+#[tokio::test]
+async fn a_signed_body_replayed_with_another_query_string_is_a_duplicate() {
+    use hmac::Mac as _;
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let secret = "a-lodgify-webhook-secret-of-some-length";
+    daemon.create_account(json!({"id": "lodgify", "workspaceId": "ws", "pms": "lodgify", "verification": {"secret": secret}})).await;
+    let body = br#"{"action": "booking_change", "booking": {"id": 1}}"#;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let headers = [("ms-signature", signature.as_str())];
+
+    let first = daemon.post_webhook("lodgify", body, &headers).await;
+    assert_eq!(first.1["status"], "accepted", "{}", first.1);
+    for replay in ["lodgify?x=1", "lodgify?x=2&y=3", "lodgify?"] {
+        let answer = daemon.post_webhook(replay, body, &headers).await;
+        assert_eq!(answer, (200, json!({"status": "duplicate"})), "{replay}");
+    }
+}
+
+/// Issue 10, item 12: an account's listener URL accepted bodies without limit.
+#[tokio::test]
+async fn an_account_over_its_listener_limits_gets_429_and_other_accounts_do_not() {
+    let daemon = Daemon::start(
+        DaemonOptions::default()
+            .env("STAYHOOK_LISTENER_REQUESTS_PER_SECOND", "1")
+            .env("STAYHOOK_BODY_LIMIT_BYTES", "16384")
+            .env("STAYHOOK_LISTENER_BYTES_PER_SECOND", "1024"),
+    )
+    .await;
+    for id in ["busy", "quiet", "large"] {
+        daemon.create_account(json!({"id": id, "workspaceId": "ws", "pms": "hostaway"})).await;
+    }
+    // A burst of two webhooks per account, then 429 until the allowance refills (1/s).
+    for n in 0..2 {
+        let answer = daemon.post_webhook("busy", format!("{{\"n\": {n}}}").as_bytes(), &[]).await;
+        assert_eq!(answer.1["status"], "accepted", "{}", answer.1);
+    }
+    let response = daemon.http.post(format!("{}/listen/busy", daemon.ingest_url)).body("{\"n\": 2}").send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "rate_limited", "{answer}");
+    assert_eq!(daemon.post_webhook("quiet", b"{\"n\": 0}", &[]).await.1["status"], "accepted", "another account is not limited");
+
+    // Bytes: the burst holds one body of the size limit (16 KiB), so a second large body waits.
+    let large = format!("{{\"padding\": \"{}\"}}", "x".repeat(12_000));
+    assert_eq!(daemon.post_webhook("large", large.as_bytes(), &[]).await.1["status"], "accepted");
+    let refused = daemon.post_webhook("large", format!("{large} ").as_bytes(), &[]).await;
+    assert_eq!(refused.0, 429, "{}", refused.1);
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("bytes"), "{}", refused.1);
+}
+
+/// Issue 10, item 13: `/readyz` on both listeners once the daemon answers.
+#[tokio::test]
+async fn readiness_and_health_answer_on_both_listeners() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    for base in [&daemon.ingest_url, &daemon.admin_url] {
+        let ready = daemon.http.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status().as_u16(), 200);
+        assert_eq!(ready.json::<Value>().await.unwrap(), json!({"status": "ready"}));
+        let health = daemon.http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(health.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    }
+}

@@ -59,3 +59,33 @@ async fn a_broken_plugin_file_is_reported_and_the_rest_load() {
     assert_eq!(errors.len(), 1, "{listed}");
     assert!(errors[0]["path"].as_str().unwrap().ends_with("broken.wasm"));
 }
+
+/// Issue 10, item 13: one account's slow plugin delayed another account's webhooks by 16 s,
+/// because accounts shared a worker's queue by hash. Now accounts take turns: a slow plugin
+/// delays the others by at most the call in hand, never by its backlog.
+#[tokio::test]
+async fn a_slow_plugin_does_not_hold_back_other_accounts() {
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(
+        DaemonOptions::default().with_chaos().env("STAYHOOK_NORMALIZER_THREADS", "1").env("STAYHOOK_PLUGIN_TIMEOUT_MS", "300"),
+    )
+    .await;
+    daemon.create_account(json!({"id": "slow", "workspaceId": "ws", "pms": "chaos"})).await;
+    daemon.create_account(json!({"id": "fast", "workspaceId": "ws", "pms": "hostaway"})).await;
+    daemon.subscribe("fast", &receiver.url).await;
+
+    // Eight webhooks that each spin until the plugin's time limit, all on the one worker.
+    let n_slow = 8;
+    for n in 0..n_slow {
+        let (status, _) =
+            daemon.post_webhook("slow", json!({"behaviour": "loop", "id": format!("L{n}")}).to_string().as_bytes(), &[]).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = daemon.post_webhook("fast", &crate::support::hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(receiver.next().await.json()["data"]["integrationAccountId"], "fast");
+
+    let (_, failed) = daemon.admin("GET", "/v1/inbox?status=failed", None).await;
+    let n_timed_out = failed["inbox"].as_array().unwrap().len();
+    assert!(n_timed_out < n_slow / 2, "the fast account waited for {n_timed_out} of the slow account's {n_slow} calls");
+}

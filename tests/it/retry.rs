@@ -109,3 +109,77 @@ async fn an_endpoint_failing_for_too_long_is_disabled_and_says_so() {
         (json!(true), json!(null), json!(null))
     );
 }
+
+/// Issue 10, item 5: dead-lettering released a record's lane, so its next event was delivered
+/// before the dead-lettered one was redelivered. A dead letter now holds its lane until it is
+/// redelivered (first) or discarded.
+#[tokio::test]
+async fn a_dead_letter_holds_back_its_record_until_redelivered_or_discarded() {
+    let receiver = Receiver::failing_first(usize::MAX).await;
+    let daemon = Daemon::start(DaemonOptions::default().retry_schedule("20ms,20ms").with_chaos()).await;
+    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "chaos"})).await;
+    let account_id = account["id"].as_str().unwrap();
+    daemon.subscribe(account_id, &receiver.url).await;
+
+    let mut dead_letters = Vec::new();
+    for record_id in ["held-1", "held-2"] {
+        daemon.post_webhook(account_id, format!(r#"{{"behaviour": "ok", "id": "{record_id}"}}"#).as_bytes(), &[]).await;
+        let dead = daemon
+            .wait_for("a dead letter", async |daemon| {
+                let (_, body) = daemon.admin("GET", "/v1/dead-letters", None).await;
+                for dead in body["deadLetters"].as_array()?.clone() {
+                    let (_, event) = daemon.admin("GET", &format!("/v1/events/{}", dead["eventId"].as_str()?), None).await;
+                    if event["recordId"] == record_id {
+                        return Some(dead);
+                    }
+                }
+                None
+            })
+            .await;
+        for _ in 0..3 {
+            assert_eq!(receiver.next().await.answered, 500);
+        }
+        dead_letters.push(dead);
+    }
+    receiver.fail_next(0);
+
+    // The deletions are held behind the dead creations, and the API says by what.
+    let mut deletions = Vec::new();
+    for (record_id, dead) in ["held-1", "held-2"].iter().zip(&dead_letters) {
+        let (_, answer) =
+            daemon.post_webhook(account_id, format!(r#"{{"behaviour": "delete", "id": "{record_id}"}}"#).as_bytes(), &[]).await;
+        let outcome = daemon.inbox_outcome(answer["inboxId"].as_str().unwrap()).await;
+        let deletion_id = outcome["outcome"]["eventIds"][0].as_str().unwrap().to_string();
+        let (_, deletion) = daemon.admin("GET", &format!("/v1/events/{deletion_id}"), None).await;
+        assert_eq!(deletion["deliveries"][0]["status"], "pending", "{deletion}");
+        assert_eq!(deletion["deliveries"][0]["heldBy"], dead["deliveryId"], "{deletion}");
+        deletions.push(deletion_id);
+    }
+    receiver.expect_nothing(std::time::Duration::from_millis(300)).await;
+
+    // Redelivered: the creation first, then the deletion it held back.
+    let created_id = dead_letters[0]["eventId"].as_str().unwrap();
+    let (status, _) = daemon.admin("POST", &format!("/v1/events/{created_id}/redeliver"), None).await;
+    assert_eq!(status, 202);
+    let first = receiver.next().await;
+    assert_eq!(
+        (first.header("webhook-id"), first.json()["hook"]["eventType"].clone()),
+        (created_id.to_string(), json!("reservation.created"))
+    );
+    let second = receiver.next().await;
+    assert_eq!(
+        (second.header("webhook-id"), second.json()["hook"]["eventType"].clone()),
+        (deletions[0].clone(), json!("reservation.deleted"))
+    );
+
+    // Discarded: the creation is given up, the deletion goes on.
+    let discarded_id = dead_letters[1]["deliveryId"].as_str().unwrap();
+    let (status, discarded) = daemon.admin("DELETE", &format!("/v1/dead-letters/{discarded_id}"), None).await;
+    assert_eq!((status, discarded["status"].clone()), (200, json!("cancelled")), "{discarded}");
+    let third = receiver.next().await;
+    assert_eq!(third.header("webhook-id"), deletions[1]);
+    let (_, after) = daemon.admin("GET", "/v1/dead-letters", None).await;
+    assert_eq!(after["deadLetters"], json!([]));
+    let (status, again) = daemon.admin("DELETE", &format!("/v1/dead-letters/{discarded_id}"), None).await;
+    assert_eq!((status, again["error"]["code"].clone()), (404, json!("dead_letter_not_found")));
+}
