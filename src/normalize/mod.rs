@@ -33,7 +33,7 @@
 pub mod enrich;
 mod state;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -83,15 +83,27 @@ struct Queues {
     /// Each account's queued work, in arrival order (a resumed call goes first).
     waiting: HashMap<String, VecDeque<Work>>,
     /// Accounts a worker holds: in a run, or with a webhook parked for API answers.
-    held: HashSet<String>,
+    held: HashMap<String, Hold>,
     stopping: bool,
+}
+
+/// Why an account is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// A worker's run has it.
+    Running,
+    /// Its webhook waits for API answers; the answers release it.
+    Parked,
+    /// The answers came back before the run that parked the webhook was committed: the run's
+    /// release hands the account on (the answers must see that run's state).
+    AnsweredWhileRunning,
 }
 
 impl Queues {
     /// Make `account_id` ready if it has work and nobody holds it.
     fn wake(&mut self, account_id: &str) -> bool {
         let has_work = self.waiting.get(account_id).is_some_and(|queue| !queue.is_empty());
-        if has_work && !self.held.contains(account_id) {
+        if has_work && !self.held.contains_key(account_id) {
             self.ready.push_back(account_id.to_string());
             return true;
         }
@@ -116,10 +128,15 @@ impl Dispatch {
         }
     }
 
-    /// A parked webhook's answers: it goes first, and its account is no longer held.
+    /// A parked webhook's answers: they go first, and the account is no longer held (or, if the
+    /// run that parked it is not committed yet, it will be let go when that run is).
     fn resume(&self, account_id: &str, work: Work) {
         let mut queues = self.lock();
         queues.waiting.entry(account_id.to_string()).or_default().push_front(work);
+        if queues.held.get(account_id) == Some(&Hold::Running) {
+            queues.held.insert(account_id.to_string(), Hold::AnsweredWhileRunning);
+            return;
+        }
         queues.held.remove(account_id);
         let became_ready = queues.wake(account_id);
         drop(queues);
@@ -151,7 +168,7 @@ impl Dispatch {
                 queues.waiting.remove(&account_id);
             }
             n_taken += taken.len();
-            queues.held.insert(account_id.clone());
+            queues.held.insert(account_id.clone(), Hold::Running);
             run.push((account_id, taken));
         }
         Some(run)
@@ -161,13 +178,19 @@ impl Dispatch {
     /// let go of each account, except one whose webhook is parked.
     fn release(&self, account_id: &str, unstarted: VecDeque<Work>, parked: bool) {
         let mut queues = self.lock();
-        if !unstarted.is_empty() {
-            let queue = queues.waiting.entry(account_id.to_string()).or_default();
-            for work in unstarted.into_iter().rev() {
-                queue.push_front(work);
-            }
+        let hold = queues.held.get(account_id).copied();
+        let queue = queues.waiting.entry(account_id.to_string()).or_default();
+        // The answers of a webhook parked in this run, if already back, stay ahead of the
+        // webhooks that arrived after it.
+        let n_ahead = usize::from(hold == Some(Hold::AnsweredWhileRunning));
+        for work in unstarted.into_iter().rev() {
+            queue.insert(n_ahead.min(queue.len()), work);
         }
-        if parked {
+        if queue.is_empty() {
+            queues.waiting.remove(account_id);
+        }
+        if parked && hold == Some(Hold::Running) {
+            queues.held.insert(account_id.to_string(), Hold::Parked);
             return;
         }
         queues.held.remove(account_id);
@@ -641,6 +664,71 @@ mod tests {
         assert_eq!(uuid.get_version_num(), 7, "still a time-ordered UUID");
         assert_eq!(uuid.get_timestamp().map(|timestamp| timestamp.to_unix().0), Some(1_764_000_000), "the entry's arrival time");
         assert!(event_id(InboxId(9), 1_764_000_000_001, 0, 0) > id, "later arrivals sort later");
+    }
+
+    /// The inbox ids of a run, by account, with `R` marking resumed work.
+    fn ids(run: &[(String, VecDeque<Work>)]) -> Vec<(String, Vec<String>)> {
+        run.iter()
+            .map(|(account_id, works)| {
+                let ids = works
+                    .iter()
+                    .map(|work| match work {
+                        Work::Normalize { inbox_id, .. } => inbox_id.to_string(),
+                        Work::Resume { inbox_id, .. } => format!("R{inbox_id}"),
+                        Work::FetchFailed { inbox_id, .. } => format!("F{inbox_id}"),
+                    })
+                    .collect();
+                (account_id.clone(), ids)
+            })
+            .collect()
+    }
+
+    fn normalize(inbox_id: u64) -> Work {
+        Work::Normalize { inbox_id: InboxId(inbox_id), generation: 0 }
+    }
+
+    fn resumed(inbox_id: u64) -> Work {
+        Work::Resume { inbox_id: InboxId(inbox_id), generation: 0, responses: Vec::new(), n_rounds: 1 }
+    }
+
+    #[track_caller]
+    fn check_run(dispatch: &Dispatch, expected: &[(&str, &[&str])]) -> Vec<(String, VecDeque<Work>)> {
+        let run = dispatch.take().expect("a run");
+        let expected: Vec<(String, Vec<String>)> =
+            expected.iter().map(|(account, ids)| (account.to_string(), ids.iter().map(|id| id.to_string()).collect())).collect();
+        assert_eq!(ids(&run), expected);
+        run
+    }
+
+    #[test]
+    fn accounts_take_turns_and_a_parked_webhook_keeps_its_place() {
+        let dispatch = Dispatch::default();
+        for inbox_id in [1, 2, 3] {
+            dispatch.push("a", normalize(inbox_id));
+        }
+        dispatch.push("b", normalize(4));
+        let mut run = check_run(&dispatch, &[("a", &["1", "2", "3"]), ("b", &["4"])]);
+        // While the run holds them, new work waits and nobody else can take the accounts.
+        dispatch.push("a", normalize(5));
+        // Webhook 1 parks; its answers come back before the run is committed.
+        let (_, queue_a) = &mut run[0];
+        queue_a.pop_front();
+        dispatch.resume("a", resumed(1));
+        dispatch.release("a", std::mem::take(queue_a), true);
+        dispatch.release("b", VecDeque::new(), false);
+        // The answers go first, then what the run did not start, then what came meanwhile.
+        let mut run = check_run(&dispatch, &[("a", &["R1", "2", "3", "5"])]);
+        // Webhook 1 parks again (a second round), answered after the release: the account
+        // waits for the answers.
+        let (_, queue_a) = &mut run[0];
+        queue_a.pop_front();
+        dispatch.release("a", std::mem::take(queue_a), true);
+        dispatch.push("a", normalize(6));
+        dispatch.push("c", normalize(7));
+        check_run(&dispatch, &[("c", &["7"])]);
+        dispatch.release("c", VecDeque::new(), false);
+        dispatch.resume("a", resumed(1));
+        check_run(&dispatch, &[("a", &["R1", "2", "3", "5", "6"])]);
     }
 
     #[test]
