@@ -110,6 +110,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         retry_schedule: settings.enrichment_retry_schedule.clone(),
         request_timeout: settings.enrichment_timeout,
         rate_per_second: settings.enrichment_rate_per_second,
+        allow_private_destinations: settings.allow_private_destinations,
     };
     let enricher = Arc::new(normalize::enrich::Enricher::new(store.clone(), enrich_policy)?);
     let daemon = Arc::new(Daemon {

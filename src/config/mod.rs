@@ -60,7 +60,8 @@ pub struct RawConfig {
     pub plugin_cache_dir: Option<PathBuf>,
     /// Memory sled may use to cache pages, in MiB (bounds the daemon's memory, not the data).
     pub store_cache_mb: u64,
-    /// Allow deliveries to loopback, private and link-local addresses.
+    /// Allow deliveries and PMS API calls to loopback, private and link-local addresses (and http
+    /// account `apiBaseUrl`s).
     pub allow_private_destinations: bool,
     /// Largest webhook body accepted.
     pub body_limit_bytes: usize,

@@ -8,6 +8,13 @@
 //! waits for the account's rate limit, and retries 429 (honouring `Retry-After`), 5xx and connection
 //! errors. What comes back is always a response per request: a final failure is a response with
 //! status 0 or the last status and an `error`, and the plugin decides what that means.
+//!
+//! Every request, token requests included, passes the destination policy of deliveries
+//! (`deliver::destination`): the account's `apiBaseUrl` must use https without user info (unless
+//! private destinations are allowed), IP literals are checked before sending, and names are
+//! checked by the client's resolver, so no request (and no credential) reaches a loopback, private
+//! or link-local address unless `allow_private_destinations` is set. A refusal fails the whole
+//! round ([`EnrichError::Refused`]) without a retry.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -18,6 +25,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::deliver::destination;
 use crate::ingest::unix_ms;
 use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::store::{Account, Store};
@@ -33,8 +41,9 @@ const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// a response with an error).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EnrichError {
-    /// The plugin asked for a host it did not declare.
-    #[error("the plugin asked for {0}, a host it did not declare")]
+    /// A request the host will not make: a host the plugin did not declare, or a destination the
+    /// destination policy refuses (the message says which).
+    #[error("{0}")]
     Refused(String),
     /// The plugin declared no API, or a malformed one.
     #[error("{0}")]
@@ -56,6 +65,9 @@ pub struct EnrichPolicy {
     pub request_timeout: Duration,
     /// Requests per second per account when the PMS has no entry in [`default_rate_per_second`].
     pub rate_per_second: u32,
+    /// Whether requests may reach loopback, private and link-local addresses (test servers, a PMS
+    /// sandbox on the local network); the daemon's `allow_private_destinations`.
+    pub allow_private_destinations: bool,
 }
 
 /// Default requests per second per account for a PMS: deliberately below what the PMSs allow, so a
@@ -90,23 +102,43 @@ struct ApiTarget {
     declared: url::Url,
     effective: url::Url,
     allowed_hosts: Vec<String>,
+    allow_private: bool,
 }
 
 impl ApiTarget {
-    fn new(api: &wit::ApiInfo, account: &Account) -> Result<Self, EnrichError> {
+    /// The account's API base, refused when the account's `apiBaseUrl` breaks the destination
+    /// policy (checked again here: the account may predate the policy or the setting may have
+    /// changed since it was stored).
+    fn new(api: &wit::ApiInfo, account: &Account, allow_private: bool) -> Result<Self, EnrichError> {
         let declared = url::Url::parse(&api.base_url)
             .map_err(|error| EnrichError::NoApi(format!("the plugin's base URL {:?}: {error}", api.base_url)))?;
         let effective = match &account.api_base_url {
             Some(base) => {
-                url::Url::parse(base).map_err(|error| EnrichError::NoApi(format!("the account's apiBaseUrl {base:?}: {error}")))?
+                let effective = url::Url::parse(base)
+                    .map_err(|error| EnrichError::NoApi(format!("the account's apiBaseUrl {base:?}: {error}")))?;
+                destination::check_api_base_form(&effective, allow_private)
+                    .map_err(|reason| EnrichError::Refused(format!("the account's apiBaseUrl is refused: {reason}")))?;
+                effective
             }
             None => declared.clone(),
         };
-        Ok(Self { declared, effective, allowed_hosts: api.allowed_hosts.iter().map(|host| host.to_ascii_lowercase()).collect() })
+        Ok(Self {
+            declared,
+            effective,
+            allowed_hosts: api.allowed_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
+            allow_private,
+        })
     }
 
-    /// The absolute URL of a request path or URL, or a refusal.
+    /// The absolute URL of a request path or URL, or a refusal (a host the plugin did not declare,
+    /// or an IP literal the destination policy refuses).
     fn resolve(&self, path: &str) -> Result<url::Url, EnrichError> {
+        let url = self.join(path)?;
+        destination::check_literal_host(&url, self.allow_private).map_err(EnrichError::Refused)?;
+        Ok(url)
+    }
+
+    fn join(&self, path: &str) -> Result<url::Url, EnrichError> {
         if path.starts_with('/') {
             let mut joined = self.effective.clone();
             let base_path = self.effective.path().trim_end_matches('/');
@@ -115,7 +147,8 @@ impl ApiTarget {
             joined.set_query(query);
             return Ok(joined);
         }
-        let url = url::Url::parse(path).map_err(|_| EnrichError::Refused(format!("{path:?} (neither a path nor a URL)")))?;
+        let url =
+            url::Url::parse(path).map_err(|_| EnrichError::Refused(format!("the plugin asked for {path:?}, neither a path nor a URL")))?;
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         if url.origin() == self.declared.origin() {
             // The declared API itself, written absolutely: rebase onto the effective base.
@@ -127,24 +160,26 @@ impl ApiTarget {
         if url.origin() == self.effective.origin() || (url.scheme() == "https" && self.allowed_hosts.contains(&host)) {
             return Ok(url);
         }
-        Err(EnrichError::Refused(host))
+        Err(EnrichError::Refused(format!("the plugin asked for {host}, a host it did not declare")))
     }
 }
 
 impl Enricher {
-    /// A client using `http` (the delivery client's connection pool and limits do not apply:
-    /// the PMS API is a known, declared host).
+    /// A client of its own (the delivery client's connection pool and limits do not apply: the
+    /// PMS API is a known, declared host), behind the same destination policy as deliveries.
     pub fn new(store: Store, policy: EnrichPolicy) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(policy.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("stayhook/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(destination::GuardedResolver { allow_private: policy.allow_private_destinations }))
             .build()?;
         Ok(Self { http, store, policy, limiters: std::sync::Mutex::new(HashMap::new()), token_locks: Mutex::new(HashMap::new()) })
     }
 
     /// Perform one round of requests for `account` against the API `api` declares. Requests run
-    /// concurrently; the answer holds one response per request, in order.
+    /// concurrently; the answer holds one response per request, in order. A request the
+    /// destination policy refuses fails the round.
     pub async fn perform(
         self: &Arc<Self>,
         account: &Account,
@@ -152,7 +187,7 @@ impl Enricher {
         requests: Vec<wit::ApiRequest>,
     ) -> Result<Vec<wit::ApiResponse>, EnrichError> {
         let api = api.ok_or_else(|| EnrichError::NoApi("the plugin asked for API calls but declares no API".into()))?;
-        let target = ApiTarget::new(api, account)?;
+        let target = ApiTarget::new(api, account, self.policy.allow_private_destinations)?;
         let urls = requests.iter().map(|request| target.resolve(&request.path)).collect::<Result<Vec<_>, _>>()?;
         let auth = self.authorization(account, api, &target).await?;
         let mut tasks = tokio::task::JoinSet::new();
@@ -173,7 +208,7 @@ impl Enricher {
             if responses.len() <= idx {
                 responses.resize(idx + 1, None);
             }
-            responses[idx] = Some(response);
+            responses[idx] = Some(response?);
         }
         Ok(responses.into_iter().flatten().collect())
     }
@@ -186,7 +221,7 @@ impl Enricher {
         request: &wit::ApiRequest,
         url: url::Url,
         mut auth: Option<(String, String)>,
-    ) -> wit::ApiResponse {
+    ) -> Result<wit::ApiResponse, EnrichError> {
         let n_tries = self.policy.retry_schedule.len() + 1;
         let mut last = failure(&request.id, 0, "not attempted".into());
         let mut refreshed_token = false;
@@ -204,10 +239,12 @@ impl Enricher {
                         declared: url::Url::parse(&api.base_url).unwrap_or_else(|_| effective_base.clone()),
                         effective: effective_base.clone(),
                         allowed_hosts: Vec::new(),
+                        allow_private: self.policy.allow_private_destinations,
                     };
                     match self.authorization(account, api, &target).await {
                         Ok(fresh) => auth = fresh,
-                        Err(error) => return failure(&request.id, 401, error.to_string()),
+                        Err(error @ EnrichError::Refused(_)) => return Err(error),
+                        Err(error) => return Ok(failure(&request.id, 401, error.to_string())),
                     }
                     last = response;
                     continue;
@@ -217,8 +254,9 @@ impl Enricher {
                     last = response;
                     wait
                 }
-                Ok(response) => return response,
-                Err(error) => {
+                Ok(response) => return Ok(response),
+                Err(SendError::Refused(reason)) => return Err(EnrichError::Refused(reason)),
+                Err(SendError::Failed(error)) => {
                     last = failure(&request.id, 0, error);
                     None
                 }
@@ -233,12 +271,12 @@ impl Enricher {
         if last.error.is_none() {
             last.error = Some(format!("gave up after {n_tries} tries; last status {}", last.status));
         }
-        last
+        Ok(last)
     }
 
-    async fn send(&self, request: &wit::ApiRequest, url: &url::Url, auth: Option<&(String, String)>) -> Result<wit::ApiResponse, String> {
+    async fn send(&self, request: &wit::ApiRequest, url: &url::Url, auth: Option<&(String, String)>) -> Result<wit::ApiResponse, SendError> {
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("bad method {:?}", request.method))?;
+            .map_err(|_| SendError::Failed(format!("bad method {:?}", request.method)))?;
         let mut builder = self.http.request(method, url.clone()).query(&request.query);
         for (name, value) in &request.headers {
             if !name.eq_ignore_ascii_case("authorization") {
@@ -251,17 +289,20 @@ impl Enricher {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
-        let response =
-            builder.send().await.map_err(|error| if error.is_timeout() { "timed out".to_string() } else { error.to_string() })?;
+        let response = builder.send().await.map_err(|error| match destination::refusal_in(&error) {
+            Some(reason) => SendError::Refused(reason),
+            None if error.is_timeout() => SendError::Failed("timed out".to_string()),
+            None => SendError::Failed(error.to_string()),
+        })?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
             .iter()
             .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
             .collect();
-        let body = response.bytes().await.map_err(|error| error.to_string())?;
+        let body = response.bytes().await.map_err(|error| SendError::Failed(error.to_string()))?;
         if body.len() > MAX_RESPONSE_BYTES {
-            return Err(format!("response of {} bytes is larger than {MAX_RESPONSE_BYTES}", body.len()));
+            return Err(SendError::Failed(format!("response of {} bytes is larger than {MAX_RESPONSE_BYTES}", body.len())));
         }
         Ok(wit::ApiResponse { id: request.id.clone(), status, headers, body: body.to_vec(), error: None })
     }
@@ -317,7 +358,10 @@ impl Enricher {
         if let Some(token) = self.cached_token(&account.id) {
             return Ok(token);
         }
-        let token_url = target.resolve(&client.token_url).map_err(|error| EnrichError::Token(error.to_string()))?;
+        let token_url = target.resolve(&client.token_url).map_err(|error| match error {
+            refused @ EnrichError::Refused(_) => refused,
+            other => EnrichError::Token(other.to_string()),
+        })?;
         let mut form = vec![("grant_type", "client_credentials".to_string()), ("client_id", client_id), ("client_secret", client_secret)];
         if let Some(scope) = &client.scope {
             form.push(("scope", scope.clone()));
@@ -330,7 +374,10 @@ impl Enricher {
             .form(&form)
             .send()
             .await
-            .map_err(|error| EnrichError::Token(error.to_string()))?;
+            .map_err(|error| match destination::refusal_in(&error) {
+                Some(reason) => EnrichError::Refused(reason),
+                None => EnrichError::Token(error.to_string()),
+            })?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.map_err(|error| EnrichError::Token(format!("HTTP {status}: {error}")))?;
         let access_token = body["access_token"]
@@ -360,6 +407,14 @@ impl Enricher {
     }
 }
 
+/// Why one HTTP request failed.
+enum SendError {
+    /// The destination policy refused its address: not retried.
+    Refused(String),
+    /// Anything else (connection, timeout, a body too large): retried.
+    Failed(String),
+}
+
 fn token_key(account_id: &str) -> String {
     format!("oauth2-token/{account_id}")
 }
@@ -383,8 +438,8 @@ fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn target(base: &str, override_base: Option<&str>, allowed: &[&str]) -> ApiTarget {
-        let account = Account {
+    fn account(override_base: Option<&str>) -> Account {
+        Account {
             id: "a".into(),
             workspace_id: "w".into(),
             pms: "p".into(),
@@ -397,13 +452,15 @@ mod tests {
             registration: Default::default(),
             created_at: String::new(),
             updated_at: String::new(),
-        };
-        let api = wit::ApiInfo {
-            base_url: base.into(),
-            allowed_hosts: allowed.iter().map(|host| host.to_string()).collect(),
-            auth: wit::AuthScheme::None,
-        };
-        ApiTarget::new(&api, &account).unwrap()
+        }
+    }
+
+    fn api(base: &str, allowed: &[&str], auth: wit::AuthScheme) -> wit::ApiInfo {
+        wit::ApiInfo { base_url: base.into(), allowed_hosts: allowed.iter().map(|host| host.to_string()).collect(), auth }
+    }
+
+    fn target(base: &str, override_base: Option<&str>, allowed: &[&str]) -> ApiTarget {
+        ApiTarget::new(&api(base, allowed, wit::AuthScheme::None), &account(override_base), true).unwrap()
     }
 
     #[test]
@@ -411,7 +468,9 @@ mod tests {
         let api = target("https://api.hostaway.com", None, &["files.hostaway.com"]);
         assert_eq!(api.resolve("/v1/reservations/13").unwrap().as_str(), "https://api.hostaway.com/v1/reservations/13");
         assert_eq!(api.resolve("https://files.hostaway.com/a.pdf").unwrap().as_str(), "https://files.hostaway.com/a.pdf");
-        assert!(matches!(api.resolve("https://evil.example.com/steal"), Err(EnrichError::Refused(host)) if host == "evil.example.com"));
+        assert!(
+            matches!(api.resolve("https://evil.example.com/steal"), Err(EnrichError::Refused(reason)) if reason.contains("evil.example.com"))
+        );
         assert!(matches!(api.resolve("http://files.hostaway.com/a.pdf"), Err(EnrichError::Refused(_))), "allowed hosts need https");
     }
 
@@ -420,6 +479,64 @@ mod tests {
         let api = target("https://open-api.guesty.com", Some("http://127.0.0.1:9999/guesty"), &[]);
         assert_eq!(api.resolve("/v1/reservations/x").unwrap().as_str(), "http://127.0.0.1:9999/guesty/v1/reservations/x");
         assert_eq!(api.resolve("https://open-api.guesty.com/oauth2/token").unwrap().as_str(), "http://127.0.0.1:9999/oauth2/token");
+    }
+
+    #[test]
+    fn the_destination_policy_applies_to_the_account_base_and_to_literal_hosts() {
+        let guesty = api("https://open-api.guesty.com", &[], wit::AuthScheme::None);
+        for (base, why) in [
+            ("http://api.example.com", "http carries the credentials in clear text"),
+            ("https://user:pw@api.example.com", "user info"),
+        ] {
+            let refused = ApiTarget::new(&guesty, &account(Some(base)), false).err();
+            assert!(matches!(refused, Some(EnrichError::Refused(_))), "{base}: {why}");
+        }
+        for base in ["https://127.0.0.1:9999", "https://169.254.169.254/latest", "https://[::1]/"] {
+            let target = ApiTarget::new(&guesty, &account(Some(base)), false).unwrap();
+            assert!(matches!(target.resolve("/v1/reservations/x"), Err(EnrichError::Refused(_))), "{base}");
+        }
+        let with_literal_host = api("https://open-api.guesty.com", &["10.0.0.7"], wit::AuthScheme::None);
+        let target = ApiTarget::new(&with_literal_host, &account(None), false).unwrap();
+        assert!(matches!(target.resolve("https://10.0.0.7/files/a.pdf"), Err(EnrichError::Refused(_))), "allowed hosts too");
+        let target = ApiTarget::new(&with_literal_host, &account(None), true).unwrap();
+        assert!(target.resolve("https://10.0.0.7/files/a.pdf").is_ok(), "unless private destinations are allowed");
+    }
+
+    /// A name that resolves to loopback passes the literal checks; the client's resolver must
+    /// refuse it before a connection is made, for API calls and for the OAuth2 token request.
+    #[tokio::test]
+    async fn names_resolving_to_loopback_are_refused_before_connecting() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let policy = EnrichPolicy {
+            retry_schedule: vec![Duration::from_millis(1)],
+            request_timeout: Duration::from_secs(5),
+            rate_per_second: 100,
+            allow_private_destinations: false,
+        };
+        let enricher = Arc::new(Enricher::new(store, policy).unwrap());
+        let mut account = account(Some(&format!("https://localhost:{port}")));
+        account.credentials.insert("clientId".into(), "id".into());
+        account.credentials.insert("clientSecret".into(), "the-secret".into());
+        let request =
+            wit::ApiRequest { id: "r".into(), method: "GET".into(), path: "/x".into(), query: Vec::new(), headers: Vec::new(), body: None };
+        let plain = api("https://api.chaos.invalid", &[], wit::AuthScheme::None);
+        let answer = enricher.perform(&account, Some(&plain), vec![request.clone()]).await;
+        assert!(matches!(&answer, Err(EnrichError::Refused(reason)) if reason.contains("localhost")), "{answer:?}");
+        let oauth = api(
+            "https://api.chaos.invalid",
+            &[],
+            wit::AuthScheme::Oauth2ClientCredentials(wit::Oauth2Client { token_url: "https://api.chaos.invalid/oauth/token".into(), scope: None }),
+        );
+        let answer = enricher.perform(&account, Some(&oauth), vec![request]).await;
+        assert!(matches!(&answer, Err(EnrichError::Refused(reason)) if reason.contains("localhost")), "{answer:?}");
+        assert!(
+            matches!(listener.accept(), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock),
+            "nothing connected to the loopback listener"
+        );
     }
 
     #[test]

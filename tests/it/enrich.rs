@@ -156,3 +156,34 @@ async fn automatic_and_manual_webhook_registration() {
     assert_eq!(manual["listenerUrl"], format!("{}/listen/by-hand", daemon.ingest_url));
     assert!(manual["instructions"].as_str().unwrap().contains("/listen/by-hand"));
 }
+
+/// An account stored while private destinations were allowed, pointing its API at a name that
+/// resolves to loopback: once the daemon runs without `allow_private_destinations`, enrichment,
+/// the OAuth2 token request and registration are refused at request time, and not one request
+/// (so not one credential) reaches the server behind it.
+#[tokio::test]
+async fn a_loopback_api_base_is_refused_at_request_time_and_no_credential_leaves() {
+    let pms = FakePms::start().await;
+    let mut daemon = Daemon::start(options()).await;
+    let on_loopback = pms.url.replace("127.0.0.1", "localhost");
+    daemon
+        .create_account(json!({
+            "id": "acc", "workspaceId": "ws", "pms": "chaos", "apiBaseUrl": on_loopback,
+            "credentials": {"clientId": "chaos-client", "clientSecret": "chaos-secret"},
+        }))
+        .await;
+    daemon.set_env("STAYHOOK_ALLOW_PRIVATE_DESTINATIONS", "false");
+    daemon.restart();
+
+    let refused = daemon.inbox_outcome(&post(&daemon, "acc", "fetch", "ok-1").await).await;
+    assert_eq!(
+        (refused["status"].as_str(), refused["outcome"]["errorKind"].as_str()),
+        (Some("failed"), Some("enrichment_refused")),
+        "{refused}"
+    );
+    assert!(refused["outcome"]["error"].as_str().unwrap().contains("apiBaseUrl"), "{refused}");
+    let (status, registration) = daemon.admin("POST", "/v1/accounts/acc/pms-webhooks", None).await;
+    assert_eq!((status, registration["error"]["code"].as_str()), (502, Some("pms_api_failed")), "{registration}");
+    assert!(pms.calls().is_empty(), "no API call reached the loopback server: {:?}", pms.calls());
+    assert_eq!(pms.n_tokens(), 0, "no token request either");
+}

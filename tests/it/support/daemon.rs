@@ -168,6 +168,11 @@ impl Daemon {
         }
     }
 
+    /// Set a STAYHOOK_* variable for the next start (then `restart`).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.options.env.push((name.to_string(), value.to_string()));
+    }
+
     /// Start again on the same data dir (new ports).
     pub fn restart(&mut self) {
         self.kill();
