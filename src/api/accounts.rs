@@ -1,4 +1,9 @@
 //! `/v1/accounts`: integration accounts, their listener URLs and their stored state.
+//!
+//! Every create and update validates the whole resulting account: the plugin exists, the
+//! verification secrets fit its scheme and are usable ([`check_verification`]: never empty, long
+//! enough, decodable), `apiBaseUrl` passes the destination policy (`deliver::destination`), and
+//! free-form maps and strings stay within documented sizes. Secrets are never shown again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,11 +18,28 @@ use serde_json::{Value, json};
 
 use super::{JsonBody, created};
 use crate::daemon::Daemon;
+use crate::deliver::destination;
 use crate::http::ApiError;
 use crate::ingest::verify;
 use crate::model::{self, RecordKind};
 use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
 use crate::store::{Account, Inserted};
+
+/// Shortest verification secret accepted from an operator for HMAC, Standard Webhooks (the decoded
+/// `whsec_` key), URL-token and header-token schemes, in bytes: 128 bits, the floor for an HMAC
+/// key or a bearer token that must not be guessed. Generated URL tokens have 24 random bytes,
+/// Svix (Guesty) keys 24.
+pub(super) const MIN_SECRET_BYTES: usize = 16;
+/// Longest `workspaceId` and `name`, in bytes.
+const MAX_TEXT_BYTES: usize = 256;
+/// Most entries in `credentials`, `verification` or `settings`.
+const MAX_MAP_ENTRIES: usize = 64;
+/// Longest key in those maps, in bytes.
+const MAX_MAP_KEY_BYTES: usize = 128;
+/// Longest value in those maps, in bytes (room for a PEM key or a long-lived token).
+const MAX_MAP_VALUE_BYTES: usize = 16 * 1024;
+/// Longest `apiBaseUrl`, in bytes.
+const MAX_URL_BYTES: usize = 2048;
 
 pub(super) fn routes() -> Router<Arc<Daemon>> {
     Router::new()
@@ -66,7 +88,7 @@ async fn create(State(daemon): State<Arc<Daemon>>, JsonBody(body): JsonBody<Crea
     let now = model::time::now();
     let account = Account {
         id,
-        workspace_id: non_empty("workspaceId", body.workspace_id)?,
+        workspace_id: checked_text("workspaceId", body.workspace_id)?,
         pms: body.pms,
         name: body.name,
         credentials: body.credentials,
@@ -103,7 +125,7 @@ async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let mut account = find(&daemon, &account_id)?;
     if let Some(workspace_id) = body.workspace_id {
-        account.workspace_id = non_empty("workspaceId", workspace_id)?;
+        account.workspace_id = checked_text("workspaceId", workspace_id)?;
     }
     if let Some(pms) = body.pms {
         account.pms = pms;
@@ -236,11 +258,84 @@ fn checked_account_id(id: String) -> Result<String, ApiError> {
     }
 }
 
-fn non_empty(field: &str, value: String) -> Result<String, ApiError> {
+fn checked_text(field: &str, value: String) -> Result<String, ApiError> {
     if value.trim().is_empty() {
         return Err(ApiError::unprocessable("invalid_field", format!("{field} must not be empty")));
     }
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::unprocessable("invalid_field", format!("{field} must be at most {MAX_TEXT_BYTES} bytes")));
+    }
     Ok(value)
+}
+
+fn check_map(field: &str, map: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if map.len() > MAX_MAP_ENTRIES {
+        return Err(ApiError::unprocessable("invalid_field", format!("{field} has {} entries; at most {MAX_MAP_ENTRIES}", map.len())));
+    }
+    for (key, value) in map {
+        if key.is_empty() || key.len() > MAX_MAP_KEY_BYTES {
+            return Err(ApiError::unprocessable("invalid_field", format!("{field} keys must be 1 to {MAX_MAP_KEY_BYTES} bytes")));
+        }
+        if value.len() > MAX_MAP_VALUE_BYTES {
+            return Err(ApiError::unprocessable("invalid_field", format!("{field}.{key} must be at most {MAX_MAP_VALUE_BYTES} bytes")));
+        }
+    }
+    Ok(())
+}
+
+/// Why an account's verification secrets would not verify anything, if so: the message names the
+/// field. An empty map is fine (the account is then not verified, and says so); anything given
+/// must be usable. `min_secret_bytes` is [`MIN_SECRET_BYTES`] for secrets an operator chose and 1
+/// for secrets a PMS handed out at registration (whose length is the PMS's choice).
+pub(super) fn check_verification(
+    scheme: &VerificationScheme,
+    verification: &BTreeMap<String, String>,
+    min_secret_bytes: usize,
+) -> Result<(), String> {
+    let blank = |field: &str| format!("verification.{field} must not be empty or blank");
+    match scheme {
+        VerificationScheme::None => Ok(()),
+        VerificationScheme::BasicAuth => {
+            if verification.is_empty() {
+                return Ok(());
+            }
+            for field in ["username", "password"] {
+                match verification.get(field) {
+                    None => return Err(format!("verification.{field} is missing: basic auth needs both username and password")),
+                    Some(value) if value.trim().is_empty() => return Err(blank(field)),
+                    Some(_) => {}
+                }
+            }
+            if verification.get("username").is_some_and(|username| username.contains(':')) {
+                return Err("verification.username must not contain ':' (basic auth separates the pair with it)".into());
+            }
+            Ok(())
+        }
+        VerificationScheme::StandardWebhooks => {
+            let Some(secret) = verification.get("secret") else { return Ok(()) };
+            if secret.trim().is_empty() || secret.trim() == "whsec_" {
+                return Err(blank("secret"));
+            }
+            match verify::decode_whsec(secret) {
+                Some(key) if key.len() >= min_secret_bytes => Ok(()),
+                Some(key) => Err(format!(
+                    "verification.secret decodes to a key of {} bytes; Standard Webhooks keys must have at least {min_secret_bytes}",
+                    key.len()
+                )),
+                None => Err("verification.secret must be a Standard Webhooks key: whsec_ followed by base64".into()),
+            }
+        }
+        VerificationScheme::HmacSha256(_) | VerificationScheme::UrlToken(_) | VerificationScheme::HeaderToken(_) => {
+            let Some(secret) = verification.get("secret") else { return Ok(()) };
+            if secret.trim().is_empty() {
+                return Err(blank("secret"));
+            }
+            if secret.len() < min_secret_bytes {
+                return Err(format!("verification.secret has {} bytes; at least {min_secret_bytes} are needed", secret.len()));
+            }
+            Ok(())
+        }
+    }
 }
 
 fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
@@ -253,11 +348,19 @@ fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
         VerificationScheme::BasicAuth => &["username", "password"],
         _ => &["secret"],
     };
-    if let Some(base) = &account.api_base_url
-        && url::Url::parse(base).map(|url| !matches!(url.scheme(), "http" | "https")).unwrap_or(true)
-    {
-        return Err(ApiError::unprocessable("invalid_field", format!("apiBaseUrl {base:?} is not an http(s) URL")));
+    if let Some(base) = &account.api_base_url {
+        if base.len() > MAX_URL_BYTES {
+            return Err(ApiError::unprocessable("invalid_url", format!("apiBaseUrl must be at most {MAX_URL_BYTES} bytes")));
+        }
+        destination::check_api_base_url(base, daemon.settings.allow_private_destinations)
+            .map_err(|reason| ApiError::unprocessable("invalid_url", format!("apiBaseUrl: {reason}")))?;
     }
+    if let Some(name) = &account.name {
+        checked_text("name", name.clone())?;
+    }
+    check_map("credentials", &account.credentials)?;
+    check_map("verification", &account.verification)?;
+    check_map("settings", &account.settings)?;
     if account.rate_limit_per_second == Some(0) {
         return Err(ApiError::unprocessable("invalid_field", "rateLimitPerSecond must be at least 1"));
     }
@@ -272,6 +375,8 @@ fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
             ),
         ));
     }
+    check_verification(&plugin.info.verification, &account.verification, MIN_SECRET_BYTES)
+        .map_err(|message| ApiError::unprocessable("invalid_field", message))?;
     Ok(())
 }
 
@@ -296,9 +401,20 @@ pub(super) fn scheme_name(scheme: &VerificationScheme) -> &'static str {
     }
 }
 
-/// An account as the API shows it: never its secrets, only which ones are set.
+/// An account as the API shows it: never its secrets, only which ones are set. `configured` is
+/// true only when the secrets are usable; an account stored before they were checked shows why
+/// not in `verification.problem`.
 pub(super) fn view(daemon: &Daemon, account: &Account) -> Value {
     let scheme = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone()).unwrap_or(VerificationScheme::None);
+    // Registration may have stored a short PMS-issued secret: only unusable ones are a problem.
+    let problem = check_verification(&scheme, &account.verification, 1).err();
+    let mut verification = json!({
+        "scheme": scheme_name(&scheme),
+        "configured": problem.is_none() && verify::is_configured(&scheme, &account.verification),
+    });
+    if let Some(problem) = problem {
+        verification["problem"] = Value::String(problem);
+    }
     json!({
         "id": account.id,
         "workspaceId": account.workspace_id,
@@ -306,10 +422,7 @@ pub(super) fn view(daemon: &Daemon, account: &Account) -> Value {
         "name": account.name,
         "listenerUrl": daemon.account_listener_url(account),
         "credentials": account.credentials.keys().collect::<Vec<_>>(),
-        "verification": {
-            "scheme": scheme_name(&scheme),
-            "configured": verify::is_configured(&scheme, &account.verification),
-        },
+        "verification": verification,
         "settings": account.settings,
         "apiBaseUrl": account.api_base_url,
         "rateLimitPerSecond": account.rate_limit_per_second,

@@ -6,7 +6,10 @@
 //! continuation: the host performs the calls through the enrichment client (credentials, rate
 //! limits, retries) and calls it again with the answers until it is done. Plugin code runs on a
 //! blocking thread, never on the async runtime. What the PMS hands back (its webhook ids) is stored
-//! on the account; a signing secret goes into the account's verification secrets.
+//! on the account; a signing secret goes into the account's verification secrets, unless it is
+//! unusable (empty, or not decodable for the scheme): then the registration is kept, the secret is
+//! not, and the answer is 502 `registration_failed` saying so. The API calls go through the
+//! enrichment client, so the destination policy applies to them.
 
 use std::sync::Arc;
 
@@ -73,11 +76,18 @@ async fn run(
                 responses.extend(answers);
             }
             wit::RegistrationStep::Done(values) => {
+                let mut refused_secret = None;
                 match action {
                     wit::RegistrationAction::Register => {
                         for (name, value) in values {
                             if name == "secret" {
-                                account.verification.insert(name, value);
+                                let mut verification = account.verification.clone();
+                                verification.insert(name, value);
+                                // The PMS chose the secret: any usable one is kept, whatever its length.
+                                match super::accounts::check_verification(&plugin.info.verification, &verification, 1) {
+                                    Ok(()) => account.verification = verification,
+                                    Err(problem) => refused_secret = Some(problem),
+                                }
                             } else {
                                 account.registration.insert(name, value);
                             }
@@ -87,6 +97,18 @@ async fn run(
                 }
                 account.updated_at = model::time::now();
                 daemon.store.put_account(&account)?;
+                if let Some(problem) = refused_secret {
+                    tracing::warn!(account = %account.id, %problem, "the PMS handed out an unusable webhook secret; not stored");
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "registration_failed",
+                        format!(
+                            "the PMS registered the webhook ({:?}) but handed out an unusable secret ({problem}); it was not stored: \
+                             set verification.secret with PATCH /v1/accounts/{}",
+                            account.registration, account.id
+                        ),
+                    ));
+                }
                 let status = if action == wit::RegistrationAction::Register { StatusCode::CREATED } else { StatusCode::OK };
                 let body = json!({ "mode": "automatic", "listenerUrl": daemon.account_listener_url(&account), "registration": account.registration, "account": super::accounts::view(&daemon, &account) });
                 return Ok((status, Json(body)).into_response());

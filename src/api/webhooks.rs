@@ -19,6 +19,9 @@ use crate::http::ApiError;
 use crate::model::{self, EventType};
 use crate::store::Subscription;
 
+/// Longest webhook URL, in bytes.
+const MAX_URL_BYTES: usize = 2048;
+
 pub(super) fn routes() -> Router<Arc<Daemon>> {
     Router::new()
         .route("/v1/accounts/{account_id}/webhooks", get(list).post(create))
@@ -137,6 +140,9 @@ fn checked_name(name: String) -> Result<String, ApiError> {
 }
 
 fn checked_url(daemon: &Daemon, url: String) -> Result<String, ApiError> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(ApiError::unprocessable("invalid_url", format!("url must be at most {MAX_URL_BYTES} bytes")));
+    }
     destination::check_url(&url, daemon.settings.allow_private_destinations)
         .map_err(|message| ApiError::unprocessable("invalid_url", message))?;
     Ok(url)

@@ -242,3 +242,118 @@ async fn the_openapi_document_matches_the_routes() {
         assert_ne!(body["error"]["code"], "not_found", "{method} {path} is documented but not routed");
     }
 }
+
+/// Verification secrets that would verify nothing are refused for every scheme, at creation and
+/// by PATCH: empty or blank values, half a basic-auth pair, a bare `whsec_` or a key that does not
+/// decode, and secrets shorter than 16 bytes. What is refused leaves the stored account as it was,
+/// and a request forged with an empty key is still refused.
+#[tokio::test]
+async fn empty_blank_and_short_verification_secrets_are_refused() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let refused = [
+        ("hostaway", json!({"username": "", "password": ""}), "verification.username"),
+        ("hostaway", json!({"username": "stayhook", "password": "   "}), "verification.password"),
+        ("hostaway", json!({"username": "stayhook"}), "verification.password"),
+        ("hostaway", json!({"password": "a long random password"}), "verification.username"),
+        ("hostaway", json!({"username": "stay:hook", "password": "a long random password"}), "verification.username"),
+        ("lodgify", json!({"secret": ""}), "verification.secret"),
+        ("lodgify", json!({"secret": "short"}), "verification.secret"),
+        ("hospitable", json!({"secret": " \t\n "}), "verification.secret"),
+        ("guesty", json!({"secret": ""}), "verification.secret"),
+        ("guesty", json!({"secret": "whsec_"}), "verification.secret"),
+        ("guesty", json!({"secret": "whsec_!!not base64!!"}), "verification.secret"),
+        ("guesty", json!({"secret": "whsec_c2hvcnQ="}), "verification.secret"),
+        ("smoobu", json!({"secret": ""}), "verification.secret"),
+        ("beds24", json!({"secret": "0123456789"}), "verification.secret"),
+        ("hostfully", json!({"secret": "        "}), "verification.secret"),
+    ];
+    for (pms, verification, field) in refused {
+        let body = json!({"workspaceId": "ws", "pms": pms, "verification": verification});
+        let answer = daemon.admin("POST", "/v1/accounts", Some(body)).await;
+        assert_error(&answer, 422, "invalid_field");
+        let message = answer.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{pms} {verification}: {message}");
+    }
+    let (_, listed) = daemon.admin("GET", "/v1/accounts", None).await;
+    assert_eq!(listed["accounts"], json!([]), "nothing refused was stored");
+
+    let accepted = [
+        ("hostaway", json!({"username": "stayhook", "password": "a long random password"})),
+        ("lodgify", json!({"secret": "sixteen-byte-key"})),
+        ("guesty", json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})),
+        ("smoobu", json!({"secret": "a-token-of-more-than-16-bytes"})),
+    ];
+    for (pms, verification) in accepted {
+        let account = daemon.create_account(json!({"id": pms, "workspaceId": "ws", "pms": pms, "verification": verification})).await;
+        assert_eq!(account["verification"]["configured"], true, "{account}");
+    }
+
+    for (id, verification) in [
+        ("lodgify", json!({"secret": ""})),
+        ("guesty", json!({"secret": "whsec_"})),
+        ("hostaway", json!({"username": "stayhook", "password": ""})),
+        ("smoobu", json!({"secret": " "})),
+    ] {
+        let answer = daemon.admin("PATCH", &format!("/v1/accounts/{id}"), Some(json!({"verification": verification}))).await;
+        assert_error(&answer, 422, "invalid_field");
+        let (_, account) = daemon.admin("GET", &format!("/v1/accounts/{id}"), None).await;
+        assert_eq!(account["verification"]["configured"], true, "the refused PATCH changed nothing: {account}");
+    }
+
+    // Lodgify signs with `ms-signature: sha256=<hex HMAC>`: a signature made with an empty key is
+    // a forgery anyone can make; the account still holds its real secret and refuses it.
+    use hmac::{Hmac, Mac};
+    let body = br#"{"action": "booking_new_any_status", "booking": {"id": 1}}"#;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"").unwrap();
+    mac.update(body);
+    let forged = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let answer = daemon.post_webhook("lodgify", body, &[("ms-signature", &forged)]).await;
+    assert_error(&answer, 401, "verification_failed");
+}
+
+/// With private destinations not allowed, an account's `apiBaseUrl` must be https, without user
+/// info, and not an IP literal on loopback, private, link-local, unspecified or multicast
+/// addresses (nor a `localhost` name): 422 `invalid_url` naming the field, at creation and by
+/// PATCH. The fake PMS on loopback never hears of it.
+#[tokio::test]
+async fn api_base_urls_that_would_reach_private_addresses_are_refused() {
+    let pms = crate::support::FakePms::start().await;
+    let daemon = Daemon::start(DaemonOptions::default().env("STAYHOOK_ALLOW_PRIVATE_DESTINATIONS", "false")).await;
+    let port = pms.url.rsplit(':').next().unwrap();
+    let credentials = json!({"clientId": "chaos-client", "clientSecret": "chaos-secret"});
+    for base in [
+        pms.url.clone(),
+        format!("https://127.0.0.1:{port}"),
+        format!("https://localhost:{port}"),
+        "http://169.254.169.254/latest".to_string(),
+        "https://169.254.169.254/latest".to_string(),
+        "https://[::1]/api".to_string(),
+        "https://[::ffff:127.0.0.1]/api".to_string(),
+        "https://0.0.0.0/api".to_string(),
+        "https://10.1.2.3/api".to_string(),
+        "https://224.0.0.1/api".to_string(),
+        "http://api.example.com/v1".to_string(),
+        "https://user:pass@api.example.com/v1".to_string(),
+        "ftp://api.example.com/v1".to_string(),
+    ] {
+        let body = json!({"workspaceId": "ws", "pms": "hostaway", "apiBaseUrl": base, "credentials": credentials});
+        let answer = daemon.admin("POST", "/v1/accounts", Some(body)).await;
+        assert_error(&answer, 422, "invalid_url");
+        let message = answer.1["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("apiBaseUrl"), "{base}: {message}");
+        assert!(!message.contains("pass@"), "no password echoed: {message}");
+    }
+    let account = daemon
+        .create_account(
+            json!({"id": "sandbox", "workspaceId": "ws", "pms": "hostaway", "apiBaseUrl": "https://sandbox.example.com/v1", "credentials": credentials}),
+        )
+        .await;
+    assert_eq!(account["apiBaseUrl"], "https://sandbox.example.com/v1");
+    for base in [pms.url.clone(), "http://169.254.169.254/latest".to_string()] {
+        let answer = daemon.admin("PATCH", "/v1/accounts/sandbox", Some(json!({"apiBaseUrl": base}))).await;
+        assert_error(&answer, 422, "invalid_url");
+    }
+    let (_, account) = daemon.admin("GET", "/v1/accounts/sandbox", None).await;
+    assert_eq!(account["apiBaseUrl"], "https://sandbox.example.com/v1", "the refused PATCH changed nothing");
+    assert!(pms.calls().is_empty() && pms.n_tokens() == 0, "nothing reached the loopback server");
+}

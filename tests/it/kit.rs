@@ -80,13 +80,13 @@ async fn a_new_plugin_is_written_tested_uploaded_and_normalizes_its_first_webhoo
     assert_eq!((uploaded["pms"].as_str(), uploaded["source"].as_str()), (Some("Acme Rentals"), Some("file")), "{uploaded}");
     assert_eq!(uploaded["verification"], "hmac-sha256");
 
-    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "acme", "verification": {"secret": "s3cret"}})).await;
+    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "acme", "verification": {"secret": "s3cret-of-20-bytes!"}})).await;
     let account_id = account["id"].as_str().unwrap();
     daemon.subscribe(account_id, &receiver.url).await;
     let body = std::fs::read(dir.join("tests/cases/sample/body.json")).unwrap();
     let (status, answer) = daemon.post_webhook(account_id, &body, &[("x-signature", &sign("wrong", &body))]).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("verification_failed")), "{answer}");
-    let (status, answer) = daemon.post_webhook(account_id, &body, &[("x-signature", &sign("s3cret", &body))]).await;
+    let (status, answer) = daemon.post_webhook(account_id, &body, &[("x-signature", &sign("s3cret-of-20-bytes!", &body))]).await;
     assert_eq!(status, 200, "{answer}");
     let first = receiver.next().await.json();
     assert_eq!(first["hook"]["eventType"], "reservation.created");
