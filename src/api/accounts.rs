@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::paging::{self, Cursor, Page};
 use super::{JsonBody, created};
 use crate::daemon::Daemon;
 use crate::deliver::destination;
@@ -40,6 +41,8 @@ const MAX_MAP_KEY_BYTES: usize = 128;
 const MAX_MAP_VALUE_BYTES: usize = 16 * 1024;
 /// Longest `apiBaseUrl`, in bytes.
 const MAX_URL_BYTES: usize = 2048;
+/// Default and largest page of `GET /v1/accounts`.
+const LIST_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
 
 pub(super) fn routes() -> Router<Arc<Daemon>> {
     Router::new()
@@ -109,9 +112,17 @@ async fn create(State(daemon): State<Arc<Daemon>>, JsonBody(body): JsonBody<Crea
     }
 }
 
-async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
-    let accounts: Vec<Value> = daemon.store.list_accounts()?.iter().map(|account| view(&daemon, account)).collect();
-    Ok(Json(json!({ "accounts": accounts })))
+/// `GET /v1/accounts?limit=&after=`: accounts by id, a page at a time.
+async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<paging::PageQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = LIST_LIMITS.parse(query.limit.as_deref())?;
+    // The store hands out every account (few, small); the page is cut here.
+    let mut page = Page::new(limit);
+    for account in daemon.store.list_accounts()?.iter().filter(|account| query.after.as_deref().is_none_or(|after| account.id.as_str() > after)) {
+        if !page.push(view(&daemon, account), Cursor::Text(account.id.clone())) {
+            break;
+        }
+    }
+    Ok(Json(page.finish("accounts")))
 }
 
 async fn show(State(daemon): State<Arc<Daemon>>, Path(account_id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -1,5 +1,10 @@
 //! `/v1/events`, `/v1/dead-letters` and `/v1/inbox`: the event log, delivery attempts, redelivery,
 //! and the raw webhooks with what became of them.
+//!
+//! Lists page with `limit` and `after` and stay within a byte budget (`api::paging`); they show
+//! excerpts of big fields, the single-item routes the whole item. The store lists dead letters
+//! and inbox outcomes only from the newest, so their later pages re-read the newer entries, up
+//! to [`DEEPEST_DEAD_LETTERS`] / [`DEEPEST_INBOX`] deep (400 `page_too_deep` beyond).
 
 use std::sync::Arc;
 
@@ -11,14 +16,25 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::paging::{self, Cursor, Page, PageQuery};
 use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::ingest::unix_ms;
 use crate::model::{self, EventType};
 use crate::store::{Delivery, DeliveryStatus, EventFilter, InboxId, InboxStatus, StoredEvent};
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+/// Default and largest page of the event log.
+const EVENT_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
+/// Default and largest page of an event's attempts.
+const ATTEMPT_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
+/// Default and largest page of dead letters.
+const DEAD_LETTER_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
+/// Default and largest page of inbox outcomes (each may hold a plugin's long error message).
+const INBOX_LIMITS: paging::Limits = paging::Limits { default: 50, max: 200 };
+/// How many of the newest dead letters paging can reach.
+pub(super) const DEEPEST_DEAD_LETTERS: usize = 10_000;
+/// How many of the newest inbox outcomes of one status paging can reach.
+pub(super) const DEEPEST_INBOX: usize = 2_000;
 
 pub(super) fn routes() -> Router<Arc<Daemon>> {
     Router::new()
@@ -48,11 +64,16 @@ async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<ListQuery>)
         }
         None => None,
     };
-    let limit = parse_limit(query.limit.as_deref())?;
-    let events = daemon.store.list_events(&EventFilter { account_id: query.account_id, event_type, after: query.after, limit })?;
-    let next = (events.len() == limit).then(|| events.last().map(|event| event.id.clone())).flatten();
-    let events: Vec<Value> = events.iter().map(event_view).collect();
-    Ok(Json(json!({ "events": events, "next": next })))
+    let limit = EVENT_LIMITS.parse(query.limit.as_deref())?;
+    // One more than the page: whether the log goes on.
+    let filter = EventFilter { account_id: query.account_id, event_type, after: query.after, limit: limit + 1 };
+    let mut page = Page::new(limit);
+    for event in daemon.store.list_events(&filter)? {
+        if !page.push(event_view(&event), Cursor::Text(event.id.clone())) {
+            break;
+        }
+    }
+    Ok(Json(page.finish("events")))
 }
 
 async fn show(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -68,10 +89,42 @@ async fn show(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -
     Ok(Json(view))
 }
 
-async fn attempts(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// `GET /v1/events/{eventId}/attempts?limit=&after=`: by delivery, then attempt number; the
+/// cursor is `<deliveryId>.<attempt>`.
+async fn attempts(
+    State(daemon): State<Arc<Daemon>>,
+    Path(event_id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = ATTEMPT_LIMITS.parse(query.limit.as_deref())?;
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(text) => Some(attempt_position(text).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("after {text:?} must be the `next` of a previous page (<deliveryId>.<attempt>)"))
+        })?),
+    };
     find_event(&daemon, &event_id)?;
-    let attempts = daemon.store.attempts_of_event(&event_id)?;
-    Ok(Json(json!({ "attempts": attempts })))
+    let mut attempts: Vec<((u64, u32), crate::store::Attempt)> = daemon
+        .store
+        .attempts_of_event(&event_id)?
+        .into_iter()
+        .map(|attempt| ((attempt.delivery_id.parse().unwrap_or(0), attempt.attempt), attempt))
+        .filter(|(position, _)| after.is_none_or(|after| *position > after))
+        .collect();
+    attempts.sort_by_key(|(position, _)| *position);
+    let mut page = Page::new(limit);
+    for ((delivery_id, number), attempt) in attempts {
+        let item = serde_json::to_value(&attempt).map_err(ApiError::internal)?;
+        if !page.push(item, Cursor::Text(format!("{delivery_id}.{number}"))) {
+            break;
+        }
+    }
+    Ok(Json(page.finish("attempts")))
+}
+
+fn attempt_position(text: &str) -> Option<(u64, u32)> {
+    let (delivery_id, attempt) = text.split_once('.')?;
+    Some((delivery_id.parse().ok()?, attempt.parse().ok()?))
 }
 
 #[derive(Deserialize, Default)]
@@ -184,32 +237,101 @@ fn held_by(daemon: &Daemon, delivery: &Delivery) -> Result<Option<u64>, ApiError
 }
 
 #[derive(Deserialize)]
-struct LimitQuery {
+struct InboxQuery {
     limit: Option<String>,
+    after: Option<String>,
     status: Option<String>,
 }
 
-async fn dead_letters(State(daemon): State<Arc<Daemon>>, Query(query): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
-    let limit = parse_limit(query.limit.as_deref())?;
-    let dead: Vec<Value> = daemon.store.dead_letters(limit)?.iter().map(delivery_view).collect();
-    Ok(Json(json!({ "deadLetters": dead })))
+/// `GET /v1/dead-letters?limit=&after=`: newest (highest delivery id) first.
+async fn dead_letters(State(daemon): State<Arc<Daemon>>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = DEAD_LETTER_LIMITS.parse(query.limit.as_deref())?;
+    let after = numeric_cursor(query.after.as_deref())?;
+    let store = daemon.store.clone();
+    let (found, cut_short) = newest_after(after, limit + 1, DEEPEST_DEAD_LETTERS, "dead letters", |scan| {
+        Ok(store.dead_letters(scan)?.into_iter().map(|delivery| (delivery.id, delivery)).collect())
+    })?;
+    let mut page = Page::new(limit);
+    for (delivery_id, delivery) in found {
+        if !page.push(delivery_view(&delivery), Cursor::Number(delivery_id)) {
+            break;
+        }
+    }
+    if cut_short {
+        page.set_more();
+    }
+    Ok(Json(page.finish("deadLetters")))
 }
 
-async fn inbox_list(State(daemon): State<Arc<Daemon>>, Query(query): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
-    let limit = parse_limit(query.limit.as_deref())?;
+/// `GET /v1/inbox?status=&limit=&after=`: outcomes of one status, newest first.
+async fn inbox_list(State(daemon): State<Arc<Daemon>>, Query(query): Query<InboxQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = INBOX_LIMITS.parse(query.limit.as_deref())?;
+    let after = numeric_cursor(query.after.as_deref())?;
     let status = match query.status.as_deref().unwrap_or("failed") {
         "failed" => InboxStatus::Failed,
         "skipped" => InboxStatus::Skipped,
         "done" => InboxStatus::Done,
         other => return Err(ApiError::bad_request("invalid_query", format!("status {other:?} must be failed, skipped or done"))),
     };
-    let entries: Vec<Value> = daemon
-        .store
-        .list_outcomes(status, limit)?
-        .into_iter()
-        .map(|(inbox_id, outcome)| json!({ "inboxId": inbox_id.to_string(), "outcome": outcome }))
-        .collect();
-    Ok(Json(json!({ "inbox": entries })))
+    let store = daemon.store.clone();
+    let (found, cut_short) = newest_after(after, limit + 1, DEEPEST_INBOX, "inbox entries", |scan| {
+        Ok(store.list_outcomes(status, scan)?.into_iter().map(|(inbox_id, outcome)| (inbox_id.0, outcome)).collect())
+    })?;
+    let mut page = Page::new(limit);
+    for (inbox_id, outcome) in found {
+        if !page.push(json!({ "inboxId": inbox_id.to_string(), "outcome": outcome }), Cursor::Number(inbox_id)) {
+            break;
+        }
+    }
+    if cut_short {
+        page.set_more();
+    }
+    Ok(Json(page.finish("inbox")))
+}
+
+fn numeric_cursor(after: Option<&str>) -> Result<Option<u64>, ApiError> {
+    after
+        .map(|text| {
+            text.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("invalid_query", format!("after {text:?} must be the `next` of a previous page (a number)")))
+        })
+        .transpose()
+}
+
+/// Up to `want` items with ids below `after` from a source listed newest (highest id) first that
+/// can only be read from its newest item (`list(n)`: the newest `n`). Reads at most `deepest`
+/// items; also says whether the source went on past what was read (so a short page still gets a
+/// `next`). Without `after`, one read of `want`.
+///
+/// The store has no "older than" range for dead letters and inbox outcomes yet; with one, this
+/// becomes a single read of `want` items.
+fn newest_after<T>(
+    after: Option<u64>,
+    want: usize,
+    deepest: usize,
+    what: &str,
+    mut list: impl FnMut(usize) -> Result<Vec<(u64, T)>, ApiError>,
+) -> Result<(Vec<(u64, T)>, bool), ApiError> {
+    let Some(after) = after else { return Ok((list(want)?, false)) };
+    let mut scan = want.saturating_mul(4).max(256).min(deepest);
+    loop {
+        let read = list(scan)?;
+        let exhausted = read.len() < scan;
+        let older: Vec<(u64, T)> = read.into_iter().filter(|(id, _)| *id < after).take(want).collect();
+        if older.len() >= want || exhausted {
+            return Ok((older, false));
+        }
+        if scan >= deepest {
+            if older.is_empty() {
+                return Err(ApiError::bad_request(
+                    "page_too_deep",
+                    format!("paging reaches only the newest {deepest} {what}; nothing older than {after} among them"),
+                ));
+            }
+            return Ok((older, true));
+        }
+        scan = scan.saturating_mul(4).min(deepest);
+    }
 }
 
 async fn inbox_show(State(daemon): State<Arc<Daemon>>, Path(inbox_id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -233,16 +355,6 @@ async fn inbox_show(State(daemon): State<Arc<Daemon>>, Path(inbox_id): Path<Stri
 
 fn find_event(daemon: &Daemon, event_id: &str) -> Result<StoredEvent, ApiError> {
     daemon.store.get_event(event_id)?.ok_or_else(|| ApiError::not_found("event_not_found", format!("no event {event_id:?}")))
-}
-
-fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(text) => match text.parse::<usize>() {
-            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
-            _ => Err(ApiError::bad_request("invalid_query", format!("limit {text:?} must be a number from 1 to {MAX_LIMIT}"))),
-        },
-    }
 }
 
 fn event_view(event: &StoredEvent) -> Value {

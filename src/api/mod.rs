@@ -9,6 +9,7 @@
 
 mod accounts;
 mod events;
+mod paging;
 mod plugins;
 mod registration;
 mod webhooks;

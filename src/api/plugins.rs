@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::accounts::scheme_name;
+use super::paging::{self, Cursor, Page, PageQuery};
 use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::model;
@@ -19,6 +20,10 @@ use crate::plugin::{LoadedPlugin, PluginError, PluginSource};
 
 /// Largest upload accepted (components are a few hundred KiB to a few MiB).
 const MAX_UPLOAD_BYTES: usize = 64 << 20;
+/// Default and largest page of `GET /v1/plugins`.
+const LIST_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
+/// Most `loadErrors` listed (each an excerpt).
+const MAX_LOAD_ERRORS: usize = 100;
 
 pub(super) fn routes() -> Router<Arc<Daemon>> {
     Router::new()
@@ -26,15 +31,31 @@ pub(super) fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/plugins/{name}", get(show).put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
 }
 
-async fn list(State(daemon): State<Arc<Daemon>>) -> Json<Value> {
-    let plugins: Vec<Value> = daemon.plugins.list().iter().map(|plugin| view(plugin)).collect();
+/// `GET /v1/plugins?limit=&after=`: plugins by name, a page at a time, and (on every page) the
+/// files that failed to load.
+async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = LIST_LIMITS.parse(query.limit.as_deref())?;
+    let plugins = daemon.plugins.list(); // by name
+    let mut page = Page::new(limit);
+    for plugin in plugins.iter().filter(|plugin| query.after.as_deref().is_none_or(|after| plugin.info.name.as_str() > after)) {
+        if !page.push(view(plugin), Cursor::Text(plugin.info.name.clone())) {
+            break;
+        }
+    }
     let errors: Vec<Value> = daemon
         .plugins
         .failures()
         .iter()
-        .map(|failure| json!({"path": failure.path, "error": failure.error, "at": model::time::from_unix_ms(failure.at_ms)}))
+        .take(MAX_LOAD_ERRORS)
+        .map(|failure| {
+            let mut error = json!({"path": failure.path, "error": failure.error, "at": model::time::from_unix_ms(failure.at_ms)});
+            paging::excerpt(&mut error);
+            error
+        })
         .collect();
-    Json(json!({ "plugins": plugins, "loadErrors": errors }))
+    let mut answer = page.finish("plugins");
+    answer["loadErrors"] = Value::Array(errors);
+    Ok(Json(answer))
 }
 
 async fn show(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {

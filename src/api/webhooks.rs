@@ -1,9 +1,10 @@
 //! `/v1/accounts/{accountId}/webhooks`: subscriptions (the seed's "webhooks"): name, URL, enabled,
-//! event types, and a signing secret shown once, at creation.
+//! event types, and a signing secret shown once, at creation. URLs pass the destination policy
+//! (`deliver::destination`); the list pages like every list (`api::paging`).
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::accounts::find;
+use super::paging::{self, Cursor, Page, PageQuery};
 use super::{JsonBody, created};
 use crate::daemon::Daemon;
 use crate::deliver::{destination, envelope};
@@ -19,6 +21,8 @@ use crate::http::ApiError;
 use crate::model::{self, EventType};
 use crate::store::Subscription;
 
+/// Default and largest page of an account's webhooks.
+const LIST_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
 /// Longest webhook URL, in bytes.
 const MAX_URL_BYTES: usize = 2048;
 
@@ -77,10 +81,22 @@ async fn create(
     Ok(created(shown))
 }
 
-async fn list(State(daemon): State<Arc<Daemon>>, Path(account_id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// `GET /v1/accounts/{accountId}/webhooks?limit=&after=`: by id, a page at a time.
+async fn list(
+    State(daemon): State<Arc<Daemon>>,
+    Path(account_id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = LIST_LIMITS.parse(query.limit.as_deref())?;
     find(&daemon, &account_id)?;
-    let webhooks: Vec<Value> = daemon.store.list_subscriptions(&account_id)?.iter().map(view).collect();
-    Ok(Json(json!({ "webhooks": webhooks })))
+    let mut page = Page::new(limit);
+    let subscriptions = daemon.store.list_subscriptions(&account_id)?;
+    for subscription in subscriptions.iter().filter(|subscription| query.after.as_deref().is_none_or(|after| subscription.id.as_str() > after)) {
+        if !page.push(view(subscription), Cursor::Text(subscription.id.clone())) {
+            break;
+        }
+    }
+    Ok(Json(page.finish("webhooks")))
 }
 
 async fn show(State(daemon): State<Arc<Daemon>>, Path((account_id, webhook_id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {

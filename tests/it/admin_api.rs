@@ -138,7 +138,7 @@ async fn validation_and_auth_errors() {
         404,
         "account_not_found",
     );
-    assert_error(&daemon.admin("GET", "/v1/events?limit=0", None).await, 400, "invalid_query");
+    assert_error(&daemon.admin("GET", "/v1/events?limit=0", None).await, 400, "invalid_limit");
     assert_error(&daemon.admin("GET", "/v1/events/nope", None).await, 404, "event_not_found");
 }
 

@@ -5,7 +5,9 @@
 //! HTTP receiver for deliveries. Nothing of the daemon is mocked.
 //!
 //! Modules by feature:
-//! - `admin_api`: accounts and webhooks CRUD, auth, validation errors.
+//! - `admin_api`: accounts and webhooks CRUD, auth, validation errors, verification secrets and
+//!   `apiBaseUrl` refused by the destination policy.
+//! - `admin_lists`: every list route pages (`limit`, `after`, `next`) within its byte budget.
 //! - `ingest`: listener errors (404, 413, 400, 401), basic auth, duplicates.
 //! - `deliver`: seed fidelity of the envelope, Standard Webhooks signatures, created/updated/deleted,
 //!   previous dates, unchanged updates, per-record ordering.
@@ -21,6 +23,7 @@
 mod support;
 
 mod admin_api;
+mod admin_lists;
 mod cli;
 mod deliver;
 mod enrich;
