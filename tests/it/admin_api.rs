@@ -240,7 +240,108 @@ async fn the_openapi_document_matches_the_routes() {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert_ne!(status, 405, "{method} {path} is documented but not routed");
         assert_ne!(body["error"]["code"], "not_found", "{method} {path} is documented but not routed");
+        let operation = &document["paths"][path][method.to_lowercase()];
+        assert!(operation["responses"].get(status.to_string()).is_some(), "{method} {path} answered {status}, not documented: {body}");
     }
+}
+
+/// Every operation documents the errors it can answer, each as the `{"error": {"code",
+/// "message"}}` shape, and the statuses the API gives for a missing token, an unknown id, a
+/// `limit` out of range and a body of the wrong shape are among them.
+#[tokio::test]
+async fn every_route_documents_its_error_responses() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let (_, document) = daemon.admin("GET", "/openapi.json", None).await;
+    let resolve = |node: &Value| -> Value {
+        match node["$ref"].as_str() {
+            Some(reference) => {
+                let pointer = reference.strip_prefix('#').unwrap();
+                document.pointer(pointer).unwrap_or_else(|| panic!("dangling {reference}")).clone()
+            }
+            None => node.clone(),
+        }
+    };
+    let mut n_checked = 0;
+    for (path, methods) in document["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let what = format!("{} {path}", method.to_uppercase());
+            let responses = operation["responses"].as_object().unwrap();
+            let documents = |status: u16| responses.contains_key(&status.to_string());
+            for (status, response) in responses.iter().filter(|(status, _)| !status.starts_with('2')) {
+                let schema = &resolve(response)["content"]["application/json"]["schema"];
+                assert_eq!(schema["$ref"], "#/components/schemas/Error", "{what} {status} is not the error shape");
+            }
+            let parameters: Vec<Value> = operation["parameters"].as_array().map(|list| list.iter().map(&resolve).collect()).unwrap_or_default();
+            let has_limit = parameters.iter().any(|parameter| parameter["name"] == "limit");
+            if has_limit {
+                assert!(documents(400), "{what} takes a limit but documents no 400");
+                let limit = &parameters.iter().find(|parameter| parameter["name"] == "limit").unwrap()["schema"];
+                assert!(limit["minimum"] == 1 && limit["maximum"].is_u64() && limit["default"].is_u64(), "{what}: {limit}");
+            }
+            // PUT creates what its path names, so it cannot miss it.
+            if method != "put" && parameters.iter().any(|parameter| parameter["in"] == "path") {
+                assert!(documents(404), "{what} names something in its path but documents no 404");
+            }
+            if operation["requestBody"]["content"]["application/json"].is_object() {
+                assert!(documents(400) && documents(422), "{what} takes JSON but documents no 400 or 422");
+            }
+            let concrete = path
+                .replace("{accountId}", "no-such-account")
+                .replace("{webhookId}", "00000000-0000-4000-8000-000000000000")
+                .replace("{eventId}", "e")
+                .replace("{inboxId}", "1")
+                .replace("{recordId}", "r")
+                .replace("{name}", "no-such-plugin");
+            let url = format!("{}{concrete}", daemon.admin_url);
+            let http_method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let open = operation.get("security").is_some_and(|security| security == &json!([]));
+            if !open {
+                assert!(documents(401), "{what} needs the token but documents no 401");
+                let answer = daemon.http.request(http_method.clone(), &url).send().await.unwrap();
+                assert_eq!(answer.status().as_u16(), 401, "{what} without a token");
+            }
+            if method == "get" {
+                let answer = daemon.http.get(&url).bearer_auth(&daemon.token).send().await.unwrap();
+                let status = answer.status().as_u16();
+                let body: Value = answer.json().await.unwrap_or(Value::Null);
+                if status == 200 && body.get("next").is_some() {
+                    // A list: its paging is documented, and the documented maximum is the API's.
+                    let has_after = parameters.iter().any(|parameter| parameter["name"] == "after");
+                    assert!(has_limit && has_after, "{what} pages but does not document limit and after");
+                    let limit = &parameters.iter().find(|parameter| parameter["name"] == "limit").unwrap()["schema"];
+                    let max = limit["maximum"].as_u64().unwrap();
+                    let (status, _) = daemon.admin("GET", &format!("{concrete}?limit={max}"), None).await;
+                    assert_eq!(status, 200, "{what}?limit={max} (the documented maximum)");
+                    let answer = daemon.admin("GET", &format!("{concrete}?limit={}", max + 1), None).await;
+                    assert_error(&answer, 400, "invalid_limit");
+                }
+            }
+            if has_limit {
+                let answer = daemon.http.request(http_method.clone(), format!("{url}?limit=0")).bearer_auth(&daemon.token).send().await.unwrap();
+                let status = answer.status().as_u16();
+                let body: Value = answer.json().await.unwrap_or(Value::Null);
+                assert!(documents(status) && status >= 400, "{what}?limit=0 answered {status}: {body}");
+            }
+            if operation["requestBody"]["content"]["application/json"].is_object() {
+                for body in ["[1, 2]", "{\"noSuchField\": 1}"] {
+                    let answer = daemon
+                        .http
+                        .request(http_method.clone(), &url)
+                        .bearer_auth(&daemon.token)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = answer.status().as_u16();
+                    let shown: Value = answer.json().await.unwrap_or(Value::Null);
+                    assert!(documents(status) && status >= 400, "{what} with {body} answered {status}: {shown}");
+                }
+            }
+            n_checked += 1;
+        }
+    }
+    assert!(n_checked >= 28, "{n_checked} operations");
 }
 
 /// Verification secrets that would verify nothing are refused for every scheme, at creation and
