@@ -117,7 +117,9 @@ async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<paging::Pag
     let limit = LIST_LIMITS.parse(query.limit.as_deref())?;
     // The store hands out every account (few, small); the page is cut here.
     let mut page = Page::new(limit);
-    for account in daemon.store.list_accounts()?.iter().filter(|account| query.after.as_deref().is_none_or(|after| account.id.as_str() > after)) {
+    for account in
+        daemon.store.list_accounts()?.iter().filter(|account| query.after.as_deref().is_none_or(|after| account.id.as_str() > after))
+    {
         if !page.push(view(&daemon, account), Cursor::Text(account.id.clone())) {
             break;
         }

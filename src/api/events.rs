@@ -292,8 +292,9 @@ async fn inbox_list(State(daemon): State<Arc<Daemon>>, Query(query): Query<Inbox
 fn numeric_cursor(after: Option<&str>) -> Result<Option<u64>, ApiError> {
     after
         .map(|text| {
-            text.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("invalid_query", format!("after {text:?} must be the `next` of a previous page (a number)")))
+            text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("invalid_query", format!("after {text:?} must be the `next` of a previous page (a number)"))
+            })
         })
         .transpose()
 }

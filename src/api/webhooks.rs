@@ -91,7 +91,9 @@ async fn list(
     find(&daemon, &account_id)?;
     let mut page = Page::new(limit);
     let subscriptions = daemon.store.list_subscriptions(&account_id)?;
-    for subscription in subscriptions.iter().filter(|subscription| query.after.as_deref().is_none_or(|after| subscription.id.as_str() > after)) {
+    for subscription in
+        subscriptions.iter().filter(|subscription| query.after.as_deref().is_none_or(|after| subscription.id.as_str() > after))
+    {
         if !page.push(view(subscription), Cursor::Text(subscription.id.clone())) {
             break;
         }

@@ -114,8 +114,8 @@ impl ApiTarget {
             .map_err(|error| EnrichError::NoApi(format!("the plugin's base URL {:?}: {error}", api.base_url)))?;
         let effective = match &account.api_base_url {
             Some(base) => {
-                let effective = url::Url::parse(base)
-                    .map_err(|error| EnrichError::NoApi(format!("the account's apiBaseUrl {base:?}: {error}")))?;
+                let effective =
+                    url::Url::parse(base).map_err(|error| EnrichError::NoApi(format!("the account's apiBaseUrl {base:?}: {error}")))?;
                 destination::check_api_base_form(&effective, allow_private)
                     .map_err(|reason| EnrichError::Refused(format!("the account's apiBaseUrl is refused: {reason}")))?;
                 effective
@@ -274,7 +274,12 @@ impl Enricher {
         Ok(last)
     }
 
-    async fn send(&self, request: &wit::ApiRequest, url: &url::Url, auth: Option<&(String, String)>) -> Result<wit::ApiResponse, SendError> {
+    async fn send(
+        &self,
+        request: &wit::ApiRequest,
+        url: &url::Url,
+        auth: Option<&(String, String)>,
+    ) -> Result<wit::ApiResponse, SendError> {
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| SendError::Failed(format!("bad method {:?}", request.method)))?;
         let mut builder = self.http.request(method, url.clone()).query(&request.query);
@@ -367,17 +372,12 @@ impl Enricher {
             form.push(("scope", scope.clone()));
         }
         self.rate_limit(account).await;
-        let response = self
-            .http
-            .post(token_url)
-            .header("accept", "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|error| match destination::refusal_in(&error) {
+        let response = self.http.post(token_url).header("accept", "application/json").form(&form).send().await.map_err(|error| {
+            match destination::refusal_in(&error) {
                 Some(reason) => EnrichError::Refused(reason),
                 None => EnrichError::Token(error.to_string()),
-            })?;
+            }
+        })?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.map_err(|error| EnrichError::Token(format!("HTTP {status}: {error}")))?;
         let access_token = body["access_token"]
@@ -484,10 +484,9 @@ mod tests {
     #[test]
     fn the_destination_policy_applies_to_the_account_base_and_to_literal_hosts() {
         let guesty = api("https://open-api.guesty.com", &[], wit::AuthScheme::None);
-        for (base, why) in [
-            ("http://api.example.com", "http carries the credentials in clear text"),
-            ("https://user:pw@api.example.com", "user info"),
-        ] {
+        for (base, why) in
+            [("http://api.example.com", "http carries the credentials in clear text"), ("https://user:pw@api.example.com", "user info")]
+        {
             let refused = ApiTarget::new(&guesty, &account(Some(base)), false).err();
             assert!(matches!(refused, Some(EnrichError::Refused(_))), "{base}: {why}");
         }
@@ -529,7 +528,10 @@ mod tests {
         let oauth = api(
             "https://api.chaos.invalid",
             &[],
-            wit::AuthScheme::Oauth2ClientCredentials(wit::Oauth2Client { token_url: "https://api.chaos.invalid/oauth/token".into(), scope: None }),
+            wit::AuthScheme::Oauth2ClientCredentials(wit::Oauth2Client {
+                token_url: "https://api.chaos.invalid/oauth/token".into(),
+                scope: None,
+            }),
         );
         let answer = enricher.perform(&account, Some(&oauth), vec![request]).await;
         assert!(matches!(&answer, Err(EnrichError::Refused(reason)) if reason.contains("localhost")), "{answer:?}");

@@ -271,7 +271,8 @@ async fn every_route_documents_its_error_responses() {
                 let schema = &resolve(response)["content"]["application/json"]["schema"];
                 assert_eq!(schema["$ref"], "#/components/schemas/Error", "{what} {status} is not the error shape");
             }
-            let parameters: Vec<Value> = operation["parameters"].as_array().map(|list| list.iter().map(&resolve).collect()).unwrap_or_default();
+            let parameters: Vec<Value> =
+                operation["parameters"].as_array().map(|list| list.iter().map(&resolve).collect()).unwrap_or_default();
             let has_limit = parameters.iter().any(|parameter| parameter["name"] == "limit");
             if has_limit {
                 assert!(documents(400), "{what} takes a limit but documents no 400");
@@ -317,7 +318,8 @@ async fn every_route_documents_its_error_responses() {
                 }
             }
             if has_limit {
-                let answer = daemon.http.request(http_method.clone(), format!("{url}?limit=0")).bearer_auth(&daemon.token).send().await.unwrap();
+                let answer =
+                    daemon.http.request(http_method.clone(), format!("{url}?limit=0")).bearer_auth(&daemon.token).send().await.unwrap();
                 let status = answer.status().as_u16();
                 let body: Value = answer.json().await.unwrap_or(Value::Null);
                 assert!(documents(status) && status >= 400, "{what}?limit=0 answered {status}: {body}");

@@ -100,7 +100,8 @@ async fn every_list_route_pages_and_refuses_limits_out_of_range() {
     assert_eq!(skipped.iter().collect::<std::collections::BTreeSet<_>>().len(), 4, "each once: {skipped:?}");
     let (plugins, _) = walk(&daemon, "/v1/plugins", "plugins", "name", 3, 10).await;
     let (_, all) = daemon.admin("GET", "/v1/plugins", None).await;
-    let expected: Vec<String> = all["plugins"].as_array().unwrap().iter().map(|plugin| plugin["name"].as_str().unwrap().to_string()).collect();
+    let expected: Vec<String> =
+        all["plugins"].as_array().unwrap().iter().map(|plugin| plugin["name"].as_str().unwrap().to_string()).collect();
     assert!(plugins.len() > 3 && plugins == expected, "{plugins:?}");
 
     for (route, max) in [

@@ -80,7 +80,8 @@ async fn a_new_plugin_is_written_tested_uploaded_and_normalizes_its_first_webhoo
     assert_eq!((uploaded["pms"].as_str(), uploaded["source"].as_str()), (Some("Acme Rentals"), Some("file")), "{uploaded}");
     assert_eq!(uploaded["verification"], "hmac-sha256");
 
-    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "acme", "verification": {"secret": "s3cret-of-20-bytes!"}})).await;
+    let account =
+        daemon.create_account(json!({"workspaceId": "ws", "pms": "acme", "verification": {"secret": "s3cret-of-20-bytes!"}})).await;
     let account_id = account["id"].as_str().unwrap();
     daemon.subscribe(account_id, &receiver.url).await;
     let body = std::fs::read(dir.join("tests/cases/sample/body.json")).unwrap();
