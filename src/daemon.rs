@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::deliver::RetryPolicy;
+use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::normalize::Normalizer;
 use crate::plugin::PluginRegistry;
@@ -86,8 +87,8 @@ impl Daemon {
         }
         match self.phase.load(Ordering::SeqCst) {
             1 => Json(json!({"status": "ready"})).into_response(),
-            0 => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response(),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "stopping"}))).into_response(),
+            0 => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting", "the daemon is starting").into_response(),
+            _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", "the daemon is shutting down").into_response(),
         }
     }
 
@@ -116,9 +117,6 @@ fn url_segment(text: &str) -> String {
 }
 
 fn unhealthy(reason: &str) -> Response {
-    let body = json!({
-        "status": "unhealthy",
-        "error": {"code": "storage_unavailable", "message": format!("the store failed and refuses writes ({reason}); the daemon is exiting so it can be restarted")},
-    });
-    (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "5")], Json(body)).into_response()
+    let message = format!("the store failed and refuses writes ({reason}); the daemon is exiting so it can be restarted");
+    ApiError::storage_unavailable(message).into_response()
 }
