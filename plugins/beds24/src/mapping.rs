@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn version_2_body_is_an_upsert_of_its_booking() {
-        // Envelope keys as /work/shared/pms/beds24.md records them; booking fields as in API V2 answers.
+        // Envelope keys as third-party integrations record them; booking fields as in API V2 answers.
         let body = json!({"timeStamp": "2022-05-20T09:12:45Z", "booking": {"id": 12345678, "propertyId": 12345, "status": "cancelled",
             "arrival": "2022-06-10", "departure": "2022-06-14", "cancelTime": "2022-05-20T09:12:44Z"},
             "invoiceItems": [], "infoItems": [], "messages": [], "retries": 0});
