@@ -16,7 +16,7 @@ use super::paging::{self, Cursor, Page, PageQuery};
 use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::model;
-use crate::plugin::{LoadedPlugin, PluginError, PluginSource};
+use crate::plugin::{CallError, LoadedPlugin, PluginError, PluginSource};
 
 /// Largest upload accepted (components are a few hundred KiB to a few MiB).
 const MAX_UPLOAD_BYTES: usize = 64 << 20;
@@ -63,12 +63,15 @@ async fn show(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Re
 }
 
 /// Replace (or add) the plugin `name` with the uploaded component. The bytes are compiled and
-/// checked (contract version, `describe`, declared name) before anything changes.
+/// checked (contract version, instantiation and `describe` under the plugin limits, declared
+/// name) before anything changes: a component that runs past the time limit while loading is
+/// refused with 422 `plugin_timeout`, one over the memory cap with 422 `plugin_memory_limit`.
 async fn upload(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("empty_body", "send the component's bytes (a .wasm file) as the request body"));
     }
     let existed = daemon.plugins.get(&name).is_some();
+    tracing::debug!(plugin = %name, bytes = body.len(), "plugin upload received; compiling and checking it");
     let installing = daemon.clone();
     let name_for_install = name.clone();
     let installed =
@@ -84,8 +87,15 @@ async fn upload(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>, bod
         Err(PluginError::Io { path, message }) => Err(ApiError::internal(format!("{}: {message}", path.display()))),
         Err(PluginError::Engine(message)) => Err(ApiError::internal(message)),
         Err(error @ PluginError::NameMismatch { .. }) => Err(ApiError::unprocessable("plugin_name_mismatch", error.to_string())),
-        Err(error) => Err(ApiError::unprocessable("invalid_plugin", format!("{error}; the running plugin (if any) is unchanged"))),
+        Err(error @ PluginError::Load(CallError::Timeout(_))) => Err(refused("plugin_timeout", &error)),
+        Err(error @ PluginError::Load(CallError::MemoryLimit(_))) => Err(refused("plugin_memory_limit", &error)),
+        Err(error) => Err(refused("invalid_plugin", &error)),
     }
+}
+
+/// A refused upload: 422 with the reason, and the word that nothing changed.
+fn refused(code: &'static str, error: &PluginError) -> ApiError {
+    ApiError::unprocessable(code, format!("{error}; the running plugin (if any) is unchanged"))
 }
 
 fn view(plugin: &LoadedPlugin) -> Value {

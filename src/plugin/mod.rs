@@ -6,6 +6,8 @@
 //! `host` interface of the contract, and every other import (the WASI interfaces the Rust standard
 //! library links) is defined as a trap. Invariant: a trap, a timeout, exhausted memory or invalid
 //! output fails that one call, reported as a [`CallError`]; the daemon and other plugins go on.
+//! Loading is guest code too (start functions, `describe`): it runs under the same limits, so a
+//! component that never finishes instantiating is refused ([`PluginError::Load`]).
 
 pub mod bindings;
 mod engine;
@@ -50,9 +52,13 @@ pub enum PluginError {
         /// The version the component imports.
         found: String,
     },
-    /// `describe` trapped or returned something unusable.
+    /// `describe` returned something unusable.
     #[error("plugin describe failed: {0}")]
     Describe(String),
+    /// Instantiating the component or calling `describe` failed: a trap, the time limit (a start
+    /// function or `describe` that never returns) or the memory cap.
+    #[error("plugin failed to load: {0}")]
+    Load(CallError),
     /// The engine itself failed (configuration, out of resources).
     #[error("plugin engine: {0}")]
     Engine(String),
@@ -74,12 +80,13 @@ pub enum PluginError {
     },
 }
 
-/// Resource limits of one plugin call.
+/// Resource limits of one plugin instance and each of its calls.
 #[derive(Debug, Clone, Copy)]
 pub struct PluginLimits {
     /// Linear memory a plugin instance may grow to.
     pub memory_bytes: usize,
-    /// Wall time one call may take before it is interrupted.
+    /// Wall time one call (or one instantiation, whose start functions are guest code too) may
+    /// take before it is interrupted.
     pub timeout: Duration,
     /// How often the epoch ticks; a deadline is a whole number of ticks.
     pub epoch_tick: Duration,
@@ -281,9 +288,11 @@ impl PluginRegistry {
         let pre = bindings::PluginPre::new(instance_pre)
             .map_err(|error| PluginError::Invalid(format!("does not implement the plugin world: {error:#}")))?;
         let code = session::PluginCode { pre, engine: self.engine.clone(), limits: self.limits };
+        // Instantiation and `describe` run guest code: both are under the call's time limit and
+        // the instance's memory budget, so a hostile component is refused here, not hung on.
         let info = PluginSession::new(code.clone(), String::from("(loading)"))
             .and_then(|mut session| session.describe())
-            .map_err(|error| PluginError::Describe(error.to_string()))?;
+            .map_err(PluginError::Load)?;
         validate_info(&info)?;
         Ok(LoadedPlugin {
             info,

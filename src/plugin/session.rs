@@ -4,6 +4,9 @@
 //! So a normalizer thread keeps one session per plugin and reuses it call after call. A store is
 //! never shared behind a lock: it belongs to the thread that made it. After a trap the instance
 //! may hold broken state, so the session re-instantiates before its next call.
+//!
+//! Limits hold for every entry into guest code: instantiation (a component's start functions run
+//! then) as much as `describe`, `normalize` and `subscribe` carry the epoch deadline of one call.
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
@@ -133,19 +136,33 @@ impl PluginSession {
         self.call(|store, plugin| plugin.call_subscribe(store, request))
     }
 
+    /// Instantiate under the same limits as a call: a component's start functions are guest code,
+    /// and one that never returns must be interrupted like a `normalize` that never returns.
     fn instantiate(&mut self) -> Result<(), CallError> {
+        let limits = self.code.limits;
         let state = HostState {
             plugin_name: self.plugin_name.clone(),
-            memory_cap_bytes: self.code.limits.memory_bytes,
+            memory_cap_bytes: limits.memory_bytes,
             memory_cap_hit: false,
             log_lines_left: LOG_LINES_PER_CALL,
         };
         let mut store = Store::new(&self.code.engine, state);
         store.limiter(|state| state);
-        store.set_epoch_deadline(u64::MAX / 2);
-        let plugin = self.code.pre.instantiate(&mut store).map_err(|error| CallError::Instantiate(format!("{error:#}")))?;
-        self.live = Some((store, plugin));
-        Ok(())
+        store.set_epoch_deadline(deadline_ticks(limits));
+        match self.code.pre.instantiate(&mut store) {
+            Ok(plugin) => {
+                store.set_epoch_deadline(PARKED_DEADLINE);
+                self.live = Some((store, plugin));
+                Ok(())
+            }
+            Err(error) => {
+                let memory_cap_hit = store.data().memory_cap_hit;
+                Err(match classify(error, memory_cap_hit, limits) {
+                    CallError::Trap(message) => CallError::Instantiate(message),
+                    limit => limit,
+                })
+            }
+        }
     }
 
     fn call<R>(&mut self, body: impl FnOnce(&mut Store<HostState>, &bindings::Plugin) -> wasmtime::Result<R>) -> Result<R, CallError> {
@@ -154,14 +171,12 @@ impl PluginSession {
         }
         let limits = self.code.limits;
         let (store, plugin) = self.live.as_mut().expect("instantiated just above");
-        let tick_ms = limits.epoch_tick.as_millis().max(1);
-        let ticks = limits.timeout.as_millis().div_ceil(tick_ms).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX / 2));
+        store.set_epoch_deadline(deadline_ticks(limits));
         store.data_mut().log_lines_left = LOG_LINES_PER_CALL;
         store.data_mut().memory_cap_hit = false;
         let result = body(store, plugin);
         // Park the deadline far away so nothing fires between calls.
-        store.set_epoch_deadline(u64::MAX / 2);
+        store.set_epoch_deadline(PARKED_DEADLINE);
         match result {
             Ok(value) => Ok(value),
             Err(error) => {
@@ -172,6 +187,16 @@ impl PluginSession {
             }
         }
     }
+}
+
+/// The epoch deadline of a store between calls: far enough never to fire.
+const PARKED_DEADLINE: u64 = u64::MAX / 2;
+
+/// One call's time limit in epoch ticks, rounded up, at least one.
+fn deadline_ticks(limits: PluginLimits) -> u64 {
+    let tick_ms = limits.epoch_tick.as_millis().max(1);
+    let ticks = limits.timeout.as_millis().div_ceil(tick_ms).max(1);
+    u64::try_from(ticks).unwrap_or(PARKED_DEADLINE)
 }
 
 fn classify(error: wasmtime::Error, memory_cap_hit: bool, limits: PluginLimits) -> CallError {
