@@ -82,7 +82,7 @@ pub struct RawConfig {
     pub normalizer_threads: usize,
     /// Time limit of one plugin call.
     pub plugin_timeout_ms: u64,
-    /// Memory cap of one plugin instance.
+    /// Memory cap of one plugin instance: all its linear memories together.
     pub plugin_memory_bytes: usize,
     /// Granularity of plugin time limits.
     pub epoch_tick_ms: u64,

@@ -7,7 +7,7 @@
 //! library links) is defined as a trap. Invariant: a trap, a timeout, exhausted memory or invalid
 //! output fails that one call, reported as a [`CallError`]; the daemon and other plugins go on.
 //! Loading is guest code too (start functions, `describe`): it runs under the same limits, so a
-//! component that never finishes instantiating is refused ([`PluginError::Load`]).
+//! component that never finishes instantiating or over-allocates is refused ([`PluginError::Load`]).
 
 pub mod bindings;
 mod engine;
@@ -83,7 +83,8 @@ pub enum PluginError {
 /// Resource limits of one plugin instance and each of its calls.
 #[derive(Debug, Clone, Copy)]
 pub struct PluginLimits {
-    /// Linear memory a plugin instance may grow to.
+    /// Linear memory a plugin instance may grow to, summed over every memory of every core
+    /// instance inside the component.
     pub memory_bytes: usize,
     /// Wall time one call (or one instantiation, whose start functions are guest code too) may
     /// take before it is interrupted.

@@ -1,4 +1,4 @@
-//! One plugin instance in one store, owned by one thread.
+//! One plugin instance in one store, owned by one thread, and the limits it runs under.
 //!
 //! Instantiating a component costs tens of microseconds; calling into a live instance costs a few.
 //! So a normalizer thread keeps one session per plugin and reuses it call after call. A store is
@@ -7,6 +7,9 @@
 //!
 //! Limits hold for every entry into guest code: instantiation (a component's start functions run
 //! then) as much as `describe`, `normalize` and `subscribe` carry the epoch deadline of one call.
+//! The memory cap is a budget of the whole instance: a component holds many core instances, each
+//! with its own memories and tables, so [`Budget`] sums the linear memory and table elements of
+//! all of them in one store, and caps how many instances, memories and tables the store may make.
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
@@ -19,6 +22,19 @@ use std::sync::Arc;
 const LOG_LINES_PER_CALL: u32 = 32;
 /// Longest log line kept, in bytes.
 const LOG_LINE_BYTES: usize = 2048;
+// What a Rust plugin built for `wasm32-wasip2` uses: three core instances (its module, the
+// canonical ABI shim, the fixups), one memory, two tables of about a hundred elements. The caps
+// leave room for other toolchains; the memory budget in bytes is what bounds the daemon's memory,
+// the counts bound what each memory and table costs besides (address space, bookkeeping).
+
+/// Core instances one plugin instance may create.
+pub(crate) const MAX_CORE_INSTANCES: usize = 32;
+/// Linear memories one plugin instance may create, over all its core instances.
+pub(crate) const MAX_MEMORIES: usize = 8;
+/// Tables one plugin instance may create, over all its core instances.
+pub(crate) const MAX_TABLES: usize = 16;
+/// Table elements one plugin instance may hold, summed over all its tables (a pointer each).
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Why a call into a plugin failed. These are the plugin's failures, recorded against the event;
 /// a plugin's own refusal (`plugin-error` in the contract) is not here: it is a value.
@@ -27,8 +43,8 @@ pub enum CallError {
     /// The call ran past its time limit and was interrupted.
     #[error("plugin timed out after {0} ms")]
     Timeout(u128),
-    /// The plugin tried to grow its memory past the cap and then failed.
-    #[error("plugin exceeded its memory limit of {0} bytes")]
+    /// The plugin tried to grow its memory past the cap (the sum over all its memories) and then failed.
+    #[error("plugin exceeded its memory limit of {0} bytes (all its linear memories together)")]
     MemoryLimit(usize),
     /// The plugin trapped (a panic, an unreachable, a denied import).
     #[error("plugin trapped: {0}")]
@@ -46,25 +62,84 @@ pub(crate) struct PluginCode {
     pub(crate) limits: PluginLimits,
 }
 
-/// The store's data: limits and the log budget of the current call.
+/// What one store (one plugin instance) may allocate, and what it has so far. Wasmtime asks the
+/// limiter about each memory and table on its own (at creation, `current` is 0, and at every
+/// growth); the budget adds them up, so sixteen memories just under the cap are refused as surely
+/// as one memory over it. Memories and tables never shrink, so the totals only grow with the store.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    memory_cap_bytes: usize,
+    memory_bytes: usize,
+    table_elements: usize,
+    memory_cap_hit: bool,
+}
+
+impl Budget {
+    pub(crate) fn new(memory_cap_bytes: usize) -> Self {
+        Self { memory_cap_bytes, memory_bytes: 0, table_elements: 0, memory_cap_hit: false }
+    }
+
+    /// Linear memory granted so far, summed over every memory of every core instance.
+    #[cfg(test)]
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
+    /// Whether a memory growth was refused since the flag was last cleared.
+    pub(crate) fn memory_cap_hit(&self) -> bool {
+        self.memory_cap_hit
+    }
+
+    /// A memory asks to grow from `current` to `desired` bytes (from 0 when it is created).
+    /// A growth that is granted here and then fails in wasmtime stays counted: the error errs on
+    /// the side of refusing sooner.
+    pub(crate) fn grow_memory(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.memory_bytes.saturating_add(desired.saturating_sub(current));
+        if total > self.memory_cap_bytes {
+            self.memory_cap_hit = true;
+            return false;
+        }
+        self.memory_bytes = total;
+        true
+    }
+
+    /// A table asks to grow from `current` to `desired` elements (from 0 when it is created).
+    pub(crate) fn grow_table(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.table_elements.saturating_add(desired.saturating_sub(current));
+        if total > MAX_TABLE_ELEMENTS {
+            return false;
+        }
+        self.table_elements = total;
+        true
+    }
+}
+
+/// The store's data: the resource budget and the log budget of the current call.
 pub(crate) struct HostState {
     plugin_name: String,
-    memory_cap_bytes: usize,
-    memory_cap_hit: bool,
+    budget: Budget,
     log_lines_left: u32,
 }
 
 impl ResourceLimiter for HostState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap_bytes {
-            self.memory_cap_hit = true;
-            return Ok(false);
-        }
-        Ok(true)
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.budget.grow_memory(current, desired))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.budget.grow_table(current, desired))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -142,8 +217,7 @@ impl PluginSession {
         let limits = self.code.limits;
         let state = HostState {
             plugin_name: self.plugin_name.clone(),
-            memory_cap_bytes: limits.memory_bytes,
-            memory_cap_hit: false,
+            budget: Budget::new(limits.memory_bytes),
             log_lines_left: LOG_LINES_PER_CALL,
         };
         let mut store = Store::new(&self.code.engine, state);
@@ -156,7 +230,7 @@ impl PluginSession {
                 Ok(())
             }
             Err(error) => {
-                let memory_cap_hit = store.data().memory_cap_hit;
+                let memory_cap_hit = store.data().budget.memory_cap_hit();
                 Err(match classify(error, memory_cap_hit, limits) {
                     CallError::Trap(message) => CallError::Instantiate(message),
                     limit => limit,
@@ -173,14 +247,14 @@ impl PluginSession {
         let (store, plugin) = self.live.as_mut().expect("instantiated just above");
         store.set_epoch_deadline(deadline_ticks(limits));
         store.data_mut().log_lines_left = LOG_LINES_PER_CALL;
-        store.data_mut().memory_cap_hit = false;
+        store.data_mut().budget.memory_cap_hit = false;
         let result = body(store, plugin);
         // Park the deadline far away so nothing fires between calls.
         store.set_epoch_deadline(PARKED_DEADLINE);
         match result {
             Ok(value) => Ok(value),
             Err(error) => {
-                let memory_cap_hit = store.data().memory_cap_hit;
+                let memory_cap_hit = store.data().budget.memory_cap_hit();
                 // The instance may be in any state after a trap: start afresh next time.
                 self.live = None;
                 Err(classify(error, memory_cap_hit, limits))
@@ -207,4 +281,41 @@ fn classify(error: wasmtime::Error, memory_cap_hit: bool, limits: PluginLimits) 
         return CallError::MemoryLimit(limits.memory_bytes);
     }
     CallError::Trap(format!("{error:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_budget_sums_every_memory_of_the_instance() {
+        let mut budget = Budget::new(64 * MIB);
+        // Two memories created at 30 MiB each: 60 MiB, within the cap.
+        assert!(budget.grow_memory(0, 30 * MIB));
+        assert!(budget.grow_memory(0, 30 * MIB));
+        assert_eq!(budget.memory_bytes(), 60 * MIB);
+        assert!(!budget.memory_cap_hit());
+        // A third memory of 30 MiB, each under the cap on its own, is refused: 90 MiB in all.
+        assert!(!budget.grow_memory(0, 30 * MIB));
+        assert!(budget.memory_cap_hit());
+        assert_eq!(budget.memory_bytes(), 60 * MIB, "a refused growth is not counted");
+        // Growing one of them counts only the difference: 30 -> 34 MiB brings the total to 64 MiB.
+        assert!(budget.grow_memory(30 * MIB, 34 * MIB));
+        assert_eq!(budget.memory_bytes(), 64 * MIB);
+        assert!(!budget.grow_memory(34 * MIB, 34 * MIB + 64 * 1024));
+        // A memory whose minimum overflows the address space (wasmtime passes `usize::MAX - page`).
+        assert!(!Budget::new(64 * MIB).grow_memory(0, usize::MAX - 65_535));
+    }
+
+    #[test]
+    fn the_table_budget_sums_every_table_of_the_instance() {
+        let mut budget = Budget::new(64 * MIB);
+        assert!(budget.grow_table(0, MAX_TABLE_ELEMENTS / 2));
+        assert!(budget.grow_table(0, MAX_TABLE_ELEMENTS / 2));
+        assert!(!budget.grow_table(0, 1));
+        assert!(!budget.grow_table(MAX_TABLE_ELEMENTS / 2, MAX_TABLE_ELEMENTS / 2 + 1));
+        assert!(!budget.memory_cap_hit(), "tables are not memory");
+    }
 }

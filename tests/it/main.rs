@@ -14,8 +14,8 @@
 //! - `retry`: failing receivers, attempts log, dead letters, redelivery.
 //! - `restart`: SIGKILL after the 2xx, recovery of normalization and delivery.
 //! - `plugins`: misbehaving plugins (trap, loop, memory, invalid output) fail only their events.
-//! - `sandbox`: hostile components (a start function that never returns) are refused on upload,
-//!   in the plugin dir and by `plugin run`; the daemon stays up.
+//! - `sandbox`: hostile components (a start function that never returns, memories over the cap
+//!   together) are refused on upload, in the plugin dir and by `plugin run`; the daemon stays up.
 //! - `enrich`: API calls for thin webhooks against a fake PMS API: OAuth2, 429, outages, refusals, registration.
 //! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.

@@ -1,12 +1,13 @@
-//! The plugin sandbox against hostile components (issue 10, item 6): a component whose start
-//! function never returns.
+//! The plugin sandbox against hostile components (issue 10, items 6 and 7): a component whose
+//! start function never returns, and components whose memories are each under the memory cap but
+//! together far over it.
 //!
 //! The hostile components are built here the way real plugins are: a core module (WAT text below)
 //! implements the `plugin` world of `wit/v0.1` with the canonical ABI, and wit-component wraps it
 //! into a component with the contract's own metadata. So each one passes the contract-version
 //! check and the export type check and reaches instantiation, where its start function runs. Its
 //! `describe` returns a valid plugin-info from a data segment: a component that got through
-//! instantiation would be accepted.
+//! instantiation would be accepted, as the `roomy` control shows.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -20,6 +21,8 @@ use crate::support::{Daemon, DaemonOptions, Receiver, repo_root};
 /// How long any one step may take before the test gives up: far above the plugin time limit,
 /// only there so a hang fails the test instead of stalling the suite.
 const BOUND: Duration = Duration::from_secs(60);
+const WASM_PAGE_BYTES: u64 = 64 * 1024;
+const MIB: u64 = 1024 * 1024;
 
 /// A component implementing the plugin world whose core module has memories of `memory_pages`
 /// pages (the first one exported as the canonical ABI's memory) and runs `start` as its start
@@ -66,6 +69,15 @@ fn spinning_plugin() -> Vec<u8> {
     hostile_plugin("spin", &[1], "(loop $forever (br $forever))")
 }
 
+/// `count` memories of `pages` pages each, every byte past the first 4 KiB (where `describe`'s
+/// answer lives) written by the start function, so each one really costs resident memory.
+fn hoarding_plugin(name: &str, count: usize, pages: u64) -> Vec<u8> {
+    let bytes = pages * WASM_PAGE_BYTES;
+    let start: String =
+        (0..count).map(|index| format!("(memory.fill $m{index} (i32.const 4096) (i32.const 171) (i32.const {}))", bytes - 4096)).collect();
+    hostile_plugin(name, &vec![pages; count], &start)
+}
+
 fn artifact(name: &str) -> Vec<u8> {
     std::fs::read(PathBuf::from(env!("PLUGIN_ARTIFACTS_DIR")).join(format!("stayhook_plugin_{name}.wasm"))).unwrap()
 }
@@ -98,6 +110,15 @@ async fn upload(daemon: &Daemon, name: &str, wasm: Vec<u8>) -> (u16, Value) {
 async fn healthy(daemon: &Daemon) -> bool {
     let answer = tokio::time::timeout(BOUND, daemon.http.get(format!("{}/healthz", daemon.admin_url)).send()).await;
     matches!(answer, Ok(Ok(response)) if response.status().is_success())
+}
+
+/// Peak resident memory of the daemon so far, in bytes (`VmHWM`).
+fn peak_rss_bytes(daemon: &Daemon) -> u64 {
+    let pid = daemon.pid().expect("the daemon runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM in /proc/<pid>/status");
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().unwrap();
+    kib * 1024
 }
 
 #[tokio::test]
@@ -161,6 +182,43 @@ async fn sigterm_stops_the_daemon_while_a_hostile_upload_is_in_flight() {
     if let Ok(Ok(response)) = tokio::time::timeout(BOUND, in_flight).await.expect("the upload task ended") {
         assert_eq!(response.status().as_u16(), 422);
     }
+}
+
+#[tokio::test]
+async fn memories_under_the_cap_one_by_one_but_over_it_together_are_refused() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let cap_bytes = 64 * MIB;
+
+    // Control: the same shell with one touched memory under the cap loads, so the refusals
+    // below are the budget's doing, not a broken component.
+    let (status, answer) = upload(&daemon, "roomy", hoarding_plugin("roomy", 1, 256)).await;
+    assert_eq!(status, 201, "{answer}");
+
+    // Six memories of 60 MiB (each under the 64 MiB cap, 360 MiB together), all filled by the
+    // start function: refused before the start function runs, so none of it becomes resident.
+    let before_bytes = peak_rss_bytes(&daemon);
+    let (count, pages) = (6, 960);
+    let sum_bytes = count * pages * WASM_PAGE_BYTES;
+    assert!(pages * WASM_PAGE_BYTES < cap_bytes && sum_bytes > cap_bytes);
+    let (status, answer) = upload(&daemon, "hoard", hoarding_plugin("hoard", usize::try_from(count).unwrap(), pages)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("plugin_memory_limit")), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("memory limit"), "{answer}");
+    let grown_bytes = peak_rss_bytes(&daemon).saturating_sub(before_bytes);
+    assert!(grown_bytes < sum_bytes / 2, "peak RSS grew by {} MiB for a refused plugin", grown_bytes / MIB);
+
+    // The component of the report: sixteen memories of 62.5 MiB (1,000 MiB), refused by count.
+    let before_bytes = peak_rss_bytes(&daemon);
+    let (count, pages) = (16, 1000);
+    let sum_bytes = count * pages * WASM_PAGE_BYTES;
+    let (status, answer) = upload(&daemon, "hoard", hoarding_plugin("hoard", usize::try_from(count).unwrap(), pages)).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("invalid_plugin")), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("memory count"), "{answer}");
+    let grown_bytes = peak_rss_bytes(&daemon).saturating_sub(before_bytes);
+    assert!(grown_bytes < sum_bytes / 2, "peak RSS grew by {} MiB for a refused plugin", grown_bytes / MIB);
+
+    let listed = listed(&daemon).await;
+    assert!(is_loaded(&listed, "roomy") && !is_loaded(&listed, "hoard"), "{listed}");
+    assert!(healthy(&daemon).await);
 }
 
 #[test]
