@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::plugin::bindings::stayhook::plugin::types::{SignatureEncoding, VerificationScheme};
 
 /// Largest clock difference accepted for Standard Webhooks timestamps.
-const TIMESTAMP_TOLERANCE_SECS: i64 = 5 * 60;
+const TIMESTAMP_TOLERANCE_SECS: u64 = 5 * 60;
 
 /// Why a webhook failed verification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +73,17 @@ pub fn verify(scheme: &VerificationScheme, secrets: &BTreeMap<String, String>, p
         return Ok(());
     }
     let secret = secrets.get("secret").map(String::as_str).unwrap_or_default();
+    // A secret that is configured but empty would let anyone compute the proof: refuse, whatever
+    // the admin API let through.
+    let empty = match scheme {
+        VerificationScheme::None => false,
+        VerificationScheme::BasicAuth => secrets.get("password").is_none_or(|password| password.trim().is_empty()),
+        VerificationScheme::StandardWebhooks => decode_whsec(secret).is_none_or(|key| key.is_empty()),
+        _ => secret.trim().is_empty(),
+    };
+    if empty {
+        return Err(VerifyError::Malformed("the account's verification secret is empty; set a real one".into()));
+    }
     match scheme {
         VerificationScheme::None => Ok(()),
         VerificationScheme::BasicAuth => verify_basic(secrets, presented),
@@ -134,7 +145,8 @@ fn verify_standard_webhooks(secret: &str, presented: &Presented<'_>) -> Result<(
     let timestamp = header("webhook-timestamp", "svix-timestamp").ok_or(VerifyError::Missing("webhook-timestamp"))?;
     let signatures = header("webhook-signature", "svix-signature").ok_or(VerifyError::Missing("webhook-signature"))?;
     let sent_secs: i64 = timestamp.trim().parse().map_err(|_| VerifyError::Malformed("webhook-timestamp is not a number".into()))?;
-    if (presented.now_secs - sent_secs).abs() > TIMESTAMP_TOLERANCE_SECS {
+    // abs_diff: `now - sent` overflows for timestamps near i64::MIN and wrapped into the window.
+    if presented.now_secs.abs_diff(sent_secs) > TIMESTAMP_TOLERANCE_SECS {
         return Err(VerifyError::Malformed("webhook-timestamp is more than 5 minutes off".into()));
     }
     let key = decode_whsec(secret).ok_or(VerifyError::Malformed("the account's secret is not a whsec_ base64 key".into()))?;
@@ -223,6 +235,71 @@ mod tests {
             check(&VerificationScheme::StandardWebhooks, &[("secret", &secret)], &stale, &[], body),
             Err(VerifyError::Malformed(_))
         ));
+    }
+
+    fn standard_webhooks_at(timestamp: &str) -> Result<(), VerifyError> {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let secret = format!("whsec_{}", BASE64.encode(key));
+        let body = br#"{"event":"reservation.updated.v2"}"#;
+        let signed = format!("msg_1.{timestamp}.");
+        let signature = format!("v1,{}", BASE64.encode(hmac_sha256(key, &[signed.as_bytes(), body])));
+        let headers = [("webhook-id", "msg_1"), ("webhook-timestamp", timestamp), ("webhook-signature", signature.as_str())];
+        check(&VerificationScheme::StandardWebhooks, &[("secret", &secret)], &headers, &[], body)
+    }
+
+    #[test]
+    fn standard_webhooks_extreme_timestamps_are_refused() {
+        // `now - 2^63` made `now - sent` overflow into the tolerance window (issue 10).
+        let now: i64 = 1_700_000_000;
+        let wrapping = now.wrapping_sub(i64::MIN).to_string();
+        let near_min = (now - i64::MAX).to_string();
+        for timestamp in [
+            i64::MIN.to_string(),
+            i64::MAX.to_string(),
+            (i64::MIN + 1).to_string(),
+            wrapping,
+            near_min,
+            "-1".to_string(),
+            "0".to_string(),
+            "-1700000000".to_string(),
+            "99999999999999999999999999".to_string(),
+            "-99999999999999999999999999".to_string(),
+            "1700000000.5".to_string(),
+            "".to_string(),
+        ] {
+            assert!(
+                matches!(standard_webhooks_at(&timestamp), Err(VerifyError::Malformed(_))),
+                "timestamp {timestamp:?}: {:?}",
+                standard_webhooks_at(&timestamp)
+            );
+        }
+        assert_eq!(standard_webhooks_at("1700000000"), Ok(()));
+        assert_eq!(standard_webhooks_at("1700000300"), Ok(()), "the edge of the window");
+        assert!(standard_webhooks_at("1700000301").is_err());
+        assert!(standard_webhooks_at("1699999699").is_err());
+    }
+
+    #[test]
+    fn an_empty_configured_secret_verifies_nothing() {
+        let hmac = VerificationScheme::HmacSha256(HmacHeader { header: "x-sig".into(), encoding: SignatureEncoding::Hex, prefix: None });
+        let forged = hex::encode(hmac_sha256(b"", &[b"{}"]));
+        assert!(check(&hmac, &[("secret", "")], &[("x-sig", &forged)], &[], b"{}").is_err());
+        let url = VerificationScheme::UrlToken("token".into());
+        assert!(check(&url, &[("secret", "")], &[], &[("token", "")], b"").is_err());
+        assert!(check(&url, &[("secret", "  ")], &[], &[("token", "  ")], b"").is_err());
+        let header = VerificationScheme::HeaderToken("x-token".into());
+        assert!(check(&header, &[("secret", "")], &[("x-token", "")], &[], b"").is_err());
+        let basic = format!("Basic {}", BASE64.encode("user:"));
+        assert!(check(&VerificationScheme::BasicAuth, &[("username", "user")], &[("authorization", &basic)], &[], b"").is_err());
+        assert!(
+            check(&VerificationScheme::BasicAuth, &[("username", "user"), ("password", "")], &[("authorization", &basic)], &[], b"")
+                .is_err()
+        );
+        for secret in ["", "whsec_", "whsec_!!!"] {
+            let signature = BASE64.encode(hmac_sha256(b"", &[b"msg_1.1700000000.{}"]));
+            let headers = [("webhook-id", "msg_1"), ("webhook-timestamp", "1700000000"), ("webhook-signature", &format!("v1,{signature}"))];
+            assert!(check(&VerificationScheme::StandardWebhooks, &[("secret", secret)], &headers, &[], b"{}").is_err(), "{secret:?}");
+        }
     }
 
     #[test]
