@@ -146,13 +146,18 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     let (stop_servers, _) = tokio::sync::broadcast::channel::<()>(1);
     let ingest_server = {
         let mut stopped = stop_servers.subscribe();
-        tokio::spawn(http::serve(listeners.ingest, ingest::router(daemon.clone()), async move {
-            let _ = stopped.recv().await;
-        }))
+        tokio::spawn(http::serve(
+            listeners.ingest,
+            ingest::router(daemon.clone()),
+            http::ServeLimits::public(&daemon.settings),
+            async move {
+                let _ = stopped.recv().await;
+            },
+        ))
     };
     let admin_server = {
         let mut stopped = stop_servers.subscribe();
-        tokio::spawn(http::serve(listeners.admin, api::router(daemon.clone()), async move {
+        tokio::spawn(http::serve(listeners.admin, api::router(daemon.clone()), http::ServeLimits::admin(&daemon.settings), async move {
             let _ = stopped.recv().await;
         }))
     };

@@ -136,7 +136,20 @@ fn init_logging() {
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = RawConfig::load(config.as_deref(), std::env::vars())?.resolve()?;
+    let mut settings = RawConfig::load(config.as_deref(), std::env::vars())?.resolve()?;
+    match stayhook::config::os::raise_open_files_limit() {
+        Ok(open_files) => {
+            if let Some(configured) = settings.fit_open_files(open_files) {
+                tracing::warn!(
+                    configured,
+                    max_connections = settings.max_connections,
+                    open_files,
+                    "max_connections lowered to fit the open-file limit (raise the hard limit: ulimit -Hn, LimitNOFILE=)"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit; connection caps are as configured"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("stayhook-io").build()?;
     runtime.block_on(async move {
         let ingest = tokio::net::TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;

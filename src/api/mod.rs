@@ -68,7 +68,8 @@ async fn require_token(State(daemon): State<Arc<Daemon>>, request: Request, next
 }
 
 /// A JSON request body whose rejections are the API's own errors: 400 for a body that is not
-/// JSON, 422 for JSON of the wrong shape (naming the field serde complains about).
+/// JSON, 413 for one over the route's body limit, 415 without a JSON content type, 422 for JSON of
+/// the wrong shape (naming the field serde complains about).
 pub(crate) struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -80,6 +81,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             Err(JsonRejection::JsonDataError(error)) => Err(ApiError::unprocessable("invalid_field", error.body_text())),
             Err(JsonRejection::MissingJsonContentType(_)) => {
                 Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json"))
+            }
+            Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", other.body_text()))
             }
             Err(other) => Err(ApiError::bad_request("invalid_json", other.body_text())),
         }

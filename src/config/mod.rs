@@ -11,6 +11,18 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod os;
+
+/// Largest `max_connections` / `admin_max_connections` accepted.
+const MAX_CONNECTIONS_CAP: usize = 1 << 20;
+
+/// Open files kept for everything but the servers' connections and the deliveries in flight: the
+/// store's files, plugin files and their watcher, enrichment calls, logs.
+pub const RESERVED_OPEN_FILES: u64 = 128;
+
+/// The public listener's cap is never lowered below this by [`Settings::fit_open_files`].
+const MIN_FITTED_CONNECTIONS: usize = 16;
+
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -65,6 +77,26 @@ pub struct RawConfig {
     pub allow_private_destinations: bool,
     /// Largest webhook body accepted.
     pub body_limit_bytes: usize,
+    /// Time a connection has to deliver a complete request head, counted from its opening or the
+    /// end of the previous answer (so also the longest a kept-alive connection waits for another
+    /// request). Both servers.
+    pub header_timeout_ms: u64,
+    /// Time a request body has to arrive in full, counted from the end of its head; later: 408
+    /// `request_timeout` and the connection is closed. Both servers.
+    pub body_timeout_ms: u64,
+    /// A connection on which no byte moves for this long, while no handler works on a request of
+    /// it, is closed (a silent new connection, an idle keep-alive one, a client that stops reading
+    /// its answer). Both servers.
+    pub idle_timeout_ms: u64,
+    /// Connections the public listener serves at once; further ones wait in the kernel's accept
+    /// queue until one closes. Lowered at start when the open-file limit cannot hold it.
+    pub max_connections: usize,
+    /// Connections the admin API serves at once (its own budget: a flooded public listener never
+    /// takes the admin API's).
+    pub admin_max_connections: usize,
+    /// At shutdown, how long in-flight requests may take to finish before their connections are
+    /// closed.
+    pub shutdown_timeout_ms: u64,
     /// An identical body for the same account within this window is acknowledged and dropped.
     pub dedup_window_secs: u64,
     /// Delays between delivery attempts ("5s", "5m", "2h"); attempts = 1 + the number of delays.
@@ -123,6 +155,12 @@ impl Default for RawConfig {
             store_cache_mb: 32,
             allow_private_destinations: false,
             body_limit_bytes: 1024 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 5_000,
+            max_connections: 512,
+            admin_max_connections: 64,
+            shutdown_timeout_ms: 10_000,
             dedup_window_secs: 24 * 60 * 60,
             retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"].map(String::from).to_vec(),
             retry_jitter_percent: 20,
@@ -169,6 +207,18 @@ pub struct Settings {
     pub allow_private_destinations: bool,
     /// See [`RawConfig::body_limit_bytes`].
     pub body_limit_bytes: usize,
+    /// See [`RawConfig::header_timeout_ms`].
+    pub header_timeout: Duration,
+    /// See [`RawConfig::body_timeout_ms`].
+    pub body_timeout: Duration,
+    /// See [`RawConfig::idle_timeout_ms`].
+    pub idle_timeout: Duration,
+    /// See [`RawConfig::max_connections`]; possibly lowered by [`Settings::fit_open_files`].
+    pub max_connections: usize,
+    /// See [`RawConfig::admin_max_connections`].
+    pub admin_max_connections: usize,
+    /// See [`RawConfig::shutdown_timeout_ms`].
+    pub shutdown_timeout: Duration,
     /// See [`RawConfig::dedup_window_secs`].
     pub dedup_window: Duration,
     /// Parsed retry delays.
@@ -254,6 +304,12 @@ impl RawConfig {
             "STORE_CACHE_MB" => self.store_cache_mb = parse("store_cache_mb", value)?,
             "ALLOW_PRIVATE_DESTINATIONS" => self.allow_private_destinations = flag("allow_private_destinations", value)?,
             "BODY_LIMIT_BYTES" => self.body_limit_bytes = parse("body_limit_bytes", value)?,
+            "HEADER_TIMEOUT_MS" => self.header_timeout_ms = parse("header_timeout_ms", value)?,
+            "BODY_TIMEOUT_MS" => self.body_timeout_ms = parse("body_timeout_ms", value)?,
+            "IDLE_TIMEOUT_MS" => self.idle_timeout_ms = parse("idle_timeout_ms", value)?,
+            "MAX_CONNECTIONS" => self.max_connections = parse("max_connections", value)?,
+            "ADMIN_MAX_CONNECTIONS" => self.admin_max_connections = parse("admin_max_connections", value)?,
+            "SHUTDOWN_TIMEOUT_MS" => self.shutdown_timeout_ms = parse("shutdown_timeout_ms", value)?,
             "DEDUP_WINDOW_SECS" => self.dedup_window_secs = parse("dedup_window_secs", value)?,
             "RETRY_SCHEDULE" => self.retry_schedule = comma_list(value),
             "RETRY_JITTER_PERCENT" => self.retry_jitter_percent = parse("retry_jitter_percent", value)?,
@@ -300,9 +356,18 @@ impl RawConfig {
             ("epoch_tick_ms", self.epoch_tick_ms),
             ("plugin_timeout_ms", self.plugin_timeout_ms),
             ("delivery_timeout_ms", self.delivery_timeout_ms),
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("shutdown_timeout_ms", self.shutdown_timeout_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid { key, message: "must be positive".into() });
+            }
+        }
+        for (key, value) in [("max_connections", self.max_connections), ("admin_max_connections", self.admin_max_connections)] {
+            if value == 0 || value > MAX_CONNECTIONS_CAP {
+                return Err(ConfigError::Invalid { key, message: format!("must be between 1 and {MAX_CONNECTIONS_CAP}") });
             }
         }
         if self.delivery_concurrency == 0 {
@@ -339,6 +404,12 @@ impl RawConfig {
             store_cache_bytes: self.store_cache_mb.max(1).saturating_mul(1024 * 1024),
             allow_private_destinations: self.allow_private_destinations,
             body_limit_bytes: self.body_limit_bytes,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+            admin_max_connections: self.admin_max_connections,
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             dedup_window: Duration::from_secs(self.dedup_window_secs),
             retry_schedule,
             retry_jitter_percent: self.retry_jitter_percent,
@@ -359,6 +430,25 @@ impl RawConfig {
             listener_kib_per_second,
             dead_letters_hold_lane: self.dead_letters_hold_lane,
         })
+    }
+}
+
+impl Settings {
+    /// Lower the public listener's connection cap so that its connections, the admin API's, every
+    /// delivery in flight and [`RESERVED_OPEN_FILES`] fit in `open_files_limit` (the process's
+    /// soft `RLIMIT_NOFILE`): running out of descriptors shuts out every socket and file at once,
+    /// the admin API and the store included. Returns the configured cap when it was lowered.
+    pub fn fit_open_files(&mut self, open_files_limit: u64) -> Option<usize> {
+        let others = u64::try_from(self.delivery_concurrency.saturating_add(self.admin_max_connections))
+            .unwrap_or(u64::MAX)
+            .saturating_add(RESERVED_OPEN_FILES);
+        let room = usize::try_from(open_files_limit.saturating_sub(others)).unwrap_or(usize::MAX).max(MIN_FITTED_CONNECTIONS);
+        if self.max_connections <= room {
+            return None;
+        }
+        let configured = self.max_connections;
+        self.max_connections = room;
+        Some(configured)
     }
 }
 
@@ -397,6 +487,44 @@ mod tests {
         assert_eq!(settings.retry_schedule, [1, 1, 2, 5].map(Duration::from_secs).to_vec());
         assert!(settings.allow_private_destinations);
         assert_eq!(settings.listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn connection_caps_fit_the_open_file_limit() {
+        // The defaults fit the usual soft limit (1024) with room for deliveries and the rest, so
+        // they fit whatever the daemon raises it to.
+        let mut settings = RawConfig::default().resolve().unwrap();
+        assert_eq!(settings.fit_open_files(1024), None);
+        let used = settings.max_connections + settings.admin_max_connections + settings.delivery_concurrency;
+        assert!(u64::try_from(used).unwrap() + RESERVED_OPEN_FILES <= 1024, "{used}");
+        // A smaller limit lowers the public cap to what is left.
+        assert_eq!(settings.fit_open_files(800), Some(512));
+        let used = settings.max_connections + settings.admin_max_connections + settings.delivery_concurrency;
+        assert_eq!(u64::try_from(used).unwrap() + RESERVED_OPEN_FILES, 800);
+        // Absurdly low limits still leave the listener a few connections.
+        assert_eq!(settings.fit_open_files(64), Some(352));
+        assert_eq!(settings.max_connections, MIN_FITTED_CONNECTIONS);
+    }
+
+    #[test]
+    fn connection_settings_are_checked() {
+        for (name, value) in [
+            ("STAYHOOK_MAX_CONNECTIONS", "0"),
+            ("STAYHOOK_ADMIN_MAX_CONNECTIONS", "0"),
+            ("STAYHOOK_HEADER_TIMEOUT_MS", "0"),
+            ("STAYHOOK_BODY_TIMEOUT_MS", "0"),
+            ("STAYHOOK_IDLE_TIMEOUT_MS", "0"),
+            ("STAYHOOK_MAX_CONNECTIONS", "99999999999"),
+        ] {
+            let key = name.trim_start_matches("STAYHOOK_").to_ascii_lowercase();
+            let error = RawConfig::load(None, [(name.to_string(), value.to_string())]).unwrap().resolve().unwrap_err();
+            assert!(error.to_string().contains(&key), "{name}={value}: {error}");
+        }
+        let environment = [("STAYHOOK_BODY_TIMEOUT_MS", "250"), ("STAYHOOK_ADMIN_MAX_CONNECTIONS", "3")]
+            .map(|(name, value)| (name.to_string(), value.to_string()));
+        let settings = RawConfig::load(None, environment).unwrap().resolve().unwrap();
+        assert_eq!(settings.body_timeout, Duration::from_millis(250));
+        assert_eq!(settings.admin_max_connections, 3);
     }
 
     #[test]

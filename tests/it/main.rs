@@ -21,6 +21,7 @@
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
+//! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error.
 
 mod support;
 
@@ -39,3 +40,4 @@ mod pms_replay;
 mod restart;
 mod retry;
 mod sandbox;
+mod slow_clients;
