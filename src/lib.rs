@@ -67,7 +67,7 @@ pub struct StorageFailed(pub String);
 /// serves. Returns [`StorageFailed`] when the store fails: the daemon then answers 503 for a
 /// moment, stops, and expects to be restarted.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    config::os::private_dir(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
     let store = match Store::open(&settings.data_dir.join("db"), settings.store_cache_bytes) {
         Ok(store) => store,
         Err(store::StoreError::Unavailable(reason)) => return Err(StorageFailed(format!("opening the store: {reason}")).into()),

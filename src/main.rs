@@ -137,6 +137,8 @@ fn init_logging() {
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let mut settings = RawConfig::load(config.as_deref(), std::env::vars())?.resolve()?;
+    // Everything the daemon writes (store, uploads, plugin cache) is its user's alone.
+    stayhook::config::os::private_umask();
     match stayhook::config::os::raise_open_files_limit() {
         Ok(open_files) => {
             if let Some(configured) = settings.fit_open_files(open_files) {

@@ -1,6 +1,9 @@
-//! What the daemon sets up in the operating system at start: the open-file limit.
+//! What the daemon sets up in the operating system at start: the open-file limit, and private
+//! permissions for everything it writes (the data dir holds the admin token, account secrets,
+//! subscription secrets and PMS credentials).
 
 use std::io;
+use std::path::Path;
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit: every connection, delivery and store file
 /// takes a descriptor, and the usual soft limit (1024) is far below the usual hard limit.
@@ -41,9 +44,66 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "open-file limits are not known on this platform"))
 }
 
+/// Make every file and folder the process creates from now on readable by its user only (umask
+/// 077: files 0600, folders 0700): the store's files, uploaded plugins, the compiled-plugin cache.
+#[cfg(unix)]
+pub fn private_umask() {
+    // SAFETY: umask only swaps the process's file-mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Nothing to do on this platform.
+#[cfg(not(unix))]
+pub fn private_umask() {}
+
+/// Create `dir` (and its parents) if missing, and make it 0700: also when it already existed with
+/// wider permissions, which is logged. Files inside it are then out of other users' reach
+/// whatever their own modes (an older version wrote them 0644).
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    restrict(dir)
+}
+
+#[cfg(unix)]
+fn restrict(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        tracing::warn!(dir = %dir.display(), from = %format!("{mode:o}"), "tightened the data dir's permissions to 700 (it holds secrets)");
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
 #[cfg(all(test, unix))]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_dir_creates_and_tightens() {
+        let root = tempfile::tempdir().unwrap();
+        let fresh = root.path().join("a/data");
+        private_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        let wide = root.path().join("wide");
+        std::fs::create_dir(&wide).unwrap();
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&wide).unwrap();
+        assert_eq!(mode(&wide), 0o700);
+    }
 
     #[test]
     fn the_open_file_limit_is_the_hard_limit_after_raising() {

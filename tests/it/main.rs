@@ -21,7 +21,7 @@
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
-//! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error.
+//! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error, private data dir.
 
 mod support;
 

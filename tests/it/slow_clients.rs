@@ -1,10 +1,11 @@
-//! Slow and idle clients and error shapes: what an unauthenticated client can do to
+//! Slow and idle clients, error shapes, private files: what an unauthenticated client can do to
 //! the two servers, on the real binary with small configured limits (issue 10, items 8 and 13).
 //!
 //! Every wait here is bounded; nothing asserts how long something took, only what happened: a
 //! connection closed by the daemon, a request that could not be served while the cap was taken
 //! and was served once it was free, a 408, a JSON error.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -231,4 +232,42 @@ async fn every_error_answer_is_json() {
         }
     }
     assert!(wrong.is_empty(), "answers that are not the expected JSON error:\n{}", wrong.join("\n"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon =
+        Daemon::start(DaemonOptions::default().env("STAYHOOK_DATA_DIR", data_dir.to_str().unwrap()).env("STAYHOOK_ADMIN_TOKEN", "")).await;
+    // The admin API serves once the store is open (and the generated admin token is stored in it).
+    let response = daemon.http.get(format!("{}/healthz", daemon.admin_url)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700, "the data dir (it existed as 755) was not made private");
+    let mut open_to_others = Vec::new();
+    let mut pending = vec![data_dir.clone()];
+    let mut n_files = 0;
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if mode(&path) & 0o077 != 0 {
+                open_to_others.push(format!("{:o} {}", mode(&path), path.display()));
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                n_files += 1;
+            }
+        }
+    }
+    assert!(n_files > 0, "the store wrote no files?");
+    assert!(open_to_others.is_empty(), "readable by other users:\n{}", open_to_others.join("\n"));
+    drop(daemon);
 }
