@@ -1,8 +1,15 @@
 //! A real `stayhook serve` process on ephemeral loopback ports.
+//!
+//! Besides starting and stopping it, the harness can make faults real: SIGKILL (`kill`), SIGTERM
+//! without waiting (`sigterm`), waiting for the process to end by itself and reading its exit code
+//! (`wait_exit`), starting again on the same data dir (`restart`, `start_again`,
+//! `try_start_again` when the start may be refused), a data dir of the test's choosing (a small
+//! filesystem: `DaemonOptions::store_dir`), and the pid (`pid`) for `/proc` and `prlimit`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,11 +23,23 @@ pub struct DaemonOptions {
     pub with_chaos_plugin: bool,
     /// Extra STAYHOOK_* variables.
     pub env: Vec<(String, String)>,
+    /// STAYHOOK_DATA_DIR, when the test chooses it (e.g. on a small filesystem); by default a
+    /// `data` folder in the daemon's temp dir. The log and the plugin dir stay in the temp dir.
+    pub store_dir: Option<PathBuf>,
+    /// Start the process with SIGXFSZ ignored, so a file size limit (`prlimit --fsize`) makes
+    /// writes fail with `EFBIG` instead of killing it.
+    pub ignore_sigxfsz: bool,
 }
 
 impl Default for DaemonOptions {
     fn default() -> Self {
-        Self { retry_schedule: "100ms,100ms,100ms,100ms".into(), with_chaos_plugin: false, env: Vec::new() }
+        Self {
+            retry_schedule: "100ms,100ms,100ms,100ms".into(),
+            with_chaos_plugin: false,
+            env: Vec::new(),
+            store_dir: None,
+            ignore_sigxfsz: false,
+        }
     }
 }
 
@@ -42,6 +61,18 @@ impl DaemonOptions {
         self.retry_schedule = schedule.into();
         self
     }
+
+    /// Keep the store in `dir` (STAYHOOK_DATA_DIR) instead of the temp dir.
+    pub fn store_dir(mut self, dir: PathBuf) -> Self {
+        self.store_dir = Some(dir);
+        self
+    }
+
+    /// Ignore SIGXFSZ in the daemon (see [`DaemonOptions::ignore_sigxfsz`]).
+    pub fn ignore_sigxfsz(mut self) -> Self {
+        self.ignore_sigxfsz = true;
+        self
+    }
 }
 
 /// A running daemon. Dropping it kills the process (and prints its log if the test failed).
@@ -57,6 +88,8 @@ pub struct Daemon {
     pub token: String,
     /// An HTTP client.
     pub http: reqwest::Client,
+    /// How the last process ended, once `kill`, `terminate` or `wait_exit` saw it end.
+    pub last_exit: Option<ExitStatus>,
 }
 
 pub const TOKEN: &str = "test-admin-token";
@@ -73,12 +106,21 @@ impl Daemon {
             admin_url: String::new(),
             token: TOKEN.into(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            last_exit: None,
         };
         daemon.spawn();
         daemon
     }
 
     fn spawn(&mut self) {
+        if let Err(error) = self.try_spawn() {
+            panic!("{error}; log:\n{}", self.log_tail());
+        }
+    }
+
+    /// Start the process and wait for it to print its addresses; `Err` (with the exit status)
+    /// when it ends or stays silent for two minutes instead.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let plugin_dir = self.data_dir.path().join("plugins.d");
         std::fs::create_dir_all(&plugin_dir).unwrap();
         if self.options.with_chaos_plugin {
@@ -91,7 +133,7 @@ impl Daemon {
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("STAYHOOK_DATA_DIR", self.data_dir.path().join("data"))
+            .env("STAYHOOK_DATA_DIR", self.options.store_dir.clone().unwrap_or_else(|| self.data_dir.path().join("data")))
             .env("STAYHOOK_LISTEN", "127.0.0.1:0")
             .env("STAYHOOK_ADMIN_LISTEN", "127.0.0.1:0")
             .env("STAYHOOK_ADMIN_TOKEN", TOKEN)
@@ -107,6 +149,18 @@ impl Daemon {
         for (name, value) in &self.options.env {
             command.env(name, value);
         }
+        if self.options.ignore_sigxfsz {
+            // SAFETY: between fork and exec only `signal`, which is async-signal-safe, runs; an
+            // ignored disposition survives exec.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().expect("start stayhook");
         let stdout = child.stdout.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -121,17 +175,91 @@ impl Daemon {
         let (mut ingest, mut admin) = (None, None);
         while ingest.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = receiver.recv_timeout(left).unwrap_or_else(|_| panic!("daemon did not start; log:\n{}", self.log()));
-            if let Some(url) = line.strip_prefix("stayhook: webhooks on ") {
-                ingest = Some(url.to_string());
-            }
-            if let Some(url) = line.strip_prefix("stayhook: admin API on ") {
-                admin = Some(url.to_string());
+            match receiver.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("stayhook: webhooks on ") {
+                        ingest = Some(url.to_string());
+                    }
+                    if let Some(url) = line.strip_prefix("stayhook: admin API on ") {
+                        admin = Some(url.to_string());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    // Stdout closed: the process is ending.
+                    let status = child.wait().expect("wait for stayhook");
+                    self.last_exit = Some(status);
+                    return Err(format!("daemon exited before it started ({status})"));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    self.last_exit = child.wait().ok();
+                    return Err("daemon did not start within 120 s".into());
+                }
             }
         }
         self.ingest_url = ingest.unwrap();
         self.admin_url = admin.unwrap();
+        self.last_exit = None;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Send SIGTERM and return at once (see [`Daemon::wait_exit`]).
+    pub fn sigterm(&self) {
+        let pid = self.pid().expect("the daemon is running");
+        let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to {pid}: {}", std::io::Error::last_os_error());
+    }
+
+    /// Wait (polling, at most `timeout`) for the process to end by itself; its exit status, or
+    /// `None` if it is still running (or was not).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                self.last_exit = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(|child| child.try_wait().expect("try_wait")) {
+            Some(None) => true,
+            Some(Some(status)) => {
+                self.child = None;
+                self.last_exit = Some(status);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Start on the same data dir after the process ended (panics if it does not start).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+
+    /// Start on the same data dir after the process ended; `Err` when it refuses to start
+    /// (`last_exit` then says how it ended).
+    pub fn try_start_again(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.try_spawn()
     }
 
     /// The folder the daemon loads and watches plugin files in.
@@ -160,11 +288,22 @@ impl Daemon {
         std::fs::read_to_string(self.data_dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// The last 256 KiB of the log (fault tests write a lot of it).
+    pub fn log_tail(&self) -> String {
+        const TAIL_BYTES: usize = 256 * 1024;
+        let log = std::fs::read(self.data_dir.path().join("daemon.log")).unwrap_or_default();
+        if log.len() <= TAIL_BYTES {
+            return String::from_utf8_lossy(&log).into_owned();
+        }
+        format!("[... {} bytes before ...]\n{}", log.len() - TAIL_BYTES, String::from_utf8_lossy(&log[log.len() - TAIL_BYTES..]))
+    }
+
     /// SIGKILL the process: no shutdown, no flush.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
+            // It may have ended by itself already; then kill fails and wait reads its status.
+            let _ = child.kill();
+            self.last_exit = Some(child.wait().unwrap());
         }
     }
 
@@ -184,7 +323,9 @@ impl Daemon {
         let Some(mut child) = self.child.take() else { return false };
         let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
         assert!(status.success());
-        child.wait().unwrap().success()
+        let exit = child.wait().unwrap();
+        self.last_exit = Some(exit);
+        exit.success()
     }
 
     /// The process id while the daemon runs (for `/proc/<pid>/status`).
@@ -286,7 +427,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("---- daemon log ({}) ----\n{}", self.data_dir.path().display(), self.log());
+            eprintln!("---- daemon log ({}) ----\n{}", self.data_dir.path().display(), self.log_tail());
         }
     }
 }

@@ -75,9 +75,14 @@ impl Receiver {
         Receiver { url, behaviour, requests: Mutex::new(requests), server }
     }
 
-    /// Fail the next `n` requests (with 500).
+    /// Fail the next `n` requests (with 500, or the status set by `fail_with`).
     pub fn fail_next(&self, n: usize) {
         self.behaviour.n_failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Answer failed requests with `status` (an outage: 503) instead of 500.
+    pub fn fail_with(&self, status: u16) {
+        self.behaviour.failure_status.store(status, Ordering::SeqCst);
     }
 
     /// Take each request at once (`next` sees it) but answer it only after `delay`.
