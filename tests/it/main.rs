@@ -22,6 +22,9 @@
 //! - `cli`: `stayhook plugin run`.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
 //! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error, private data dir.
+//! - `faults`: the fault suite (RELIABILITY.md): repeated SIGKILL under load with racing retries,
+//!   SIGKILL right after a `duplicate` answer, a receiver outage across a SIGKILL, a full disk,
+//!   SIGTERM under load, dead letters holding their record's lane; `STAYHOOK_FAULT_SCALE` runs it larger.
 
 mod support;
 
@@ -30,6 +33,7 @@ mod admin_lists;
 mod cli;
 mod deliver;
 mod enrich;
+mod faults;
 mod golden;
 mod hot_reload;
 mod ingest;
