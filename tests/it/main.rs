@@ -25,6 +25,8 @@
 //! - `faults`: the fault suite (RELIABILITY.md): repeated SIGKILL under load with racing retries,
 //!   SIGKILL right after a `duplicate` answer, a receiver outage across a SIGKILL, a full disk,
 //!   SIGTERM under load, dead letters holding their record's lane; `STAYHOOK_FAULT_SCALE` runs it larger.
+//! - `listener_fuzz`: a seeded property test of the listener and verification over random
+//!   methods, paths, queries, headers and bodies, for every verification scheme.
 
 mod support;
 
@@ -38,6 +40,7 @@ mod golden;
 mod hot_reload;
 mod ingest;
 mod kit;
+mod listener_fuzz;
 mod plugin_crates;
 mod plugins;
 mod pms_replay;
