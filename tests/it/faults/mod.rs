@@ -518,9 +518,15 @@ pub fn attempts_of(schedule: &str) -> usize {
     schedule.split(',').count() + 1
 }
 
-/// Daemon options for the fault suite: info logs (the suite makes many requests), this schedule.
+/// Daemon options for the fault suite: info logs (the suite makes many requests), this schedule,
+/// and no per-account listener limit (0): the suite's load posts on one account faster than the
+/// default 500 webhooks per second, and a 429 would only hide the faults it looks for.
 pub fn options(schedule: &str) -> DaemonOptions {
-    DaemonOptions::default().retry_schedule(schedule).env("STAYHOOK_LOG", "info")
+    DaemonOptions::default()
+        .retry_schedule(schedule)
+        .env("STAYHOOK_LOG", "info")
+        .env("STAYHOOK_LISTENER_REQUESTS_PER_SECOND", "0")
+        .env("STAYHOOK_LISTENER_BYTES_PER_SECOND", "0")
 }
 
 /// Print the summary line of a load test.

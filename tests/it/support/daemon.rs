@@ -328,17 +328,11 @@ impl Daemon {
         exit.success()
     }
 
-    /// The process id while the daemon runs (for `/proc/<pid>/status`).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// SIGTERM and wait at most `bound` for the process to exit: Some(exit status success), or
     /// None when it was still running then (it is killed when the `Daemon` is dropped).
     pub fn terminate_within(&mut self, bound: Duration) -> Option<bool> {
-        let pid = self.pid()?;
-        let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
-        assert!(status.success());
+        self.pid()?;
+        self.sigterm();
         let deadline = Instant::now() + bound;
         while Instant::now() < deadline {
             if let Some(exit) = self.child.as_mut().and_then(|child| child.try_wait().unwrap()) {
