@@ -38,8 +38,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::daemon::Daemon;
 use crate::model::{self, Normalized};
 use crate::plugin::bindings::stayhook::plugin::types as wit;
@@ -248,18 +246,20 @@ impl Normalizer {
 }
 
 /// The id of the `position`th event in the output of an inbox entry's `generation`th
-/// normalization: a UUIDv7 whose time is the entry's arrival and whose other bits are a hash of
-/// the three, so the event log stays in arrival order and a replay reproduces the id.
+/// normalization: a UUIDv7 whose time is the entry's arrival and whose 74 other bits are the low
+/// 32 bits of the inbox id, the generation and the position (under `MAX_EVENTS_PER_CALL`, 10
+/// bits). So a replay reproduces the id, two events never share one (inbox ids arriving in the
+/// same millisecond differ in their low bits), and the event log keeps arrival order, also within
+/// one millisecond (inbox ids grow with arrival).
 pub(crate) fn event_id(inbox_id: InboxId, received_at_ms: u64, generation: u32, position: usize) -> String {
-    let digest = Sha256::new()
-        .chain_update(b"stayhook event id\0")
-        .chain_update(inbox_id.0.to_be_bytes())
-        .chain_update(generation.to_be_bytes())
-        .chain_update(u64::try_from(position).unwrap_or(u64::MAX).to_be_bytes())
-        .finalize();
-    let mut hashed = [0u8; 10];
-    hashed.copy_from_slice(&digest[..10]);
-    uuid::Builder::from_unix_timestamp_millis(received_at_ms, &hashed).into_uuid().to_string()
+    const _: () = assert!(MAX_EVENTS_PER_CALL <= 1 << 10, "the position takes 10 bits of the id");
+    let position = u128::try_from(position).unwrap_or(u128::MAX) & 0x3ff;
+    let sequence = (u128::from(inbox_id.0 & 0xffff_ffff) << 42) | (u128::from(generation) << 10) | position;
+    let millis = u128::from(received_at_ms & 0xffff_ffff_ffff);
+    let rand_a = sequence >> 62; // 12 bits
+    let rand_b = sequence & ((1 << 62) - 1);
+    let bits = (millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b;
+    uuid::Uuid::from_u128(bits).to_string()
 }
 
 /// The plugin that ran (name, version), for the inbox outcome.
@@ -664,6 +664,16 @@ mod tests {
         assert_eq!(uuid.get_version_num(), 7, "still a time-ordered UUID");
         assert_eq!(uuid.get_timestamp().map(|timestamp| timestamp.to_unix().0), Some(1_764_000_000), "the entry's arrival time");
         assert!(event_id(InboxId(9), 1_764_000_000_001, 0, 0) > id, "later arrivals sort later");
+        assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+        // Within one millisecond: by inbox id (arrival), then generation, then position.
+        let ordered = [
+            event_id(InboxId(7), 1_764_000_000_000, 0, 999),
+            event_id(InboxId(7), 1_764_000_000_000, 1, 0),
+            event_id(InboxId(8), 1_764_000_000_000, 0, 0),
+            event_id(InboxId(8), 1_764_000_000_000, 0, 1),
+            event_id(InboxId(0xffff_ffff), 1_764_000_000_000, u32::MAX, 0),
+        ];
+        assert!(id < ordered[0] && ordered.windows(2).all(|pair| pair[0] < pair[1]), "{id} {ordered:#?}");
     }
 
     /// The inbox ids of a run, by account, with `R` marking resumed work.
