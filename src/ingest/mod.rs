@@ -179,7 +179,10 @@ async fn receive(
         .ok_or_else(|| ApiError::not_found("unknown_account", format!("no integration account {account_id:?}")))?;
     let limit = daemon.settings.body_limit_bytes;
     let declared_length = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
-    if declared_length.is_some_and(|length| length > limit) {
+    if let Some(length) = declared_length.filter(|length| *length > limit) {
+        if length <= DRAIN_LIMIT_BYTES {
+            drain(body).await;
+        }
         return Err(too_large(limit));
     }
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
@@ -322,6 +325,19 @@ fn check_json(body: &[u8]) -> Result<(), String> {
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is larger than {limit} bytes"))
+}
+
+/// An over-limit body up to this size is read and discarded before the 413 is sent: a server
+/// that answers and closes while the client is still sending resets the connection, and the
+/// client (the PMS) then sees a broken pipe instead of the answer. Larger ones are answered at
+/// once. The server's body timeout bounds the time a drain takes, its connection cap how many run.
+const DRAIN_LIMIT_BYTES: usize = 16 << 20;
+
+/// Read `body` to its end (or its first error), keeping none of it.
+async fn drain(body: Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    while let Some(Ok(_)) = body.frame().await {}
 }
 
 fn is_json(content_type: &str) -> bool {
