@@ -25,6 +25,7 @@
 //! - `faults`: the fault suite (RELIABILITY.md): repeated SIGKILL under load with racing retries,
 //!   SIGKILL right after a `duplicate` answer, a receiver outage across a SIGKILL, a full disk,
 //!   SIGTERM under load, dead letters holding their record's lane; `STAYHOOK_FAULT_SCALE` runs it larger.
+//! - `upgrade`: a data dir written by the previous release (`tests/fixtures/datadir-v1`) opens with everything in it.
 //! - `listener_fuzz`: a seeded property test of the listener and verification over random
 //!   methods, paths, queries, headers and bodies, for every verification scheme.
 
@@ -48,3 +49,4 @@ mod restart;
 mod retry;
 mod sandbox;
 mod slow_clients;
+mod upgrade;
