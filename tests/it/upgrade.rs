@@ -61,7 +61,11 @@ async fn write_the_v1_fixture() {
             let (_, events) = daemon.admin("GET", "/v1/events?accountId=upgraded", None).await;
             let event_id = events["events"][0]["id"].as_str()?.to_string();
             let (_, event) = daemon.admin("GET", &format!("/v1/events/{event_id}"), None).await;
-            event["deliveries"].as_array()?.iter().any(|delivery| delivery["attempts"] == 1 && delivery["status"] == "pending").then_some(())
+            event["deliveries"]
+                .as_array()?
+                .iter()
+                .any(|delivery| delivery["attempts"] == 1 && delivery["status"] == "pending")
+                .then_some(())
         })
         .await;
     assert!(daemon.terminate(), "SIGTERM ends the daemon with success");
