@@ -32,6 +32,11 @@ const STATUSES: Vocabulary = &[
 pub fn normalize(inbound: &Inbound, responses: &[ApiResponse]) -> Result<Outcome, PluginError> {
     let body = stayhook_plugin_sdk::json_object_body(inbound)?;
     let event = json::string(&body, "event").ok_or_else(|| PluginError::BadPayload("no `event` field: not a Hostex webhook".into()))?;
+    // Hostex's event names are snake_case words; `reservation/created` or `reservation.created`
+    // is another PMS's body.
+    if event.contains(['/', '.']) {
+        return Err(PluginError::BadPayload(format!("event {event:?} is not a Hostex event name")));
+    }
     // The payload examples page puts the fields at the top level; the event-types page under `data`.
     let fields = body.get("data").filter(|data| data.is_object()).unwrap_or(&body);
     match event.as_str() {
@@ -243,6 +248,8 @@ mod tests {
         let mut truncated = inbound(json!({}));
         truncated.body = br#"{"event": "reservation_created", "reservation_co"#.to_vec();
         assert!(matches!(normalize(&truncated, &[]).unwrap_err(), PluginError::BadPayload(message) if message.contains("not JSON")));
+        let error = normalize(&inbound(json!({"event": "reservation/created", "reservationID": "1"})), &[]).unwrap_err();
+        assert!(matches!(error, PluginError::BadPayload(message) if message.contains("not a Hostex event")));
         let error = normalize(&inbound(json!({"event": "message_created", "conversation_id": "c", "message_id": "m"})), &[]).unwrap_err();
         assert!(matches!(error, PluginError::UnsupportedEvent(_)));
     }
