@@ -79,7 +79,11 @@ async fn a_new_plugin_is_written_tested_uploaded_and_normalizes_its_first_webhoo
     assert!(passed && output.contains("ok      no-booking") && output.contains("2 passed, 0 failed"), "{output}");
     std::fs::write(refused.join("expected.json"), r#"{"refused": "unsupported event"}"#).unwrap();
     let (passed, output) = plugin_test(&dir, &["--case", "no-booking"]);
-    assert!(!passed && output.contains(r#"$.refused: expected a refusal containing "unsupported event", got "bad payload: no `booking` object""#), "{output}");
+    assert!(
+        !passed
+            && output.contains(r#"$.refused: expected a refusal containing "unsupported event", got "bad payload: no `booking` object""#),
+        "{output}"
+    );
     std::fs::remove_dir_all(&refused).unwrap();
     let filled_build = std::fs::read(&component).unwrap();
 

@@ -158,9 +158,8 @@ fn guest(data: &Value) -> GuestInfo {
             let name = [guest.name_first.clone(), guest.name_last.clone()].into_iter().flatten().collect::<Vec<_>>().join(" ");
             guest.name = (!name.is_empty()).then_some(name);
         }
-        guest.mobile_numbers = contact::phones(
-            [json::string(main, "guestCellPhone"), json::string(main, "guestPhone")].iter().flatten().map(String::as_str),
-        );
+        guest.mobile_numbers =
+            contact::phones([json::string(main, "guestCellPhone"), json::string(main, "guestPhone")].iter().flatten().map(String::as_str));
         let address = PostalAddress {
             line1: json::string(main, "guestAddress"),
             postal_code: json::string(main, "guestZip"),

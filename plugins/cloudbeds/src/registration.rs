@@ -29,7 +29,13 @@ pub fn subscribe(request: &RegistrationRequest) -> Result<RegistrationStep, Plug
 }
 
 fn property(request: &RegistrationRequest) -> Option<String> {
-    request.account.settings.iter().find(|(name, _)| name == "propertyID").map(|(_, value)| value.trim().to_string()).filter(|value| !value.is_empty())
+    request
+        .account
+        .settings
+        .iter()
+        .find(|(name, _)| name == "propertyID")
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|value| !value.is_empty())
 }
 
 /// A Cloudbeds answer: `success` must not be false.
@@ -46,7 +52,9 @@ fn answered(response: &ApiResponse) -> Result<Value, PluginError> {
 pub fn existing(list: &Value, listener_url: &str) -> Vec<(String, String)> {
     json::array(list, "data")
         .iter()
-        .filter(|subscription| json::path(subscription, &["subscriptionData", "endpoint"]).and_then(json::text).as_deref() == Some(listener_url))
+        .filter(|subscription| {
+            json::path(subscription, &["subscriptionData", "endpoint"]).and_then(json::text).as_deref() == Some(listener_url)
+        })
         .filter_map(|subscription| {
             let event = subscription.get("event")?;
             let name = format!("{}/{}", json::string(event, "entity")?, json::string(event, "action")?);
@@ -146,14 +154,20 @@ mod tests {
     fn register_lists_then_creates_only_the_missing_subscriptions() {
         let Ok(RegistrationStep::Fetch(first)) = subscribe(&request(RegistrationAction::Register, Vec::new())) else { panic!() };
         assert_eq!(first[0].path, "/getWebhooks");
-        let list = answer(LIST, json!({"success": true, "data": [
-            {"id": "s1", "event": {"entity": "reservation", "action": "created"}, "subscriptionType": "webhook", "subscriptionData": {"endpoint": LISTENER}},
-            {"id": "s9", "event": {"entity": "reservation", "action": "deleted"}, "subscriptionType": "webhook", "subscriptionData": {"endpoint": "https://elsewhere.example"}}
-        ]}));
+        let list = answer(
+            LIST,
+            json!({"success": true, "data": [
+                {"id": "s1", "event": {"entity": "reservation", "action": "created"}, "subscriptionType": "webhook", "subscriptionData": {"endpoint": LISTENER}},
+                {"id": "s9", "event": {"entity": "reservation", "action": "deleted"}, "subscriptionType": "webhook", "subscriptionData": {"endpoint": "https://elsewhere.example"}}
+            ]}),
+        );
         let Ok(RegistrationStep::Fetch(posts)) = subscribe(&request(RegistrationAction::Register, vec![list.clone()])) else { panic!() };
         assert_eq!(posts.len(), 3, "reservation/created exists already");
         let body = String::from_utf8(posts[0].body.clone().unwrap()).unwrap();
-        assert_eq!(body, "propertyID=318267&object=reservation&action=status_changed&endpointUrl=https%3A%2F%2Fhooks.example.com%2Flisten%2Fcb%3Ftoken%3Dt");
+        assert_eq!(
+            body,
+            "propertyID=318267&object=reservation&action=status_changed&endpointUrl=https%3A%2F%2Fhooks.example.com%2Flisten%2Fcb%3Ftoken%3Dt"
+        );
         let mut responses = vec![list];
         for (n, post) in posts.iter().enumerate() {
             responses.push(answer(&post.id, json!({"success": true, "data": {"subscriptionID": format!("n{n}")}})));
@@ -181,7 +195,10 @@ mod tests {
         let Ok(RegistrationStep::Fetch(deletes)) = subscribe(&request(RegistrationAction::Unregister, Vec::new())) else { panic!() };
         assert_eq!(deletes.len(), 1);
         assert_eq!(deletes[0].method, "DELETE");
-        assert_eq!(deletes[0].query, vec![("subscriptionID".to_string(), "s1".to_string()), ("propertyIDs".to_string(), "318267".to_string())]);
+        assert_eq!(
+            deletes[0].query,
+            vec![("subscriptionID".to_string(), "s1".to_string()), ("propertyIDs".to_string(), "318267".to_string())]
+        );
         let gone = ApiResponse { status: 404, ..answer(&deletes[0].id, json!({})) };
         assert!(matches!(subscribe(&request(RegistrationAction::Unregister, vec![gone])), Ok(RegistrationStep::Done(_))));
     }

@@ -59,9 +59,9 @@ pub fn normalize(inbound: &Inbound, responses: &[ApiResponse]) -> Result<Outcome
             Ok(Outcome::Done(vec![if created { Event::ReservationCreated(reservation) } else { Event::ReservationUpdated(reservation) }]))
         }
         "property_availability_updated" => Ok(Outcome::Done(vec![Event::CalendarUpdated(availability(fields)?)])),
-        "listing_calendar_updated" | "message_created" | "review_created" | "review_updated" => Err(PluginError::UnsupportedEvent(format!(
-            "{event}: the API answer needed to complete it was not captured from Hostex's public documentation"
-        ))),
+        "listing_calendar_updated" | "message_created" | "review_created" | "review_updated" => Err(PluginError::UnsupportedEvent(
+            format!("{event}: the API answer needed to complete it was not captured from Hostex's public documentation"),
+        )),
         other => Err(PluginError::UnsupportedEvent(other.to_string())),
     }
 }
@@ -81,7 +81,9 @@ pub fn find_stay(body: &Value, stay_code: &str) -> Result<Value, String> {
         }
         _ => {}
     }
-    let stays = json::path(body, &["data", "reservations"]).and_then(Value::as_array).ok_or_else(|| "the answer has no data.reservations".to_string())?;
+    let stays = json::path(body, &["data", "reservations"])
+        .and_then(Value::as_array)
+        .ok_or_else(|| "the answer has no data.reservations".to_string())?;
     stays
         .iter()
         .find(|stay| json::string(stay, "stay_code").as_deref() == Some(stay_code))
@@ -145,12 +147,13 @@ pub fn reservation(stay: &Value, stay_code: &str) -> Reservation {
 
 /// `property_availability_updated`: `{property_id, availabilities: [{date, available}]}`.
 pub fn availability(fields: &Value) -> Result<Calendar, PluginError> {
-    let property_id =
-        json::string(fields, "property_id").ok_or_else(|| PluginError::BadPayload("property_availability_updated: no `property_id`".into()))?;
+    let property_id = json::string(fields, "property_id")
+        .ok_or_else(|| PluginError::BadPayload("property_availability_updated: no `property_id`".into()))?;
     let days = json::array(fields, "availabilities")
         .iter()
         .map(|day| {
-            let date = json::date(day, "date").ok_or_else(|| PluginError::BadPayload(format!("availability without a valid `date`: {day}")))?;
+            let date =
+                json::date(day, "date").ok_or_else(|| PluginError::BadPayload(format!("availability without a valid `date`: {day}")))?;
             let status = match json::flag(day, "available") {
                 Some(true) => DayStatus::Available,
                 Some(false) => DayStatus::NotAvailable,
