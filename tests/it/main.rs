@@ -17,6 +17,7 @@
 //! - `sandbox`: hostile components (a start function that never returns, memories over the cap
 //!   together) are refused on upload, in the plugin dir and by `plugin run`; the daemon stays up.
 //! - `enrich`: API calls for thin webhooks against a fake PMS API: OAuth2, 429, outages, refusals, registration.
+//! - `cloudbeds_hostex`: Cloudbeds and Hostex verification, bad input through the daemon, Cloudbeds registration.
 //! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
@@ -34,6 +35,7 @@ mod support;
 mod admin_api;
 mod admin_lists;
 mod cli;
+mod cloudbeds_hostex;
 mod deliver;
 mod enrich;
 mod faults;
