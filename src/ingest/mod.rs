@@ -306,7 +306,9 @@ pub(crate) fn replay_digest<'a>(
     body: &[u8],
 ) -> [u8; 32] {
     let digest = match scheme {
-        VerificationScheme::HmacSha256(_) if signed => Sha256::new().chain_update(b"hmac\0").chain_update(body),
+        VerificationScheme::HmacSha256(_) | VerificationScheme::HmacSha1Base64Body(_) if signed => {
+            Sha256::new().chain_update(b"hmac\0").chain_update(body)
+        }
         VerificationScheme::StandardWebhooks if signed => {
             let message_id = header("webhook-id").or_else(|| header("svix-id")).unwrap_or_default();
             Sha256::new().chain_update(b"standard-webhooks\0").chain_update(message_id).chain_update([0]).chain_update(body)
