@@ -57,9 +57,7 @@ pub fn scheme_headers(scheme: &VerificationScheme) -> Vec<String> {
         }
         VerificationScheme::HeaderToken(name) => vec![name.to_ascii_lowercase()],
         VerificationScheme::HmacSha1Base64Body(hmac) => vec![hmac.header.to_ascii_lowercase()],
-        VerificationScheme::None | VerificationScheme::BasicAuth | VerificationScheme::UrlToken(_) | VerificationScheme::Sns => {
-            Vec::new()
-        }
+        VerificationScheme::None | VerificationScheme::BasicAuth | VerificationScheme::UrlToken(_) | VerificationScheme::Sns => Vec::new(),
     }
 }
 
@@ -318,9 +316,8 @@ impl rustls_pki_types::SignatureVerificationAlgorithm for RsaPkcs1Sha1 {
 pub fn verify_sns(message: &SnsMessage, certificate: &[u8]) -> Result<(), VerifyError> {
     use rustls_pki_types::pem::PemObject;
     let text = sns_string_to_sign(message)?;
-    let signature = BASE64
-        .decode(message.signature.trim())
-        .map_err(|_| VerifyError::Malformed("the SNS Signature is not base64".into()))?;
+    let signature =
+        BASE64.decode(message.signature.trim()).map_err(|_| VerifyError::Malformed("the SNS Signature is not base64".into()))?;
     let der = match rustls_pki_types::CertificateDer::from_pem_slice(certificate) {
         Ok(der) => der,
         Err(_) => rustls_pki_types::CertificateDer::from(certificate.to_vec()),
@@ -400,7 +397,10 @@ mod tests {
     fn ruby_base64_wraps_every_60_characters_and_ends_with_a_newline() {
         // Vectors from Ruby's documentation of Base64.encode64 and from coreutils `base64 -w 60`.
         assert_eq!(ruby_encode64(b""), "");
-        assert_eq!(ruby_encode64(b"Now is the time for all good coders\nto learn Ruby"), "Tm93IGlzIHRoZSB0aW1lIGZvciBhbGwgZ29vZCBjb2RlcnMKdG8gbGVhcm4g\nUnVieQ==\n");
+        assert_eq!(
+            ruby_encode64(b"Now is the time for all good coders\nto learn Ruby"),
+            "Tm93IGlzIHRoZSB0aW1lIGZvciBhbGwgZ29vZCBjb2RlcnMKdG8gbGVhcm4g\nUnVieQ==\n"
+        );
         let wrapped = ruby_encode64(SMILY_BODY);
         assert!(wrapped.lines().all(|line| line.len() <= 60) && wrapped.ends_with('\n'));
         assert_eq!(wrapped.lines().count(), 4);
@@ -421,8 +421,14 @@ mod tests {
         assert_eq!(check(&scheme, &secrets, &[("x-content-signature", &expected.to_uppercase())], &[], SMILY_BODY), Ok(()));
         // The HMAC of the raw body (no Base64) is not accepted, nor the right one for another body.
         let over_raw = hex::encode(hmac_sha1(b"smily-secret", SMILY_BODY));
-        assert_eq!(check(&scheme, &secrets, &[("x-content-signature", &over_raw)], &[], SMILY_BODY), Err(VerifyError::Mismatch("signature")));
-        assert_eq!(check(&scheme, &secrets, &[("x-content-signature", expected)], &[], &SMILY_BODY[..100]), Err(VerifyError::Mismatch("signature")));
+        assert_eq!(
+            check(&scheme, &secrets, &[("x-content-signature", &over_raw)], &[], SMILY_BODY),
+            Err(VerifyError::Mismatch("signature"))
+        );
+        assert_eq!(
+            check(&scheme, &secrets, &[("x-content-signature", expected)], &[], &SMILY_BODY[..100]),
+            Err(VerifyError::Mismatch("signature"))
+        );
         assert_eq!(check(&scheme, &secrets, &[], &[], SMILY_BODY), Err(VerifyError::Missing("signature header")));
         assert!(check(&scheme, &[("secret", "")], &[("x-content-signature", expected)], &[], SMILY_BODY).is_err());
     }

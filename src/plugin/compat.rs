@@ -268,7 +268,10 @@ mod tests {
         assert!(matches!(reservation.status, v2::ReservationStatus::OwnerStay));
         assert_eq!(reservation.codes.access_code, vec!["1234".to_string()]);
         assert_eq!(reservation.finances.base_price.total, Some(100.0));
-        assert_eq!(reservation.primary_guest.as_ref().and_then(|guest| guest.preferred_language.as_ref()).map(|l| l.code.as_str()), Some("en"));
+        assert_eq!(
+            reservation.primary_guest.as_ref().and_then(|guest| guest.preferred_language.as_ref()).map(|l| l.code.as_str()),
+            Some("en")
+        );
     }
 
     #[test]

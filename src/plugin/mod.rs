@@ -335,7 +335,10 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<Option<&'sta
                 return Err(PluginError::UnsupportedContract { found: version.to_string() });
             };
             if found.is_some_and(|earlier| earlier != known) {
-                return Err(PluginError::Invalid(format!("imports more than one contract version ({} and {known})", found.unwrap_or_default())));
+                return Err(PluginError::Invalid(format!(
+                    "imports more than one contract version ({} and {known})",
+                    found.unwrap_or_default()
+                )));
             }
             found = Some(known);
             if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {

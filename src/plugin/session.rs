@@ -198,8 +198,7 @@ pub(crate) fn new_linker(engine: &Engine) -> Result<Linker<HostState>, PluginErr
     let mut linker = Linker::new(engine);
     bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
         .map_err(|error| PluginError::Engine(format!("{error:#}")))?;
-    v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-        .map_err(|error| PluginError::Engine(format!("{error:#}")))?;
+    v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(|error| PluginError::Engine(format!("{error:#}")))?;
     Ok(linker)
 }
 
@@ -254,7 +253,11 @@ impl PluginSession {
 
     /// Call `sync` once (one round of one page). A plugin built against contract 0.1 has no
     /// `sync`: it is refused as unsupported without entering guest code.
-    pub fn sync(&mut self, request: &wit::SyncRequest, responses: &[wit::ApiResponse]) -> Result<Result<wit::SyncOutcome, wit::PluginError>, CallError> {
+    pub fn sync(
+        &mut self,
+        request: &wit::SyncRequest,
+        responses: &[wit::ApiResponse],
+    ) -> Result<Result<wit::SyncOutcome, wit::PluginError>, CallError> {
         self.call(|store, plugin| match plugin {
             ContractInstance::V0_2(plugin) => plugin.call_sync(store, request, responses),
             ContractInstance::V0_1(_) => {

@@ -20,6 +20,7 @@
 //! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
+//! - `contract`: a v0.1 component through the conversion layer; a v0.2 sync pass offline.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
 //! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error, private data dir.
 //! - `faults`: the fault suite (RELIABILITY.md): repeated SIGKILL under load with racing retries,
@@ -33,6 +34,7 @@ mod support;
 mod admin_api;
 mod admin_lists;
 mod cli;
+mod contract;
 mod deliver;
 mod enrich;
 mod faults;
