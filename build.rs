@@ -13,7 +13,7 @@ use std::process::Command;
 /// Plugins shipped inside the binary (crate `stayhook-plugin-<name>`, artifact `stayhook_plugin_<name>.wasm`).
 const OFFICIAL: &[&str] = &["hostaway", "guesty", "hostfully", "lodgify", "smoobu", "hospitable", "ownerrez", "beds24"];
 /// Plugins built for the tests only.
-const TEST_ONLY: &[&str] = &["chaos"];
+const TEST_ONLY: &[&str] = &["chaos", "sns-probe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() {

@@ -20,6 +20,7 @@
 //! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
+//! - `sns`: Amazon SNS deliveries verified, confirmed and unwrapped, against a local certificate host.
 //! - `contract`: a v0.1 component through the conversion layer; a v0.2 sync pass offline.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
 //! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error, private data dir.
@@ -50,3 +51,4 @@ mod restart;
 mod retry;
 mod sandbox;
 mod slow_clients;
+mod sns;
