@@ -14,7 +14,7 @@ use std::process::Command;
 const OFFICIAL: &[&str] =
     &["hostaway", "guesty", "hostfully", "lodgify", "smoobu", "hospitable", "ownerrez", "beds24", "cloudbeds", "hostex"];
 /// Plugins built for the tests only.
-const TEST_ONLY: &[&str] = &["chaos"];
+const TEST_ONLY: &[&str] = &["chaos", "sns-probe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() {

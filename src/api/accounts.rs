@@ -338,7 +338,14 @@ pub(super) fn check_verification(
                 None => Err("verification.secret must be a Standard Webhooks key: whsec_ followed by base64".into()),
             }
         }
-        VerificationScheme::HmacSha256(_) | VerificationScheme::UrlToken(_) | VerificationScheme::HeaderToken(_) => {
+        VerificationScheme::Sns => match verification.get("topicArn") {
+            Some(arn) if !arn.starts_with("arn:") => Err("verification.topicArn must be an SNS topic ARN (arn:aws:sns:...)".into()),
+            _ => Ok(()),
+        },
+        VerificationScheme::HmacSha256(_)
+        | VerificationScheme::HmacSha1Base64Body(_)
+        | VerificationScheme::UrlToken(_)
+        | VerificationScheme::HeaderToken(_) => {
             let Some(secret) = verification.get("secret") else { return Ok(()) };
             if secret.trim().is_empty() {
                 return Err(blank("secret"));
@@ -359,6 +366,7 @@ fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
     let allowed: &[&str] = match plugin.info.verification {
         VerificationScheme::None => &[],
         VerificationScheme::BasicAuth => &["username", "password"],
+        VerificationScheme::Sns => &["topicArn"],
         _ => &["secret"],
     };
     if let Some(base) = &account.api_base_url {
@@ -411,6 +419,8 @@ pub(super) fn scheme_name(scheme: &VerificationScheme) -> &'static str {
         VerificationScheme::StandardWebhooks => "standard-webhooks",
         VerificationScheme::UrlToken(_) => "url-token",
         VerificationScheme::HeaderToken(_) => "header-token",
+        VerificationScheme::HmacSha1Base64Body(_) => "hmac-sha1-base64-body",
+        VerificationScheme::Sns => "sns",
     }
 }
 

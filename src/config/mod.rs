@@ -99,6 +99,10 @@ pub struct RawConfig {
     pub shutdown_timeout_ms: u64,
     /// An identical body for the same account within this window is acknowledged and dropped.
     pub dedup_window_secs: u64,
+    /// Where Amazon SNS signing certificates (and subscription confirmations) may be fetched from:
+    /// `scheme://host[:port]` patterns, a `*` label matching one DNS label. Default
+    /// `https://sns.*.amazonaws.com`; widen it only for tests.
+    pub sns_certificate_hosts: Vec<String>,
     /// Delays between delivery attempts ("5s", "5m", "2h"); attempts = 1 + the number of delays.
     pub retry_schedule: Vec<String>,
     /// Random spread applied to each retry delay, as a percentage (20 means ±20%).
@@ -162,6 +166,7 @@ impl Default for RawConfig {
             admin_max_connections: 64,
             shutdown_timeout_ms: 10_000,
             dedup_window_secs: 24 * 60 * 60,
+            sns_certificate_hosts: crate::ingest::verify::DEFAULT_SNS_CERTIFICATE_HOSTS.iter().map(|host| host.to_string()).collect(),
             retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"].map(String::from).to_vec(),
             retry_jitter_percent: 20,
             delivery_timeout_ms: 15_000,
@@ -221,6 +226,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// See [`RawConfig::dedup_window_secs`].
     pub dedup_window: Duration,
+    /// See [`RawConfig::sns_certificate_hosts`].
+    pub sns_certificate_hosts: Vec<String>,
     /// Parsed retry delays.
     pub retry_schedule: Vec<Duration>,
     /// See [`RawConfig::retry_jitter_percent`].
@@ -311,6 +318,7 @@ impl RawConfig {
             "ADMIN_MAX_CONNECTIONS" => self.admin_max_connections = parse("admin_max_connections", value)?,
             "SHUTDOWN_TIMEOUT_MS" => self.shutdown_timeout_ms = parse("shutdown_timeout_ms", value)?,
             "DEDUP_WINDOW_SECS" => self.dedup_window_secs = parse("dedup_window_secs", value)?,
+            "SNS_CERTIFICATE_HOSTS" => self.sns_certificate_hosts = comma_list(value),
             "RETRY_SCHEDULE" => self.retry_schedule = comma_list(value),
             "RETRY_JITTER_PERCENT" => self.retry_jitter_percent = parse("retry_jitter_percent", value)?,
             "DELIVERY_TIMEOUT_MS" => self.delivery_timeout_ms = parse("delivery_timeout_ms", value)?,
@@ -411,6 +419,7 @@ impl RawConfig {
             admin_max_connections: self.admin_max_connections,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             dedup_window: Duration::from_secs(self.dedup_window_secs),
+            sns_certificate_hosts: self.sns_certificate_hosts,
             retry_schedule,
             retry_jitter_percent: self.retry_jitter_percent,
             delivery_timeout: Duration::from_millis(self.delivery_timeout_ms),

@@ -17,6 +17,7 @@
 //! that does not parse), 429 `rate_limited` (per-account limits, with `Retry-After`), 503
 //! `storage_unavailable` (with `Retry-After`).
 
+mod sns;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -190,8 +191,29 @@ async fn receive(
     let query = query.unwrap_or_default();
     let query_pairs: Vec<(String, String)> = form_pairs(&query);
     let scheme = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone()).unwrap_or(VerificationScheme::None);
+    // Amazon SNS: verified with its signing certificate; confirmations are answered here, a
+    // notification goes on with its `Message` as the body and the envelope as `x-stayhook-sns-*`.
+    let (body, headers) = if matches!(scheme, VerificationScheme::Sns) {
+        let topic_arn = account.verification.get("topicArn").map(String::as_str);
+        match sns::receive(&body, &daemon.settings.sns_certificate_hosts, topic_arn).await? {
+            sns::SnsDelivery::Answered(response) => return Ok(response),
+            sns::SnsDelivery::Notification { body, headers: envelope } => {
+                let mut merged = headers;
+                let forged: Vec<_> = merged.keys().filter(|name| name.as_str().starts_with("x-stayhook-sns-")).cloned().collect();
+                for name in forged {
+                    merged.remove(name);
+                }
+                for (name, value) in &envelope {
+                    merged.insert(name.clone(), value.clone());
+                }
+                (body, merged)
+            }
+        }
+    } else {
+        (body, headers)
+    };
     let header_text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    {
+    if !matches!(scheme, VerificationScheme::Sns) {
         // Scoped: the presented proof borrows a non-Send closure and must not live across an await.
         let presented =
             verify::Presented { header: &header_text, query: &query_pairs, body: &body, now_secs: chrono::Utc::now().timestamp() };
@@ -306,7 +328,14 @@ pub(crate) fn replay_digest<'a>(
     body: &[u8],
 ) -> [u8; 32] {
     let digest = match scheme {
-        VerificationScheme::HmacSha256(_) if signed => Sha256::new().chain_update(b"hmac\0").chain_update(body),
+        VerificationScheme::HmacSha256(_) | VerificationScheme::HmacSha1Base64Body(_) if signed => {
+            Sha256::new().chain_update(b"hmac\0").chain_update(body)
+        }
+        // SNS redelivers with the same MessageId; two messages with the same text are two events.
+        VerificationScheme::Sns => {
+            let message_id = header("x-stayhook-sns-message-id").unwrap_or_default();
+            Sha256::new().chain_update(b"sns\0").chain_update(message_id).chain_update([0]).chain_update(body)
+        }
         VerificationScheme::StandardWebhooks if signed => {
             let message_id = header("webhook-id").or_else(|| header("svix-id")).unwrap_or_default();
             Sha256::new().chain_update(b"standard-webhooks\0").chain_update(message_id).chain_update([0]).chain_update(body)

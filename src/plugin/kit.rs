@@ -24,7 +24,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("src/money.rs", include_str!("../../plugins/sdk/src/money.rs")),
     ("src/status.rs", include_str!("../../plugins/sdk/src/status.rs")),
     ("src/time.rs", include_str!("../../plugins/sdk/src/time.rs")),
-    ("wit/stayhook.wit", include_str!("../../wit/v0.1/stayhook.wit")),
+    ("wit/stayhook.wit", include_str!("../../wit/v0.2/stayhook.wit")),
 ];
 const SDK_MANIFEST: &str = include_str!("template/sdk.Cargo.toml");
 /// The wit-bindgen version the SDK is generated with (a test keeps it equal to the workspace's).

@@ -10,6 +10,7 @@
 //! component that never finishes instantiating or over-allocates is refused ([`PluginError::Load`]).
 
 pub mod bindings;
+mod compat;
 mod engine;
 pub mod kit;
 pub mod offline;
@@ -31,8 +32,10 @@ pub use session::{CallError, PluginSession};
 use bindings::stayhook::plugin::types as wit;
 use engine::ComponentCache;
 
-/// The contract version this host implements: the package version in `wit/v0.1`.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The current contract version: the package version in `wit/v0.2`.
+pub const CONTRACT_VERSION: &str = "0.2.0";
+/// Every contract version this host loads, oldest first (`wit/v0.1`, `wit/v0.2`).
+pub const CONTRACT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 const CONTRACT_PACKAGE: &str = "stayhook:plugin/";
 
 /// Plugins compiled from `plugins/` by build.rs and shipped inside the binary.
@@ -47,7 +50,7 @@ pub enum PluginError {
     #[error("invalid plugin: {0}")]
     Invalid(String),
     /// The component was built against a contract version this host does not implement.
-    #[error("plugin uses contract {found}, this host implements {CONTRACT_VERSION}")]
+    #[error("plugin uses contract {found}, this host implements {}", CONTRACT_VERSIONS.join(" and "))]
     UnsupportedContract {
         /// The version the component imports.
         found: String,
@@ -280,14 +283,26 @@ impl PluginRegistry {
 
     fn compile(&self, wasm_bytes: &[u8], source: PluginSource) -> Result<LoadedPlugin, PluginError> {
         let component = self.cache.load(&self.engine, wasm_bytes)?;
-        check_contract(&self.engine, &component)?;
+        let version = check_contract(&self.engine, &component)?;
         // The Rust standard library links a dozen WASI interfaces even when a plugin does no I/O;
         // they become traps, so a plugin that tries to print or read the clock fails its call.
         let mut linker = self.linker.clone();
         linker.define_unknown_imports_as_traps(&component).map_err(|error| PluginError::Invalid(format!("{error:#}")))?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|error| PluginError::Invalid(format!("{error:#}")))?;
-        let pre = bindings::PluginPre::new(instance_pre)
-            .map_err(|error| PluginError::Invalid(format!("does not implement the plugin world: {error:#}")))?;
+        // The version the component imports decides its bindings; one that imports nothing of the
+        // contract is tried against the current version, then the older ones.
+        let not_a_plugin = |error: wasmtime::Error| PluginError::Invalid(format!("does not implement the plugin world: {error:#}"));
+        let pre = match version {
+            Some("0.1.0") => session::ContractPre::V0_1(bindings::v0_1::PluginPre::new(instance_pre).map_err(not_a_plugin)?),
+            Some(_) => session::ContractPre::V0_2(bindings::PluginPre::new(instance_pre).map_err(not_a_plugin)?),
+            None => match bindings::PluginPre::new(instance_pre.clone()) {
+                Ok(pre) => session::ContractPre::V0_2(pre),
+                Err(error) => match bindings::v0_1::PluginPre::new(instance_pre) {
+                    Ok(pre) => session::ContractPre::V0_1(pre),
+                    Err(_) => return Err(not_a_plugin(error)),
+                },
+            },
+        };
         let code = session::PluginCode { pre, engine: self.engine.clone(), limits: self.limits };
         // Instantiation and `describe` run guest code: both are under the call's time limit and
         // the instance's memory budget, so a hostile component is refused here, not hung on.
@@ -306,22 +321,32 @@ impl PluginRegistry {
     }
 }
 
-/// Refuse a component built against another contract version before instantiating it.
-fn check_contract(engine: &Engine, component: &Component) -> Result<(), PluginError> {
+/// The contract version a component was built against (the version of the `stayhook:plugin`
+/// interfaces it imports; none when it imports none), refusing before instantiation a version this
+/// host does not load or a component that mixes versions.
+fn check_contract(engine: &Engine, component: &Component) -> Result<Option<&'static str>, PluginError> {
     let component_type = component.component_type();
     let imports = component_type.imports(engine).map(|(name, item)| (name.to_string(), item));
+    let mut found: Option<&'static str> = None;
     for (name, item) in imports {
         if let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE) {
             let version = rest.split_once('@').map(|(_, version)| version).unwrap_or("none");
-            if version != CONTRACT_VERSION {
+            let Some(known) = CONTRACT_VERSIONS.iter().copied().find(|known| *known == version) else {
                 return Err(PluginError::UnsupportedContract { found: version.to_string() });
+            };
+            if found.is_some_and(|earlier| earlier != known) {
+                return Err(PluginError::Invalid(format!(
+                    "imports more than one contract version ({} and {known})",
+                    found.unwrap_or_default()
+                )));
             }
+            found = Some(known);
             if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
                 return Err(PluginError::Invalid(format!("import {name} is not an interface")));
             }
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 fn validate_info(info: &wit::PluginInfo) -> Result<(), PluginError> {

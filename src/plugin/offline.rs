@@ -7,6 +7,12 @@
 //! would produce, as `[{"eventType", "result", "record"}]`, or `{"refused": "<part of the reason>"}`
 //! for bad input the plugin must refuse (`bad payload: ...`, `unsupported event: ...`). The same runner serves the CLI and the
 //! integration tests, so what an integration author sees is what the tests check.
+//!
+//! A sync case (contract 0.2) has `sync.json` instead of a body (`source`, `note`, `mode`:
+//! `modified-since` | `newest-first-scan` | `stay-date-window`, optional `since`, `until`, `cursor`,
+//! `settings`), the recorded list answers of page N in `responses/<N>/<request-id>.json` (pages
+//! count from 1), and `expected.json` holding `{"pages": [{"events", "nextCursor", "more"}]}`: the
+//! runner asks page after page, handing each page's `nextCursor` to the next, until `more` is false.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -134,6 +140,121 @@ pub struct ReplayedCall {
     pub body: Vec<u8>,
 }
 
+/// A sync pass to run offline (`sync.json`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct SyncCase {
+    /// Where the recorded list answers come from (public documentation address).
+    pub source: Option<String>,
+    /// What the case shows.
+    pub note: Option<String>,
+    /// `modified-since`, `newest-first-scan` or `stay-date-window`.
+    pub mode: String,
+    /// The pass's `since`.
+    pub since: Option<String>,
+    /// The pass's `until` (stay-date-window).
+    pub until: Option<String>,
+    /// The first page's cursor (a resumed pass); none for a fresh pass.
+    pub cursor: Option<String>,
+    /// Account settings handed to the plugin.
+    pub settings: BTreeMap<String, String>,
+    /// The case folder (filled on load).
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+impl SyncCase {
+    /// Read a case folder's `sync.json`.
+    pub fn load(dir: &Path) -> Result<Self, OfflineError> {
+        let path = dir.join("sync.json");
+        let text = std::fs::read_to_string(&path).map_err(|error| OfflineError::Case { path: path.clone(), message: error.to_string() })?;
+        let mut case: SyncCase =
+            serde_json::from_str(&text).map_err(|error| OfflineError::Case { path: path.clone(), message: error.to_string() })?;
+        case.dir = dir.to_path_buf();
+        Ok(case)
+    }
+}
+
+/// Pages an offline sync pass may take before it is called endless.
+const MAX_SYNC_PAGES: usize = 100;
+
+/// Run a sync pass of `plugin` offline from recorded list answers, page after page, and render
+/// each page as `{"events", "nextCursor", "more"}`.
+pub fn run_sync(plugin: &LoadedPlugin, case: &SyncCase) -> Result<Value, OfflineError> {
+    let mode = match case.mode.as_str() {
+        "modified-since" => wit::SyncMode::ModifiedSince,
+        "newest-first-scan" => wit::SyncMode::NewestFirstScan,
+        "stay-date-window" => wit::SyncMode::StayDateWindow,
+        other => {
+            return Err(OfflineError::Case {
+                path: case.dir.join("sync.json"),
+                message: format!("mode {other:?} is not modified-since, newest-first-scan or stay-date-window"),
+            });
+        }
+    };
+    if !plugin.info.sync_modes.contains(&mode) {
+        return Err(OfflineError::Refused(format!("the plugin does not declare the sync mode {}", case.mode)));
+    }
+    let mut session = plugin.session()?;
+    let mut cursor = case.cursor.clone();
+    let mut pages = Vec::new();
+    let now = model::time::now();
+    for page_number in 1..=MAX_SYNC_PAGES {
+        let request = wit::SyncRequest {
+            account: wit::AccountContext {
+                id: "offline".into(),
+                workspace_id: "offline".into(),
+                settings: case.settings.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+            },
+            mode,
+            cursor: cursor.clone(),
+            since: case.since.clone(),
+            until: case.until.clone(),
+            now: now.clone(),
+        };
+        let responses_dir = case.dir.join("responses").join(page_number.to_string());
+        let mut responses = Vec::new();
+        let mut n_rounds = 0;
+        let page = loop {
+            match session.sync(&request, &responses)? {
+                Err(wit::PluginError::BadPayload(message)) => {
+                    return Err(OfflineError::Refused(format!("page {page_number}: bad payload: {message}")));
+                }
+                Err(wit::PluginError::UnsupportedEvent(message)) => {
+                    return Err(OfflineError::Refused(format!("page {page_number}: unsupported: {message}")));
+                }
+                Ok(wit::SyncOutcome::Fetch(requests)) => {
+                    n_rounds += 1;
+                    if n_rounds > MAX_ROUNDS {
+                        return Err(OfflineError::TooManyRounds(MAX_ROUNDS));
+                    }
+                    for api_request in &requests {
+                        responses.push(recorded_response(Some(&responses_dir), api_request).map_err(|error| match error {
+                            OfflineError::MissingResponse(what) => OfflineError::MissingResponse(format!("{what} on page {page_number}")),
+                            other => other,
+                        })?);
+                    }
+                }
+                Ok(wit::SyncOutcome::Page(page)) => break page,
+            }
+        };
+        let events = page
+            .events
+            .iter()
+            .map(|event| {
+                let normalized = model::render_event(event)?;
+                Ok(json!({ "eventType": normalized.event_type, "result": normalized.result, "record": normalized.record }))
+            })
+            .collect::<Result<Vec<_>, OfflineError>>()?;
+        pages.push(json!({ "events": events, "nextCursor": page.next_cursor, "more": page.more }));
+        if !page.more {
+            return Ok(json!({ "pages": pages }));
+        }
+        cursor = page.next_cursor;
+    }
+    Err(OfflineError::Refused(format!("the plugin reported more pages after {MAX_SYNC_PAGES}")))
+}
+
 /// Run `plugin` on `request` as a daemon with an empty store would, and render the events.
 pub fn run(plugin: &LoadedPlugin, request: &CaseRequest) -> Result<Vec<Value>, OfflineError> {
     run_traced(plugin, request).map(|(events, _)| events)
@@ -245,16 +366,24 @@ pub enum CaseOutcome {
 /// Run one case folder; with `bless`, write its `expected.json` from the output instead of
 /// comparing.
 pub fn check_case(plugin: &LoadedPlugin, case_dir: &Path, bless: bool) -> CaseOutcome {
-    let request = match CaseRequest::load(case_dir) {
-        Ok(request) => request,
-        Err(error) => return CaseOutcome::Failed(error.to_string()),
-    };
-    // A refusal (bad payload, unsupported event) is an outcome a case may expect: bad input must
-    // be refused with a reason, never turned into events.
-    let actual = match run(plugin, &request) {
-        Ok(events) => Value::Array(events),
-        Err(OfflineError::Refused(message)) => json!({ "refused": message }),
-        Err(error) => return CaseOutcome::Failed(error.to_string()),
+    let actual = if case_dir.join("sync.json").exists() {
+        match SyncCase::load(case_dir).and_then(|case| run_sync(plugin, &case)) {
+            Ok(pages) => pages,
+            Err(OfflineError::Refused(message)) => json!({ "refused": message }),
+            Err(error) => return CaseOutcome::Failed(error.to_string()),
+        }
+    } else {
+        let request = match CaseRequest::load(case_dir) {
+            Ok(request) => request,
+            Err(error) => return CaseOutcome::Failed(error.to_string()),
+        };
+        // A refusal (bad payload, unsupported event) is an outcome a case may expect: bad input must
+        // be refused with a reason, never turned into events.
+        match run(plugin, &request) {
+            Ok(events) => Value::Array(events),
+            Err(OfflineError::Refused(message)) => json!({ "refused": message }),
+            Err(error) => return CaseOutcome::Failed(error.to_string()),
+        }
     };
     let expected_path = case_dir.join("expected.json");
     if bless {

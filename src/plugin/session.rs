@@ -14,7 +14,8 @@
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
-use super::bindings::{self, stayhook::plugin::types as wit};
+use super::bindings::{self, stayhook::plugin::types as wit, v0_1};
+use super::compat::Convert;
 use super::{PluginError, PluginLimits};
 use std::sync::Arc;
 
@@ -54,10 +55,25 @@ pub enum CallError {
     Instantiate(String),
 }
 
+/// A compiled plugin ready to instantiate, by the contract version it was built against.
+#[derive(Clone)]
+pub(crate) enum ContractPre {
+    /// Built against `wit/v0.1`: every call goes through `compat`.
+    V0_1(v0_1::PluginPre<HostState>),
+    /// Built against the current contract, `wit/v0.2`.
+    V0_2(bindings::PluginPre<HostState>),
+}
+
+/// A live instance, by contract version.
+enum ContractInstance {
+    V0_1(v0_1::Plugin),
+    V0_2(bindings::Plugin),
+}
+
 /// Everything needed to instantiate a compiled plugin; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct PluginCode {
-    pub(crate) pre: bindings::PluginPre<HostState>,
+    pub(crate) pre: ContractPre,
     pub(crate) engine: Arc<Engine>,
     pub(crate) limits: PluginLimits,
 }
@@ -144,6 +160,13 @@ impl ResourceLimiter for HostState {
 }
 
 impl bindings::stayhook::plugin::types::Host for HostState {}
+impl v0_1::stayhook::plugin::types::Host for HostState {}
+
+impl v0_1::stayhook::plugin::host::Host for HostState {
+    fn log(&mut self, level: v0_1::stayhook::plugin::types::LogLevel, message: String) {
+        bindings::stayhook::plugin::host::Host::log(self, level.convert(), message);
+    }
+}
 
 impl bindings::stayhook::plugin::host::Host for HostState {
     fn log(&mut self, level: wit::LogLevel, message: String) {
@@ -169,12 +192,13 @@ impl bindings::stayhook::plugin::host::Host for HostState {
     }
 }
 
-/// The linker every plugin is instantiated with: the contract's `host` interface, and traps for
-/// every other import.
+/// The linker every plugin is instantiated with: the `host` interface of every contract version
+/// (their names carry the version, so they do not collide), and traps for every other import.
 pub(crate) fn new_linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
     let mut linker = Linker::new(engine);
     bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
         .map_err(|error| PluginError::Engine(format!("{error:#}")))?;
+    v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(|error| PluginError::Engine(format!("{error:#}")))?;
     Ok(linker)
 }
 
@@ -182,7 +206,7 @@ pub(crate) fn new_linker(engine: &Engine) -> Result<Linker<HostState>, PluginErr
 pub struct PluginSession {
     code: PluginCode,
     plugin_name: String,
-    live: Option<(Store<HostState>, bindings::Plugin)>,
+    live: Option<(Store<HostState>, ContractInstance)>,
 }
 
 impl PluginSession {
@@ -194,7 +218,10 @@ impl PluginSession {
 
     /// Call `describe`.
     pub fn describe(&mut self) -> Result<wit::PluginInfo, CallError> {
-        self.call(|store, plugin| plugin.call_describe(store))
+        self.call(|store, plugin| match plugin {
+            ContractInstance::V0_2(plugin) => plugin.call_describe(store),
+            ContractInstance::V0_1(plugin) => plugin.call_describe(store).map(Convert::convert),
+        })
     }
 
     /// Call `normalize` once (one round of the continuation).
@@ -203,12 +230,40 @@ impl PluginSession {
         inbound: &wit::Inbound,
         responses: &[wit::ApiResponse],
     ) -> Result<Result<wit::Outcome, wit::PluginError>, CallError> {
-        self.call(|store, plugin| plugin.call_normalize(store, inbound, responses))
+        self.call(|store, plugin| match plugin {
+            ContractInstance::V0_2(plugin) => plugin.call_normalize(store, inbound, responses),
+            ContractInstance::V0_1(plugin) => {
+                let inbound: v0_1::stayhook::plugin::types::Inbound = inbound.clone().convert();
+                let responses: Vec<v0_1::stayhook::plugin::types::ApiResponse> = responses.to_vec().convert();
+                plugin.call_normalize(store, &inbound, &responses).map(Convert::convert)
+            }
+        })
     }
 
     /// Call `subscribe` once (one step of a registration).
     pub fn subscribe(&mut self, request: &wit::RegistrationRequest) -> Result<Result<wit::RegistrationStep, wit::PluginError>, CallError> {
-        self.call(|store, plugin| plugin.call_subscribe(store, request))
+        self.call(|store, plugin| match plugin {
+            ContractInstance::V0_2(plugin) => plugin.call_subscribe(store, request),
+            ContractInstance::V0_1(plugin) => {
+                let request: v0_1::stayhook::plugin::types::RegistrationRequest = request.clone().convert();
+                plugin.call_subscribe(store, &request).map(Convert::convert)
+            }
+        })
+    }
+
+    /// Call `sync` once (one round of one page). A plugin built against contract 0.1 has no
+    /// `sync`: it is refused as unsupported without entering guest code.
+    pub fn sync(
+        &mut self,
+        request: &wit::SyncRequest,
+        responses: &[wit::ApiResponse],
+    ) -> Result<Result<wit::SyncOutcome, wit::PluginError>, CallError> {
+        self.call(|store, plugin| match plugin {
+            ContractInstance::V0_2(plugin) => plugin.call_sync(store, request, responses),
+            ContractInstance::V0_1(_) => {
+                Ok(Err(wit::PluginError::UnsupportedEvent("this plugin implements contract 0.1, which has no sync".into())))
+            }
+        })
     }
 
     /// Instantiate under the same limits as a call: a component's start functions are guest code,
@@ -223,7 +278,11 @@ impl PluginSession {
         let mut store = Store::new(&self.code.engine, state);
         store.limiter(|state| state);
         store.set_epoch_deadline(deadline_ticks(limits));
-        match self.code.pre.instantiate(&mut store) {
+        let instantiated = match &self.code.pre {
+            ContractPre::V0_2(pre) => pre.instantiate(&mut store).map(ContractInstance::V0_2),
+            ContractPre::V0_1(pre) => pre.instantiate(&mut store).map(ContractInstance::V0_1),
+        };
+        match instantiated {
             Ok(plugin) => {
                 store.set_epoch_deadline(PARKED_DEADLINE);
                 self.live = Some((store, plugin));
@@ -239,7 +298,7 @@ impl PluginSession {
         }
     }
 
-    fn call<R>(&mut self, body: impl FnOnce(&mut Store<HostState>, &bindings::Plugin) -> wasmtime::Result<R>) -> Result<R, CallError> {
+    fn call<R>(&mut self, body: impl FnOnce(&mut Store<HostState>, &ContractInstance) -> wasmtime::Result<R>) -> Result<R, CallError> {
         if self.live.is_none() {
             self.instantiate()?;
         }

@@ -21,6 +21,8 @@
 //! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
+//! - `sns`: Amazon SNS deliveries verified, confirmed and unwrapped, against a local certificate host.
+//! - `contract`: a v0.1 component through the conversion layer; a v0.2 sync pass offline.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
 //! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error, private data dir.
 //! - `faults`: the fault suite (RELIABILITY.md): repeated SIGKILL under load with racing retries,
@@ -36,6 +38,7 @@ mod admin_api;
 mod admin_lists;
 mod cli;
 mod cloudbeds_hostex;
+mod contract;
 mod deliver;
 mod enrich;
 mod faults;
@@ -51,4 +54,5 @@ mod restart;
 mod retry;
 mod sandbox;
 mod slow_clients;
+mod sns;
 mod upgrade;

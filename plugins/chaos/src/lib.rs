@@ -10,6 +10,9 @@
 //! Its API is declared with OAuth2 client credentials, so the tests exercise token caching.
 //! Registration: with the account setting `manual` it answers manual instructions; otherwise it
 //! registers with `POST /webhooks` and unregisters with `DELETE /webhooks/{webhookId}`.
+//! Sync (contract 0.2, mode modified-since): one `GET /reservations?updatedSince=<since>&page=<n>`
+//! per page, whose answer `{"reservations": [{"id", "arrivalDate"}], "nextPage": n|null}` becomes
+//! upserted reservations; the cursor is the next page number.
 
 use serde_json::Value;
 use stayhook_plugin_sdk::model::*;
@@ -20,6 +23,8 @@ struct Chaos;
 impl Guest for Chaos {
     fn describe() -> PluginInfo {
         PluginInfo {
+            // No listing for reconciliation (yet): `sync` answers unsupported.
+            sync_modes: vec![SyncMode::ModifiedSince],
             name: "chaos".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             pms: "Chaos (test plugin)".into(),
@@ -113,6 +118,31 @@ impl Guest for Chaos {
             }
             (_, Some(response)) => Err(PluginError::BadPayload(format!("the PMS answered HTTP {}", response.status))),
         }
+    }
+
+    fn sync(request: SyncRequest, responses: Vec<ApiResponse>) -> Result<SyncOutcome, PluginError> {
+        let page = request.cursor.clone().unwrap_or_else(|| "1".into());
+        let Some(response) = responses.iter().find(|response| response.id == "page") else {
+            let mut query = vec![("page".to_string(), page)];
+            if let Some(since) = &request.since {
+                query.push(("updatedSince".into(), since.clone()));
+            }
+            return Ok(SyncOutcome::Fetch(vec![ApiRequest { query, ..get("page", "/reservations".into()) }]));
+        };
+        if response.status != 200 {
+            return Err(PluginError::BadPayload(format!("the list answered HTTP {}", response.status)));
+        }
+        let answer: Value =
+            serde_json::from_slice(&response.body).map_err(|error| PluginError::BadPayload(format!("the list is not JSON: {error}")))?;
+        let events = answer
+            .get("reservations")
+            .and_then(Value::as_array)
+            .ok_or_else(|| PluginError::BadPayload("the list has no `reservations` array".into()))?
+            .iter()
+            .filter_map(|item| Some(Event::ReservationUpserted(reservation(json::string(item, "id")?, json::string(item, "arrivalDate")))))
+            .collect();
+        let next = answer.get("nextPage").and_then(Value::as_u64).map(|page| page.to_string());
+        Ok(SyncOutcome::Page(SyncPage { events, more: next.is_some(), next_cursor: next }))
     }
 }
 

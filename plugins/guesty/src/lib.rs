@@ -27,6 +27,8 @@ use stayhook_plugin_sdk::model::*;
 /// What `describe` answers.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
+        // No listing for reconciliation (yet): `sync` answers unsupported.
+        sync_modes: Vec::new(),
         name: "guesty".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Guesty".into(),

@@ -26,6 +26,8 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
+        // No listing for reconciliation (yet): `sync` answers unsupported.
+        sync_modes: Vec::new(),
         name: "hospitable".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Hospitable".into(),

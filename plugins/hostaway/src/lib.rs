@@ -38,6 +38,8 @@ use stayhook_plugin_sdk::model::*;
 /// Hostaway's API, as `describe` declares it.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
+        // No listing for reconciliation (yet): `sync` answers unsupported.
+        sync_modes: Vec::new(),
         name: "hostaway".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Hostaway".into(),

@@ -30,6 +30,8 @@ use stayhook_plugin_sdk::model::*;
 /// the API it calls (registration only: no normalize step needs it).
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
+        // No listing for reconciliation (yet): `sync` answers unsupported.
+        sync_modes: Vec::new(),
         name: "lodgify".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Lodgify".into(),

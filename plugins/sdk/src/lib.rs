@@ -1,12 +1,12 @@
 //! Guest-side kit for stayhook plugins.
 //!
-//! It generates the bindings of the contract in `wit/v0.1` once, so a plugin crate depends on this
+//! It generates the bindings of the contract in `wit/v0.2` once, so a plugin crate depends on this
 //! crate instead of running `wit_bindgen::generate!` itself, and it holds the helpers every mapping
 //! needs (reading loosely typed JSON, dates, money, language names). Everything here also compiles
 //! natively: mapping code is unit tested and benchmarked without WebAssembly. A plugin implements
 //! [`Guest`] and calls [`export_plugin!`].
 
-/// The bindings generated from `wit/v0.1`. Plugins normally use [`model`], [`Guest`] and
+/// The bindings generated from `wit/v0.2`. Plugins normally use [`model`], [`Guest`] and
 /// [`export_plugin!`] instead.
 #[allow(clippy::too_many_arguments)] // generated code: one argument per WIT record field
 pub mod bindings {
@@ -39,7 +39,19 @@ pub mod time;
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 /// The contract version these bindings were generated from.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The `sync` of a plugin whose PMS has no usable listing endpoint (the default of [`plugin!`]):
+/// refuses as unsupported, and the plugin declares no `sync_modes`.
+pub fn no_sync(_request: &model::SyncRequest, _responses: &[model::ApiResponse]) -> Result<model::SyncOutcome, model::PluginError> {
+    Err(model::PluginError::UnsupportedEvent("this plugin has no sync: its PMS offers no listing it can reconcile from".into()))
+}
+
+/// The `subscribe` of a plugin whose PMS has no webhook API: asks the operator to paste the
+/// listener URL into the PMS (a default of [`plugin!`]).
+pub fn manual_subscribe(request: &model::RegistrationRequest) -> Result<model::RegistrationStep, model::PluginError> {
+    Ok(model::RegistrationStep::Manual(format!("Add a webhook in the PMS's settings with the URL {}.", request.listener_url)))
+}
 
 /// The webhook's body as a JSON object, or the `bad-payload` refusal every plugin gives: "body is
 /// not JSON: <parser's message>" or "body is not a JSON object".
@@ -154,21 +166,33 @@ impl model::GuestVerification {
     }
 }
 
-/// Export a plugin written as three plain functions, the way the official plugins are:
+/// Export a plugin written as plain functions, the way the official plugins are:
 ///
 /// ```ignore
 /// stayhook_plugin_sdk::plugin! {
 ///     describe: plugin_info,                  // fn() -> PluginInfo
 ///     normalize: mapping::normalize,          // fn(&Inbound, &[ApiResponse]) -> Result<Outcome, PluginError>
-///     subscribe: registration::subscribe,     // fn(&RegistrationRequest) -> Result<RegistrationStep, PluginError>
+///     subscribe: registration::subscribe,     // optional: fn(&RegistrationRequest) -> Result<RegistrationStep, PluginError>
+///     sync: listing::sync,                    // optional: fn(&SyncRequest, &[ApiResponse]) -> Result<SyncOutcome, PluginError>
 /// }
 /// ```
 ///
-/// The functions stay ordinary Rust, callable natively from unit tests and benchmarks; the macro
-/// adds only the component glue.
+/// A plugin implements only what its PMS has: without `subscribe` registration is manual
+/// ([`manual_subscribe`]), without `sync` reconciliation is not available ([`no_sync`]; declare no
+/// `sync_modes` then). The functions stay ordinary Rust, callable natively from unit tests and
+/// benchmarks; the macro adds only the component glue.
 #[macro_export]
 macro_rules! plugin {
+    (describe: $describe:path, normalize: $normalize:path $(,)?) => {
+        $crate::plugin! { describe: $describe, normalize: $normalize, subscribe: $crate::manual_subscribe, sync: $crate::no_sync }
+    };
     (describe: $describe:path, normalize: $normalize:path, subscribe: $subscribe:path $(,)?) => {
+        $crate::plugin! { describe: $describe, normalize: $normalize, subscribe: $subscribe, sync: $crate::no_sync }
+    };
+    (describe: $describe:path, normalize: $normalize:path, sync: $sync:path $(,)?) => {
+        $crate::plugin! { describe: $describe, normalize: $normalize, subscribe: $crate::manual_subscribe, sync: $sync }
+    };
+    (describe: $describe:path, normalize: $normalize:path, subscribe: $subscribe:path, sync: $sync:path $(,)?) => {
         struct StayhookPlugin;
 
         impl $crate::Guest for StayhookPlugin {
@@ -187,6 +211,13 @@ macro_rules! plugin {
                 request: $crate::model::RegistrationRequest,
             ) -> ::std::result::Result<$crate::model::RegistrationStep, $crate::model::PluginError> {
                 $subscribe(&request)
+            }
+
+            fn sync(
+                request: $crate::model::SyncRequest,
+                responses: ::std::vec::Vec<$crate::model::ApiResponse>,
+            ) -> ::std::result::Result<$crate::model::SyncOutcome, $crate::model::PluginError> {
+                $sync(&request, &responses)
             }
         }
 

@@ -13,6 +13,8 @@ use stayhook_plugin_sdk::model::*;
 /// the host verifies a webhook, and the PMS's API if the plugin asks the host to call it.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
+        // No listing for reconciliation (yet): `sync` answers unsupported.
+        sync_modes: Vec::new(),
         name: "{{name}}".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "{{Pms}}".into(),
