@@ -48,10 +48,8 @@ pub fn normalize(inbound: &Inbound, _responses: &[ApiResponse]) -> Result<Outcom
     if !EVENTS.contains(&kind.as_str()) {
         return Err(PluginError::UnsupportedEvent(kind));
     }
-    let items = body
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| PluginError::BadPayload(format!("{kind} without a `data` array")))?;
+    let items =
+        body.get("data").and_then(Value::as_array).ok_or_else(|| PluginError::BadPayload(format!("{kind} without a `data` array")))?;
     let mut events = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         if !item.is_object() {

@@ -91,8 +91,7 @@ pub fn reservation(id: String, booking: &Value) -> Reservation {
         _ => None,
     };
     reservation.arrival_estimated_time = reservation.arrival_date.as_deref().and_then(|date| at_time(date, booking, "arrival_time"));
-    reservation.departure_estimated_time =
-        reservation.departure_date.as_deref().and_then(|date| at_time(date, booking, "departure_time"));
+    reservation.departure_estimated_time = reservation.departure_date.as_deref().and_then(|date| at_time(date, booking, "departure_time"));
     reservation.property_id = json::string(booking, "property_id");
     reservation.number_of_guests = json::count(booking, "number_of_guests");
     reservation.source = json::string(booking, "channel");

@@ -152,7 +152,10 @@ mod tests {
             response("hook-booking_removed", 201, r#"{}"#),
         ];
         let error = subscribe(&request(RegistrationAction::Register, vec![], answers)).unwrap_err();
-        assert!(matches!(error, PluginError::BadPayload(ref m) if m.contains("webhook-booking_created=11") && m.contains("401")), "{error:?}");
+        assert!(
+            matches!(error, PluginError::BadPayload(ref m) if m.contains("webhook-booking_created=11") && m.contains("401")),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -163,6 +166,8 @@ mod tests {
         };
         assert_eq!((requests[1].method.as_str(), requests[1].path.as_str()), ("DELETE", "/hooks/13"));
         let answers = vec![response("unhook-booking_created", 204, ""), response("unhook-booking_removed", 404, "")];
-        assert!(matches!(subscribe(&request(RegistrationAction::Unregister, registered, answers)), Ok(RegistrationStep::Done(v)) if v.is_empty()));
+        assert!(
+            matches!(subscribe(&request(RegistrationAction::Unregister, registered, answers)), Ok(RegistrationStep::Done(v)) if v.is_empty())
+        );
     }
 }
