@@ -154,4 +154,9 @@ fn from_a_checkout_root_a_new_plugin_joins_its_plugins_workspace() {
     assert!(manifest.contains(r#"members = ["sdk", "acme"]"#), "{manifest}");
     assert!(std::fs::read_to_string(plugins.join("acme/Cargo.toml")).unwrap().contains("stayhook-plugin-sdk.workspace = true"));
     assert!(!plugins.join("acme/sdk").exists());
+    // The README asks for what an official plugin's README must state.
+    let readme = std::fs::read_to_string(plugins.join("acme/README.md")).unwrap();
+    for heading in ["**Confidence:**", "## Verification and registration", "## API calls", "## Sources and open points"] {
+        assert!(readme.contains(heading), "{heading}: {readme}");
+    }
 }
