@@ -1,11 +1,10 @@
 //! Durable append of raw webhooks at 1, 16 and 256 concurrent writers: the store's group commit
-//! (one flush acknowledges every append made before it, `src/store/commit.rs`) against a flush per
+//! (one flush acknowledges every append made before it, `src/store/sled_backend/commit.rs`) against a flush per
 //! append (each writer makes its own append durable, which is what the listener would do without
 //! group commit). Both on a real sled store in a temp dir on this machine's disk.
 //!
 //! `cargo bench --bench store`
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -26,7 +25,7 @@ fn entry() -> InboxEntry {
 }
 
 /// `total` appends spread over `writers` tasks; each task waits for durability before its next.
-async fn run(store: &Arc<Store>, writers: usize, total: u64, group_commit: bool) -> Duration {
+async fn run(store: &Store, writers: usize, total: u64, group_commit: bool) -> Duration {
     let per_writer = total.div_ceil(writers as u64);
     let started = Instant::now();
     let tasks: Vec<_> = (0..writers)
@@ -40,7 +39,7 @@ async fn run(store: &Arc<Store>, writers: usize, total: u64, group_commit: bool)
                         store.durable().await.unwrap();
                     } else {
                         let store = store.clone();
-                        tokio::task::spawn_blocking(move || store.flush().unwrap()).await.unwrap();
+                        tokio::task::spawn_blocking(move || store.flush_blocking().unwrap()).await.unwrap();
                     }
                 }
             })
@@ -55,7 +54,7 @@ async fn run(store: &Arc<Store>, writers: usize, total: u64, group_commit: bool)
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(512).build().unwrap();
     let dir = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into())).unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("db"), 64 << 20).unwrap());
+    let store = stayhook::store::open(&dir.path().join("db"), 64 << 20).unwrap();
     let mut group = c.benchmark_group("durable_append");
     group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(8));
     for writers in [1usize, 16, 256] {

@@ -3,7 +3,8 @@
 //!
 //! Layout, in the order a webhook meets it:
 //! - [`ingest`]: the public listener, verification, duplicate suppression, durable append.
-//! - [`store`]: sled trees behind one type, group commit, the store's fault state.
+//! - [`store`]: four storage interfaces (catalog, inbox, ledger, delivery queue), the sled and
+//!   in-memory backends, group commit, the store's fault state.
 //! - [`normalize`]: OS threads that run plugins and decide state (created vs updated, no-ops).
 //! - [`plugin`]: the wasmtime host, limits, the compiled-component cache, the WIT bindings.
 //! - [`model`]: the unified records, validated and rendered as the seed's JSON.
@@ -68,7 +69,7 @@ pub struct StorageFailed(pub String);
 /// moment, stops, and expects to be restarted.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     config::os::private_dir(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
-    let store = match Store::open(&settings.data_dir.join("db"), settings.store_cache_bytes) {
+    let store = match store::open(&settings.data_dir.join("db"), settings.store_cache_bytes) {
         Ok(store) => store,
         Err(store::StoreError::Unavailable(reason)) => return Err(StorageFailed(format!("opening the store: {reason}")).into()),
         Err(error) => return Err(anyhow::Error::new(error).context("opening the store")),
@@ -92,7 +93,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
             None
         }
     };
-    let admin_token = admin_token(&settings, &store)?;
+    let admin_token = admin_token(&settings, &store).await?;
     let public_url = match &settings.public_url {
         Some(url) => url.clone(),
         None => {
@@ -190,12 +191,12 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     if let Some(reason) = failed.or_else(|| daemon.store.fault().reason()) {
         return Err(StorageFailed(reason).into());
     }
-    daemon.store.flush()?;
+    daemon.store.flush_blocking()?;
     Ok(())
 }
 
 /// The admin token: from config, or stored, or generated now, stored and printed once.
-fn admin_token(settings: &Settings, store: &Store) -> anyhow::Result<String> {
+async fn admin_token(settings: &Settings, store: &Store) -> anyhow::Result<String> {
     if let Some(token) = &settings.admin_token {
         return Ok(token.clone());
     }
@@ -204,7 +205,7 @@ fn admin_token(settings: &Settings, store: &Store) -> anyhow::Result<String> {
     }
     let bytes: [u8; 32] = rand::random();
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    store.insert_meta(ADMIN_TOKEN_KEY, &token)?;
+    store.insert_meta(ADMIN_TOKEN_KEY, &token).await?;
     eprintln!("stayhook: generated the admin API token (shown once; it is stored in the data dir):\n\n    {token}\n");
     Ok(token)
 }
@@ -229,7 +230,7 @@ async fn expire_digests(daemon: Arc<Daemon>) {
     loop {
         tokio::time::sleep(Duration::from_secs(600)).await;
         let daemon = daemon.clone();
-        let expired = tokio::task::spawn_blocking(move || daemon.store.expire_digests(ingest::unix_ms(), window_ms)).await;
+        let expired = tokio::task::spawn_blocking(move || daemon.store.expire_digests_blocking(ingest::unix_ms(), window_ms)).await;
         match expired {
             Ok(Ok(n_removed)) if n_removed > 0 => tracing::debug!(n_removed, "expired duplicate-suppression digests"),
             Ok(Err(error)) => tracing::warn!(%error, "expiring digests failed"),

@@ -106,7 +106,7 @@ async fn create(State(daemon): State<Arc<Daemon>>, JsonBody(body): JsonBody<Crea
     let mut account = account;
     validate(&daemon, &account)?;
     ensure_url_token(&daemon, &mut account);
-    match daemon.store.insert_account(&account)? {
+    match daemon.store.insert_account(&account).await? {
         Inserted::Created => Ok(created(view(&daemon, &account))),
         Inserted::AlreadyExists => Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("account {:?} exists already", account.id))),
     }
@@ -164,12 +164,12 @@ async fn update(
     account.updated_at = model::time::now();
     validate(&daemon, &account)?;
     ensure_url_token(&daemon, &mut account);
-    daemon.store.put_account(&account)?;
+    daemon.store.put_account(&account).await?;
     Ok(Json(view(&daemon, &account)))
 }
 
 async fn remove(State(daemon): State<Arc<Daemon>>, Path(account_id): Path<String>) -> Result<Response, ApiError> {
-    if daemon.store.remove_account(&account_id)? { Ok(StatusCode::NO_CONTENT.into_response()) } else { Err(not_found(&account_id)) }
+    if daemon.store.remove_account(&account_id).await? { Ok(StatusCode::NO_CONTENT.into_response()) } else { Err(not_found(&account_id)) }
 }
 
 async fn record(

@@ -96,7 +96,7 @@ async fn run(
                     wit::RegistrationAction::Unregister => account.registration.clear(),
                 }
                 account.updated_at = model::time::now();
-                daemon.store.put_account(&account)?;
+                daemon.store.put_account(&account).await?;
                 if let Some(problem) = refused_secret {
                     tracing::warn!(account = %account.id, %problem, "the PMS handed out an unusable webhook secret; not stored");
                     return Err(ApiError::new(

@@ -75,7 +75,7 @@ async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    daemon.store.put_subscription(&subscription)?;
+    daemon.store.put_subscription(&subscription).await?;
     let mut shown = view(&subscription);
     shown["secret"] = Value::String(subscription.secret.clone());
     Ok(created(shown))
@@ -128,13 +128,13 @@ async fn update(
         subscription.event_types = event_types(&names)?;
     }
     subscription.updated_at = model::time::now();
-    daemon.store.put_subscription(&subscription)?;
+    daemon.store.put_subscription(&subscription).await?;
     Ok(Json(view(&subscription)))
 }
 
 async fn remove(State(daemon): State<Arc<Daemon>>, Path((account_id, webhook_id)): Path<(String, String)>) -> Result<Response, ApiError> {
     find(&daemon, &account_id)?;
-    if daemon.store.remove_subscription(&account_id, &webhook_id)? {
+    if daemon.store.remove_subscription(&account_id, &webhook_id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(not_found(&webhook_id))

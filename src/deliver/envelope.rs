@@ -22,7 +22,7 @@ pub const SOURCE: &str = "PMS_WEBHOOK";
 ///
 /// The record is kept as the raw JSON text it was stored as and copied into the body as it is:
 /// a delivery never parses a record into a tree and never rebuilds one (BENCHMARKS.md measures
-/// what that saves). Decode it from [`crate::store::Store::get_event_bytes`] with
+/// what that saves). Decode it from [`crate::store::Ledger::get_event_bytes`] with
 /// [`EventView::parse`].
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

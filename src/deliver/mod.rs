@@ -52,7 +52,7 @@ pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
         let free = capacity.saturating_sub(in_flight.lock().expect("in-flight set lock poisoned").len());
         let (due, next_due_ms) = {
             let in_flight = in_flight.lock().expect("in-flight set lock poisoned");
-            daemon.store.due_deliveries(unix_ms(), free, |delivery_id| !in_flight.contains(&delivery_id))
+            daemon.store.due_deliveries(unix_ms(), free, &mut |delivery_id| !in_flight.contains(&delivery_id))
         };
         for delivery_id in due {
             let delivery = match daemon.store.get_delivery(delivery_id) {
@@ -209,7 +209,7 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
         return;
     }
     drop(slot);
-    if let Err(error) = track_health(daemon, subscription, outcome.success, next.status == DeliveryStatus::Dead) {
+    if let Err(error) = track_health(daemon, subscription, outcome.success, next.status == DeliveryStatus::Dead).await {
         tracing::warn!(%error, "updating a subscription's health failed");
     }
 }
@@ -217,7 +217,7 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
 /// Remember when a subscription started failing; disable it when it has failed for longer than
 /// `disable_after_failing` and another delivery is dead-lettered. Written only when the state
 /// changes, not on every attempt.
-fn track_health(
+async fn track_health(
     daemon: &Daemon,
     mut subscription: crate::store::Subscription,
     success: bool,
@@ -259,7 +259,7 @@ fn track_health(
         current.enabled = false;
         current.disabled_reason = subscription.disabled_reason;
     }
-    daemon.store.put_subscription(&current)
+    daemon.store.put_subscription(&current).await
 }
 
 struct PostOutcome {

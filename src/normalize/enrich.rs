@@ -234,7 +234,7 @@ impl Enricher {
                 {
                     // The cached token may have been revoked: drop it and try once with a new one.
                     refreshed_token = true;
-                    self.forget_token(&account.id);
+                    self.forget_token(&account.id).await;
                     let target = ApiTarget {
                         declared: url::Url::parse(&api.base_url).unwrap_or_else(|_| effective_base.clone()),
                         effective: effective_base.clone(),
@@ -387,7 +387,7 @@ impl Enricher {
         let expires_in_secs =
             body["expires_in"].as_u64().or_else(|| body["expires_in"].as_str().and_then(|text| text.parse().ok())).unwrap_or(3600);
         let cached = CachedToken { access_token: access_token.to_string(), expires_at_ms: unix_ms() + expires_in_secs * 1000 };
-        if let Err(error) = self.store.insert_meta(&token_key(&account.id), &serde_json::to_string(&cached).unwrap_or_default()) {
+        if let Err(error) = self.store.insert_meta(&token_key(&account.id), &serde_json::to_string(&cached).unwrap_or_default()).await {
             tracing::warn!(%error, account = %account.id, "could not cache the OAuth2 token; the next restart will ask for a new one");
         }
         tracing::info!(account = %account.id, expires_in_secs, "obtained an OAuth2 token");
@@ -400,8 +400,8 @@ impl Enricher {
         (cached.expires_at_ms > unix_ms() + TOKEN_EXPIRY_MARGIN_MS).then_some(cached.access_token)
     }
 
-    fn forget_token(&self, account_id: &str) {
-        if let Err(error) = self.store.remove_meta(&token_key(account_id)) {
+    async fn forget_token(&self, account_id: &str) {
+        if let Err(error) = self.store.remove_meta(&token_key(account_id)).await {
             tracing::warn!(%error, "could not drop a cached token");
         }
     }
@@ -509,7 +509,7 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = crate::store::open(dir.path(), 1 << 20).unwrap();
         let policy = EnrichPolicy {
             retry_schedule: vec![Duration::from_millis(1)],
             request_timeout: Duration::from_secs(5),

@@ -564,7 +564,11 @@ impl Commits {
         plugin_ident: PluginIdent,
     ) -> Result<(), StoreError> {
         let Source { inbox_id, received_at_ms, generation } = source;
-        let decided = state::decide(&daemon.store, &account.id, events, daemon.settings.drop_unchanged_updates, &mut self.overlay)?;
+        let store = &daemon.store;
+        let decided =
+            state::decide(&account.id, events, daemon.settings.drop_unchanged_updates, &mut self.overlay, &mut |kind, record_id| {
+                store.get_state(&account.id, kind, record_id)
+            })?;
         let subscriptions = daemon.store.list_subscriptions(&account.id)?;
         let now_ms = crate::ingest::unix_ms();
         let mut stored_events = Vec::with_capacity(decided.events.len());
@@ -633,7 +637,7 @@ impl Commits {
             return;
         }
         let n_webhooks = self.batches.len();
-        if let Err(error) = daemon.store.commit_normalized(self.batches) {
+        if let Err(error) = daemon.store.commit_normalized_blocking(self.batches) {
             // The entries stay pending and are normalized again at the next start.
             return tracing::error!(%error, n_webhooks, "normalization could not be committed");
         }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::model::{EventResult, EventType, Normalized, RecordKind, Statement};
-use crate::store::{StateWrite, Store, StoreError};
+use crate::store::{StateWrite, StoreError};
 
 /// A decided event, ready for the log.
 pub(super) struct Decision {
@@ -41,19 +41,27 @@ const VOLATILE_KEYS: &[&str] = &["updatedAt", "previousArrivalDate", "previousDe
 /// decision must see the ones before it.
 pub(super) type Overlay = HashMap<(String, RecordKind, String), Option<Value>>;
 
+/// Reads a record's committed state: (kind, record id) to the record, if stored.
+pub(super) type StateLookup<'a> = dyn FnMut(RecordKind, &str) -> Result<Option<Value>, StoreError> + 'a;
+
+/// Decide what `events` (one webhook's plugin output, in order) mean against what is stored.
+///
+/// Pure but for `stored`, which reads a record's committed state (the store, or a table in the
+/// tests): decisions of the same run are read from `overlay` first and written to it, so each
+/// sees the ones before it. Nothing is written anywhere else; the caller commits `state`.
 pub(super) fn decide(
-    store: &Store,
     account_id: &str,
     events: Vec<Normalized>,
     drop_unchanged: bool,
     overlay: &mut Overlay,
+    stored: &mut StateLookup<'_>,
 ) -> Result<Decided, StoreError> {
     let mut decided = Decided { events: Vec::new(), state: Vec::new(), n_unchanged: 0 };
     let key = |kind: RecordKind, record_id: &str| (account_id.to_string(), kind, record_id.to_string());
-    let stored = |kind: RecordKind, record_id: &str, overlay: &Overlay| -> Result<Option<Value>, StoreError> {
+    let mut stored = |kind: RecordKind, record_id: &str, overlay: &Overlay| -> Result<Option<Value>, StoreError> {
         match overlay.get(&key(kind, record_id)) {
             Some(value) => Ok(value.clone()),
-            None => store.get_state(account_id, kind, record_id),
+            None => stored(kind, record_id),
         }
     };
     for (position, event) in events.into_iter().enumerate() {
@@ -113,6 +121,13 @@ pub(super) fn decide(
                     decided.n_unchanged += 1;
                     continue;
                 }
+                // An update older than the state (a PMS retry or a reordered delivery arriving
+                // after a newer version) would take receivers back in time: it is dropped and
+                // the newer state kept.
+                if previous.as_ref().is_some_and(|previous| is_older(&event.record, previous)) {
+                    decided.n_unchanged += 1;
+                    continue;
+                }
                 let mut record = event.record;
                 let event_type = match (kind, &previous, event.statement) {
                     (RecordKind::Reservation, None, Statement::Updated) => EventType::ReservationUpdated,
@@ -163,6 +178,17 @@ fn plain(position: usize, event: Normalized) -> Decision {
     }
 }
 
+/// Whether `record` says it was last updated strictly before `previous` did. Both are rendered
+/// records, whose `updatedAt` is `YYYY-MM-DDTHH:MM:SS.sssZ` (`model::time::render`), so the text
+/// orders as the time does; a record without one is never older.
+fn is_older(record: &Map<String, Value>, previous: &Value) -> bool {
+    let updated_at = |value: Option<&Value>| value.and_then(Value::as_str).filter(|text| !text.is_empty()).map(str::to_owned);
+    match (updated_at(record.get("updatedAt")), updated_at(previous.get("updatedAt"))) {
+        (Some(now), Some(before)) => now.len() == before.len() && now < before,
+        _ => false,
+    }
+}
+
 /// Whether two records are the same but for volatile keys.
 fn same_record(previous: &Value, current: &Map<String, Value>) -> bool {
     let Value::Object(previous) = previous else { return false };
@@ -182,5 +208,234 @@ fn fill_previous(record: &mut Map<String, Value>, previous: &Value, key: &str, p
     if before != now {
         let text = before.as_str().unwrap_or_default().to_string();
         record.insert(previous_key.into(), Value::String(text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A reservation as a plugin's rendered output would carry it.
+    fn reservation(event_type: EventType, statement: Statement, id: &str, arrival: &str, updated_at: &str, guests: u32) -> Normalized {
+        let record = json!({
+            "id": id, "arrivalDate": arrival, "departureDate": "2026-07-10", "guests": guests,
+            "updatedAt": updated_at, "previousArrivalDate": "", "previousDepartureDate": "",
+        });
+        Normalized {
+            event_type,
+            statement,
+            record_id: id.into(),
+            record: record.as_object().cloned().unwrap(),
+            result: EventResult::Success,
+            failure_reason: None,
+        }
+    }
+
+    fn upsert(id: &str, arrival: &str, updated_at: &str, guests: u32) -> Normalized {
+        reservation(EventType::ReservationCreated, Statement::Upserted, id, arrival, updated_at, guests)
+    }
+
+    fn calendar(property: &str, days: &[(&str, bool)]) -> Normalized {
+        let days: Vec<Value> = days.iter().map(|(date, available)| json!({"date": date, "available": available})).collect();
+        let record = json!({"propertyId": property, "dateWiseAvailability": days});
+        Normalized {
+            event_type: EventType::CalendarUpdated,
+            statement: Statement::NotApplicable,
+            record_id: property.into(),
+            record: record.as_object().cloned().unwrap(),
+            result: EventResult::Success,
+            failure_reason: None,
+        }
+    }
+
+    /// What one row expects of one delivered event.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        event_type: EventType,
+        record_id: String,
+        previous_arrival: Option<String>,
+    }
+
+    fn seen(event_type: EventType, record_id: &str, previous_arrival: Option<&str>) -> Seen {
+        Seen { event_type, record_id: record_id.into(), previous_arrival: previous_arrival.map(str::to_owned) }
+    }
+
+    struct Row {
+        name: &'static str,
+        /// Committed state before the webhook: (kind, record id, record).
+        stored: Vec<(RecordKind, &'static str, Value)>,
+        events: Vec<Normalized>,
+        drop_unchanged: bool,
+        expected: Vec<Seen>,
+        n_unchanged: u32,
+        /// Record ids whose state is written (`Some`: set, `None`: removed), in order.
+        state: Vec<(&'static str, bool)>,
+    }
+
+    fn stored_reservation(arrival: &str, updated_at: &str, guests: u32) -> Value {
+        Value::Object(upsert("r1", arrival, updated_at, guests).record)
+    }
+
+    #[test]
+    fn the_rules_of_created_updated_unchanged_and_deleted() {
+        use EventType::*;
+        let t0 = "2026-05-01T10:00:00.000Z";
+        let t1 = "2026-05-01T11:00:00.000Z";
+        let rows = vec![
+            Row {
+                name: "a record never seen is created",
+                stored: vec![],
+                events: vec![upsert("r1", "2026-07-01", t0, 2)],
+                drop_unchanged: true,
+                expected: vec![seen(ReservationCreated, "r1", None)],
+                n_unchanged: 0,
+                state: vec![("r1", true)],
+            },
+            Row {
+                name: "a PMS that says updated is believed when the daemon has no state",
+                stored: vec![],
+                events: vec![reservation(ReservationUpdated, Statement::Updated, "r1", "2026-07-01", t0, 2)],
+                drop_unchanged: true,
+                expected: vec![seen(ReservationUpdated, "r1", None)],
+                n_unchanged: 0,
+                state: vec![("r1", true)],
+            },
+            Row {
+                name: "a record seen before is updated, even when the PMS says created",
+                stored: vec![(RecordKind::Reservation, "r1", stored_reservation("2026-07-01", t0, 2))],
+                events: vec![reservation(ReservationCreated, Statement::Created, "r1", "2026-07-01", t1, 3)],
+                drop_unchanged: true,
+                expected: vec![seen(ReservationUpdated, "r1", None)],
+                n_unchanged: 0,
+                state: vec![("r1", true)],
+            },
+            Row {
+                name: "moved dates fill the previous dates",
+                stored: vec![(RecordKind::Reservation, "r1", stored_reservation("2026-07-01", t0, 2))],
+                events: vec![upsert("r1", "2026-07-03", t1, 2)],
+                drop_unchanged: true,
+                expected: vec![seen(ReservationUpdated, "r1", Some("2026-07-01"))],
+                n_unchanged: 0,
+                state: vec![("r1", true)],
+            },
+            Row {
+                name: "an update that changes nothing but updatedAt is dropped",
+                stored: vec![(RecordKind::Reservation, "r1", stored_reservation("2026-07-01", t0, 2))],
+                events: vec![upsert("r1", "2026-07-01", t1, 2)],
+                drop_unchanged: true,
+                expected: vec![],
+                n_unchanged: 1,
+                state: vec![],
+            },
+            Row {
+                name: "the same update is delivered when dropping is off",
+                stored: vec![(RecordKind::Reservation, "r1", stored_reservation("2026-07-01", t0, 2))],
+                events: vec![upsert("r1", "2026-07-01", t1, 2)],
+                drop_unchanged: false,
+                expected: vec![seen(ReservationUpdated, "r1", None)],
+                n_unchanged: 0,
+                state: vec![("r1", true)],
+            },
+            Row {
+                name: "an update older than the state is dropped and the state kept",
+                stored: vec![(RecordKind::Reservation, "r1", stored_reservation("2026-07-03", t1, 4))],
+                events: vec![upsert("r1", "2026-07-01", t0, 2)],
+                drop_unchanged: false,
+                expected: vec![],
+                n_unchanged: 1,
+                state: vec![],
+            },
+            Row {
+                name: "deleted removes the state, and the next upsert of the same webhook is created",
+                stored: vec![(RecordKind::Reservation, "r1", stored_reservation("2026-07-01", t0, 2))],
+                events: vec![
+                    reservation(ReservationDeleted, Statement::NotApplicable, "r1", "2026-07-01", t0, 2),
+                    upsert("r1", "2026-07-05", t1, 2),
+                ],
+                drop_unchanged: true,
+                expected: vec![seen(ReservationDeleted, "r1", None), seen(ReservationCreated, "r1", None)],
+                n_unchanged: 0,
+                state: vec![("r1", false), ("r1", true)],
+            },
+            Row {
+                name: "events of one webhook see each other: created then updated with previous dates",
+                stored: vec![],
+                events: vec![upsert("r1", "2026-07-01", t0, 2), upsert("r1", "2026-07-02", t1, 2)],
+                drop_unchanged: true,
+                expected: vec![seen(ReservationCreated, "r1", None), seen(ReservationUpdated, "r1", Some("2026-07-01"))],
+                n_unchanged: 0,
+                state: vec![("r1", true), ("r1", true)],
+            },
+            Row {
+                name: "a calendar delivers only its changed days",
+                stored: vec![(RecordKind::Calendar, "p1/2026-07-01", json!({"date": "2026-07-01", "available": true}))],
+                events: vec![calendar("p1", &[("2026-07-01", true), ("2026-07-02", false)])],
+                drop_unchanged: true,
+                expected: vec![seen(CalendarUpdated, "p1", None)],
+                n_unchanged: 0,
+                state: vec![("p1/2026-07-02", true)],
+            },
+            Row {
+                name: "a calendar whose days are all known is unchanged",
+                stored: vec![(RecordKind::Calendar, "p1/2026-07-01", json!({"date": "2026-07-01", "available": true}))],
+                events: vec![calendar("p1", &[("2026-07-01", true)])],
+                drop_unchanged: true,
+                expected: vec![],
+                n_unchanged: 1,
+                state: vec![],
+            },
+            Row {
+                name: "an incomplete record is delivered as it came and writes no state",
+                stored: vec![],
+                events: vec![Normalized {
+                    result: EventResult::Failure,
+                    failure_reason: Some("PMS API down".into()),
+                    ..upsert("r1", "2026-07-01", t0, 2)
+                }],
+                drop_unchanged: true,
+                expected: vec![seen(ReservationCreated, "r1", None)],
+                n_unchanged: 0,
+                state: vec![],
+            },
+        ];
+        for row in rows {
+            let table: HashMap<(RecordKind, String), Value> =
+                row.stored.iter().map(|(kind, id, record)| ((*kind, id.to_string()), record.clone())).collect();
+            let mut overlay = Overlay::new();
+            let decided = decide("acc", row.events, row.drop_unchanged, &mut overlay, &mut |kind, id| {
+                Ok(table.get(&(kind, id.to_string())).cloned())
+            })
+            .unwrap();
+            let got: Vec<Seen> = decided
+                .events
+                .iter()
+                .map(|decision| Seen {
+                    event_type: decision.event_type,
+                    record_id: decision.record_id.clone(),
+                    previous_arrival: decision
+                        .record
+                        .get("previousArrivalDate")
+                        .and_then(Value::as_str)
+                        .filter(|text| !text.is_empty())
+                        .map(str::to_owned),
+                })
+                .collect();
+            assert_eq!(got, row.expected, "{}", row.name);
+            assert_eq!(decided.n_unchanged, row.n_unchanged, "{}: unchanged", row.name);
+            let writes: Vec<(&str, bool)> = decided.state.iter().map(|write| (write.record_id.as_str(), write.record.is_some())).collect();
+            assert_eq!(writes, row.state, "{}: state writes", row.name);
+            for write in &decided.state {
+                if let Some(Value::Object(record)) = &write.record {
+                    assert_eq!(
+                        record.get("previousArrivalDate").and_then(Value::as_str).unwrap_or(""),
+                        "",
+                        "{}: stored previous dates",
+                        row.name
+                    );
+                }
+            }
+        }
     }
 }

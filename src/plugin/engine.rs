@@ -1,7 +1,7 @@
 //! The wasmtime engine, its epoch ticker and the on-disk cache of compiled components.
 //!
 //! One engine serves every plugin and every normalizer thread. Time limits use epoch interruption
-//! rather than fuel: measured on this machine, fuel costs more per call (see `NOTES-wasmtime.md`), and
+//! rather than fuel: measured on this machine, fuel costs more per call (see BENCHMARKS.md), and
 //! a deadline counted in ticks is what an operator means by "at most N milliseconds". The ticker is
 //! one thread that bumps the engine's epoch every `epoch_tick_ms`; a call's deadline is therefore
 //! precise to one tick, not to the millisecond. The thread holds only a weak reference, so it ends

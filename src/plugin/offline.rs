@@ -4,7 +4,8 @@
 //! (`source`: where the sample comes from; `note`; optional `method`, `contentType`, `query`,
 //! `headers`, `settings`), `responses/<request-id>.json` for every API call the plugin makes
 //! (docs/enrichment.md), and `expected.json`, the unified events a daemon with an empty store
-//! would produce, as `[{"eventType", "result", "record"}]`. The same runner serves the CLI and the
+//! would produce, as `[{"eventType", "result", "record"}]`, or `{"refused": "<part of the reason>"}`
+//! for bad input the plugin must refuse (`bad payload: ...`, `unsupported event: ...`). The same runner serves the CLI and the
 //! integration tests, so what an integration author sees is what the tests check.
 
 use std::collections::BTreeMap;
@@ -248,8 +249,11 @@ pub fn check_case(plugin: &LoadedPlugin, case_dir: &Path, bless: bool) -> CaseOu
         Ok(request) => request,
         Err(error) => return CaseOutcome::Failed(error.to_string()),
     };
+    // A refusal (bad payload, unsupported event) is an outcome a case may expect: bad input must
+    // be refused with a reason, never turned into events.
     let actual = match run(plugin, &request) {
         Ok(events) => Value::Array(events),
+        Err(OfflineError::Refused(message)) => json!({ "refused": message }),
         Err(error) => return CaseOutcome::Failed(error.to_string()),
     };
     let expected_path = case_dir.join("expected.json");
@@ -267,6 +271,14 @@ pub fn check_case(plugin: &LoadedPlugin, case_dir: &Path, bless: bool) -> CaseOu
         },
         Err(_) => return CaseOutcome::Failed(format!("{} is missing (write it with --bless, then check it)", expected_path.display())),
     };
+    if let Some(wanted) = expected.get("refused") {
+        let wanted = wanted.as_str().unwrap_or_default();
+        return match actual.get("refused").and_then(Value::as_str) {
+            Some(message) if message.contains(wanted) => CaseOutcome::Passed,
+            Some(message) => CaseOutcome::Differs(vec![format!("$.refused: expected a refusal containing {wanted:?}, got {message:?}")]),
+            None => CaseOutcome::Differs(vec![format!("$: expected a refusal containing {wanted:?}, got events {actual}")]),
+        };
+    }
     let lines = diff(&expected, &actual);
     if lines.is_empty() { CaseOutcome::Passed } else { CaseOutcome::Differs(lines) }
 }

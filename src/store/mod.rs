@@ -1,52 +1,62 @@
-//! Durable state on sled: the raw inbox, the event log, current records, accounts, subscriptions,
-//! the delivery queue and the attempt log.
+//! Durable state behind four interfaces, one per concern, and the backends that implement them.
 //!
-//! Every other module reaches storage only through [`Store`]'s methods; tree names and key layouts
-//! live here and nowhere else, so a second backend (DESIGN.md names NATS JetStream) can stand beside
-//! sled without touching callers. Invariants: a raw event is appended to `inbox` and `pending` in
-//! one transaction and the listener awaits [`Store::durable`] before answering 2xx; everything
-//! downstream of the inbox is written in transactions that also move the inbox entry out of
-//! `pending`, so a crash replays normalization from `pending` and deliveries from `due`. A crash may
-//! repeat a delivery; it never loses one.
+//! - [`Catalog`]: accounts, subscriptions and daemon-wide values (rare writes by operators).
+//! - [`Inbox`]: raw webhooks as received, their duplicate digests, what is pending and each
+//!   entry's outcome.
+//! - [`Ledger`]: the event log and the current state of each record, written together with the
+//!   inbox outcome and the deliveries by one commit.
+//! - [`DeliveryQueue`]: deliveries in lanes (per subscription and record), what is due, attempts
+//!   and dead letters.
+//!
+//! [`Backend`] is all four plus health and durability; [`Store`] is the shared handle. Signatures
+//! say whether a call waits: a plain `fn` answers from memory or the page cache and never waits
+//! for the disk; a `fn` returning [`StoreFuture`] resolves once its effect is durable; a `*_blocking`
+//! `fn` waits on the calling thread (call it from a worker thread, never the tokio runtime). No
+//! type of a storage engine appears here.
+//!
+//! Backends: [`sled_backend::SledStore`] (the embedded store, durable) and
+//! [`memory::MemoryStore`] (in memory; the reference the model test holds the sled backend to).
+//! Invariants every backend keeps: the listener awaits [`Inbox::durable`] before answering 2xx; a
+//! normalized run's events, state, deliveries and inbox outcomes become visible together, with the
+//! entries leaving `pending` (so a crash replays normalization exactly for what is still pending);
+//! no delivery is due before the commit that created it is durable; only a lane's head is ever
+//! due. A crash may repeat a delivery; it never loses one.
 
-mod commit;
-mod keys;
+pub mod memory;
 pub mod records;
-mod writer;
+pub mod sled_backend;
 
-use std::collections::BTreeSet;
+#[cfg(test)]
+mod model_test;
+
+use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
-
-pub use keys::InboxId;
 pub use records::*;
 
 use crate::model::RecordKind;
-use commit::GroupCommit;
-use writer::{AttemptJob, Job, Writer};
 
-/// Tree names: one place, so key layouts can be found from them.
-mod tree {
-    pub const ACCOUNTS: &str = "accounts";
-    pub const SUBSCRIPTIONS: &str = "subscriptions";
-    pub const INBOX: &str = "inbox";
-    pub const PENDING: &str = "pending";
-    pub const OUTCOMES: &str = "outcomes";
-    pub const DEDUP: &str = "dedup";
-    pub const EVENTS: &str = "events";
-    pub const EVENT_DELIVERIES: &str = "event_deliveries";
-    pub const STATE: &str = "state";
-    pub const DELIVERIES: &str = "deliveries";
-    pub const DUE: &str = "due";
-    pub const LANES: &str = "lanes";
-    pub const ATTEMPTS: &str = "attempts";
-    pub const DEAD: &str = "dead";
-    pub const META: &str = "meta";
+/// What a call that waits for the disk returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The shared handle to the daemon's storage.
+pub type Store = Arc<dyn Backend>;
+
+/// Open (or create) the embedded store in `dir`, with at most `cache_bytes` of page cache.
+pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    Ok(Arc::new(sled_backend::SledStore::open(dir, cache_bytes)?))
+}
+
+/// The id of an inbox entry: increasing in arrival order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboxId(pub u64);
+
+impl std::fmt::Display for InboxId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}", self.0)
+    }
 }
 
 /// Why a storage operation failed.
@@ -57,9 +67,9 @@ pub enum StoreError {
     /// Nothing was acknowledged; the caller answers 503 and the daemon stops (see [`Fault`]).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
-    /// sled reported something other than an I/O error (a bug, an unsupported operation).
+    /// The backend reported something other than an I/O error (a bug, an unsupported operation).
     #[error("storage: {0}")]
-    Sled(sled::Error),
+    Backend(String),
     /// A stored value did not decode (a bug or a corrupted file).
     #[error("stored value in {tree} does not decode: {message}")]
     Codec {
@@ -71,15 +81,6 @@ pub enum StoreError {
     /// The store's writer or flusher thread has stopped (the daemon is shutting down).
     #[error("the store has stopped")]
     Stopped,
-}
-
-impl From<sled::Error> for StoreError {
-    fn from(error: sled::Error) -> Self {
-        match error {
-            sled::Error::Io(_) | sled::Error::Corruption { .. } => StoreError::Unavailable(error.to_string()),
-            other => StoreError::Sled(other),
-        }
-    }
 }
 
 impl StoreError {
@@ -147,7 +148,7 @@ pub enum Inserted {
 }
 
 /// A state change written with a normalization: set or remove one record.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StateWrite {
     /// The account.
     pub account_id: String,
@@ -159,7 +160,7 @@ pub struct StateWrite {
     pub record: Option<serde_json::Value>,
 }
 
-/// Everything one normalization writes, in one transaction.
+/// Everything one normalization writes, atomically with taking its inbox entry out of pending.
 #[derive(Debug)]
 pub struct NormalizedBatch {
     /// The inbox entry that was normalized.
@@ -187,610 +188,123 @@ pub struct EventFilter {
     pub limit: usize,
 }
 
-/// The daemon's storage.
-#[derive(Clone)]
-pub struct Store {
-    db: sled::Db,
-    accounts: Tree,
-    subscriptions: Tree,
-    inbox: Tree,
-    pending: Tree,
-    outcomes: Tree,
-    dedup: Tree,
-    events: Tree,
-    event_deliveries: Tree,
-    state: Tree,
-    deliveries: Tree,
-    lanes: Tree,
-    attempts: Tree,
-    dead: Tree,
-    meta: Tree,
-    commit: GroupCommit,
-    due_mirror: DueMirror,
-    due_changed: Arc<tokio::sync::Notify>,
-    fault: Fault,
-    writer: Writer,
-}
-
-/// The `due` tree's keys, mirrored in memory: `(due_ms, delivery_id)`.
-///
-/// The scheduler asks "what is due now?" after every finished attempt. Answering from sled meant
-/// walking the tree past every delivery still in flight (they stay in `due` until recorded) and
-/// cost more than the delivery itself at a few hundred in flight; the mirror answers in
-/// microseconds. sled stays the truth: the mirror is loaded from it at open and updated after
-/// every transaction that changes it commits, with the keys that transaction's last (successful)
-/// run wrote. A key enters the mirror before any scheduler can see it and leaves it only through
-/// the attempt the scheduler started, so applying two transactions' changes out of order never
-/// loses one.
-#[derive(Clone, Default)]
-struct DueMirror(Arc<Mutex<BTreeSet<(u64, u64)>>>);
-
-/// Keys a transaction added to and removed from `due`.
-#[derive(Default)]
-struct DueChanges {
-    added: Vec<(u64, u64)>,
-    removed: Vec<(u64, u64)>,
-}
-
-impl DueMirror {
-    fn load(due: &Tree) -> Result<Self, StoreError> {
-        let mut keys = BTreeSet::new();
-        for key in due.iter().keys() {
-            if let Some(entry) = keys::read_due(&key?) {
-                keys.insert(entry);
-            }
-        }
-        Ok(Self(Arc::new(Mutex::new(keys))))
-    }
-
-    fn apply(&self, changes: &DueChanges) {
-        let mut keys = self.0.lock().expect("due mirror lock poisoned");
-        for entry in &changes.removed {
-            keys.remove(entry);
-        }
-        keys.extend(changes.added.iter().copied());
-    }
-}
-
-impl DueChanges {
-    fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
-    }
-
-    fn insert(&mut self, due: &TransactionalTree, due_ms: u64, delivery_id: u64) -> TxResult<()> {
-        due.insert(keys::due(due_ms, delivery_id), &[])?;
-        self.added.push((due_ms, delivery_id));
-        Ok(())
-    }
-
-    fn remove(&mut self, due: &TransactionalTree, due_ms: u64, delivery_id: u64) -> TxResult<()> {
-        due.remove(keys::due(due_ms, delivery_id))?;
-        self.removed.push((due_ms, delivery_id));
-        Ok(())
-    }
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-impl Store {
-    /// Open (or create) the store in `dir`, with at most `cache_bytes` of sled's page cache.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes).open()?;
-        let fault = Fault::default();
-        let commit = GroupCommit::start(db.clone(), fault.clone()).map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        let trees = writer::Trees {
-            pending: db.open_tree(tree::PENDING)?,
-            outcomes: db.open_tree(tree::OUTCOMES)?,
-            events: db.open_tree(tree::EVENTS)?,
-            state: db.open_tree(tree::STATE)?,
-            deliveries: db.open_tree(tree::DELIVERIES)?,
-            event_deliveries: db.open_tree(tree::EVENT_DELIVERIES)?,
-            due: db.open_tree(tree::DUE)?,
-            lanes: db.open_tree(tree::LANES)?,
-            attempts: db.open_tree(tree::ATTEMPTS)?,
-            dead: db.open_tree(tree::DEAD)?,
-        };
-        let due_mirror = DueMirror::load(&trees.due)?;
-        let due_changed = Arc::new(tokio::sync::Notify::new());
-        let publish =
-            writer::Publish { mirror: due_mirror.clone(), commit: commit.clone(), fault: fault.clone(), due_changed: due_changed.clone() };
-        let writer = Writer::start(trees.clone(), publish).map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        let writer::Trees { pending, outcomes, events, state, deliveries, event_deliveries, due: _, lanes, attempts, dead } = trees;
-        Ok(Self {
-            accounts: db.open_tree(tree::ACCOUNTS)?,
-            subscriptions: db.open_tree(tree::SUBSCRIPTIONS)?,
-            inbox: db.open_tree(tree::INBOX)?,
-            dedup: db.open_tree(tree::DEDUP)?,
-            meta: db.open_tree(tree::META)?,
-            pending,
-            outcomes,
-            events,
-            event_deliveries,
-            state,
-            deliveries,
-            lanes,
-            attempts,
-            dead,
-            db,
-            commit,
-            due_mirror,
-            due_changed,
-            fault,
-            writer,
-        })
-    }
-
-    /// Resolve once every write made before the call is on disk (group commit).
-    pub async fn durable(&self) -> Result<(), StoreError> {
-        self.commit.durable().await
-    }
-
-    /// Flush synchronously (shutdown, and the catalog's rare writes).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.noting(self.db.flush().map(|_| ()).map_err(StoreError::from))
-    }
-
-    /// The store's health (see [`Fault`]).
-    pub fn fault(&self) -> &Fault {
-        &self.fault
-    }
-
-    /// Notified whenever deliveries became due (after the flush that made them durable).
-    pub fn due_changed(&self) -> &tokio::sync::Notify {
-        &self.due_changed
-    }
-
-    /// Pass `outcome` through, recording an I/O error as the store's fault.
-    fn noting<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(error) = &outcome {
-            self.fault.note(error);
-        }
-        outcome
-    }
-
-    // ---- meta --------------------------------------------------------------------------------
-
-    /// A daemon-wide value (the generated admin token).
-    pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.meta.get(key)?.map(|value| String::from_utf8_lossy(&value).into_owned()))
-    }
-
+/// Accounts, subscriptions and daemon-wide values.
+pub trait Catalog: Send + Sync {
+    /// A daemon-wide value (the generated admin token, cached OAuth2 tokens).
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Set a daemon-wide value.
-    pub fn insert_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.meta.insert(key, value.as_bytes())?;
-        self.flush()
-    }
-
+    fn insert_meta<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()>;
     /// Remove a daemon-wide value.
-    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
-        self.meta.remove(key)?;
-        self.flush()
-    }
-
-    // ---- accounts and subscriptions ----------------------------------------------------------
-
+    fn remove_meta<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
     /// Store a new account; refuses an existing id.
-    pub fn insert_account(&self, account: &Account) -> Result<Inserted, StoreError> {
-        let value = encode_json(account);
-        let swapped = self
-            .noting(self.accounts.compare_and_swap(account.id.as_bytes(), None as Option<&[u8]>, Some(value)).map_err(StoreError::from))?;
-        self.flush()?;
-        Ok(if swapped.is_ok() { Inserted::Created } else { Inserted::AlreadyExists })
-    }
-
+    fn insert_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, Inserted>;
     /// Replace an account.
-    pub fn put_account(&self, account: &Account) -> Result<(), StoreError> {
-        self.accounts.insert(account.id.as_bytes(), encode_json(account))?;
-        self.flush()
-    }
-
+    fn put_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, ()>;
     /// The account with this id.
-    pub fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
-        self.accounts.get(account_id)?.map(|value| decode_json(tree::ACCOUNTS, &value)).transpose()
-    }
-
+    fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError>;
     /// Every account, by id.
-    pub fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.accounts.iter().values().map(|value| decode_json(tree::ACCOUNTS, &value?)).collect()
-    }
-
-    /// Remove an account and its subscriptions. Returns whether it existed.
-    pub fn remove_account(&self, account_id: &str) -> Result<bool, StoreError> {
-        let existed = self.accounts.remove(account_id)?.is_some();
-        for key in self.subscriptions.scan_prefix(keys::account_prefix(account_id)).keys() {
-            self.subscriptions.remove(key?)?;
-        }
-        self.flush()?;
-        Ok(existed)
-    }
-
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Remove an account and its subscriptions. Whether it existed.
+    fn remove_account<'a>(&'a self, account_id: &'a str) -> StoreFuture<'a, bool>;
     /// Store or replace a subscription.
-    pub fn put_subscription(&self, subscription: &Subscription) -> Result<(), StoreError> {
-        let key = keys::subscription(&subscription.account_id, &subscription.id);
-        self.subscriptions.insert(key, encode_json(subscription))?;
-        self.flush()
-    }
-
+    fn put_subscription<'a>(&'a self, subscription: &'a Subscription) -> StoreFuture<'a, ()>;
     /// One subscription of an account.
-    pub fn get_subscription(&self, account_id: &str, subscription_id: &str) -> Result<Option<Subscription>, StoreError> {
-        let key = keys::subscription(account_id, subscription_id);
-        self.subscriptions.get(key)?.map(|value| decode_json(tree::SUBSCRIPTIONS, &value)).transpose()
-    }
-
+    fn get_subscription(&self, account_id: &str, subscription_id: &str) -> Result<Option<Subscription>, StoreError>;
     /// An account's subscriptions, by id.
-    pub fn list_subscriptions(&self, account_id: &str) -> Result<Vec<Subscription>, StoreError> {
-        self.subscriptions
-            .scan_prefix(keys::account_prefix(account_id))
-            .values()
-            .map(|value| decode_json(tree::SUBSCRIPTIONS, &value?))
-            .collect()
-    }
+    fn list_subscriptions(&self, account_id: &str) -> Result<Vec<Subscription>, StoreError>;
+    /// Remove a subscription. Whether it existed.
+    fn remove_subscription<'a>(&'a self, account_id: &'a str, subscription_id: &'a str) -> StoreFuture<'a, bool>;
+}
 
-    /// Remove a subscription. Returns whether it existed.
-    pub fn remove_subscription(&self, account_id: &str, subscription_id: &str) -> Result<bool, StoreError> {
-        let existed = self.subscriptions.remove(keys::subscription(account_id, subscription_id))?.is_some();
-        self.flush()?;
-        Ok(existed)
-    }
-
-    // ---- inbox -------------------------------------------------------------------------------
-
-    /// Whether the same body reached the same account within `window_ms`, without recording.
-    pub fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError> {
-        let key = keys::dedup(account_id, body_digest);
-        Ok(self.dedup.get(key)?.is_some_and(|seen| keys::read_u64(&seen).is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms)))
-    }
-
-    /// Remember a body digest for duplicate suppression. Written before the flush that makes the
-    /// entry durable, and only ever after the entry itself, so a digest that survives a crash
-    /// always has its entry (sled recovers a prefix of the writes).
-    pub fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
-        self.noting(self.dedup.insert(keys::dedup(account_id, body_digest), &now_ms.to_be_bytes()).map_err(StoreError::from))?;
-        Ok(())
-    }
-
+/// Raw webhooks, their duplicate digests, what is pending and what became of each.
+pub trait Inbox: Send + Sync {
+    /// Whether the same digest reached the same account within `window_ms`, without recording.
+    fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError>;
+    /// Remember a digest for duplicate suppression; written after its entry, durable with it.
+    fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError>;
     /// Forget a digest whose entry could not be made durable, so the PMS's retry is stored anew.
-    pub fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError> {
-        self.dedup.remove(keys::dedup(account_id, body_digest))?;
-        Ok(())
-    }
-
-    /// Drop digests older than `window_ms`; returns how many.
-    pub fn expire_digests(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
-        let mut n_removed = 0;
-        for entry in self.dedup.iter() {
-            let (key, seen) = entry?;
-            if keys::read_u64(&seen).is_none_or(|seen_ms| now_ms.saturating_sub(seen_ms) >= window_ms) {
-                self.dedup.remove(key)?;
-                n_removed += 1;
-            }
-        }
-        Ok(n_removed)
-    }
-
-    /// Append a raw event to the inbox and mark it pending. Not yet durable: await
-    /// [`Store::durable`] before acknowledging it.
-    ///
-    /// Two plain writes, not a transaction (a transaction would wait for the flush in progress,
-    /// see [`writer`]): the entry first, then its pending mark. A crash between them, before the
-    /// flush the listener waits for, leaves an entry that was never acknowledged and is never
-    /// normalized; the PMS sends it again.
-    pub fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
-        let value = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
-        self.noting((|| {
-            let inbox_id = InboxId(self.db.generate_id()?);
-            let key = inbox_id.key();
-            self.inbox.insert(key.as_slice(), value)?;
-            self.pending.insert(key.as_slice(), keys::generation(0))?;
-            Ok(inbox_id)
-        })())
-    }
-
-    /// A raw event.
-    pub fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
-        self.inbox
-            .get(inbox_id.key())?
-            .map(|value| postcard::from_bytes(&value).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() }))
-            .transpose()
-    }
-
-    /// Inbox entries of one account received in `[from_ms, to_ms)`, oldest first.
-    ///
-    /// Scans the inbox (keys are in arrival order); renormalization is an operator's action,
-    /// rare next to ingest, so it carries no index of its own.
-    pub fn inbox_of_account(&self, account_id: &str, from_ms: u64, to_ms: u64) -> Result<Vec<InboxId>, StoreError> {
-        let mut found = Vec::new();
-        for entry in self.inbox.iter() {
-            let (key, value) = entry?;
-            let entry: InboxEntry =
-                postcard::from_bytes(&value).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
-            if entry.account_id == account_id && entry.received_at_ms >= from_ms && entry.received_at_ms < to_ms {
-                found.push(InboxId::from_key(&key).unwrap_or_default());
-            }
-        }
-        Ok(found)
-    }
-
-    /// Mark a finished inbox entry pending again so it is normalized anew, as the next
-    /// generation (its events get new ids). `None` when it is already pending (in flight: it will
-    /// be normalized once, by the plugin loaded then); otherwise the generation to run.
-    pub fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError> {
-        let key = inbox_id.key();
-        let generation = self.inbox_outcome(inbox_id)?.map_or(0, |outcome| outcome.generation.saturating_add(1));
-        (&self.pending,)
-            .transaction(|(pending,)| {
-                if pending.get(key.as_slice())?.is_some() {
-                    return Ok(None);
-                }
-                pending.insert(key.as_slice(), keys::generation(generation))?;
-                Ok(Some(generation))
-            })
-            .map_err(flatten)
-    }
-
-    /// Inbox entries not yet normalized, oldest first, with the generation each is to run as
-    /// (recovery after a restart).
-    pub fn pending_inbox(&self) -> Result<Vec<(InboxId, u32)>, StoreError> {
-        self.pending
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry?;
-                Ok((InboxId::from_key(&key).unwrap_or_default(), keys::read_generation(&value)))
-            })
-            .collect()
-    }
-
-    /// What became of an inbox entry: pending, or its outcome.
-    pub fn inbox_outcome(&self, inbox_id: InboxId) -> Result<Option<InboxOutcome>, StoreError> {
-        self.outcomes.get(inbox_id.key())?.map(|value| decode_json(tree::OUTCOMES, &value)).transpose()
-    }
-
+    fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError>;
+    /// Drop digests older than `window_ms`; how many. Walks every digest: call it off the runtime.
+    fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError>;
+    /// Append a raw webhook and mark it pending (generation 0). Not durable until
+    /// [`Inbox::durable`] resolves: never acknowledge it before.
+    fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError>;
+    /// Resolve once every write made before the call is durable (group commit).
+    fn durable(&self) -> StoreFuture<'_, ()>;
+    /// A raw webhook.
+    fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError>;
+    /// Entries of one account received in `[from_ms, to_ms)`, oldest first.
+    fn inbox_of_account(&self, account_id: &str, from_ms: u64, to_ms: u64) -> Result<Vec<InboxId>, StoreError>;
+    /// Mark a finished entry pending again as its next generation; `None` when it is pending.
+    fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError>;
+    /// Entries not yet normalized, oldest first, with the generation each is to run as.
+    fn pending_inbox(&self) -> Result<Vec<(InboxId, u32)>, StoreError>;
+    /// What became of an entry (none while it was never finished).
+    fn inbox_outcome(&self, inbox_id: InboxId) -> Result<Option<InboxOutcome>, StoreError>;
     /// Outcomes with this status, newest first, at most `limit`.
-    pub fn list_outcomes(&self, status: InboxStatus, limit: usize) -> Result<Vec<(InboxId, InboxOutcome)>, StoreError> {
-        let mut found = Vec::new();
-        for entry in self.outcomes.iter().rev() {
-            let (key, value) = entry?;
-            let outcome: InboxOutcome = decode_json(tree::OUTCOMES, &value)?;
-            if outcome.status == status {
-                found.push((InboxId::from_key(&key).unwrap_or_default(), outcome));
-                if found.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(found)
-    }
+    fn list_outcomes(&self, status: InboxStatus, limit: usize) -> Result<Vec<(InboxId, InboxOutcome)>, StoreError>;
+    /// Record a skipped or failed entry (no events), taking it out of pending.
+    fn finish_inbox(&self, inbox_id: InboxId, outcome: &InboxOutcome) -> Result<(), StoreError>;
+}
 
-    // ---- normalization -----------------------------------------------------------------------
-
-    /// The stored state of one record.
-    pub fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_json(tree::STATE, &value)).transpose()
-    }
-
-    /// Write everything some normalizations produced and take their inbox entries out of
-    /// `pending`, atomically, in order. Deliveries join their lane; the first of a lane becomes
-    /// due now. Blocks until committed (call it from a normalizer thread, not the runtime).
-    pub fn commit_normalized(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
-        self.writer.submit(Job::Normalized(batches)).blocking_recv().unwrap_or(Err(StoreError::Stopped))
-    }
-
-    /// Mark an inbox entry as skipped or failed (no events), taking it out of `pending`.
-    pub fn finish_inbox(&self, inbox_id: InboxId, outcome: &InboxOutcome) -> Result<(), StoreError> {
-        let key = inbox_id.key();
-        let value = encode_json(outcome);
-        (&self.pending, &self.outcomes)
-            .transaction(|(pending, outcomes)| {
-                pending.remove(key.as_slice())?;
-                outcomes.insert(key.as_slice(), value.as_slice())?;
-                Ok(())
-            })
-            .map_err(flatten)
-    }
-
-    // ---- events ------------------------------------------------------------------------------
-
+/// The event log and the current state of each record.
+pub trait Ledger: Send + Sync {
+    /// The committed state of one record.
+    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Write normalized runs in order: events, state, deliveries (joining their lanes) and inbox
+    /// outcomes, each entry leaving pending with them. Waits on the calling thread until
+    /// committed (its deliveries become due only once durable).
+    fn commit_normalized_blocking(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError>;
     /// One event of the log.
-    pub fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.events.get(keys::event(event_id))?.map(|value| decode_json(tree::EVENTS, &value)).transpose()
-    }
-
-    /// One event of the log as its stored JSON bytes (deliveries borrow from them, see
-    /// [`crate::deliver::envelope::EventView`]).
-    pub fn get_event_bytes(&self, event_id: &str) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.events.get(keys::event(event_id))?)
-    }
-
+    fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;
+    /// One event as its stored JSON (deliveries render from it without parsing the record).
+    fn get_event_bytes(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Events in log order (oldest first), filtered.
-    pub fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
-        let start = match &filter.after {
-            Some(after) => {
-                let mut key = keys::event(after);
-                key.push(0);
-                key
-            }
-            None => Vec::new(),
-        };
-        let mut found = Vec::new();
-        for value in self.events.range(start..).values() {
-            let event: StoredEvent = decode_json(tree::EVENTS, &value?)?;
-            if filter.account_id.as_ref().is_some_and(|account_id| *account_id != event.integration_account_id) {
-                continue;
-            }
-            if filter.event_type.is_some_and(|event_type| event_type != event.event_type) {
-                continue;
-            }
-            found.push(event);
-            if found.len() >= filter.limit {
-                break;
-            }
-        }
-        Ok(found)
-    }
+    fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError>;
+}
 
-    // ---- deliveries --------------------------------------------------------------------------
-
+/// Deliveries in lanes, what is due, attempts and dead letters.
+pub trait DeliveryQueue: Send + Sync {
     /// Deliveries due at or before `now_ms` for which `wanted` holds, earliest first, at most
-    /// `limit`; and when the earliest delivery due after `now_ms` is due (Unix ms).
-    pub fn due_deliveries(&self, now_ms: u64, limit: usize, mut wanted: impl FnMut(u64) -> bool) -> (Vec<u64>, Option<u64>) {
-        let keys = self.due_mirror.0.lock().expect("due mirror lock poisoned");
-        let found = keys.range(..=(now_ms, u64::MAX)).map(|&(_, delivery_id)| delivery_id).filter(|&id| wanted(id)).take(limit).collect();
-        let next_ms = keys.range((now_ms.saturating_add(1), 0)..).next().map(|&(due_ms, _)| due_ms);
-        (found, next_ms)
-    }
-
+    /// `limit`; and when the earliest delivery due after `now_ms` is due. From memory.
+    fn due_deliveries(&self, now_ms: u64, limit: usize, wanted: &mut dyn FnMut(u64) -> bool) -> (Vec<u64>, Option<u64>);
+    /// Notified whenever deliveries became due (after the write that made them durable).
+    fn due_changed(&self) -> &tokio::sync::Notify;
     /// A delivery.
-    pub fn get_delivery(&self, delivery_id: u64) -> Result<Option<Delivery>, StoreError> {
-        self.deliveries.get(delivery_id.to_be_bytes())?.map(|value| decode_json(tree::DELIVERIES, &value)).transpose()
-    }
-
+    fn get_delivery(&self, delivery_id: u64) -> Result<Option<Delivery>, StoreError>;
     /// Every delivery of an event.
-    pub fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
-        let mut found = Vec::new();
-        for key in self.event_deliveries.scan_prefix(keys::event(event_id)).keys() {
-            let key = key?;
-            let Some(delivery_id) = keys::read_u64(&key[key.len() - 8..]) else { continue };
-            if let Some(delivery) = self.get_delivery(delivery_id)? {
-                found.push(delivery);
-            }
-        }
-        Ok(found)
-    }
-
-    /// Record an attempt and move the delivery on: `next` is the updated delivery (status and
-    /// next attempt time). A delivered or cancelled delivery leaves its lane and the next
-    /// delivery of the lane becomes due at `now_ms`; a dead one stays the head of its lane when
-    /// `hold_lane` is set (until redelivered or discarded) and leaves it otherwise. Merged with
-    /// other writes by the store's writer thread; resolves once the outcome is on disk.
-    pub async fn record_attempt(
-        &self,
-        previous: &Delivery,
-        next: &Delivery,
-        attempt: Option<&Attempt>,
+    fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Record an attempt and move the delivery on (`next`: its new status and due time). A
+    /// delivered or cancelled delivery leaves its lane and the lane's next becomes due at
+    /// `now_ms`; a dead one keeps the head of its lane when `hold_lane` is set. Resolves once the
+    /// outcome is durable.
+    fn record_attempt<'a>(
+        &'a self,
+        previous: &'a Delivery,
+        next: &'a Delivery,
+        attempt: Option<&'a Attempt>,
         now_ms: u64,
         hold_lane: bool,
-    ) -> Result<(), StoreError> {
-        let job = Job::Attempt(Box::new(AttemptJob {
-            previous: previous.clone(),
-            next: next.clone(),
-            attempt: attempt.cloned(),
-            now_ms,
-            hold_lane,
-        }));
-        self.writer.submit(job).await.unwrap_or(Err(StoreError::Stopped))
-    }
-
-    /// Redeliver: `revived` are dead letters set pending again (each keeps the head of its lane
-    /// if it holds it, so the record's later events still wait behind it), `added` are new
-    /// deliveries of events already delivered (they join their lane's tail). Resolves once on disk.
-    pub async fn redeliver(&self, revived: Vec<Delivery>, added: Vec<Delivery>) -> Result<(), StoreError> {
-        self.writer.submit(Job::Redeliver { revived, added }).await.unwrap_or(Err(StoreError::Stopped))
-    }
-
-    /// Give up on a dead letter: `discarded` (status cancelled) leaves the dead letters and its
-    /// lane, whose next delivery becomes due at `now_ms`. Resolves once on disk.
-    pub async fn discard_dead_letter(&self, discarded: Delivery, now_ms: u64) -> Result<(), StoreError> {
-        self.writer.submit(Job::Discard { discarded, now_ms }).await.unwrap_or(Err(StoreError::Stopped))
-    }
-
-    /// The delivery at the head of a lane (the one being attempted, or the dead letter holding it).
-    pub fn lane_head(&self, subscription_id: &str, lane: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.lanes.get(keys::lane(subscription_id, lane))?.and_then(|value| keys::decode_ids(&value).first().copied()))
-    }
-
+    ) -> StoreFuture<'a, ()>;
+    /// Redeliver: `revived` dead letters pending again (in place when they hold their lane's
+    /// head, else at its tail), `added` new deliveries at their lanes' tails.
+    fn redeliver(&self, revived: Vec<Delivery>, added: Vec<Delivery>) -> StoreFuture<'_, ()>;
+    /// Give up on a dead letter: cancelled, it leaves its lane, whose next becomes due at `now_ms`.
+    fn discard_dead_letter(&self, discarded: Delivery, now_ms: u64) -> StoreFuture<'_, ()>;
+    /// The delivery at the head of a lane.
+    fn lane_head(&self, subscription_id: &str, lane: &str) -> Result<Option<u64>, StoreError>;
     /// A fresh delivery id.
-    pub fn new_delivery_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
-    }
-
+    fn new_delivery_id(&self) -> Result<u64, StoreError>;
     /// The attempts of every delivery of an event, in order.
-    pub fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError> {
-        self.attempts.scan_prefix(keys::event(event_id)).values().map(|value| decode_json(tree::ATTEMPTS, &value?)).collect()
-    }
-
-    /// Dead-lettered deliveries, newest first, at most `limit`.
-    pub fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        let mut found = Vec::new();
-        for entry in self.dead.iter().rev() {
-            let (key, _) = entry?;
-            let Some(delivery_id) = keys::read_u64(&key) else { continue };
-            if let Some(delivery) = self.get_delivery(delivery_id)?
-                && delivery.status == DeliveryStatus::Dead
-            {
-                found.push(delivery);
-            }
-            if found.len() >= limit {
-                break;
-            }
-        }
-        Ok(found)
-    }
+    fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError>;
+    /// Dead letters, newest first, at most `limit`.
+    fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError>;
 }
 
-fn enqueue_delivery(
-    deliveries: &TransactionalTree,
-    event_deliveries: &TransactionalTree,
-    due: &TransactionalTree,
-    lanes: &TransactionalTree,
-    delivery: &Delivery,
-    changes: &mut DueChanges,
-) -> TxResult<()> {
-    deliveries.insert(&delivery.id.to_be_bytes(), encode_json(delivery))?;
-    event_deliveries.insert(keys::event_delivery(&delivery.event_id, delivery.id), &[])?;
-    let lane_key = keys::lane(&delivery.subscription_id, &delivery.lane);
-    let mut queue = lanes.get(&lane_key)?.map(|value| keys::decode_ids(&value)).unwrap_or_default();
-    if queue.is_empty() {
-        changes.insert(due, delivery.next_attempt_at_ms, delivery.id)?;
-    }
-    queue.push(delivery.id);
-    lanes.insert(lane_key, keys::encode_ids(&queue))?;
-    Ok(())
-}
-
-/// Take a finished delivery out of its lane; the next one (if any) becomes due now.
-fn leave_lane(
-    deliveries: &TransactionalTree,
-    due: &TransactionalTree,
-    lanes: &TransactionalTree,
-    finished: &Delivery,
-    now_ms: u64,
-    changes: &mut DueChanges,
-) -> TxResult<()> {
-    let lane_key = keys::lane(&finished.subscription_id, &finished.lane);
-    let mut queue = lanes.get(&lane_key)?.map(|value| keys::decode_ids(&value)).unwrap_or_default();
-    let was_head = queue.first() == Some(&finished.id);
-    queue.retain(|id| *id != finished.id);
-    if queue.is_empty() {
-        lanes.remove(lane_key)?;
-        return Ok(());
-    }
-    if was_head {
-        let next_id = queue[0];
-        if let Some(value) = deliveries.get(next_id.to_be_bytes())? {
-            let mut next: Delivery = serde_json::from_slice(&value).map_err(|error| {
-                ConflictableTransactionError::Abort(StoreError::Codec { tree: tree::DELIVERIES, message: error.to_string() })
-            })?;
-            next.next_attempt_at_ms = next.next_attempt_at_ms.min(now_ms);
-            deliveries.insert(&next_id.to_be_bytes(), encode_json(&next))?;
-            changes.insert(due, next.next_attempt_at_ms, next_id)?;
-        }
-    }
-    lanes.insert(lane_key, keys::encode_ids(&queue))?;
-    Ok(())
-}
-
-fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serializing these plain records (strings, numbers, maps with string keys) cannot fail.
-    serde_json::to_vec(value).expect("records serialize to JSON")
-}
-
-fn decode_json<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Codec { tree, message: error.to_string() })
-}
-
-fn flatten(error: TransactionError<StoreError>) -> StoreError {
-    match error {
-        TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => StoreError::Sled(error),
-    }
+/// A whole storage backend: the four concerns, its health and a final flush.
+pub trait Backend: Catalog + Inbox + Ledger + DeliveryQueue {
+    /// The backend's health (see [`Fault`]).
+    fn fault(&self) -> &Fault;
+    /// Make everything written so far durable, on the calling thread (shutdown).
+    fn flush_blocking(&self) -> Result<(), StoreError>;
 }

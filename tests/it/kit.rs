@@ -68,6 +68,23 @@ async fn a_new_plugin_is_written_tested_uploaded_and_normalizes_its_first_webhoo
     assert!(passed && output.contains("blessed sample"), "{output}");
     let (passed, output) = plugin_test(&dir, &[]);
     assert!(passed, "{output}");
+
+    // Bad input is a case too: it expects a refusal whose reason contains the given text.
+    let refused = dir.join("tests/cases/no-booking");
+    std::fs::create_dir_all(&refused).unwrap();
+    std::fs::write(refused.join("body.json"), r#"{"event": "booking.created"}"#).unwrap();
+    std::fs::write(refused.join("case.json"), r#"{"source": "https://example.invalid/docs", "note": "no booking object"}"#).unwrap();
+    std::fs::write(refused.join("expected.json"), r#"{"refused": "no `booking` object"}"#).unwrap();
+    let (passed, output) = plugin_test(&dir, &[]);
+    assert!(passed && output.contains("ok      no-booking") && output.contains("2 passed, 0 failed"), "{output}");
+    std::fs::write(refused.join("expected.json"), r#"{"refused": "unsupported event"}"#).unwrap();
+    let (passed, output) = plugin_test(&dir, &["--case", "no-booking"]);
+    assert!(
+        !passed
+            && output.contains(r#"$.refused: expected a refusal containing "unsupported event", got "bad payload: no `booking` object""#),
+        "{output}"
+    );
+    std::fs::remove_dir_all(&refused).unwrap();
     let filled_build = std::fs::read(&component).unwrap();
 
     // A running daemon that has never heard of the plugin.

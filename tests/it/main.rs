@@ -17,6 +17,7 @@
 //! - `sandbox`: hostile components (a start function that never returns, memories over the cap
 //!   together) are refused on upload, in the plugin dir and by `plugin run`; the daemon stays up.
 //! - `enrich`: API calls for thin webhooks against a fake PMS API: OAuth2, 429, outages, refusals, registration.
+//! - `cloudbeds_hostex`: Cloudbeds and Hostex verification, bad input through the daemon, Cloudbeds registration.
 //! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
@@ -25,6 +26,7 @@
 //! - `faults`: the fault suite (RELIABILITY.md): repeated SIGKILL under load with racing retries,
 //!   SIGKILL right after a `duplicate` answer, a receiver outage across a SIGKILL, a full disk,
 //!   SIGTERM under load, dead letters holding their record's lane; `STAYHOOK_FAULT_SCALE` runs it larger.
+//! - `upgrade`: a data dir written by the previous release (`tests/fixtures/datadir-v1`) opens with everything in it.
 //! - `listener_fuzz`: a seeded property test of the listener and verification over random
 //!   methods, paths, queries, headers and bodies, for every verification scheme.
 
@@ -33,6 +35,7 @@ mod support;
 mod admin_api;
 mod admin_lists;
 mod cli;
+mod cloudbeds_hostex;
 mod deliver;
 mod enrich;
 mod faults;
@@ -49,3 +52,4 @@ mod restart;
 mod retry;
 mod sandbox;
 mod slow_clients;
+mod upgrade;

@@ -15,7 +15,8 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A seed example from `../shared/seeds/calry-examples`, or the copy in `tests/fixtures`.
+/// A seed example from `tests/fixtures/seed`: the specification's examples (Calry's and Guesty's
+/// documented payloads; the README there gives their public addresses).
 pub fn seed_example(name: &str) -> serde_json::Value {
     let path = repo_root().join("tests").join("fixtures").join("seed").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));

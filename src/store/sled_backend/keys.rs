@@ -2,10 +2,7 @@
 //! string parts (ids never contain NUL: the model refuses them).
 
 use crate::model::RecordKind;
-
-/// The id of an inbox entry: sled-generated, increasing in arrival order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InboxId(pub u64);
+use crate::store::InboxId;
 
 impl InboxId {
     pub(crate) fn key(self) -> Vec<u8> {
@@ -14,12 +11,6 @@ impl InboxId {
 
     pub(crate) fn from_key(key: &[u8]) -> Option<InboxId> {
         read_u64(key).map(InboxId)
-    }
-}
-
-impl std::fmt::Display for InboxId {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "{}", self.0)
     }
 }
 

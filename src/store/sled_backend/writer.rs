@@ -210,28 +210,25 @@ fn answer(publish: &Publish, outcome: Result<DueChanges, StoreError>, replies: V
             return;
         }
     };
-    let mut after_flush = Vec::new();
-    for (reply, when_durable) in replies {
-        if when_durable {
-            after_flush.push(reply);
-        } else {
-            let _ = reply.send(Ok(()));
-        }
+    let (now, after_flush): (Vec<_>, Vec<_>) = replies.into_iter().partition(|(_, when_durable)| !when_durable);
+    // What waits for the flush is queued before the immediate answers go out, so a normalizer
+    // that awaits durability after its answer also sees its deliveries due.
+    if !changes.is_empty() || !after_flush.is_empty() {
+        let mirror = publish.mirror.clone();
+        let due_changed = publish.due_changed.clone();
+        publish.commit.after_flush(move |flushed| {
+            if flushed.is_ok() && !changes.is_empty() {
+                mirror.apply(&changes);
+                due_changed.notify_one();
+            }
+            for (reply, _) in after_flush {
+                let _ = reply.send(flushed.clone());
+            }
+        });
     }
-    if changes.is_empty() && after_flush.is_empty() {
-        return;
+    for (reply, _) in now {
+        let _ = reply.send(Ok(()));
     }
-    let mirror = publish.mirror.clone();
-    let due_changed = publish.due_changed.clone();
-    publish.commit.after_flush(move |flushed| {
-        if flushed.is_ok() && !changes.is_empty() {
-            mirror.apply(&changes);
-            due_changed.notify_one();
-        }
-        for reply in after_flush {
-            let _ = reply.send(flushed.clone());
-        }
-    });
 }
 
 /// Apply `jobs` in order in one transaction; the `due` keys it changed.

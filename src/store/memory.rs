@@ -1,0 +1,406 @@
+//! The in-memory backend: every interface of [`super`] over plain maps under one lock.
+//!
+//! It is the reference the model test (`store/model_test.rs`) holds the sled backend to, so it is
+//! written for obviousness, not speed: each method says what the interface promises in the most
+//! direct way, independently of how the sled backend lays out its trees. Nothing survives the
+//! process; "durable" is immediate.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+
+use super::*;
+
+/// Storage in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    due_changed: tokio::sync::Notify,
+    fault: Fault,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    meta: BTreeMap<String, String>,
+    accounts: BTreeMap<String, Account>,
+    /// By (account, subscription id).
+    subscriptions: BTreeMap<(String, String), Subscription>,
+    /// (account, digest) to when it was seen.
+    digests: HashMap<(String, Vec<u8>), u64>,
+    inbox: BTreeMap<u64, InboxEntry>,
+    /// Entry to the generation it is to run as.
+    pending: BTreeMap<u64, u32>,
+    outcomes: BTreeMap<u64, InboxOutcome>,
+    events: BTreeMap<String, StoredEvent>,
+    state: HashMap<(String, RecordKind, String), serde_json::Value>,
+    deliveries: BTreeMap<u64, Delivery>,
+    /// (due time, delivery id).
+    due: BTreeSet<(u64, u64)>,
+    /// (subscription, lane) to its deliveries, head first.
+    lanes: HashMap<(String, String), VecDeque<u64>>,
+    /// (event, delivery, attempt number).
+    attempts: BTreeMap<(String, u64, u32), Attempt>,
+    dead: BTreeSet<u64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("memory store lock poisoned")
+    }
+}
+
+impl Inner {
+    fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn enqueue(&mut self, delivery: &Delivery) {
+        self.deliveries.insert(delivery.id, delivery.clone());
+        let lane = self.lanes.entry((delivery.subscription_id.clone(), delivery.lane.clone())).or_default();
+        if lane.is_empty() {
+            self.due.insert((delivery.next_attempt_at_ms, delivery.id));
+        }
+        lane.push_back(delivery.id);
+    }
+
+    /// `finished` leaves its lane; when it was the head, the next becomes due by `now_ms`.
+    fn leave_lane(&mut self, finished: &Delivery, now_ms: u64) {
+        let key = (finished.subscription_id.clone(), finished.lane.clone());
+        let Some(lane) = self.lanes.get_mut(&key) else { return };
+        let was_head = lane.front() == Some(&finished.id);
+        lane.retain(|id| *id != finished.id);
+        let Some(&next_id) = lane.front() else {
+            self.lanes.remove(&key);
+            return;
+        };
+        if was_head && let Some(next) = self.deliveries.get_mut(&next_id) {
+            next.next_attempt_at_ms = next.next_attempt_at_ms.min(now_ms);
+            self.due.insert((next.next_attempt_at_ms, next_id));
+        }
+    }
+
+    fn lane_head(&self, subscription_id: &str, lane: &str) -> Option<u64> {
+        self.lanes.get(&(subscription_id.to_string(), lane.to_string())).and_then(|lane| lane.front().copied())
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl Catalog for MemoryStore {
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().meta.get(key).cloned())
+    }
+
+    fn insert_meta<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
+        self.lock().meta.insert(key.into(), value.into());
+        ready(Ok(()))
+    }
+
+    fn remove_meta<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        self.lock().meta.remove(key);
+        ready(Ok(()))
+    }
+
+    fn insert_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, Inserted> {
+        let mut inner = self.lock();
+        let inserted = if inner.accounts.contains_key(&account.id) {
+            Inserted::AlreadyExists
+        } else {
+            inner.accounts.insert(account.id.clone(), account.clone());
+            Inserted::Created
+        };
+        ready(Ok(inserted))
+    }
+
+    fn put_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, ()> {
+        self.lock().accounts.insert(account.id.clone(), account.clone());
+        ready(Ok(()))
+    }
+
+    fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self.lock().accounts.get(account_id).cloned())
+    }
+
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Ok(self.lock().accounts.values().cloned().collect())
+    }
+
+    fn remove_account<'a>(&'a self, account_id: &'a str) -> StoreFuture<'a, bool> {
+        let mut inner = self.lock();
+        let existed = inner.accounts.remove(account_id).is_some();
+        inner.subscriptions.retain(|(account, _), _| account != account_id);
+        ready(Ok(existed))
+    }
+
+    fn put_subscription<'a>(&'a self, subscription: &'a Subscription) -> StoreFuture<'a, ()> {
+        self.lock().subscriptions.insert((subscription.account_id.clone(), subscription.id.clone()), subscription.clone());
+        ready(Ok(()))
+    }
+
+    fn get_subscription(&self, account_id: &str, subscription_id: &str) -> Result<Option<Subscription>, StoreError> {
+        Ok(self.lock().subscriptions.get(&(account_id.to_string(), subscription_id.to_string())).cloned())
+    }
+
+    fn list_subscriptions(&self, account_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self.lock().subscriptions.values().filter(|subscription| subscription.account_id == account_id).cloned().collect())
+    }
+
+    fn remove_subscription<'a>(&'a self, account_id: &'a str, subscription_id: &'a str) -> StoreFuture<'a, bool> {
+        let existed = self.lock().subscriptions.remove(&(account_id.to_string(), subscription_id.to_string())).is_some();
+        ready(Ok(existed))
+    }
+}
+
+impl Inbox for MemoryStore {
+    fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError> {
+        let seen = self.lock().digests.get(&(account_id.to_string(), body_digest.to_vec())).copied();
+        Ok(seen.is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms))
+    }
+
+    fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
+        self.lock().digests.insert((account_id.to_string(), body_digest.to_vec()), now_ms);
+        Ok(())
+    }
+
+    fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError> {
+        self.lock().digests.remove(&(account_id.to_string(), body_digest.to_vec()));
+        Ok(())
+    }
+
+    fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.digests.len();
+        inner.digests.retain(|_, seen_ms| now_ms.saturating_sub(*seen_ms) < window_ms);
+        Ok(before - inner.digests.len())
+    }
+
+    fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
+        let mut inner = self.lock();
+        let id = inner.id();
+        inner.inbox.insert(id, entry.clone());
+        inner.pending.insert(id, 0);
+        Ok(InboxId(id))
+    }
+
+    fn durable(&self) -> StoreFuture<'_, ()> {
+        ready(Ok(()))
+    }
+
+    fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
+        Ok(self.lock().inbox.get(&inbox_id.0).cloned())
+    }
+
+    fn inbox_of_account(&self, account_id: &str, from_ms: u64, to_ms: u64) -> Result<Vec<InboxId>, StoreError> {
+        let inner = self.lock();
+        let wanted = |entry: &InboxEntry| entry.account_id == account_id && (from_ms..to_ms).contains(&entry.received_at_ms);
+        Ok(inner.inbox.iter().filter(|(_, entry)| wanted(entry)).map(|(id, _)| InboxId(*id)).collect())
+    }
+
+    fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError> {
+        let mut inner = self.lock();
+        if inner.pending.contains_key(&inbox_id.0) {
+            return Ok(None);
+        }
+        let generation = inner.outcomes.get(&inbox_id.0).map_or(0, |outcome| outcome.generation.saturating_add(1));
+        inner.pending.insert(inbox_id.0, generation);
+        Ok(Some(generation))
+    }
+
+    fn pending_inbox(&self) -> Result<Vec<(InboxId, u32)>, StoreError> {
+        Ok(self.lock().pending.iter().map(|(id, generation)| (InboxId(*id), *generation)).collect())
+    }
+
+    fn inbox_outcome(&self, inbox_id: InboxId) -> Result<Option<InboxOutcome>, StoreError> {
+        Ok(self.lock().outcomes.get(&inbox_id.0).cloned())
+    }
+
+    fn list_outcomes(&self, status: InboxStatus, limit: usize) -> Result<Vec<(InboxId, InboxOutcome)>, StoreError> {
+        let inner = self.lock();
+        let found = inner.outcomes.iter().rev().filter(|(_, outcome)| outcome.status == status).take(limit);
+        Ok(found.map(|(id, outcome)| (InboxId(*id), outcome.clone())).collect())
+    }
+
+    fn finish_inbox(&self, inbox_id: InboxId, outcome: &InboxOutcome) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.pending.remove(&inbox_id.0);
+        inner.outcomes.insert(inbox_id.0, outcome.clone());
+        Ok(())
+    }
+}
+
+impl Ledger for MemoryStore {
+    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.lock().state.get(&(account_id.to_string(), kind, record_id.to_string())).cloned())
+    }
+
+    fn commit_normalized_blocking(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for batch in batches {
+            inner.pending.remove(&batch.inbox_id.0);
+            inner.outcomes.insert(batch.inbox_id.0, batch.outcome);
+            for event in batch.events {
+                inner.events.insert(event.id.clone(), event);
+            }
+            for write in batch.state {
+                let key = (write.account_id, write.kind, write.record_id);
+                match write.record {
+                    Some(record) => inner.state.insert(key, record),
+                    None => inner.state.remove(&key),
+                };
+            }
+            for delivery in &batch.deliveries {
+                inner.enqueue(delivery);
+            }
+        }
+        drop(inner);
+        self.due_changed.notify_one();
+        Ok(())
+    }
+
+    fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self.lock().events.get(event_id).cloned())
+    }
+
+    fn get_event_bytes(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let event = self.lock().events.get(event_id).cloned();
+        Ok(event.map(|event| serde_json::to_vec(&event).expect("events serialize to JSON")))
+    }
+
+    fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        let inner = self.lock();
+        let start = match &filter.after {
+            Some(after) => Bound::Excluded(after.clone()),
+            None => Bound::Unbounded,
+        };
+        let found = inner
+            .events
+            .range((start, Bound::Unbounded))
+            .map(|(_, event)| event)
+            .filter(|event| filter.account_id.as_ref().is_none_or(|account_id| *account_id == event.integration_account_id))
+            .filter(|event| filter.event_type.is_none_or(|event_type| event_type == event.event_type))
+            .take(filter.limit);
+        Ok(found.cloned().collect())
+    }
+}
+
+impl DeliveryQueue for MemoryStore {
+    fn due_deliveries(&self, now_ms: u64, limit: usize, wanted: &mut dyn FnMut(u64) -> bool) -> (Vec<u64>, Option<u64>) {
+        let inner = self.lock();
+        let found = inner.due.iter().take_while(|(due_ms, _)| *due_ms <= now_ms).map(|(_, id)| *id).filter(|id| wanted(*id)).take(limit);
+        let found = found.collect();
+        let next_ms = inner.due.iter().map(|(due_ms, _)| *due_ms).find(|due_ms| *due_ms > now_ms);
+        (found, next_ms)
+    }
+
+    fn due_changed(&self) -> &tokio::sync::Notify {
+        &self.due_changed
+    }
+
+    fn get_delivery(&self, delivery_id: u64) -> Result<Option<Delivery>, StoreError> {
+        Ok(self.lock().deliveries.get(&delivery_id).cloned())
+    }
+
+    fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        Ok(self.lock().deliveries.values().filter(|delivery| delivery.event_id == event_id).cloned().collect())
+    }
+
+    fn record_attempt<'a>(
+        &'a self,
+        previous: &'a Delivery,
+        next: &'a Delivery,
+        attempt: Option<&'a Attempt>,
+        now_ms: u64,
+        hold_lane: bool,
+    ) -> StoreFuture<'a, ()> {
+        let mut inner = self.lock();
+        inner.due.remove(&(previous.next_attempt_at_ms, previous.id));
+        inner.deliveries.insert(next.id, next.clone());
+        if let Some(attempt) = attempt {
+            inner.attempts.insert((next.event_id.clone(), next.id, attempt.attempt), attempt.clone());
+        }
+        match next.status {
+            DeliveryStatus::Pending => {
+                inner.due.insert((next.next_attempt_at_ms, next.id));
+            }
+            DeliveryStatus::Dead => {
+                inner.dead.insert(next.id);
+                if !hold_lane {
+                    inner.leave_lane(next, now_ms);
+                }
+            }
+            DeliveryStatus::Delivered | DeliveryStatus::Cancelled => inner.leave_lane(next, now_ms),
+        }
+        drop(inner);
+        self.due_changed.notify_one();
+        ready(Ok(()))
+    }
+
+    fn redeliver(&self, revived: Vec<Delivery>, added: Vec<Delivery>) -> StoreFuture<'_, ()> {
+        let mut inner = self.lock();
+        for delivery in revived {
+            inner.dead.remove(&delivery.id);
+            if inner.lane_head(&delivery.subscription_id, &delivery.lane) == Some(delivery.id) {
+                inner.due.insert((delivery.next_attempt_at_ms, delivery.id));
+                inner.deliveries.insert(delivery.id, delivery);
+            } else {
+                inner.enqueue(&delivery);
+            }
+        }
+        for delivery in &added {
+            inner.enqueue(delivery);
+        }
+        drop(inner);
+        self.due_changed.notify_one();
+        ready(Ok(()))
+    }
+
+    fn discard_dead_letter(&self, discarded: Delivery, now_ms: u64) -> StoreFuture<'_, ()> {
+        let mut inner = self.lock();
+        inner.dead.remove(&discarded.id);
+        inner.deliveries.insert(discarded.id, discarded.clone());
+        inner.leave_lane(&discarded, now_ms);
+        drop(inner);
+        self.due_changed.notify_one();
+        ready(Ok(()))
+    }
+
+    fn lane_head(&self, subscription_id: &str, lane: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().lane_head(subscription_id, lane))
+    }
+
+    fn new_delivery_id(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().id())
+    }
+
+    fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.attempts.iter().filter(|((event, _, _), _)| event == event_id).map(|(_, attempt)| attempt.clone()).collect())
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let inner = self.lock();
+        let found =
+            inner.dead.iter().rev().filter_map(|id| inner.deliveries.get(id)).filter(|delivery| delivery.status == DeliveryStatus::Dead);
+        Ok(found.take(limit).cloned().collect())
+    }
+}
+
+impl Backend for MemoryStore {
+    fn fault(&self) -> &Fault {
+        &self.fault
+    }
+
+    fn flush_blocking(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! Upgrade: a data dir written by an earlier release opens in this one with everything in it.
+//!
+//! `tests/fixtures/datadir-v1/` was written by the release at commit 94b8f7c (storage format 1:
+//! fifteen sled trees, see its README) with `write_the_v1_fixture` below; the test opens a copy of
+//! it and checks what an operator would: accounts, webhooks, the event log, inbox outcomes, the
+//! record state (an update of a stored reservation is `reservation.updated` with its previous
+//! dates), and the delivery still owed to a receiver that was down.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, DaemonOptions, Receiver, hostaway_body, repo_root};
+
+fn fixture() -> PathBuf {
+    repo_root().join("tests/fixtures/datadir-v1")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "README.md" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The receiver that was down when the fixture was written: nothing listens on the discard port.
+const DOWN: &str = "http://127.0.0.1:9/down";
+
+/// Writes `tests/fixtures/datadir-v1` with the build under test. Run by hand, only with the
+/// release whose format the fixture is to hold: `cargo test --release --test it -- --ignored
+/// write_the_v1_fixture`.
+#[tokio::test]
+#[ignore = "writes the fixture; run by hand with the release whose format it holds"]
+async fn write_the_v1_fixture() {
+    let dir = fixture();
+    let readme = std::fs::read_to_string(dir.join("README.md")).ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let receiver = Receiver::start().await;
+    let mut daemon = Daemon::start(DaemonOptions::default().retry_schedule("1h,1h").store_dir(dir.clone())).await;
+    daemon.create_account(json!({"id": "upgraded", "workspaceId": "ws-1", "pms": "hostaway", "name": "Beach houses"})).await;
+    daemon.create_account(json!({"id": "quiet", "workspaceId": "ws-2", "pms": "smoobu"})).await;
+    let up = daemon.subscribe("upgraded", &receiver.url).await;
+    daemon.subscribe("upgraded", DOWN).await;
+    let (status, answer) = daemon.post_webhook("upgraded", &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    daemon.inbox_outcome(answer["inboxId"].as_str().unwrap()).await;
+    assert_eq!(receiver.next().await.json()["hook"]["id"], up["id"]);
+    let (status, answer) = daemon.post_webhook("upgraded", br#"{"not": "hostaway"}"#, &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(daemon.inbox_outcome(answer["inboxId"].as_str().unwrap()).await["status"], "failed");
+    // The delivery to the receiver that is down has had its first attempt and waits an hour.
+    daemon
+        .wait_for("the first attempt to the receiver that is down", async |daemon| {
+            let (_, events) = daemon.admin("GET", "/v1/events?accountId=upgraded", None).await;
+            let event_id = events["events"][0]["id"].as_str()?.to_string();
+            let (_, event) = daemon.admin("GET", &format!("/v1/events/{event_id}"), None).await;
+            event["deliveries"]
+                .as_array()?
+                .iter()
+                .any(|delivery| delivery["attempts"] == 1 && delivery["status"] == "pending")
+                .then_some(())
+        })
+        .await;
+    assert!(daemon.terminate(), "SIGTERM ends the daemon with success");
+    if let Some(readme) = readme {
+        std::fs::write(dir.join("README.md"), readme).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_data_dir_of_the_previous_release_opens_with_everything_in_it() {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), copy.path());
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(DaemonOptions::default().retry_schedule("1h,1h").store_dir(copy.path().to_path_buf())).await;
+
+    let (status, accounts) = daemon.admin("GET", "/v1/accounts", None).await;
+    assert_eq!(status, 200, "{accounts}");
+    let ids: Vec<&str> = accounts["accounts"].as_array().unwrap().iter().filter_map(|account| account["id"].as_str()).collect();
+    assert_eq!(ids, ["quiet", "upgraded"]);
+    assert_eq!(accounts["accounts"][1]["name"], "Beach houses");
+
+    let (status, webhooks) = daemon.admin("GET", "/v1/accounts/upgraded/webhooks", None).await;
+    assert_eq!(status, 200, "{webhooks}");
+    let webhooks = webhooks["webhooks"].as_array().unwrap().clone();
+    assert_eq!(webhooks.len(), 2);
+    let down = webhooks.iter().find(|webhook| webhook["url"] == DOWN).expect("the webhook to the receiver that is down");
+    let up = webhooks.iter().find(|webhook| webhook["url"] != DOWN).unwrap();
+
+    let (status, events) = daemon.admin("GET", "/v1/events?accountId=upgraded", None).await;
+    assert_eq!(status, 200, "{events}");
+    let events = events["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["eventType"], "reservation.created");
+    let event_id = events[0]["id"].as_str().unwrap();
+    let (status, event) = daemon.admin("GET", &format!("/v1/events/{event_id}"), None).await;
+    assert_eq!(status, 200, "{event}");
+    let deliveries = event["deliveries"].as_array().unwrap().clone();
+    let to = |webhook: &Value| deliveries.iter().find(|delivery| delivery["webhookId"] == webhook["id"]).cloned().unwrap();
+    assert_eq!(to(up)["status"], "delivered");
+    assert_eq!(to(down)["status"], "pending", "the delivery owed to the receiver that was down is still owed");
+    assert_eq!(to(down)["attempts"], 1);
+
+    let (status, failed) = daemon.admin("GET", "/v1/inbox?status=failed", None).await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["inbox"].as_array().map(Vec::len), Some(1), "{failed}");
+
+    // State survived: the same reservation with moved dates is an update with previous dates.
+    let webhook_id = up["id"].as_str().unwrap();
+    let (status, updated) =
+        daemon.admin("PATCH", &format!("/v1/accounts/upgraded/webhooks/{webhook_id}"), Some(json!({"url": receiver.url}))).await;
+    assert_eq!(status, 200, "{updated}");
+    let (status, answer) = daemon.post_webhook("upgraded", &hostaway_body("reservation-updated-dates-moved"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let envelope = receiver.next().await.json();
+    assert_eq!(envelope["hook"]["eventType"], "reservation.updated");
+    assert_eq!(envelope["hook"]["id"], up["id"]);
+    assert_eq!(envelope["data"]["record"]["previousArrivalDate"], "2017-07-15T00:00:00.000Z");
+}
