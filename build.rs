@@ -11,8 +11,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugins shipped inside the binary (crate `stayhook-plugin-<name>`, artifact `stayhook_plugin_<name>.wasm`).
-const OFFICIAL: &[&str] =
-    &["hostaway", "guesty", "hostfully", "lodgify", "smoobu", "hospitable", "ownerrez", "beds24", "cloudbeds", "hostex"];
+const OFFICIAL: &[&str] = &[
+    "hostaway",
+    "guesty",
+    "hostfully",
+    "lodgify",
+    "smoobu",
+    "hospitable",
+    "ownerrez",
+    "beds24",
+    "cloudbeds",
+    "hostex",
+    "igms",
+    "uplisting",
+];
 /// Plugins built for the tests only.
 const TEST_ONLY: &[&str] = &["chaos", "sns-probe"];
 const WASM_TARGET: &str = "wasm32-wasip2";

@@ -60,15 +60,17 @@ pub fn new_plugin(parent: &Path, name: &str, pms: Option<&str>, sdk: Option<&Pat
     if !name_ok {
         bail!("plugin name {name:?} must start with a lower-case letter and hold only lower-case letters, digits, '-' or '_' (at most 64)");
     }
+    // From the root of a stayhook checkout the plugin goes into its `plugins/` workspace, as
+    // docs/writing-a-plugin.md shows (`stayhook plugin new smoobu` in a clone).
+    let checkout_plugins = parent.join("plugins");
+    let parent = if sdk.is_none() && is_plugin_workspace(&checkout_plugins) { checkout_plugins.as_path() } else { parent };
     let dir = parent.join(name);
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
     let pms = pms.map(str::to_string).unwrap_or_else(|| title_case(name));
     let workspace_manifest = parent.join("Cargo.toml");
-    let workspace_member = sdk.is_none()
-        && parent.join("sdk").join("Cargo.toml").exists()
-        && std::fs::read_to_string(&workspace_manifest).is_ok_and(|text| text.contains("[workspace]"));
+    let workspace_member = sdk.is_none() && is_plugin_workspace(parent);
     let sdk_path = match sdk {
         Some(path) => std::path::absolute(path)?.display().to_string(),
         None => "sdk".to_string(),
@@ -96,6 +98,12 @@ pub fn new_plugin(parent: &Path, name: &str, pms: Option<&str>, sdk: Option<&Pat
         add_member(&workspace_manifest, name)?;
     }
     Ok(NewPlugin { dir, workspace_member })
+}
+
+/// Whether `dir` is a plugin workspace: an `sdk/` crate and a `[workspace]` manifest.
+fn is_plugin_workspace(dir: &Path) -> bool {
+    dir.join("sdk").join("Cargo.toml").exists()
+        && std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains("[workspace]"))
 }
 
 fn title_case(name: &str) -> String {

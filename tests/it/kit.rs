@@ -152,3 +152,28 @@ fn inside_the_plugin_workspace_a_new_plugin_becomes_a_member() {
     let again = stayhook(&["plugin", "new", "acme", "--dir", workspace.path().to_str().unwrap()]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+/// From the root of a checkout (a folder whose `plugins/` is the plugin workspace), `plugin new`
+/// writes into `plugins/` as a member, as docs/writing-a-plugin.md shows; it used to write a
+/// standalone crate with a vendored SDK beside the checkout's sources.
+#[test]
+fn from_a_checkout_root_a_new_plugin_joins_its_plugins_workspace() {
+    let checkout = tempfile::tempdir().unwrap();
+    let plugins = checkout.path().join("plugins");
+    std::fs::create_dir_all(plugins.join("sdk")).unwrap();
+    std::fs::copy(repo_root().join("plugins/sdk/Cargo.toml"), plugins.join("sdk/Cargo.toml")).unwrap();
+    std::fs::write(plugins.join("Cargo.toml"), "[workspace]\nmembers = [\"sdk\"]\n").unwrap();
+    let created = stayhook(&["plugin", "new", "acme", "--dir", checkout.path().to_str().unwrap()]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(String::from_utf8_lossy(&created.stdout).contains("a member of the plugin workspace"));
+    assert!(!checkout.path().join("acme").exists());
+    let manifest = std::fs::read_to_string(plugins.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains(r#"members = ["sdk", "acme"]"#), "{manifest}");
+    assert!(std::fs::read_to_string(plugins.join("acme/Cargo.toml")).unwrap().contains("stayhook-plugin-sdk.workspace = true"));
+    assert!(!plugins.join("acme/sdk").exists());
+    // The README asks for what an official plugin's README must state.
+    let readme = std::fs::read_to_string(plugins.join("acme/README.md")).unwrap();
+    for heading in ["**Confidence:**", "## Verification and registration", "## API calls", "## Sources and open points"] {
+        assert!(readme.contains(heading), "{heading}: {readme}");
+    }
+}

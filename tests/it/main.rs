@@ -44,6 +44,7 @@ mod enrich;
 mod faults;
 mod golden;
 mod hot_reload;
+mod igms_uplisting;
 mod ingest;
 mod kit;
 mod listener_fuzz;
