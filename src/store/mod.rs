@@ -794,3 +794,23 @@ fn flatten(error: TransactionError<StoreError>) -> StoreError {
         TransactionError::Storage(error) => StoreError::Sled(error),
     }
 }
+
+// ---- console (operator console queries; added by the console branch) -------------------------
+
+impl Store {
+    /// The delivery backlog: how many deliveries wait in `due` (at most `cap` counted), and the
+    /// creation time (Unix ms) of the oldest among the first `sample` of them by due time.
+    pub fn delivery_backlog(&self, cap: usize, sample: usize) -> Result<(usize, Option<u64>), StoreError> {
+        let ids: Vec<u64> = {
+            let keys = self.due_mirror.0.lock().expect("due mirror lock poisoned");
+            keys.iter().take(cap).map(|&(_, delivery_id)| delivery_id).collect()
+        };
+        let mut oldest: Option<u64> = None;
+        for id in ids.iter().take(sample) {
+            if let Some(delivery) = self.get_delivery(*id)? {
+                oldest = Some(oldest.map_or(delivery.created_at_ms, |known| known.min(delivery.created_at_ms)));
+            }
+        }
+        Ok((ids.len(), oldest))
+    }
+}

@@ -20,6 +20,8 @@
 //! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
+//! - `console`: the operator console in a real headless Chromium (WebDriver through chromedriver):
+//!   sign-in, forms, the delivery story, playground, sign-out; sessions and CSRF through the API.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
 //! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error, private data dir.
 //! - `faults`: the fault suite (RELIABILITY.md): repeated SIGKILL under load with racing retries,
@@ -33,6 +35,7 @@ mod support;
 mod admin_api;
 mod admin_lists;
 mod cli;
+mod console;
 mod deliver;
 mod enrich;
 mod faults;
