@@ -5,6 +5,7 @@
 
 const EVENT_TYPES = ["reservation.created", "reservation.updated", "reservation.deleted", "conversation.updated", "calendar.updated"];
 let csrf = null;
+let notice = null;
 let refreshTimer = null;
 
 // ---- DOM helpers -----------------------------------------------------------------------------
@@ -113,6 +114,7 @@ function setNav(signedIn) {
 }
 
 function showSignIn(message) {
+  message = message || notice;
   setNav(false);
   clearInterval(refreshTimer);
   const form = h("form", { class: "panel signin", id: "signin-form" },
@@ -127,6 +129,7 @@ function showSignIn(message) {
     try {
       const answer = await api("POST", "/v1/session", { token: form.querySelector("#token").value });
       csrf = answer.csrfToken;
+      notice = null;
       setNav(true);
       if (!location.hash || location.hash === "#/signin") location.hash = "#/overview"; else route();
     } catch (error) {
@@ -142,8 +145,9 @@ function showSignIn(message) {
 async function signOut() {
   try { await api("DELETE", "/v1/session"); } catch (_) { /* signed out either way */ }
   csrf = null;
+  notice = "Signed out.";
   location.hash = "#/signin";
-  showSignIn("Signed out.");
+  showSignIn();
 }
 
 // ---- router ----------------------------------------------------------------------------------
@@ -182,7 +186,7 @@ function chart(rows) {
     const points = rows.map((row, x) => `${(x / Math.max(1, rows.length - 1)) * width},${height - pad - (row[column] / max) * (height - 2 * pad)}`).join(" ");
     svg.append(s("polyline", { points, fill: "none", stroke: colors[i], "stroke-width": 2, "vector-effect": "non-scaling-stroke" }));
   });
-  const legend = h("p", { class: "legend" }, ["received", "delivered", "failed"].map((name, i) => h("span", {}, h("i", { style: `background:${colors[i]}` }), name)), h("span", { class: "muted", text: `max ${max}/min` }));
+  const legend = h("p", { class: "legend" }, ["received", "delivered", "failed"].map((name, i) => h("span", {}, h("i", { class: "c" + i }), name)), h("span", { class: "muted", text: `max ${max}/min` }));
   return h("div", {}, svg, legend);
 }
 
@@ -349,10 +353,10 @@ function webhookForm(account, webhook, onSaved) {
     h("h2", { text: webhook ? "Edit webhook" : "Create a webhook" }),
     h("div", { class: "row" },
       h("div", {}, h("label", { for: prefix + "name", text: "Name" }), h("input", { id: prefix + "name", name: "name", required: true, value: webhook ? webhook.name : "" })),
-      h("div", { style: "flex:1" }, h("label", { for: prefix + "url", text: "URL" }), h("input", { id: prefix + "url", name: "url", type: "url", required: true, size: 50, value: webhook ? webhook.url : "", placeholder: "https://example.com/hooks" })),
+      h("div", { class: "grow" }, h("label", { for: prefix + "url", text: "URL" }), h("input", { id: prefix + "url", name: "url", type: "url", required: true, size: 50, value: webhook ? webhook.url : "", placeholder: "https://example.com/hooks" })),
       h("div", {}, h("label", { for: prefix + "enabled" }, h("input", { id: prefix + "enabled", name: "enabled", type: "checkbox", checked: webhook ? webhook.enabled : true }), " Enabled"))),
     h("fieldset", {}, h("legend", { text: "Event types" }),
-      EVENT_TYPES.map((t) => h("label", { style: "font-weight:400;display:inline-block;margin-right:1rem" },
+      EVENT_TYPES.map((t) => h("label", { class: "check" },
         h("input", { type: "checkbox", name: "eventTypes:" + t, "data-group": "eventTypes", value: t, checked: webhook ? webhook.eventTypes.includes(t) : true }), " " + t))),
     h("p", {}, h("button", { type: "submit", id: webhook ? null : "webhook-create", text: webhook ? "Update" : "Create" })));
   form.addEventListener("submit", async (event) => {
@@ -577,7 +581,7 @@ async function playground() {
     h("p", { class: "help", text: "Runs a plugin on a pasted payload as the daemon would, without any account, state or delivery." }),
     h("label", { for: "pg-plugin", text: "Plugin" }), h("select", { id: "pg-plugin", name: "plugin" }, list.map((p) => h("option", { value: p.name, text: `${p.pms} (${p.name})` }))),
     h("label", { for: "pg-body", text: "Webhook body" }), h("textarea", { id: "pg-body", name: "body", required: true, placeholder: "{ … }" }),
-    h("label", { for: "pg-responses", text: "Recorded API answers (optional JSON: {\"<request id>\": {\"status\": 200, \"body\": {…}}})" }), h("textarea", { id: "pg-responses", name: "responses", style: "min-height:4rem" }),
+    h("label", { for: "pg-responses", text: "Recorded API answers (optional JSON: {\"<request id>\": {\"status\": 200, \"body\": {…}}})" }), h("textarea", { id: "pg-responses", name: "responses", class: "short" }),
     h("p", {}, h("button", { type: "submit", id: "pg-run", text: "Run" })));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
