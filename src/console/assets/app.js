@@ -33,9 +33,9 @@ function s(tag, attrs) {
 }
 
 function main() { return document.getElementById("main"); }
+function present(nodes) { return nodes.flat().filter((node) => node !== null && node !== undefined && node !== false); }
 function render(...nodes) {
-  const m = main();
-  m.replaceChildren(...nodes);
+  main().replaceChildren(...present(nodes));
 }
 function toast(text) {
   const box = document.getElementById("toast");
@@ -407,8 +407,8 @@ async function webhooksTab(account) {
           testResult.replaceChildren(h("p", { class: "muted", text: "Sending…" }));
           try {
             const r = await api("POST", wbase + "/test", { eventType: testType.value });
-            testResult.replaceChildren(h("p", { class: r.success ? "ok test-outcome" : "bad test-outcome", text: r.success ? `Delivered: ${r.statusCode} in ${r.latencyMs} ms` : `Failed: ${r.statusCode || ""} ${r.error || ""}` }),
-              r.response ? h("pre", { text: r.response }) : null);
+            testResult.replaceChildren(...present([h("p", { class: r.success ? "ok test-outcome" : "bad test-outcome", text: r.success ? `Delivered: ${r.statusCode} in ${r.latencyMs} ms` : `Failed: ${r.statusCode || ""} ${r.error || ""}` }),
+              r.response ? h("pre", { text: r.response }) : null]));
           } catch (error) { testResult.replaceChildren(h("p", { class: "error", text: error.message })); }
         } }, "Send test event"),
         h("button", { type: "button", class: "secondary rotate", onclick: async () => {
