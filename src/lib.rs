@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod deliver;
 pub mod http;
@@ -167,6 +168,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     // The daemon's contract with scripts (and the tests): where it listens, printed once it answers.
     println!("stayhook: webhooks on http://{ingest_server_address}");
     println!("stayhook: admin API on http://{admin_server_address}");
+    println!("stayhook: console on http://{admin_server_address}/");
     tracing::info!(webhooks = %ingest_server_address, admin = %admin_server_address, data_dir = %daemon.settings.data_dir.display(), "serving");
 
     let fault = daemon.store.fault().clone();

@@ -130,9 +130,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to standard error: coloured text on a terminal, plain text otherwise (a file, a pipe,
+/// journald), and one JSON object per line with `STAYHOOK_LOG_FORMAT=json`.
 fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("STAYHOOK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("STAYHOOK_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().with_current_span(false).init(),
+        Ok("text") | Err(_) => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        Ok(other) => {
+            builder.with_ansi(false).init();
+            tracing::warn!(format = other, "unknown STAYHOOK_LOG_FORMAT (text or json); logging text");
+        }
+    }
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {

@@ -5,6 +5,8 @@
 //! `stayhook_unchanged_updates_total`, `stayhook_delivery_attempts_total{outcome}`,
 //! `stayhook_delivery_seconds`, `stayhook_api_requests_total`.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -34,6 +36,63 @@ pub struct Metrics {
     delivery_attempts: Family<OutcomeLabel, Counter>,
     delivery_seconds: Histogram,
     api_requests: Counter,
+    timeline: Mutex<Timeline>,
+    recent: Mutex<std::collections::HashMap<String, VecDeque<RecentAttempt>>>,
+}
+
+/// Attempts remembered per subscription for its health sparkline.
+pub const RECENT_ATTEMPTS: usize = 50;
+
+/// One recent delivery attempt of a subscription (in memory, for the console's sparkline).
+#[derive(Clone, Debug)]
+pub struct RecentAttempt {
+    /// Unix ms.
+    pub at_ms: u64,
+    /// 2xx.
+    pub success: bool,
+    /// Time to the answer or the error.
+    pub latency_ms: u64,
+}
+
+/// Minutes the timeline keeps (a day).
+pub const TIMELINE_MINUTES: u64 = 24 * 60;
+/// Delivery latencies kept per minute (a sample beyond: the first ones of the minute).
+const LATENCY_SAMPLES_PER_MINUTE: usize = 512;
+
+/// What happened in one minute, for the console's charts (`GET /v1/stats`).
+#[derive(Clone, Default, Debug)]
+pub struct Minute {
+    /// Unix minute (ms / 60 000).
+    pub minute: u64,
+    /// Webhooks stored and acknowledged.
+    pub received: u64,
+    /// Webhooks whose normalization failed.
+    pub normalize_failed: u64,
+    /// Delivery attempts answered 2xx.
+    pub delivered: u64,
+    /// Delivery attempts that failed.
+    pub failed: u64,
+    /// Delivery latencies (ms), a sample.
+    pub latencies_ms: Vec<u32>,
+}
+
+/// Per-minute counts of the last day, in memory (a restart starts them again).
+#[derive(Default)]
+struct Timeline {
+    minutes: VecDeque<Minute>,
+}
+
+impl Timeline {
+    fn current(&mut self) -> &mut Minute {
+        let minute = crate::ingest::unix_ms() / 60_000;
+        if self.minutes.back().is_none_or(|last| last.minute != minute) {
+            self.minutes.push_back(Minute { minute, ..Minute::default() });
+            while self.minutes.front().is_some_and(|first| first.minute + TIMELINE_MINUTES <= minute) {
+                self.minutes.pop_front();
+            }
+        }
+        self.minutes.back_mut().expect("just pushed")
+    }
 }
 
 impl Default for Metrics {
@@ -65,6 +124,8 @@ impl Default for Metrics {
             delivery_attempts,
             delivery_seconds,
             api_requests,
+            timeline: Mutex::default(),
+            recent: Mutex::default(),
         }
     }
 }
@@ -72,6 +133,7 @@ impl Default for Metrics {
 impl Metrics {
     pub(crate) fn accepted(&self) {
         self.accepted.inc();
+        self.timeline.lock().expect("timeline lock poisoned").current().received += 1;
     }
 
     pub(crate) fn normalized(&self, elapsed: Duration) {
@@ -80,6 +142,7 @@ impl Metrics {
 
     pub(crate) fn normalize_failed(&self, kind: &str) {
         self.normalize_failures.get_or_create(&KindLabel { kind: kind.to_string() }).inc();
+        self.timeline.lock().expect("timeline lock poisoned").current().normalize_failed += 1;
     }
 
     pub(crate) fn events_emitted(&self, n_events: usize, n_unchanged: usize) {
@@ -91,10 +154,42 @@ impl Metrics {
         let outcome = if success { "delivered" } else { "failed" };
         self.delivery_attempts.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
         self.delivery_seconds.observe(elapsed.as_secs_f64());
+        let mut timeline = self.timeline.lock().expect("timeline lock poisoned");
+        let minute = timeline.current();
+        if success {
+            minute.delivered += 1;
+        } else {
+            minute.failed += 1;
+        }
+        if minute.latencies_ms.len() < LATENCY_SAMPLES_PER_MINUTE {
+            minute.latencies_ms.push(u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX));
+        }
     }
 
     pub(crate) fn api_requests(&self, n_requests: usize) {
         self.api_requests.inc_by(n_requests as u64);
+    }
+
+    /// Remember an attempt of `subscription_id` for its health (the last [`RECENT_ATTEMPTS`]).
+    pub(crate) fn subscription_attempted(&self, subscription_id: &str, success: bool, latency_ms: u64) {
+        let mut recent = self.recent.lock().expect("recent attempts lock poisoned");
+        let attempts = recent.entry(subscription_id.to_string()).or_default();
+        if attempts.len() == RECENT_ATTEMPTS {
+            attempts.pop_front();
+        }
+        attempts.push_back(RecentAttempt { at_ms: crate::ingest::unix_ms(), success, latency_ms });
+    }
+
+    /// The last attempts of a subscription since the daemon started, oldest first.
+    pub fn recent_attempts(&self, subscription_id: &str) -> Vec<RecentAttempt> {
+        let recent = self.recent.lock().expect("recent attempts lock poisoned");
+        recent.get(subscription_id).map(|attempts| attempts.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The minutes since `since_minute` (Unix minutes) that saw anything, oldest first.
+    pub fn timeline(&self, since_minute: u64) -> Vec<Minute> {
+        let timeline = self.timeline.lock().expect("timeline lock poisoned");
+        timeline.minutes.iter().filter(|minute| minute.minute >= since_minute).cloned().collect()
     }
 
     /// The Prometheus text exposition.

@@ -9,9 +9,11 @@
 
 mod accounts;
 mod events;
+mod insight;
 mod paging;
 mod plugins;
 mod registration;
+pub mod session;
 mod webhooks;
 
 use std::sync::Arc;
@@ -19,13 +21,12 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 
 use crate::daemon::Daemon;
 use crate::http::ApiError;
@@ -33,38 +34,27 @@ use crate::http::ApiError;
 /// The OpenAPI document of this API, kept true by `tests/it/admin_api.rs`.
 const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-/// The admin router.
+/// The admin router, with the console's pages (`crate::console`) and its sign-in.
 pub fn router(daemon: Arc<Daemon>) -> Router {
+    let sessions = Arc::new(session::Sessions::default());
     let protected = Router::new()
         .merge(accounts::routes())
         .merge(webhooks::routes())
         .merge(events::routes())
         .merge(registration::routes())
         .merge(plugins::routes())
+        .merge(insight::routes())
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .route_layer(middleware::from_fn_with_state(daemon.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state((daemon.clone(), sessions.clone()), session::require_auth));
     Router::new()
         .route("/healthz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.health() }))
         .route("/readyz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.readiness() }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
-        .with_state(daemon)
-}
-
-async fn require_token(State(daemon): State<Arc<Daemon>>, request: Request, next: Next) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .trim();
-    let expected = daemon.admin_token.as_bytes();
-    if presented.len() != expected.len() || !bool::from(presented.as_bytes().ct_eq(expected)) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"));
-    }
-    Ok(next.run(request).await)
+        .with_state(daemon.clone())
+        .merge(session::routes(daemon, sessions))
+        .merge(crate::console::routes())
 }
 
 /// A JSON request body whose rejections are the API's own errors: 400 for a body that is not

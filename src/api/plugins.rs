@@ -16,6 +16,7 @@ use super::paging::{self, Cursor, Page, PageQuery};
 use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::model;
+use crate::plugin::bindings::stayhook::plugin::types::{AuthScheme, VerificationScheme};
 use crate::plugin::{CallError, LoadedPlugin, PluginError, PluginSource};
 
 /// Largest upload accepted (components are a few hundred KiB to a few MiB).
@@ -114,7 +115,31 @@ fn view(plugin: &LoadedPlugin) -> Value {
         "loadedAt": model::time::from_unix_ms(plugin.loaded_at_ms),
         "verification": scheme_name(&plugin.info.verification),
         "enrichment": plugin.info.api.is_some(),
+        "verificationFields": verification_fields(&plugin.info.verification),
+        "credentialFields": credential_fields(plugin),
     })
+}
+
+/// The `verification` keys an account of this plugin takes (what the console's form asks for).
+fn verification_fields(scheme: &VerificationScheme) -> &'static [&'static str] {
+    match scheme {
+        VerificationScheme::None => &[],
+        VerificationScheme::BasicAuth => &["username", "password"],
+        // Amazon SNS proves itself with a certificate; an account may pin its topic.
+        VerificationScheme::Sns => &["topicArn"],
+        _ => &["secret"],
+    }
+}
+
+/// The `credentials` keys the plugin's API authentication uses.
+fn credential_fields(plugin: &LoadedPlugin) -> &'static [&'static str] {
+    match plugin.info.api.as_ref().map(|api| &api.auth) {
+        None | Some(AuthScheme::None) => &[],
+        Some(AuthScheme::ApiKeyHeader(_)) => &["apiKey"],
+        Some(AuthScheme::Bearer) => &["token"],
+        Some(AuthScheme::Basic) => &["username", "password"],
+        Some(AuthScheme::Oauth2ClientCredentials(_)) => &["clientId", "clientSecret"],
+    }
 }
 
 fn not_found(name: &str) -> ApiError {

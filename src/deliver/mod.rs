@@ -170,6 +170,7 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
     let outcome = post(daemon, &subscription.url, &event.id, timestamp_secs, &signature, body).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     daemon.metrics.delivery_attempted(outcome.success, started.elapsed());
+    daemon.metrics.subscription_attempted(&subscription.id, outcome.success, latency_ms);
 
     let mut next = delivery.clone();
     next.attempts = attempt_number;
@@ -262,14 +263,16 @@ async fn track_health(
     daemon.store.put_subscription(&current).await
 }
 
-struct PostOutcome {
-    success: bool,
-    status_code: Option<u16>,
-    error: Option<String>,
-    response: Option<String>,
+/// What one POST to a receiver came to.
+pub(crate) struct PostOutcome {
+    pub(crate) success: bool,
+    pub(crate) status_code: Option<u16>,
+    pub(crate) error: Option<String>,
+    pub(crate) response: Option<String>,
 }
 
-async fn post(daemon: &Daemon, url: &str, webhook_id: &str, timestamp_secs: i64, signature: &str, body: Vec<u8>) -> PostOutcome {
+/// POST a signed body to a receiver under the destination policy (deliveries, test events).
+pub(crate) async fn post(daemon: &Daemon, url: &str, webhook_id: &str, timestamp_secs: i64, signature: &str, body: Vec<u8>) -> PostOutcome {
     if let Err(error) = destination::check_url(url, daemon.settings.allow_private_destinations) {
         return PostOutcome { success: false, status_code: None, error: Some(error), response: None };
     }

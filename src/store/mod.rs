@@ -299,6 +299,20 @@ pub trait DeliveryQueue: Send + Sync {
     fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError>;
     /// Dead letters, newest first, at most `limit`.
     fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    /// The delivery backlog: how many deliveries are due or waiting for a retry (at most `cap`
+    /// counted), and the creation time (Unix ms) of the oldest among the first `sample` of them by
+    /// due time (the console's overview).
+    fn delivery_backlog(&self, cap: usize, sample: usize) -> Result<(usize, Option<u64>), StoreError> {
+        let (ids, _) = self.due_deliveries(u64::MAX, cap, &mut |_| true);
+        let mut oldest: Option<u64> = None;
+        for id in ids.iter().take(sample) {
+            if let Some(delivery) = self.get_delivery(*id)? {
+                oldest = Some(oldest.map_or(delivery.created_at_ms, |known| known.min(delivery.created_at_ms)));
+            }
+        }
+        Ok((ids.len(), oldest))
+    }
 }
 
 /// A whole storage backend: the four concerns, its health and a final flush.

@@ -23,6 +23,8 @@
 //! - `cli`: `stayhook plugin run`.
 //! - `sns`: Amazon SNS deliveries verified, confirmed and unwrapped, against a local certificate host.
 //! - `contract`: a v0.1 component through the conversion layer; a v0.2 sync pass offline.
+//! - `console`: the operator console in a real headless Chromium (WebDriver through chromedriver):
+//!   sign-in, forms, the delivery story, playground, sign-out; sessions and CSRF through the API.
 //! - `plugin_crates`: the plugins' native unit tests (`cargo test` in `plugins/`).
 //! - `slow_clients`: connection caps, header/body/idle timeouts, JSON on every error, private data dir.
 //! - `faults`: the fault suite (RELIABILITY.md): repeated SIGKILL under load with racing retries,
@@ -38,6 +40,7 @@ mod admin_api;
 mod admin_lists;
 mod cli;
 mod cloudbeds_hostex;
+mod console;
 mod contract;
 mod deliver;
 mod enrich;
