@@ -106,7 +106,10 @@ async fn a_data_dir_of_the_previous_release_opens_with_everything_in_it() {
     let to = |webhook: &Value| deliveries.iter().find(|delivery| delivery["webhookId"] == webhook["id"]).cloned().unwrap();
     assert_eq!(to(up)["status"], "delivered");
     assert_eq!(to(down)["status"], "pending", "the delivery owed to the receiver that was down is still owed");
-    assert_eq!(to(down)["attempts"], 1);
+    // Its second attempt was due an hour after the fixture was written, so this daemon may
+    // already have made it (and failed: nothing listens there).
+    let attempts = to(down)["attempts"].as_u64().unwrap();
+    assert!((1..=2).contains(&attempts), "attempts to the receiver that is down: {attempts}");
 
     let (status, failed) = daemon.admin("GET", "/v1/inbox?status=failed", None).await;
     assert_eq!(status, 200, "{failed}");

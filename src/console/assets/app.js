@@ -611,7 +611,7 @@ async function reservations(_parts, query) {
         api("GET", `/v1/events?accountId=${encodeURIComponent(accountId)}&limit=1000`)]);
       const mine = log.events.filter((e) => e.recordId === recordId);
       out.replaceChildren(h("h2", { text: "Current state" }), pretty(state), h("h2", { text: "Events" }),
-        mine.length ? h("ul", {}, mine.map((e) => h("li", {}, h("a", { href: "#/events/" + encodeURIComponent(e.id), text: `${when(e.timestamp)} ${e.eventType}` })))) : empty("No events of it in the newest 1000 of this account."));
+        mine.length ? h("ul", {}, mine.map((e) => h("li", {}, h("a", { href: "#/events/" + encodeURIComponent(e.id), text: `${when(e.timestamp)} ${e.eventType}` })))) : empty("No events of it in the first 1000 of this account."));
     } catch (error) { out.replaceChildren(h("p", { class: "error", role: "alert", text: error.message })); }
   };
   form.addEventListener("submit", (event) => { event.preventDefault(); const v = formValues(form); location.hash = `#/reservations?accountId=${encodeURIComponent(v.accountId)}&recordId=${encodeURIComponent(v.recordId)}`; });
