@@ -20,7 +20,7 @@ use super::paging::{self, Cursor, Page, PageQuery};
 use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::ingest::unix_ms;
-use crate::model::{self, EventType};
+use crate::model::{self, EventResult, EventType};
 use crate::store::{Delivery, DeliveryStatus, EventFilter, InboxId, InboxStatus, StoredEvent};
 
 /// Default and largest page of the event log.
@@ -53,6 +53,10 @@ pub(super) fn routes() -> Router<Arc<Daemon>> {
 struct ListQuery {
     account_id: Option<String>,
     event_type: Option<String>,
+    record_id: Option<String>,
+    result: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
     limit: Option<String>,
     after: Option<String>,
 }
@@ -66,7 +70,22 @@ async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<ListQuery>)
     };
     let limit = EVENT_LIMITS.parse(query.limit.as_deref())?;
     // One more than the page: whether the log goes on.
-    let filter = EventFilter { account_id: query.account_id, event_type, after: query.after, limit: limit + 1 };
+    let result = match query.result.as_deref() {
+        None => None,
+        Some("SUCCESS") => Some(EventResult::Success),
+        Some("FAILURE") => Some(EventResult::Failure),
+        Some(other) => return Err(ApiError::bad_request("invalid_query", format!("result {other:?} must be SUCCESS or FAILURE"))),
+    };
+    let filter = EventFilter {
+        account_id: query.account_id,
+        event_type,
+        record_id: query.record_id,
+        result,
+        from: query.from.as_deref().map(|text| rendered_time("from", text)).transpose()?,
+        to: query.to.as_deref().map(|text| rendered_time("to", text)).transpose()?,
+        after: query.after,
+        limit: limit + 1,
+    };
     let mut page = Page::new(limit);
     for event in daemon.store.list_events(&filter)? {
         if !page.push(event_view(&event), Cursor::Text(event.id.clone())) {
@@ -74,6 +93,13 @@ async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<ListQuery>)
         }
     }
     Ok(Json(page.finish("events")))
+}
+
+/// An RFC 3339 time from a query, rendered as events store their timestamps (so they compare).
+fn rendered_time(name: &str, text: &str) -> Result<String, ApiError> {
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|error| ApiError::bad_request("invalid_query", format!("{name} {text:?} is not an RFC 3339 time: {error}")))?;
+    Ok(time.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 async fn show(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {

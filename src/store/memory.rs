@@ -282,13 +282,8 @@ impl Ledger for MemoryStore {
             Some(after) => Bound::Excluded(after.clone()),
             None => Bound::Unbounded,
         };
-        let found = inner
-            .events
-            .range((start, Bound::Unbounded))
-            .map(|(_, event)| event)
-            .filter(|event| filter.account_id.as_ref().is_none_or(|account_id| *account_id == event.integration_account_id))
-            .filter(|event| filter.event_type.is_none_or(|event_type| event_type == event.event_type))
-            .take(filter.limit);
+        let found =
+            inner.events.range((start, Bound::Unbounded)).map(|(_, event)| event).filter(|event| filter.matches(event)).take(filter.limit);
         Ok(found.cloned().collect())
     }
 }

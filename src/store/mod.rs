@@ -182,10 +182,31 @@ pub struct EventFilter {
     pub account_id: Option<String>,
     /// Only this event type.
     pub event_type: Option<crate::model::EventType>,
+    /// Only events of this record.
+    pub record_id: Option<String>,
+    /// Only complete (SUCCESS) or incomplete (FAILURE) events.
+    pub result: Option<crate::model::EventResult>,
+    /// Only events produced at or after this time (rendered, `YYYY-MM-DDTHH:MM:SS.sssZ`).
+    pub from: Option<String>,
+    /// Only events produced before this time (rendered).
+    pub to: Option<String>,
     /// Events after this id (exclusive), for paging.
     pub after: Option<String>,
     /// At most this many.
     pub limit: usize,
+}
+
+impl EventFilter {
+    /// Whether `event` passes every condition but `after` and `limit`. Rendered times order as
+    /// text, so the time range compares the strings.
+    pub fn matches(&self, event: &StoredEvent) -> bool {
+        self.account_id.as_ref().is_none_or(|account_id| *account_id == event.integration_account_id)
+            && self.event_type.is_none_or(|event_type| event_type == event.event_type)
+            && self.record_id.as_ref().is_none_or(|record_id| *record_id == event.record_id)
+            && self.result.is_none_or(|result| result == event.result)
+            && self.from.as_ref().is_none_or(|from| event.timestamp >= *from)
+            && self.to.as_ref().is_none_or(|to| event.timestamp < *to)
+    }
 }
 
 /// Accounts, subscriptions and daemon-wide values.

@@ -478,8 +478,10 @@ impl Model {
             .list_events(&EventFilter {
                 account_id: Some("a2".into()),
                 event_type: Some(EventType::ReservationUpdated),
+                record_id: Some("r2".into()),
                 after: middle,
                 limit: 3,
+                ..EventFilter::default()
             })
             .unwrap()
             .into_iter()

@@ -172,3 +172,41 @@ async fn big_items_page_within_the_byte_budget_and_are_listed_as_excerpts() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_event_log_is_searched_by_record_result_and_time() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    daemon.create_account(json!({"id": "search", "workspaceId": "ws", "pms": "hostaway"})).await;
+    let before = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for id in [13, 14, 15] {
+        let mut body: Value = serde_json::from_slice(&crate::support::hostaway_body("reservation-created")).unwrap();
+        body["data"]["id"] = json!(id);
+        let (status, answer) = daemon.post_webhook("search", body.to_string().as_bytes(), &[]).await;
+        assert_eq!(status, 200, "{answer}");
+        daemon.inbox_outcome(answer["inboxId"].as_str().unwrap()).await;
+    }
+    // A millisecond later than the last event's timestamp, which `from` includes.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let after = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let records = |page: &Value| -> Vec<String> {
+        page["events"].as_array().unwrap().iter().map(|event| event["recordId"].as_str().unwrap().to_string()).collect()
+    };
+    let (status, page) = daemon.admin("GET", "/v1/events?accountId=search&recordId=14", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(records(&page), ["14"]);
+    let (_, page) = daemon.admin("GET", "/v1/events?accountId=search&result=SUCCESS", None).await;
+    assert_eq!(records(&page), ["13", "14", "15"]);
+    let (_, page) = daemon.admin("GET", "/v1/events?accountId=search&result=FAILURE", None).await;
+    assert_eq!(records(&page), Vec::<String>::new());
+    let (_, page) = daemon.admin("GET", &format!("/v1/events?accountId=search&from={before}&to={after}").replace('+', "%2B"), None).await;
+    assert_eq!(records(&page), ["13", "14", "15"]);
+    let (_, page) = daemon.admin("GET", &format!("/v1/events?accountId=search&from={after}").replace('+', "%2B"), None).await;
+    assert_eq!(records(&page), Vec::<String>::new(), "nothing was produced after the last event");
+    let (_, page) = daemon.admin("GET", &format!("/v1/events?to={before}").replace('+', "%2B"), None).await;
+    assert_eq!(records(&page), Vec::<String>::new(), "nothing was produced before the first webhook");
+    for bad in ["result=MAYBE", "from=yesterday", "to=2026-13-01T00:00:00Z"] {
+        let (status, answer) = daemon.admin("GET", &format!("/v1/events?{bad}"), None).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_query", "{bad}");
+    }
+}

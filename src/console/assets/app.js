@@ -434,13 +434,12 @@ async function webhooksTab(account) {
 async function events(parts, query) {
   if (parts[0]) return eventPage(parts[0]);
   const params = new URLSearchParams();
-  for (const key of ["accountId", "eventType", "after"]) if (query.get(key)) params.set(key, query.get(key));
+  for (const key of ["accountId", "eventType", "recordId", "result", "after"]) if (query.get(key)) params.set(key, query.get(key));
+  // The form's times are local (datetime-local); the API takes RFC 3339.
+  for (const key of ["from", "to"]) if (query.get(key)) params.set(key, new Date(query.get(key)).toISOString());
   params.set("limit", "50");
   const page = await api("GET", "/v1/events?" + params);
-  // Filters the API does not take yet are applied to the page shown.
-  const recordId = query.get("recordId"), result = query.get("result"), from = query.get("from"), to = query.get("to");
-  const shown = page.events.filter((e) => (!recordId || e.recordId === recordId) && (!result || e.result === result)
-    && (!from || e.timestamp >= new Date(from).toISOString()) && (!to || e.timestamp < new Date(to).toISOString()));
+  const shown = page.events;
   const field = (name, label, attrs) => h("div", {}, h("label", { for: "f-" + name, text: label }), h("input", Object.assign({ id: "f-" + name, name, value: query.get(name) || "" }, attrs || {})));
   const form = h("form", { class: "panel", id: "event-search" }, h("div", { class: "row" },
     field("accountId", "Account"),
@@ -608,10 +607,10 @@ async function reservations(_parts, query) {
   const lookup = async (accountId, recordId) => {
     try {
       const [state, log] = await Promise.all([api("GET", `/v1/accounts/${encodeURIComponent(accountId)}/reservations/${encodeURIComponent(recordId)}`),
-        api("GET", `/v1/events?accountId=${encodeURIComponent(accountId)}&limit=1000`)]);
-      const mine = log.events.filter((e) => e.recordId === recordId);
+        api("GET", `/v1/events?accountId=${encodeURIComponent(accountId)}&recordId=${encodeURIComponent(recordId)}&limit=1000`)]);
+      const mine = log.events;
       out.replaceChildren(h("h2", { text: "Current state" }), pretty(state), h("h2", { text: "Events" }),
-        mine.length ? h("ul", {}, mine.map((e) => h("li", {}, h("a", { href: "#/events/" + encodeURIComponent(e.id), text: `${when(e.timestamp)} ${e.eventType}` })))) : empty("No events of it in the first 1000 of this account."));
+        mine.length ? h("ul", {}, mine.map((e) => h("li", {}, h("a", { href: "#/events/" + encodeURIComponent(e.id), text: `${when(e.timestamp)} ${e.eventType}` })))) : empty("No events of it yet."));
     } catch (error) { out.replaceChildren(h("p", { class: "error", role: "alert", text: error.message })); }
   };
   form.addEventListener("submit", (event) => { event.preventDefault(); const v = formValues(form); location.hash = `#/reservations?accountId=${encodeURIComponent(v.accountId)}&recordId=${encodeURIComponent(v.recordId)}`; });

@@ -498,10 +498,7 @@ impl Ledger for SledStore {
         let mut found = Vec::new();
         for value in self.events.range(start..).values() {
             let event: StoredEvent = decode_json(tree::EVENTS, &value?)?;
-            if filter.account_id.as_ref().is_some_and(|account_id| *account_id != event.integration_account_id) {
-                continue;
-            }
-            if filter.event_type.is_some_and(|event_type| event_type != event.event_type) {
+            if !filter.matches(&event) {
                 continue;
             }
             found.push(event);
