@@ -205,14 +205,12 @@ impl Segments {
     }
 
     /// Segment numbers on disk, oldest first, and the active one.
-    #[allow(dead_code, reason = "retention deletes whole segments (next step)")]
     pub(crate) fn numbers(&self) -> Result<(Vec<u32>, u32), StoreError> {
         let active = self.inner.active.lock().expect("segment lock poisoned").number;
         Ok((list(&self.inner.dir)?, active))
     }
 
     /// Delete a closed segment (retention). The active segment is never deleted.
-    #[allow(dead_code, reason = "retention deletes whole segments (next step)")]
     pub(crate) fn delete(&self, number: u32) -> Result<u64, StoreError> {
         if number >= self.inner.active.lock().expect("segment lock poisoned").number {
             return Ok(0);
@@ -227,8 +225,13 @@ impl Segments {
         }
     }
 
+    /// When a segment was last written (Unix ms).
+    pub(crate) fn modified_ms(&self, number: u32) -> Option<u64> {
+        let modified = std::fs::metadata(segment_path(&self.inner.dir, number)).ok()?.modified().ok()?;
+        modified.duration_since(std::time::UNIX_EPOCH).ok().map(|elapsed| elapsed.as_millis() as u64)
+    }
+
     /// Bytes in all segments.
-    #[allow(dead_code, reason = "retention reports the store's size (next step)")]
     pub(crate) fn bytes(&self) -> u64 {
         list(&self.inner.dir)
             .unwrap_or_default()
