@@ -24,6 +24,7 @@ const OFFICIAL: &[&str] = &[
     "hostex",
     "igms",
     "uplisting",
+    "smily",
 ];
 /// Plugins built for the tests only.
 const TEST_ONLY: &[&str] = &["chaos", "sns-probe"];
