@@ -25,6 +25,7 @@ const OFFICIAL: &[&str] = &[
     "igms",
     "uplisting",
     "smily",
+    "hostify",
 ];
 /// Plugins built for the tests only.
 const TEST_ONLY: &[&str] = &["chaos", "sns-probe"];
