@@ -8,6 +8,7 @@
 
 mod commit;
 mod keys;
+mod retention;
 mod writer;
 
 use std::collections::BTreeSet;
