@@ -177,7 +177,11 @@ impl Default for Metrics {
         let pruned_bytes = Counter::default();
         registry.register("pruned_bytes", "Bytes of keys and values retention deleted", pruned_bytes.clone());
         let pruner_last_run_seconds = Gauge::default();
-        registry.register("pruner_last_run_timestamp_seconds", "When the last pruning pass ended (Unix seconds)", pruner_last_run_seconds.clone());
+        registry.register(
+            "pruner_last_run_timestamp_seconds",
+            "When the last pruning pass ended (Unix seconds)",
+            pruner_last_run_seconds.clone(),
+        );
         Self {
             registry,
             store_bytes,

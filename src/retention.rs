@@ -25,7 +25,13 @@ pub async fn run_pruner(daemon: Arc<Daemon>) {
             if let Some(error) = &pass.error {
                 tracing::warn!(%error, "a pruning pass failed; the next one starts over");
             } else if pass.events + pass.inbox > 0 {
-                tracing::info!(events = pass.events, deliveries = pass.deliveries, inbox = pass.inbox, bytes = pass.bytes_freed, "retention pruned");
+                tracing::info!(
+                    events = pass.events,
+                    deliveries = pass.deliveries,
+                    inbox = pass.inbox,
+                    bytes = pass.bytes_freed,
+                    "retention pruned"
+                );
             }
             daemon.metrics.prune_pass_ended(pass);
             measure(&daemon).await;

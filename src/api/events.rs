@@ -365,8 +365,10 @@ async fn inbox_show(State(daemon): State<Arc<Daemon>>, Path(inbox_id): Path<Stri
     let not_found = || ApiError::not_found("inbox_not_found", format!("no inbox entry {inbox_id:?}"));
     let id = InboxId(inbox_id.parse().map_err(|_| not_found())?);
     let Some(entry) = daemon.store.get_inbox(id)? else {
-        // Entries are numbered in arrival order: one below the oldest kept was deleted.
-        if daemon.store.storage_stats()?.oldest_inbox_id.is_some_and(|oldest| id < oldest) {
+        // Entries are numbered in arrival order: one below the oldest kept, or at most the last
+        // one retention deleted, was deleted.
+        let stats = daemon.store.storage_stats()?;
+        if stats.oldest_inbox_id.is_some_and(|oldest| id < oldest) || stats.inbox_pruned_through.is_some_and(|pruned| id <= pruned) {
             return Err(ApiError::not_found("expired", format!("inbox entry {inbox_id:?} is older than what retention keeps")));
         }
         return Err(not_found());

@@ -168,7 +168,8 @@ impl Period {
         if let Ok(days) = text.parse::<u64>() {
             return Ok(Self::from_days(days));
         }
-        let duration = humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error} (a number of days, \"36h\", or \"off\")"))?;
+        let duration =
+            humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error} (a number of days, \"36h\", or \"off\")"))?;
         Ok(Self((!duration.is_zero()).then_some(duration)))
     }
 
@@ -225,7 +226,13 @@ pub struct RetentionConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { events: Period::days(30), inbox: Period::days(30), dead_letters: Period::days(90), prune_interval_ms: 60_000, prune_budget: 1000 }
+        Self {
+            events: Period::days(30),
+            inbox: Period::days(30),
+            dead_letters: Period::days(90),
+            prune_interval_ms: 60_000,
+            prune_budget: 1000,
+        }
     }
 }
 
@@ -717,9 +724,11 @@ mod tests {
         assert_eq!(retention.dead_letters, Period::days(90));
         assert_eq!(retention.prune_interval, Duration::from_millis(250));
         assert_eq!(retention.prune_budget, 10);
-        for (name, value) in
-            [("STAYHOOK_RETENTION_EVENTS", "a while"), ("STAYHOOK_RETENTION_PRUNE_BUDGET", "0"), ("STAYHOOK_RETENTION_PRUNE_INTERVAL_MS", "0")]
-        {
+        for (name, value) in [
+            ("STAYHOOK_RETENTION_EVENTS", "a while"),
+            ("STAYHOOK_RETENTION_PRUNE_BUDGET", "0"),
+            ("STAYHOOK_RETENTION_PRUNE_INTERVAL_MS", "0"),
+        ] {
             let error = RawConfig::load(None, [(name.to_string(), value.to_string())]).and_then(RawConfig::resolve).unwrap_err();
             assert!(error.to_string().contains("retention."), "{name}={value}: {error}");
         }

@@ -42,6 +42,8 @@ struct Inner {
     /// (event, delivery, attempt number).
     attempts: BTreeMap<(String, u64, u32), Attempt>,
     dead: BTreeSet<u64>,
+    /// The highest inbox id retention deleted.
+    inbox_pruned_through: Option<u64>,
 }
 
 impl MemoryStore {
@@ -457,6 +459,7 @@ impl Retention for MemoryStore {
             }
             inner.inbox.remove(&id);
             inner.outcomes.remove(&id);
+            inner.inbox_pruned_through = inner.inbox_pruned_through.max(Some(id));
             report.inbox += 1;
         }
         drop(inner);
@@ -472,6 +475,7 @@ impl Retention for MemoryStore {
             oldest_event_ms: inner.events.keys().find_map(|id| event_time_ms(id)),
             oldest_inbox_ms: oldest_inbox.map(|(_, entry)| entry.received_at_ms),
             oldest_inbox_id: oldest_inbox.map(|(id, _)| InboxId(*id)),
+            inbox_pruned_through: inner.inbox_pruned_through.map(InboxId),
         })
     }
 

@@ -378,6 +378,9 @@ pub struct StorageStats {
     pub oldest_inbox_ms: Option<u64>,
     /// The id of the oldest inbox entry kept (a smaller unknown id was deleted).
     pub oldest_inbox_id: Option<InboxId>,
+    /// The highest inbox id retention ever deleted (kept across restarts): an unknown id at or
+    /// below it expired, also once the inbox is empty.
+    pub inbox_pruned_through: Option<InboxId>,
 }
 
 /// Deleting what retention no longer keeps, and an account's data.

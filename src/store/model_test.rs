@@ -560,6 +560,7 @@ impl Model {
             "oldestEvent": stats.oldest_event_ms,
             "oldestInbox": stats.oldest_inbox_ms,
             "oldestInboxId": stats.oldest_inbox_id.map(|id| self.inbox_handle(side, id)),
+            "inboxPrunedThrough": stats.inbox_pruned_through.map(|id| self.inbox_handle(side, id)),
         });
         json!({
             "stats": stats, "accounts": accounts, "subscriptions": subscriptions, "meta": meta, "pending": pending, "inbox": inbox,

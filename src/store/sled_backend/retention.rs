@@ -15,6 +15,9 @@
 
 use super::*;
 
+/// `meta` key of the highest inbox id retention deleted (decimal).
+const INBOX_PRUNED_THROUGH: &str = "retention_inbox_pruned_through";
+
 impl SledStore {
     /// The deliveries of an event, with the keys they are listed under.
     fn event_deliveries_of(&self, event_id: &str) -> Result<Vec<(sled::IVec, Option<Delivery>)>, StoreError> {
@@ -69,6 +72,10 @@ impl SledStore {
         Ok((n_deliveries, bytes))
     }
 
+    fn inbox_pruned_through(&self) -> Result<Option<InboxId>, StoreError> {
+        Ok(self.meta.get(INBOX_PRUNED_THROUGH)?.and_then(|value| String::from_utf8_lossy(&value).parse().ok()).map(InboxId))
+    }
+
     fn decode_inbox(value: &[u8]) -> Result<InboxEntry, StoreError> {
         postcard::from_bytes(value).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })
     }
@@ -106,6 +113,7 @@ impl Retention for SledStore {
                 report.deliveries += n_deliveries;
                 report.bytes_freed += bytes;
             }
+            let mut pruned_through = None;
             for entry in self.inbox.iter() {
                 let (key, value) = entry?;
                 if Self::decode_inbox(&value)?.received_at_ms >= cutoffs.inbox_before_ms {
@@ -120,6 +128,12 @@ impl Retention for SledStore {
                 }
                 report.bytes_freed += self.delete_inbox(&key, value.len())?;
                 report.inbox += 1;
+                pruned_through = InboxId::from_key(&key);
+            }
+            if let Some(InboxId(id)) = pruned_through
+                && self.inbox_pruned_through()?.is_none_or(|InboxId(known)| known < id)
+            {
+                self.meta.insert(INBOX_PRUNED_THROUGH, id.to_string().as_bytes())?;
             }
             Ok(report)
         })())
@@ -134,6 +148,7 @@ impl Retention for SledStore {
                 break;
             }
         }
+        stats.inbox_pruned_through = self.inbox_pruned_through()?;
         if let Some((key, value)) = self.inbox.first()? {
             stats.oldest_inbox_ms = Some(Self::decode_inbox(&value)?.received_at_ms);
             stats.oldest_inbox_id = InboxId::from_key(&key);
