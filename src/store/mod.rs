@@ -8,7 +8,7 @@
 //! - [`DeliveryQueue`]: deliveries in lanes (per subscription and record), what is due, attempts
 //!   and dead letters.
 //!
-//! [`Backend`] is all four plus health and durability; [`Store`] is the shared handle. Signatures
+//! [`Backend`] is all four plus [`Retention`] (deleting what retention no longer keeps), health and durability; [`Store`] is the shared handle. Signatures
 //! say whether a call waits: a plain `fn` answers from memory or the page cache and never waits
 //! for the disk; a `fn` returning [`StoreFuture`] resolves once its effect is durable; a `*_blocking`
 //! `fn` waits on the calling thread (call it from a worker thread, never the tokio runtime). No
