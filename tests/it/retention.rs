@@ -166,3 +166,36 @@ async fn deleting_an_account_deletes_its_events_and_webhooks() {
     assert_eq!(status, 200, "{record}");
     let _: &Value = &record;
 }
+
+#[tokio::test]
+async fn a_dead_letter_past_its_retention_is_discarded_and_its_lane_goes_on() {
+    let receiver = Receiver::failing_first(usize::MAX).await;
+    // Two attempts, then dead; delivered events go after a second, dead letters after five.
+    let daemon = Daemon::start(short_retention().retry_schedule("100ms").env("STAYHOOK_RETENTION_DEAD_LETTERS", "5s")).await;
+    let account_id = hostaway_account(&daemon, &receiver).await;
+
+    let (_, created) = post_and_normalize(&daemon, &account_id, &hostaway_body("reservation-created")).await;
+    let dead_id = daemon
+        .wait_for("the delivery to die", async |daemon| {
+            let (_, event) = daemon.admin("GET", &format!("/v1/events/{created}"), None).await;
+            (event["deliveries"][0]["status"] == "dead").then(|| event["deliveries"][0]["deliveryId"].clone())
+        })
+        .await;
+    // The record's next event waits behind the dead letter (it holds the lane).
+    let (_, updated) = post_and_normalize(&daemon, &account_id, &hostaway_body("reservation-updated-dates-moved")).await;
+    let (_, event) = daemon.admin("GET", &format!("/v1/events/{updated}"), None).await;
+    assert_eq!(event["deliveries"][0]["heldBy"], dead_id, "{event}");
+    receiver.fail_next(0);
+
+    // Past its retention the dead letter is discarded (the held event goes out) and deleted.
+    let delivered = loop {
+        let received = receiver.next().await;
+        if received.answered == 200 {
+            break received.json();
+        }
+    };
+    assert_eq!(delivered["hook"]["eventType"], "reservation.updated");
+    wait_expired(&daemon, &format!("/v1/events/{created}")).await;
+    let (_, dead_letters) = daemon.admin("GET", "/v1/dead-letters", None).await;
+    assert_eq!(dead_letters["deadLetters"], json!([]), "{dead_letters}");
+}
