@@ -159,6 +159,10 @@ impl Daemon {
             .env("STAYHOOK_ADMIN_TOKEN", TOKEN)
             .env("STAYHOOK_ALLOW_PRIVATE_DESTINATIONS", "true")
             .env("STAYHOOK_LOG", "warn")
+            // One account takes the whole load: its listener limits (500 webhooks/s by default)
+            // would measure the limiter, not the daemon.
+            .env("STAYHOOK_LISTENER_REQUESTS_PER_SECOND", "1000000")
+            .env("STAYHOOK_LISTENER_BYTES_PER_SECOND", "100000000000")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -9,6 +9,7 @@
 //! - [`plugin`]: the wasmtime host, limits, the compiled-component cache, the WIT bindings.
 //! - [`model`]: the unified records, validated and rendered as the seed's JSON.
 //! - [`deliver`]: the envelope, Standard Webhooks signatures, retries, dead letters.
+//! - [`retention`]: the pruner that deletes what retention no longer keeps.
 //! - [`api`]: the admin API; [`config`]: file and environment; [`http`]: the shared error shape.
 //!
 //! [`run`] takes bound listeners and a shutdown future; `main` binds them (port zero picks a free
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod normalize;
 pub mod plugin;
+pub mod retention;
 pub mod store;
 
 use std::future::Future;
@@ -144,6 +146,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     let stop_scheduler = Arc::new(Notify::new());
     let scheduler = tokio::spawn(deliver::run_scheduler(daemon.clone(), stop_scheduler.clone()));
     let expiry = tokio::spawn(expire_digests(daemon.clone()));
+    let pruner = tokio::spawn(retention::run_pruner(daemon.clone()));
 
     let ingest_server_address = listeners.ingest.local_addr()?;
     let admin_server_address = listeners.admin.local_addr()?;
@@ -190,6 +193,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     stop_scheduler.notify_one();
     let _ = scheduler.await;
     expiry.abort();
+    pruner.abort();
     let daemon_for_stop = daemon.clone();
     tokio::task::spawn_blocking(move || daemon_for_stop.normalizer.stop()).await?;
     if let Some(reason) = failed.or_else(|| daemon.store.fault().reason()) {

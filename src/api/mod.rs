@@ -14,6 +14,7 @@ mod paging;
 mod plugins;
 mod registration;
 pub mod session;
+mod storage;
 mod webhooks;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(registration::routes())
         .merge(plugins::routes())
         .merge(insight::routes())
+        .merge(storage::routes())
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route_layer(middleware::from_fn_with_state((daemon.clone(), sessions.clone()), session::require_auth));

@@ -13,6 +13,8 @@
 //!   previous dates, unchanged updates, per-record ordering.
 //! - `retry`: failing receivers, attempts log, dead letters, redelivery.
 //! - `restart`: SIGKILL after the 2xx, recovery of normalization and delivery.
+//! - `retention`: the pruner deletes delivered events and raw webhooks past retention (404 `expired`),
+//!   keeps state and pending deliveries, shows in `/metrics` and `/v1/storage`; account deletion deletes data.
 //! - `plugins`: misbehaving plugins (trap, loop, memory, invalid output) fail only their events.
 //! - `sandbox`: hostile components (a start function that never returns, memories over the cap
 //!   together) are refused on upload, in the plugin dir and by `plugin run`; the daemon stays up.
@@ -58,6 +60,7 @@ mod plugin_crates;
 mod plugins;
 mod pms_replay;
 mod restart;
+mod retention;
 mod retry;
 mod sandbox;
 mod slow_clients;

@@ -23,6 +23,7 @@ mod commit;
 mod keys;
 mod layout;
 pub mod migrate;
+mod retention;
 mod segments;
 mod writer;
 
