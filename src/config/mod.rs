@@ -72,6 +72,9 @@ pub struct RawConfig {
     pub plugin_cache_dir: Option<PathBuf>,
     /// Memory sled may use to cache pages, in MiB (bounds the daemon's memory, not the data).
     pub store_cache_mb: u64,
+    /// Size a segment file of the store grows to before the next starts, in KiB (retention
+    /// deletes whole segments, so smaller ones return disk sooner).
+    pub store_segment_kb: u64,
     /// Allow deliveries and PMS API calls to loopback, private and link-local addresses (and http
     /// account `apiBaseUrl`s).
     pub allow_private_destinations: bool,
@@ -247,6 +250,7 @@ impl Default for RawConfig {
             plugin_dir: None,
             plugin_cache_dir: None,
             store_cache_mb: 32,
+            store_segment_kb: 64 * 1024,
             allow_private_destinations: false,
             body_limit_bytes: 1024 * 1024,
             header_timeout_ms: 10_000,
@@ -299,6 +303,8 @@ pub struct Settings {
     pub plugin_cache_dir: PathBuf,
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
+    /// See [`RawConfig::store_segment_kb`], in bytes.
+    pub store_segment_bytes: u64,
     /// See [`RawConfig::allow_private_destinations`].
     pub allow_private_destinations: bool,
     /// See [`RawConfig::body_limit_bytes`].
@@ -433,6 +439,7 @@ impl RawConfig {
             "PLUGIN_DIR" => self.plugin_dir = non_empty(value).map(PathBuf::from),
             "PLUGIN_CACHE_DIR" => self.plugin_cache_dir = non_empty(value).map(PathBuf::from),
             "STORE_CACHE_MB" => self.store_cache_mb = parse("store_cache_mb", value)?,
+            "STORE_SEGMENT_KB" => self.store_segment_kb = parse("store_segment_kb", value)?,
             "ALLOW_PRIVATE_DESTINATIONS" => self.allow_private_destinations = flag("allow_private_destinations", value)?,
             "BODY_LIMIT_BYTES" => self.body_limit_bytes = parse("body_limit_bytes", value)?,
             "HEADER_TIMEOUT_MS" => self.header_timeout_ms = parse("header_timeout_ms", value)?,
@@ -545,6 +552,7 @@ impl RawConfig {
             plugin_dir,
             plugin_cache_dir,
             store_cache_bytes: self.store_cache_mb.max(1).saturating_mul(1024 * 1024),
+            store_segment_bytes: self.store_segment_kb.clamp(64, 1024 * 1024).saturating_mul(1024),
             allow_private_destinations: self.allow_private_destinations,
             body_limit_bytes: self.body_limit_bytes,
             header_timeout: Duration::from_millis(self.header_timeout_ms),

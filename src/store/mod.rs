@@ -51,8 +51,8 @@ pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
 
 /// Open the embedded store of a data dir (`<data_dir>/store`), migrating a store of an older
 /// format first (see [`sled_backend::migrate`]).
-pub fn open_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-    Ok(Arc::new(sled_backend::open_data_dir(data_dir, cache_bytes)?))
+pub fn open_data_dir(data_dir: &Path, cache_bytes: u64, segment_bytes: u64) -> Result<Store, StoreError> {
+    Ok(Arc::new(sled_backend::open_data_dir(data_dir, cache_bytes, segment_bytes)?))
 }
 
 /// The id of an inbox entry: increasing in arrival order.

@@ -199,3 +199,51 @@ async fn a_dead_letter_past_its_retention_is_discarded_and_its_lane_goes_on() {
     let (_, dead_letters) = daemon.admin("GET", "/v1/dead-letters", None).await;
     assert_eq!(dead_letters["deadLetters"], json!([]), "{dead_letters}");
 }
+
+fn segment_files(daemon: &Daemon) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(daemon.data_dir().join("store/segments"))
+        .unwrap()
+        .filter_map(|entry| entry.ok().map(|entry| entry.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn retention_deletes_whole_segment_files_and_the_store_shrinks() {
+    let receiver = Receiver::start().await;
+    // 64 KiB segments: a few webhooks and their events fill one.
+    let daemon =
+        Daemon::start(short_retention().env("STAYHOOK_RETENTION_PRUNE_BUDGET", "100").env("STAYHOOK_STORE_SEGMENT_KB", "64")).await;
+    let account_id = hostaway_account(&daemon, &receiver).await;
+    let body: Value = serde_json::from_slice(&hostaway_body("reservation-created")).unwrap();
+    let mut last_event = String::new();
+    for n in 0..40 {
+        let mut body = body.clone();
+        body["data"]["id"] = json!(1000 + n);
+        let (_, event_id) = post_and_normalize(&daemon, &account_id, &serde_json::to_vec(&body).unwrap()).await;
+        last_event = event_id;
+    }
+    for _ in 0..40 {
+        receiver.next_success().await;
+    }
+    let before = segment_files(&daemon);
+    assert!(before.len() >= 4, "40 webhooks and events fill several 64 KiB segments: {before:?}");
+    let (_, storage) = daemon.admin("GET", "/v1/storage", None).await;
+    let bytes_before = storage["bytesOnDisk"].as_u64().unwrap_or_else(|| panic!("{storage}"));
+
+    // Past retention, every closed segment goes; the active one stays.
+    wait_expired(&daemon, &format!("/v1/events/{last_event}")).await;
+    let after = daemon
+        .wait_for("the closed segments to be deleted", async |daemon| {
+            let files = segment_files(daemon);
+            (files.len() == 1).then_some(files)
+        })
+        .await;
+    assert_eq!(after.last(), before.last(), "the active segment is kept: {before:?} {after:?}");
+    let (_, storage) = daemon.admin("GET", "/v1/storage", None).await;
+    let bytes_after = storage["bytesOnDisk"].as_u64().unwrap();
+    assert!(bytes_after < bytes_before, "the store shrinks: {bytes_before} then {bytes_after}");
+    assert!(daemon.log().contains("retention deleted a segment file"));
+}
