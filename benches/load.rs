@@ -24,6 +24,11 @@
 //! - `startup`: time from spawning the daemon to its first `/healthz` 200, with an empty
 //!   compiled-plugin cache (cold) and with the cache warm; 5 runs each, median.
 //!
+//! `LOAD_RECORDS=50000` posts updates of that many reservations in turn instead of a new
+//! reservation each (the store's state then stays bounded, as an operator's does).
+//! `LOAD_RETENTION=90s` runs the daemon with that retention for delivered events and raw webhooks
+//! (the growth scenario then shows whether the data dir, memory and start-up stay flat).
+//!
 //! `STAYHOOK_BIN=/path/to/stayhook` drives another build of the daemon (a before/after comparison
 //! in one script); by default the bench drives the binary cargo built with it.
 
@@ -150,7 +155,17 @@ impl Daemon {
     async fn start(data_dir: &Path, cache_dir: &Path) -> (Daemon, Duration) {
         let started = Instant::now();
         let binary = std::env::var_os("STAYHOOK_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stayhook")));
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        // LOAD_RETENTION (e.g. "90s"): keep delivered events and raw webhooks that long, pruning
+        // every second (the growth scenario with retention).
+        if let Ok(retention) = std::env::var("LOAD_RETENTION") {
+            command
+                .env("STAYHOOK_RETENTION_EVENTS", &retention)
+                .env("STAYHOOK_RETENTION_INBOX", &retention)
+                .env("STAYHOOK_RETENTION_PRUNE_INTERVAL_MS", "1000")
+                .env("STAYHOOK_RETENTION_PRUNE_BUDGET", "5000");
+        }
+        let mut child = command
             .arg("serve")
             .env("STAYHOOK_DATA_DIR", data_dir)
             .env("STAYHOOK_PLUGIN_CACHE_DIR", cache_dir)
@@ -164,7 +179,8 @@ impl Daemon {
             .env("STAYHOOK_LISTENER_REQUESTS_PER_SECOND", "1000000")
             .env("STAYHOOK_LISTENER_BYTES_PER_SECOND", "100000000000")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // The daemon's warnings and errors, beside its data dir (kept when a run goes wrong).
+            .stderr(std::fs::File::create(data_dir.with_extension("log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
             .spawn()
             .expect("start the daemon");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -197,7 +213,7 @@ impl Daemon {
     async fn account(&self, receiver_url: &str, n_subscriptions: usize) -> String {
         self.admin("/v1/accounts", json!({"id": "bench", "workspaceId": "ws", "pms": "hostaway"})).await;
         for n in 0..n_subscriptions {
-            let body = json!({"name": format!("bench {n}"), "url": format!("{receiver_url}/s{n}"), "eventTypes": ["reservation.created"]});
+            let body = json!({"name": format!("bench {n}"), "url": format!("{receiver_url}/s{n}"), "eventTypes": ["reservation.created", "reservation.updated"]});
             self.admin("/v1/accounts/bench/webhooks", body).await;
         }
         format!("{}/listen/bench", self.ingest_url)
@@ -255,22 +271,32 @@ fn dir_size_mib(path: &Path) -> f64 {
 
 // ---- the generator ------------------------------------------------------------------------------
 
-/// Distinct Hostaway reservation webhooks (the golden case's body with a new reservation id).
+/// Distinct Hostaway reservation webhooks (the golden case's body with a new reservation id; with
+/// `LOAD_RECORDS=N`, N reservations updated in turn, each body with a new price).
 struct Bodies {
     template: Value,
     next: AtomicU64,
+    records: Option<u64>,
 }
 
 impl Bodies {
     fn new() -> Self {
         let text = std::fs::read("plugins/hostaway/tests/cases/reservation-created/body.json").expect("run from the repository root");
-        Self { template: serde_json::from_slice(&text).unwrap(), next: AtomicU64::new(10_000_000) }
+        let records = std::env::var("LOAD_RECORDS").ok().and_then(|value| value.parse().ok()).filter(|records| *records > 0);
+        Self { template: serde_json::from_slice(&text).unwrap(), next: AtomicU64::new(10_000_000), records }
     }
 
     /// The next body and its reservation id.
     fn next(&self) -> (String, Bytes) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut body = self.template.clone();
+        let id = match self.records {
+            Some(records) => {
+                body["data"]["totalPrice"] = json!(n);
+                n % records
+            }
+            None => n,
+        };
         body["data"]["id"] = json!(id);
         (id.to_string(), Bytes::from(serde_json::to_vec(&body).unwrap()))
     }

@@ -101,13 +101,19 @@ fn progress(what: &str, n: u64) {
 
 fn copy(old: &sled::Db, new: &sled::Db, segments: &Segments) -> Result<Migrated, StoreError> {
     let mut migrated = Migrated::default();
-    for name in [tree::ACCOUNTS, tree::SUBSCRIPTIONS, tree::DEDUP, tree::STATE, tree::META] {
+    for name in [tree::ACCOUNTS, tree::SUBSCRIPTIONS, tree::DEDUP, tree::META] {
         let (from, to) = (tree_of(old, name)?, tree_of(new, name)?);
         for entry in from.iter() {
             let (key, value) = entry?;
             to.insert(key, value)?;
             migrated.catalog += 1;
         }
+    }
+    let state = tree_of(new, tree::STATE)?;
+    for entry in tree_of(old, tree::STATE)?.iter() {
+        let (key, value) = entry?;
+        state.insert(key, encode_state(&decode_json(tree::STATE, &value)?))?;
+        migrated.catalog += 1;
     }
     let meta = tree_of(new, tree::META)?;
     // Every id format 1 gave is below what its generator gives next.

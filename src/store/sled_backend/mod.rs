@@ -7,7 +7,7 @@
 //! | when | segment appends | sled writes |
 //! |---|---|---|
 //! | accept | the raw webhook | `inbox` record (pending), `dedup` digest |
-//! | normalize | the event | `events` record, `deliveries` record, `state`, `inbox` record (finished) |
+//! | normalize | the event | `events` record, `deliveries` record, `state` (LZ4), `inbox` record (finished) |
 //! | attempt | | `deliveries` record (with its attempt) |
 //!
 //! No transactions: each job's writes are ordered so that a crash between any two leaves a state
@@ -681,7 +681,7 @@ impl Inbox for SledStore {
 
 impl Ledger for SledStore {
     fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.index.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_json(tree::STATE, &value)).transpose()
+        self.index.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_state(&value)).transpose()
     }
 
     /// Event bodies are encoded and appended to a segment here, on the caller's thread; the
@@ -825,6 +825,18 @@ impl SledStore {
         }
         Ok(found)
     }
+}
+
+/// A `state` value: the record's JSON, LZ4-compressed (records are a few KB of JSON, and sled
+/// writes and keeps far fewer bytes for a small value).
+fn encode_state(record: &serde_json::Value) -> Vec<u8> {
+    lz4_flex::block::compress_prepend_size(&encode_json(record))
+}
+
+fn decode_state(bytes: &[u8]) -> Result<serde_json::Value, StoreError> {
+    let json = lz4_flex::block::decompress_size_prepended(bytes)
+        .map_err(|error| StoreError::Codec { tree: tree::STATE, message: error.to_string() })?;
+    decode_json(tree::STATE, &json)
 }
 
 fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {

@@ -5,7 +5,8 @@
 //! instead, and sled keeps only a small [`Loc`] pointing at them.
 //!
 //! A segment is a file `NNNNNNNNNN.seg` of records `[len: u32 LE][crc32: u32 LE][payload]`, where
-//! the checksum covers the payload. Appends go to the newest segment with one `pwrite` each (so a
+//! the payload is the value compressed with LZ4 (its size prepended) and the checksum covers the
+//! payload. Appends go to the newest segment with one `pwrite` each (so a
 //! record is in the OS before the index that points at it is written: a killed process keeps
 //! both); a segment past its size (`store_segment_kb`, default [`MAX_SEGMENT_BYTES`]) is synced and closed, and a new one started. The
 //! group commit calls [`Segments::sync`] before it flushes sled, so everything an acknowledged
@@ -127,13 +128,14 @@ impl Segments {
     }
 
     /// Append one record; where it is. In the OS when this returns, on disk after [`Segments::sync`].
-    pub(crate) fn append(&self, payload: &[u8]) -> Result<Loc, StoreError> {
+    pub(crate) fn append(&self, value: &[u8]) -> Result<Loc, StoreError> {
+        let payload = lz4_flex::block::compress_prepend_size(value);
         let len = u32::try_from(payload.len())
             .map_err(|_| StoreError::Backend(format!("a value of {} bytes is too large to store", payload.len())))?;
         let mut record = Vec::with_capacity(payload.len() + HEADER_BYTES as usize);
         record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        record.extend_from_slice(payload);
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
         let mut active = self.inner.active.lock().expect("segment lock poisoned");
         if active.len > 0 && active.len + record.len() as u64 > self.inner.max_bytes {
             self.rotate(&mut active)?;
@@ -181,7 +183,7 @@ impl Segments {
         file.sync_data().map_err(|error| io_error("syncing", &segment_path(&self.inner.dir, number), error))
     }
 
-    /// Read a record, checking its length and checksum.
+    /// Read a record's value, checking its length and checksum.
     pub(crate) fn read(&self, loc: Loc) -> Result<Vec<u8>, StoreError> {
         let file = self.reader(loc.segment)?;
         let mut record = vec![0; HEADER_BYTES as usize + loc.len as usize];
@@ -189,8 +191,7 @@ impl Segments {
         file.read_exact_at(&mut record, loc.offset).map_err(|error| corrupt(&path, loc, &error.to_string()))?;
         match check(&record) {
             Some(payload) if payload.len() == loc.len as usize => {
-                record.drain(..HEADER_BYTES as usize);
-                Ok(record)
+                lz4_flex::block::decompress_size_prepended(payload).map_err(|error| corrupt(&path, loc, &error.to_string()))
             }
             _ => Err(corrupt(&path, loc, "length or checksum does not match")),
         }
@@ -332,11 +333,12 @@ mod tests {
         assert_eq!(recovery.cut_bytes, torn.len() as u64);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), before - torn.len() as u64);
         assert!(!recovery.lost(&second));
-        assert!(recovery.lost(&Loc { segment: first.segment, offset: second.offset + 5008, len: 100 }));
+        let end_of_second = second.offset + HEADER_BYTES + u64::from(second.len);
+        assert!(recovery.lost(&Loc { segment: first.segment, offset: end_of_second, len: 100 }));
         assert_eq!(segments.read(second).unwrap(), vec![7u8; 5000]);
         // The next record goes where the torn one was and reads back whole.
         let third = segments.append(b"third").unwrap();
-        assert_eq!(third.offset, second.offset + 5008);
+        assert_eq!(third.offset, end_of_second);
         assert_eq!(segments.read(third).unwrap(), b"third");
     }
 
@@ -360,7 +362,8 @@ mod tests {
     fn a_full_segment_rotates_and_old_segments_delete_whole() {
         let dir = tempfile::tempdir().unwrap();
         let (segments, _) = Segments::open(dir.path(), 1 << 20).unwrap();
-        let big = vec![3u8; 1 << 19];
+        // Values that do not compress: a record of half a segment.
+        let big: Vec<u8> = (0..1u32 << 17).flat_map(|n| n.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
         let a = segments.append(&big).unwrap();
         let b = segments.append(&big).unwrap();
         assert_eq!(a.segment + 1, b.segment, "the second half-segment record starts a new segment");

@@ -82,7 +82,7 @@ pub(super) fn prepare_normalized(index: &Index, batches: Vec<NormalizedBatch>) -
         let state = batch
             .state
             .iter()
-            .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_ref().map(encode_json)))
+            .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_ref().map(encode_state)))
             .collect();
         prepared.push(PreparedBatch { inbox_id: batch.inbox_id, outcome: batch.outcome, events, state, deliveries: batch.deliveries });
     }
