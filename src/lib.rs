@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod normalize;
 pub mod plugin;
+pub mod signature;
 pub mod store;
 
 use std::future::Future;

@@ -2,7 +2,7 @@
 //!
 //! Every create and update validates the whole resulting account: the plugin exists, the
 //! verification secrets fit its scheme and are usable ([`check_verification`]: never empty, long
-//! enough, decodable), `apiBaseUrl` passes the destination policy (`deliver::destination`), and
+//! enough, decodable), `apiBaseUrl` passes the destination policy (`http::destination`), and
 //! free-form maps and strings stay within documented sizes. Secrets are never shown again.
 
 use std::collections::BTreeMap;
@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use super::paging::{self, Cursor, Page};
 use super::{JsonBody, created};
 use crate::daemon::Daemon;
-use crate::deliver::destination;
 use crate::http::ApiError;
+use crate::http::destination;
 use crate::ingest::verify;
 use crate::model::{self, RecordKind};
 use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;

@@ -1,6 +1,6 @@
 //! `/v1/accounts/{accountId}/webhooks`: subscriptions (the seed's "webhooks"): name, URL, enabled,
 //! event types, and a signing secret shown once, at creation. URLs pass the destination policy
-//! (`deliver::destination`); the list pages like every list (`api::paging`).
+//! (`http::destination`); the list pages like every list (`api::paging`).
 
 use std::sync::Arc;
 
@@ -16,8 +16,9 @@ use super::accounts::find;
 use super::paging::{self, Cursor, Page, PageQuery};
 use super::{JsonBody, created};
 use crate::daemon::Daemon;
-use crate::deliver::{destination, envelope};
+use crate::deliver::envelope;
 use crate::http::ApiError;
+use crate::http::destination;
 use crate::model::{self, EventType};
 use crate::store::Subscription;
 

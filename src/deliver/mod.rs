@@ -18,7 +18,6 @@
 //! while its attempt runs, so a crash mid-attempt repeats it at the next start (at least once,
 //! never lost, under the same `webhook-id`).
 
-pub mod destination;
 pub mod envelope;
 pub mod retry;
 
@@ -31,8 +30,9 @@ use tokio::sync::Notify;
 pub use retry::RetryPolicy;
 
 use crate::daemon::Daemon;
-use crate::ingest::unix_ms;
+use crate::http::destination;
 use crate::model;
+use crate::model::time::unix_ms;
 use crate::store::{Attempt, Delivery, DeliveryStatus};
 
 /// Longest response body kept in the attempt log.

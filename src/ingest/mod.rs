@@ -383,10 +383,5 @@ fn strip_parameter(query: &str, parameter: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish()
 }
 
-/// Unix time in milliseconds.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+/// Unix time in milliseconds (kept at this path for the api's callers; it lives in the model).
+pub(crate) use crate::model::time::unix_ms;

@@ -570,7 +570,7 @@ impl Commits {
                 store.get_state(&account.id, kind, record_id)
             })?;
         let subscriptions = daemon.store.list_subscriptions(&account.id)?;
-        let now_ms = crate::ingest::unix_ms();
+        let now_ms = model::time::unix_ms();
         let mut stored_events = Vec::with_capacity(decided.events.len());
         let mut deliveries = Vec::new();
         for event in decided.events {
