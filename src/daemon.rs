@@ -7,10 +7,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio::sync::Notify;
 
 use crate::config::Settings;
-use crate::deliver::RetryPolicy;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::normalize::Normalizer;
@@ -33,14 +31,10 @@ pub struct Daemon {
     pub admin_token: String,
     /// Hands stored webhooks to the normalizer threads.
     pub normalizer: Normalizer,
-    /// Wakes the delivery scheduler when deliveries become due.
-    pub scheduler_wakeup: Notify,
-    /// The retry schedule.
-    pub retry_policy: RetryPolicy,
-    /// The HTTP client of deliveries.
-    pub http: reqwest::Client,
+    /// The HTTP client of deliveries (test events).
+    pub http: crate::deliver::Client,
     /// Counters and histograms.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Performs the API calls plugins ask for.
     pub enricher: Arc<crate::normalize::enrich::Enricher>,
     /// The tokio runtime, for work started from normalizer threads.

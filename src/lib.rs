@@ -116,16 +116,24 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         allow_private_destinations: settings.allow_private_destinations,
     };
     let enricher = Arc::new(normalize::enrich::Enricher::new(store.clone(), enrich_policy)?);
-    let daemon = Arc::new(Daemon {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let delivery_client = deliver::Client::new(settings.allow_private_destinations, settings.delivery_timeout)?;
+    let deliver = Arc::new(deliver::DeliverContext {
+        store: store.clone(),
+        settings: deliver::DeliverSettings::from(&settings),
+        scheduler_wakeup: Notify::new(),
         retry_policy: deliver::RetryPolicy { schedule: settings.retry_schedule.clone(), jitter_percent: settings.retry_jitter_percent },
-        http: deliver::http_client(settings.allow_private_destinations, settings.delivery_timeout)?,
+        http: delivery_client.clone(),
+        metrics: metrics.clone(),
+    });
+    let daemon = Arc::new(Daemon {
+        http: delivery_client,
         store,
         plugins,
         public_url,
         admin_token,
         normalizer,
-        scheduler_wakeup: Notify::new(),
-        metrics: metrics::Metrics::default(),
+        metrics,
         enricher,
         runtime: tokio::runtime::Handle::current(),
         in_flight: ingest::InFlight::default(),
@@ -141,7 +149,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     resume_pending(&daemon)?;
 
     let stop_scheduler = Arc::new(Notify::new());
-    let scheduler = tokio::spawn(deliver::run_scheduler(daemon.clone(), stop_scheduler.clone()));
+    let scheduler = tokio::spawn(deliver::run_scheduler(deliver, stop_scheduler.clone()));
     let expiry = tokio::spawn(expire_digests(daemon.clone()));
 
     let ingest_server_address = listeners.ingest.local_addr()?;

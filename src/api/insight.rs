@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use super::JsonBody;
 use super::accounts::find;
 use crate::daemon::Daemon;
-use crate::deliver::{self, envelope};
+use crate::deliver::envelope;
 use crate::http::ApiError;
 use crate::ingest::unix_ms;
 use crate::model::{self, EventType};
@@ -200,7 +200,7 @@ async fn test_event(
     let timestamp_secs = i64::try_from(unix_ms() / 1000).unwrap_or(i64::MAX);
     let signature = envelope::sign(&subscription.secret, &webhook_id, timestamp_secs, &body);
     let started = Instant::now();
-    let outcome = deliver::post(&daemon, &subscription.url, &webhook_id, timestamp_secs, &signature, body).await;
+    let outcome = daemon.http.post(&subscription.url, &webhook_id, timestamp_secs, &signature, body).await;
     Ok(Json(json!({
         "webhookId": webhook_id,
         "eventType": event_type.as_str(),
