@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::config::Settings;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
-use crate::normalize::Normalizer;
 use crate::plugin::PluginRegistry;
 use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
 use crate::store::{Account, Store};
@@ -30,15 +29,13 @@ pub struct Daemon {
     /// The admin API's bearer token.
     pub admin_token: String,
     /// Hands stored webhooks to the normalizer threads.
-    pub normalizer: Normalizer,
+    pub normalizer: crate::normalize::Submit,
     /// The HTTP client of deliveries (test events).
     pub http: crate::deliver::Client,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
     /// Performs the API calls plugins ask for.
     pub enricher: Arc<crate::normalize::enrich::Enricher>,
-    /// The tokio runtime, for work started from normalizer threads.
-    pub runtime: tokio::runtime::Handle,
     /// Bodies being stored right now (duplicate suppression waits for their flush).
     pub in_flight: crate::ingest::InFlight,
     /// Per-account limits of the listener.

@@ -108,7 +108,6 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
             format!("http://{host}:{}", address.port())
         }
     };
-    let normalizer = normalize::Normalizer::new(settings.normalizer_threads);
     let enrich_policy = normalize::enrich::EnrichPolicy {
         retry_schedule: settings.enrichment_retry_schedule.clone(),
         request_timeout: settings.enrichment_timeout,
@@ -117,6 +116,17 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     };
     let enricher = Arc::new(normalize::enrich::Enricher::new(store.clone(), enrich_policy)?);
     let metrics = Arc::new(metrics::Metrics::default());
+    let normalizer = normalize::Normalizer::start(
+        Arc::new(normalize::NormalizeContext {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            settings: normalize::NormalizeSettings::from(&settings),
+            metrics: metrics.clone(),
+            enricher: enricher.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }),
+        settings.normalizer_threads,
+    )?;
     let delivery_client = deliver::Client::new(settings.allow_private_destinations, settings.delivery_timeout)?;
     let deliver = Arc::new(deliver::DeliverContext {
         store: store.clone(),
@@ -132,10 +142,9 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         plugins,
         public_url,
         admin_token,
-        normalizer,
+        normalizer: normalizer.submit(),
         metrics,
         enricher,
-        runtime: tokio::runtime::Handle::current(),
         in_flight: ingest::InFlight::default(),
         listener_limits: ingest::ListenerLimits::new(
             settings.listener_requests_per_second,
@@ -145,7 +154,6 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         phase: std::sync::atomic::AtomicU8::new(daemon::Phase::Starting as u8),
         settings,
     });
-    daemon.normalizer.attach(&daemon)?;
     resume_pending(&daemon)?;
 
     let stop_scheduler = Arc::new(Notify::new());
@@ -197,8 +205,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     stop_scheduler.notify_one();
     let _ = scheduler.await;
     expiry.abort();
-    let daemon_for_stop = daemon.clone();
-    tokio::task::spawn_blocking(move || daemon_for_stop.normalizer.stop()).await?;
+    tokio::task::spawn_blocking(move || normalizer.stop()).await?;
     if let Some(reason) = failed.or_else(|| daemon.store.fault().reason()) {
         return Err(StorageFailed(reason).into());
     }
