@@ -19,6 +19,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod deliver;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -96,18 +97,8 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         }
     };
     let admin_token = admin_token(&settings, &store).await?;
-    let public_url = match &settings.public_url {
-        Some(url) => url.clone(),
-        None => {
-            let address = listeners.ingest.local_addr()?;
-            let host = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
-            tracing::warn!(
-                "public_url is not set: listener URLs use http://{host}:{}; set STAYHOOK_PUBLIC_URL to the address PMSs reach",
-                address.port()
-            );
-            format!("http://{host}:{}", address.port())
-        }
-    };
+    let listener_urls = ingest::ListenerUrls::new(settings.public_url.as_deref(), listeners.ingest.local_addr()?);
+    let health = Arc::new(health::Health::new(store.fault().clone()));
     let enrich_policy = normalize::enrich::EnrichPolicy {
         retry_schedule: settings.enrichment_retry_schedule.clone(),
         request_timeout: settings.enrichment_timeout,
@@ -136,22 +127,30 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         http: delivery_client.clone(),
         metrics: metrics.clone(),
     });
-    let daemon = Arc::new(Daemon {
-        http: delivery_client,
-        store,
-        plugins,
-        public_url,
-        admin_token,
+    let ingest = Arc::new(ingest::IngestContext {
+        store: store.clone(),
+        plugins: plugins.clone(),
+        settings: ingest::IngestSettings::from(&settings),
+        metrics: metrics.clone(),
         normalizer: normalizer.submit(),
-        metrics,
-        enricher,
         in_flight: ingest::InFlight::default(),
         listener_limits: ingest::ListenerLimits::new(
             settings.listener_requests_per_second,
             settings.listener_kib_per_second,
             settings.body_limit_bytes,
         ),
-        phase: std::sync::atomic::AtomicU8::new(daemon::Phase::Starting as u8),
+        health: health.clone(),
+    });
+    let daemon = Arc::new(Daemon {
+        http: delivery_client,
+        store,
+        plugins,
+        listener_urls,
+        admin_token,
+        normalizer: normalizer.submit(),
+        metrics,
+        enricher,
+        health: health.clone(),
         settings,
     });
     resume_pending(&daemon)?;
@@ -165,14 +164,9 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     let (stop_servers, _) = tokio::sync::broadcast::channel::<()>(1);
     let ingest_server = {
         let mut stopped = stop_servers.subscribe();
-        tokio::spawn(http::serve(
-            listeners.ingest,
-            ingest::router(daemon.clone()),
-            http::ServeLimits::public(&daemon.settings),
-            async move {
-                let _ = stopped.recv().await;
-            },
-        ))
+        tokio::spawn(http::serve(listeners.ingest, ingest::router(ingest), http::ServeLimits::public(&daemon.settings), async move {
+            let _ = stopped.recv().await;
+        }))
     };
     let admin_server = {
         let mut stopped = stop_servers.subscribe();
@@ -181,7 +175,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         }))
     };
 
-    daemon.set_phase(daemon::Phase::Ready);
+    health.set_phase(health::Phase::Ready);
     // The daemon's contract with scripts (and the tests): where it listens, printed once it answers.
     println!("stayhook: webhooks on http://{ingest_server_address}");
     println!("stayhook: admin API on http://{admin_server_address}");
@@ -193,7 +187,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         () = shutdown => None,
         reason = fault.wait() => Some(reason),
     };
-    daemon.set_phase(daemon::Phase::Stopping);
+    health.set_phase(health::Phase::Stopping);
     if failed.is_some() {
         // Keep answering 503 (listener, health, readiness) for a moment, so whoever watches sees why.
         tokio::time::sleep(FAILED_STORE_GRACE).await;

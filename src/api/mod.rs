@@ -48,8 +48,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route_layer(middleware::from_fn_with_state((daemon.clone(), sessions.clone()), session::require_auth));
     Router::new()
-        .route("/healthz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.health() }))
-        .route("/readyz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.readiness() }))
+        .route("/healthz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.health.health() }))
+        .route("/readyz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.health.readiness() }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .with_state(daemon.clone())
