@@ -9,7 +9,13 @@
 //! - [`plugin`]: the wasmtime host, limits, the compiled-component cache, the WIT bindings.
 //! - [`model`]: the unified records, validated and rendered as the seed's JSON.
 //! - [`deliver`]: the envelope, Standard Webhooks signatures, retries, dead letters.
-//! - [`api`]: the admin API; [`config`]: file and environment; [`http`]: the shared error shape.
+//! - [`api`]: the admin API (and the [`console`] it serves); [`config`]: file and environment;
+//!   [`http`]: the shared error shape, the servers, the destination policy of outgoing requests;
+//!   [`health`]: `/healthz` and `/readyz`; [`metrics`]; [`signature`]: the HMAC of signatures.
+//!
+//! Each stage holds a context of its own ([`ingest::IngestContext`], [`normalize::NormalizeContext`],
+//! [`deliver::DeliverContext`], [`api::ApiContext`]), built in [`run`]; the stages never import
+//! each other's internals (a test below checks which `crate::` paths each module uses).
 //!
 //! [`run`] takes bound listeners and a shutdown future; `main` binds them (port zero picks a free
 //! port, which the tests use) and maps [`StorageFailed`] to exit code 75.
@@ -17,7 +23,6 @@
 pub mod api;
 pub mod config;
 pub mod console;
-pub mod daemon;
 pub mod deliver;
 pub mod health;
 pub mod http;
@@ -38,7 +43,6 @@ use base64::Engine as _;
 use tokio::sync::Notify;
 
 use config::Settings;
-use daemon::Daemon;
 use plugin::{PluginLimits, PluginRegistry};
 use store::Store;
 
@@ -70,6 +74,11 @@ pub struct StorageFailed(pub String);
 /// flush the store. Prints `stayhook: webhooks on ...` and `stayhook: admin API on ...` once it
 /// serves. Returns [`StorageFailed`] when the store fails: the daemon then answers 503 for a
 /// moment, stops, and expects to be restarted.
+///
+/// This is the one place where the stages are wired: each gets a context of its own
+/// ([`ingest::IngestContext`], [`normalize::NormalizeContext`], [`deliver::DeliverContext`],
+/// [`api::ApiContext`]) holding the shared pieces it uses (the store handle, the plugin registry,
+/// the metrics, its part of the settings) and the handles of the stages it hands work to.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     config::os::private_dir(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
     let store = match store::open(&settings.data_dir.join("db"), settings.store_cache_bytes) {
@@ -99,6 +108,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     let admin_token = admin_token(&settings, &store).await?;
     let listener_urls = ingest::ListenerUrls::new(settings.public_url.as_deref(), listeners.ingest.local_addr()?);
     let health = Arc::new(health::Health::new(store.fault().clone()));
+    let metrics = Arc::new(metrics::Metrics::default());
     let enrich_policy = normalize::enrich::EnrichPolicy {
         retry_schedule: settings.enrichment_retry_schedule.clone(),
         request_timeout: settings.enrichment_timeout,
@@ -106,7 +116,8 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         allow_private_destinations: settings.allow_private_destinations,
     };
     let enricher = Arc::new(normalize::enrich::Enricher::new(store.clone(), enrich_policy)?);
-    let metrics = Arc::new(metrics::Metrics::default());
+    let delivery_client = deliver::Client::new(settings.allow_private_destinations, settings.delivery_timeout)?;
+
     let normalizer = normalize::Normalizer::start(
         Arc::new(normalize::NormalizeContext {
             store: store.clone(),
@@ -118,7 +129,6 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         }),
         settings.normalizer_threads,
     )?;
-    let delivery_client = deliver::Client::new(settings.allow_private_destinations, settings.delivery_timeout)?;
     let deliver = Arc::new(deliver::DeliverContext {
         store: store.clone(),
         settings: deliver::DeliverSettings::from(&settings),
@@ -141,36 +151,37 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         ),
         health: health.clone(),
     });
-    let daemon = Arc::new(Daemon {
-        http: delivery_client,
-        store,
+    let api = Arc::new(api::ApiContext {
+        store: store.clone(),
         plugins,
-        listener_urls,
-        admin_token,
-        normalizer: normalizer.submit(),
+        settings: api::ApiSettings::from(&settings),
         metrics,
+        admin_token,
         enricher,
+        normalizer: normalizer.submit(),
+        http: delivery_client,
+        listener_urls,
         health: health.clone(),
-        settings,
     });
-    resume_pending(&daemon)?;
+    resume_pending(&store, &normalizer.submit())?;
 
     let stop_scheduler = Arc::new(Notify::new());
     let scheduler = tokio::spawn(deliver::run_scheduler(deliver, stop_scheduler.clone()));
-    let expiry = tokio::spawn(expire_digests(daemon.clone()));
+    let window_ms = u64::try_from(settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    let expiry = tokio::spawn(expire_digests(store.clone(), window_ms));
 
     let ingest_server_address = listeners.ingest.local_addr()?;
     let admin_server_address = listeners.admin.local_addr()?;
     let (stop_servers, _) = tokio::sync::broadcast::channel::<()>(1);
     let ingest_server = {
         let mut stopped = stop_servers.subscribe();
-        tokio::spawn(http::serve(listeners.ingest, ingest::router(ingest), http::ServeLimits::public(&daemon.settings), async move {
+        tokio::spawn(http::serve(listeners.ingest, ingest::router(ingest), http::ServeLimits::public(&settings), async move {
             let _ = stopped.recv().await;
         }))
     };
     let admin_server = {
         let mut stopped = stop_servers.subscribe();
-        tokio::spawn(http::serve(listeners.admin, api::router(daemon.clone()), http::ServeLimits::admin(&daemon.settings), async move {
+        tokio::spawn(http::serve(listeners.admin, api::router(api), http::ServeLimits::admin(&settings), async move {
             let _ = stopped.recv().await;
         }))
     };
@@ -180,9 +191,9 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     println!("stayhook: webhooks on http://{ingest_server_address}");
     println!("stayhook: admin API on http://{admin_server_address}");
     println!("stayhook: console on http://{admin_server_address}/");
-    tracing::info!(webhooks = %ingest_server_address, admin = %admin_server_address, data_dir = %daemon.settings.data_dir.display(), "serving");
+    tracing::info!(webhooks = %ingest_server_address, admin = %admin_server_address, data_dir = %settings.data_dir.display(), "serving");
 
-    let fault = daemon.store.fault().clone();
+    let fault = store.fault().clone();
     let failed = tokio::select! {
         () = shutdown => None,
         reason = fault.wait() => Some(reason),
@@ -200,10 +211,10 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     let _ = scheduler.await;
     expiry.abort();
     tokio::task::spawn_blocking(move || normalizer.stop()).await?;
-    if let Some(reason) = failed.or_else(|| daemon.store.fault().reason()) {
+    if let Some(reason) = failed.or_else(|| store.fault().reason()) {
         return Err(StorageFailed(reason).into());
     }
-    daemon.store.flush_blocking()?;
+    store.flush_blocking()?;
     Ok(())
 }
 
@@ -223,26 +234,26 @@ async fn admin_token(settings: &Settings, store: &Store) -> anyhow::Result<Strin
 }
 
 /// Hand every stored-but-unnormalized webhook to the workers again (after a crash or a stop).
-fn resume_pending(daemon: &Daemon) -> anyhow::Result<()> {
-    let pending = daemon.store.pending_inbox()?;
+fn resume_pending(store: &Store, normalizer: &normalize::Submit) -> anyhow::Result<()> {
+    let pending = store.pending_inbox()?;
     if !pending.is_empty() {
         tracing::info!(n_pending = pending.len(), "resuming normalization of stored webhooks");
     }
     for (inbox_id, generation) in pending {
-        match daemon.store.get_inbox(inbox_id)? {
-            Some(entry) => daemon.normalizer.dispatch(&entry.account_id, inbox_id, generation),
+        match store.get_inbox(inbox_id)? {
+            Some(entry) => normalizer.dispatch(&entry.account_id, inbox_id, generation),
             None => tracing::warn!(%inbox_id, "pending entry without inbox data"),
         }
     }
     Ok(())
 }
 
-async fn expire_digests(daemon: Arc<Daemon>) {
-    let window_ms = u64::try_from(daemon.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
+/// Every ten minutes, forget the duplicate-suppression digests older than `window_ms`.
+async fn expire_digests(store: Store, window_ms: u64) {
     loop {
         tokio::time::sleep(Duration::from_secs(600)).await;
-        let daemon = daemon.clone();
-        let expired = tokio::task::spawn_blocking(move || daemon.store.expire_digests_blocking(ingest::unix_ms(), window_ms)).await;
+        let store = store.clone();
+        let expired = tokio::task::spawn_blocking(move || store.expire_digests_blocking(model::time::unix_ms(), window_ms)).await;
         match expired {
             Ok(Ok(n_removed)) if n_removed > 0 => tracing::debug!(n_removed, "expired duplicate-suppression digests"),
             Ok(Err(error)) => tracing::warn!(%error, "expiring digests failed"),
