@@ -261,3 +261,142 @@ async fn expire_digests(store: Store, window_ms: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    /// The stages and what each may use of the others (a module, or one item of it). Every other
+    /// module under `src/` is shared (store, plugin, model, config, http, metrics, health,
+    /// signature) and may use no stage at all; `lib.rs` wires them and is exempt. ARCHITECTURE.md
+    /// ("Who holds what") draws the same graph.
+    const STAGES: &[(&str, &[&str])] = &[
+        ("ingest", &["normalize::Submit"]),
+        ("normalize", &[]),
+        ("deliver", &[]),
+        ("api", &["ingest", "normalize", "deliver", "console"]),
+        ("console", &[]),
+    ];
+
+    /// Every `crate::` path in `code` (comments skipped), groups expanded: `use crate::a::{b, c::d}`
+    /// gives `a::b` and `a::c::d`.
+    fn crate_paths(code: &str) -> Vec<String> {
+        let mut paths = Vec::new();
+        for line in code.lines() {
+            // Code only: a comment's text names paths it does not use.
+            let code = line.split(" //").next().unwrap_or_default().trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            let mut rest = code;
+            while let Some(at) = rest.find("crate::") {
+                let preceded_by_ident = rest[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_');
+                rest = &rest[at + "crate::".len()..];
+                if !preceded_by_ident {
+                    expand("", rest, &mut paths);
+                }
+            }
+        }
+        paths
+    }
+
+    /// The paths that start at `text` (after `crate::` or inside a group), each prefixed.
+    fn expand(prefix: &str, text: &str, paths: &mut Vec<String>) {
+        let end = text.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(text.len());
+        let path = format!("{prefix}{}", &text[..end]);
+        if text[end..].starts_with('{') {
+            let mut depth = 0;
+            let mut item_start = end + 1;
+            for (idx, c) in text.char_indices().skip(end) {
+                match c {
+                    '{' => depth += 1,
+                    '}' | ',' if depth == 1 => {
+                        let item = text[item_start..idx].trim();
+                        if !item.is_empty() && item != "self" {
+                            expand(&path, item, paths);
+                        } else if item == "self" {
+                            paths.push(path.trim_end_matches("::").to_string());
+                        }
+                        item_start = idx + 1;
+                        if c == '}' {
+                            return;
+                        }
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+        } else {
+            paths.push(path.trim_end_matches("::").to_string());
+        }
+    }
+
+    fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                // The plugin template is the source of a plugin crate, not of this one.
+                if !path.ends_with("plugin/template") {
+                    rust_files(&path, files);
+                }
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                files.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_stages_use_each_other_only_along_the_allowed_edges() {
+        assert_eq!(crate_paths("use crate::a::{b, c::{d, self}};"), ["a::b", "a::c::d", "a::c"]);
+        assert_eq!(crate_paths("let x = crate::a::f(); // crate::b"), ["a::f"]);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let stage_names: BTreeSet<&str> = STAGES.iter().map(|(name, _)| *name).collect();
+        let mut n_checked = 0;
+        let mut violations = Vec::new();
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap();
+            let owner = relative.components().next().unwrap().as_os_str().to_str().unwrap().trim_end_matches(".rs");
+            if owner == "lib" || owner == "main" {
+                continue;
+            }
+            let allowed: &[&str] = STAGES.iter().find(|(name, _)| *name == owner).map_or(&[], |(_, allowed)| allowed);
+            for path in crate_paths(&std::fs::read_to_string(&file).unwrap()) {
+                n_checked += 1;
+                let target = path.split("::").next().unwrap_or_default();
+                if target == owner || !stage_names.contains(target) {
+                    continue;
+                }
+                let permitted = allowed.iter().any(|edge| path == *edge || path.starts_with(&format!("{edge}::")));
+                if !permitted {
+                    violations.push(format!("{}: crate::{path}", relative.display()));
+                }
+            }
+        }
+        assert!(n_checked > 100, "found only {n_checked} crate paths under {}", src.display());
+        assert!(violations.is_empty(), "uses outside the allowed edges (see STAGES and ARCHITECTURE.md):\n{}", violations.join("\n"));
+    }
+
+    #[test]
+    fn the_allowed_edges_have_no_cycle() {
+        // Depth-first: a stage may not reach itself through the allowed edges.
+        fn reaches(from: &str, to: &str, seen: &mut Vec<String>) -> bool {
+            let edges = STAGES.iter().find(|(name, _)| *name == from).map_or(&[][..], |(_, edges)| edges);
+            edges.iter().map(|edge| edge.split("::").next().unwrap_or_default()).any(|next| {
+                if next == to {
+                    return true;
+                }
+                if seen.iter().any(|visited| visited == next) {
+                    return false;
+                }
+                seen.push(next.to_string());
+                reaches(next, to, seen)
+            })
+        }
+        for (stage, _) in STAGES {
+            assert!(!reaches(stage, stage, &mut Vec::new()), "{stage} reaches itself");
+        }
+    }
+}
