@@ -81,7 +81,9 @@ pub struct StorageFailed(pub String);
 /// the metrics, its part of the settings) and the handles of the stages it hands work to.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     config::os::private_dir(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
-    let store = match store::open(&settings.data_dir.join("db"), settings.store_cache_bytes) {
+    // Opening may migrate an older format first (minutes for a large store): off the runtime.
+    let (data_dir, cache_bytes) = (settings.data_dir.clone(), settings.store_cache_bytes);
+    let store = match tokio::task::spawn_blocking(move || store::open_data_dir(&data_dir, cache_bytes)).await? {
         Ok(store) => store,
         Err(store::StoreError::Unavailable(reason)) => return Err(StorageFailed(format!("opening the store: {reason}")).into()),
         Err(error) => return Err(anyhow::Error::new(error).context("opening the store")),

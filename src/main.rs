@@ -31,6 +31,13 @@ enum Command {
         #[arg(long, env = "STAYHOOK_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Migrate the data dir's store to this release's storage format and exit (`serve` does the
+    /// same at start; this does it without starting the daemon).
+    Migrate {
+        /// TOML configuration file (its `data_dir` is migrated).
+        #[arg(long, env = "STAYHOOK_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Tools for plugin authors.
     Plugin {
         #[command(subcommand)]
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
     init_logging();
     let outcome = match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Migrate { config } => migrate(config),
         Command::Plugin { command: PluginCommand::Run { plugin, payload, content_type, plugin_dir, settings, responses } } => {
             let mut request = CaseRequest::post(Vec::new(), Some(content_type));
             request.settings = settings.into_iter().collect();
@@ -144,6 +152,29 @@ fn init_logging() {
             tracing::warn!(format = other, "unknown STAYHOOK_LOG_FORMAT (text or json); logging text");
         }
     }
+}
+
+fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = RawConfig::load(config.as_deref(), std::env::vars())?.resolve()?;
+    stayhook::config::os::private_umask();
+    let data_dir = &settings.data_dir;
+    if data_dir.join("store").exists() {
+        println!("{} is already in storage format 2; nothing to migrate", data_dir.display());
+        return Ok(());
+    }
+    if stayhook::store::sled_backend::migrate::format1_dir(data_dir).is_none() {
+        anyhow::bail!("{} holds no store to migrate (expected {})", data_dir.display(), data_dir.join("db").display());
+    }
+    let migrated = stayhook::store::sled_backend::migrate::migrate_data_dir(data_dir, settings.store_cache_bytes)?;
+    println!(
+        "migrated {} inbox entries, {} events, {} deliveries to storage format 2 in {}; the old database is kept in {} (delete it once satisfied)",
+        migrated.inbox,
+        migrated.events,
+        migrated.deliveries,
+        data_dir.join("store").display(),
+        migrated.backup.display()
+    );
+    Ok(())
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {

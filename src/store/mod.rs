@@ -49,6 +49,12 @@ pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
     Ok(Arc::new(sled_backend::SledStore::open(dir, cache_bytes)?))
 }
 
+/// Open the embedded store of a data dir (`<data_dir>/store`), migrating a store of an older
+/// format first (see [`sled_backend::migrate`]).
+pub fn open_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    Ok(Arc::new(sled_backend::open_data_dir(data_dir, cache_bytes)?))
+}
+
 /// The id of an inbox entry: increasing in arrival order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InboxId(pub u64);
@@ -200,12 +206,25 @@ impl EventFilter {
     /// Whether `event` passes every condition but `after` and `limit`. Rendered times order as
     /// text, so the time range compares the strings.
     pub fn matches(&self, event: &StoredEvent) -> bool {
-        self.account_id.as_ref().is_none_or(|account_id| *account_id == event.integration_account_id)
-            && self.event_type.is_none_or(|event_type| event_type == event.event_type)
-            && self.record_id.as_ref().is_none_or(|record_id| *record_id == event.record_id)
-            && self.result.is_none_or(|result| result == event.result)
-            && self.from.as_ref().is_none_or(|from| event.timestamp >= *from)
-            && self.to.as_ref().is_none_or(|to| event.timestamp < *to)
+        self.matches_fields(&event.integration_account_id, event.event_type, &event.record_id, event.result, &event.timestamp)
+    }
+
+    /// [`EventFilter::matches`] on an event's filtered fields alone (a backend that keeps them
+    /// apart from the body filters without reading it).
+    pub fn matches_fields(
+        &self,
+        account_id: &str,
+        event_type: crate::model::EventType,
+        record_id: &str,
+        result: crate::model::EventResult,
+        timestamp: &str,
+    ) -> bool {
+        self.account_id.as_ref().is_none_or(|wanted| wanted == account_id)
+            && self.event_type.is_none_or(|wanted| wanted == event_type)
+            && self.record_id.as_ref().is_none_or(|wanted| wanted == record_id)
+            && self.result.is_none_or(|wanted| wanted == result)
+            && self.from.as_ref().is_none_or(|from| timestamp >= from.as_str())
+            && self.to.as_ref().is_none_or(|to| timestamp < to.as_str())
     }
 }
 

@@ -1,4 +1,5 @@
-//! Group commit: one fsync acknowledges every write made before it.
+//! Group commit: one sync of the segments and one flush of sled acknowledge every write made
+//! before them.
 //!
 //! A listener request appends its raw event to sled and then waits here until that append is on
 //! disk; the writer thread hands over what must wait for durability (the due index changes of a
@@ -12,6 +13,7 @@
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use tokio::sync::oneshot;
 
+use super::segments::Segments;
 use super::{Fault, StoreError};
 
 /// What to do once the flush covering the writes before it has finished (or failed).
@@ -25,9 +27,9 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Start the flusher thread for `db`; a failed flush is recorded in `fault`.
-    pub(crate) fn start(db: sled::Db, fault: Fault) -> std::io::Result<Self> {
+    pub(crate) fn start(db: sled::Db, segments: Segments, fault: Fault) -> std::io::Result<Self> {
         let (requests, queue) = unbounded();
-        std::thread::Builder::new().name("stayhook-flush".into()).spawn(move || flusher(&db, &fault, queue))?;
+        std::thread::Builder::new().name("stayhook-flush".into()).spawn(move || flusher(&db, &segments, &fault, queue))?;
         Ok(Self { requests })
     }
 
@@ -50,12 +52,15 @@ impl GroupCommit {
     }
 }
 
-fn flusher(db: &sled::Db, fault: &Fault, queue: Receiver<Waiter>) {
+fn flusher(db: &sled::Db, segments: &Segments, fault: &Fault, queue: Receiver<Waiter>) {
     let mut waiters = Vec::new();
     while let Ok(first) = queue.recv() {
         waiters.push(first);
         waiters.extend(queue.try_iter());
-        let outcome = db.flush().map(|_| ()).map_err(|error| StoreError::Unavailable(format!("flush failed: {error}")));
+        // The segments first: an index record made durable always points at a durable body.
+        let outcome = segments
+            .sync()
+            .and_then(|()| db.flush().map(|_| ()).map_err(|error| StoreError::Unavailable(format!("flush failed: {error}"))));
         if let Err(error) = &outcome {
             tracing::error!(%error, n_waiters = waiters.len(), "group commit failed");
             fault.note(error);

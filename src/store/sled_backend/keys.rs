@@ -51,46 +51,8 @@ pub(crate) fn event(event_id: &str) -> Vec<u8> {
     key
 }
 
-pub(crate) fn event_delivery(event_id: &str, delivery_id: u64) -> Vec<u8> {
-    let mut key = event(event_id);
-    key.extend_from_slice(&delivery_id.to_be_bytes());
-    key
-}
-
-pub(crate) fn attempt(event_id: &str, delivery_id: u64, attempt: u32) -> Vec<u8> {
-    let mut key = event_delivery(event_id, delivery_id);
-    key.extend_from_slice(&attempt.to_be_bytes());
-    key
-}
-
-pub(crate) fn due(due_ms: u64, delivery_id: u64) -> Vec<u8> {
-    let mut key = due_ms.to_be_bytes().to_vec();
-    key.extend_from_slice(&delivery_id.to_be_bytes());
-    key
-}
-
-pub(crate) fn read_due(key: &[u8]) -> Option<(u64, u64)> {
-    Some((read_u64(key.get(..8)?)?, read_u64(key.get(8..16)?)?))
-}
-
-pub(crate) fn lane(subscription_id: &str, lane: &str) -> Vec<u8> {
-    let mut key = account_prefix(subscription_id);
-    key.extend_from_slice(lane.as_bytes());
-    key
-}
-
-pub(crate) fn encode_ids(ids: &[u64]) -> Vec<u8> {
-    ids.iter().flat_map(|id| id.to_be_bytes()).collect()
-}
-
 pub(crate) fn decode_ids(bytes: &[u8]) -> Vec<u64> {
     bytes.chunks_exact(8).filter_map(read_u64).collect()
-}
-
-/// A `pending` value: the generation the entry is to be normalized as (0, the first run, is
-/// empty, as every release before generations wrote it).
-pub(crate) fn generation(generation: u32) -> Vec<u8> {
-    if generation == 0 { Vec::new() } else { generation.to_be_bytes().to_vec() }
 }
 
 pub(crate) fn read_generation(bytes: &[u8]) -> u32 {

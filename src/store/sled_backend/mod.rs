@@ -1,27 +1,44 @@
-//! The embedded backend: sled trees, a group commit, and one writer thread for the hot path.
+//! The embedded backend (storage format 2): bodies in segment files, small index records in sled,
+//! derived indexes in memory, one writer thread for the hot path, one group commit.
 //!
-//! Tree names and key layouts live here and nowhere else. A raw webhook is two plain writes
-//! (entry, pending mark) made durable by the group commit the listener awaits; everything
-//! downstream of the inbox is written by the writer thread in transactions that also move the
-//! entry out of `pending`, so a crash replays normalization from `pending` and deliveries from
-//! `due`.
+//! A store directory holds `index/` (one sled database) and `segments/` (see [`segments`]). What
+//! is written per event, with one subscription, from accept to the first attempt recorded:
+//!
+//! | when | segment appends | sled writes |
+//! |---|---|---|
+//! | accept | the raw webhook | `inbox` record (pending), `dedup` digest |
+//! | normalize | the event | `events` record, `deliveries` record, `state`, `inbox` record (finished) |
+//! | attempt | | `deliveries` record (with its attempt) |
+//!
+//! No transactions: each job's writes are ordered so that a crash between any two leaves a state
+//! that start-up repairs by replaying (an inbox entry leaves pending by its last write, after its
+//! events, deliveries and state; a crash before that normalizes it again, which may repeat a
+//! delivery and never loses one). What format 1 kept in trees of its own is derived: `pending`
+//! (inbox records whose fate is pending), lanes and `due` (pending deliveries and the dead letters
+//! holding their lane), an event's deliveries (in its record). They live in memory and are rebuilt
+//! at open from the records past two floors (every inbox entry and delivery below its floor is
+//! finished), so start-up reads what is still open, not the history.
 
 mod commit;
 mod keys;
+mod layout;
+pub mod migrate;
+mod segments;
 mod writer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
+use sled::Tree;
 
 use super::*;
 
 use commit::GroupCommit;
+use layout::{DeliveryRecord, EventRecord, Fate, InboxRecord};
+use segments::Segments;
 use writer::{AttemptJob, Job, Writer};
 
 /// Tree names: one place, so key layouts can be found from them.
@@ -29,43 +46,65 @@ mod tree {
     pub const ACCOUNTS: &str = "accounts";
     pub const SUBSCRIPTIONS: &str = "subscriptions";
     pub const INBOX: &str = "inbox";
-    pub const PENDING: &str = "pending";
-    pub const OUTCOMES: &str = "outcomes";
     pub const DEDUP: &str = "dedup";
     pub const EVENTS: &str = "events";
-    pub const EVENT_DELIVERIES: &str = "event_deliveries";
     pub const STATE: &str = "state";
     pub const DELIVERIES: &str = "deliveries";
-    pub const DUE: &str = "due";
-    pub const LANES: &str = "lanes";
-    pub const ATTEMPTS: &str = "attempts";
     pub const DEAD: &str = "dead";
     pub const META: &str = "meta";
 }
 
 /// The sled backend.
-#[derive(Clone)]
 pub struct SledStore {
+    index: Arc<Index>,
+    commit: GroupCommit,
+    writer: Writer,
+}
+
+/// Everything the store's handle and its writer thread share.
+pub(crate) struct Index {
     db: sled::Db,
     accounts: Tree,
     subscriptions: Tree,
     inbox: Tree,
-    pending: Tree,
-    outcomes: Tree,
     dedup: Tree,
     events: Tree,
-    event_deliveries: Tree,
     state: Tree,
     deliveries: Tree,
-    lanes: Tree,
-    attempts: Tree,
     dead: Tree,
     meta: Tree,
-    commit: GroupCommit,
-    due_mirror: DueMirror,
+    segments: Segments,
+    id_base: u64,
+    /// What is open, in memory (see [`Open`]).
+    open: Mutex<Open>,
+    /// Lanes: (subscription, lane) to its deliveries, head first. Written by the writer thread.
+    lanes: Mutex<HashMap<(String, String), VecDeque<u64>>>,
+    /// `(due_ms, delivery_id)` of every lane head due for an attempt (see [`DueMirror`]).
+    due: DueMirror,
     due_changed: Arc<tokio::sync::Notify>,
     fault: Fault,
-    writer: Writer,
+}
+
+/// Open inbox entries and deliveries, and the id generator they are allocated under (so a floor
+/// computed under the same lock is never above an id handed out later).
+#[derive(Default)]
+pub(crate) struct Open {
+    /// Pending inbox entries to the generation each runs as.
+    pending: BTreeMap<u64, u32>,
+    /// Deliveries allocated and not yet delivered, cancelled or dead.
+    unsettled: BTreeSet<u64>,
+    /// The next id the generator gives.
+    next_id: u64,
+    /// The floors last written to `meta`.
+    written_floors: (u64, u64),
+}
+
+impl Open {
+    fn floors(&self) -> (u64, u64) {
+        let inbox = self.pending.keys().next().copied().unwrap_or(self.next_id);
+        let deliveries = self.unsettled.iter().next().copied().unwrap_or(self.next_id);
+        (inbox, deliveries)
+    }
 }
 
 impl From<sled::Error> for StoreError {
@@ -77,37 +116,23 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// The `due` tree's keys, mirrored in memory: `(due_ms, delivery_id)`.
+/// Due lane heads, `(due_ms, delivery_id)`, in memory.
 ///
-/// The scheduler asks "what is due now?" after every finished attempt. Answering from sled meant
-/// walking the tree past every delivery still in flight (they stay in `due` until recorded) and
-/// cost more than the delivery itself at a few hundred in flight; the mirror answers in
-/// microseconds. sled stays the truth: the mirror is loaded from it at open and updated after
-/// every transaction that changes it commits, with the keys that transaction's last (successful)
-/// run wrote. A key enters the mirror before any scheduler can see it and leaves it only through
-/// the attempt the scheduler started, so applying two transactions' changes out of order never
-/// loses one.
+/// The scheduler asks "what is due now?" after every finished attempt; the answer comes from
+/// here. Changes reach it only after the group commit's flush that made them durable (so no event
+/// is delivered before the commit that created it is on disk), and a key leaves it only through
+/// the attempt the scheduler started, so applying two rounds' changes out of order never loses one.
 #[derive(Clone, Default)]
 struct DueMirror(Arc<Mutex<BTreeSet<(u64, u64)>>>);
 
-/// Keys a transaction added to and removed from `due`.
+/// Keys a round added to and removed from the due set.
 #[derive(Default)]
-struct DueChanges {
+pub(crate) struct DueChanges {
     added: Vec<(u64, u64)>,
     removed: Vec<(u64, u64)>,
 }
 
 impl DueMirror {
-    fn load(due: &Tree) -> Result<Self, StoreError> {
-        let mut keys = BTreeSet::new();
-        for key in due.iter().keys() {
-            if let Some(entry) = keys::read_due(&key?) {
-                keys.insert(entry);
-            }
-        }
-        Ok(Self(Arc::new(Mutex::new(keys))))
-    }
-
     fn apply(&self, changes: &DueChanges) {
         let mut keys = self.0.lock().expect("due mirror lock poisoned");
         for entry in &changes.removed {
@@ -121,68 +146,15 @@ impl DueChanges {
     fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }
-
-    fn insert(&mut self, due: &TransactionalTree, due_ms: u64, delivery_id: u64) -> TxResult<()> {
-        due.insert(keys::due(due_ms, delivery_id), &[])?;
-        self.added.push((due_ms, delivery_id));
-        Ok(())
-    }
-
-    fn remove(&mut self, due: &TransactionalTree, due_ms: u64, delivery_id: u64) -> TxResult<()> {
-        due.remove(keys::due(due_ms, delivery_id))?;
-        self.removed.push((due_ms, delivery_id));
-        Ok(())
-    }
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+impl Index {
+    fn open_state(&self) -> MutexGuard<'_, Open> {
+        self.open.lock().expect("open-set lock poisoned")
+    }
 
-impl SledStore {
-    /// Open (or create) the store in `dir`, with at most `cache_bytes` of sled's page cache.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(cache_bytes).open()?;
-        let fault = Fault::default();
-        let commit = GroupCommit::start(db.clone(), fault.clone()).map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        let trees = writer::Trees {
-            pending: db.open_tree(tree::PENDING)?,
-            outcomes: db.open_tree(tree::OUTCOMES)?,
-            events: db.open_tree(tree::EVENTS)?,
-            state: db.open_tree(tree::STATE)?,
-            deliveries: db.open_tree(tree::DELIVERIES)?,
-            event_deliveries: db.open_tree(tree::EVENT_DELIVERIES)?,
-            due: db.open_tree(tree::DUE)?,
-            lanes: db.open_tree(tree::LANES)?,
-            attempts: db.open_tree(tree::ATTEMPTS)?,
-            dead: db.open_tree(tree::DEAD)?,
-        };
-        let due_mirror = DueMirror::load(&trees.due)?;
-        let due_changed = Arc::new(tokio::sync::Notify::new());
-        let publish =
-            writer::Publish { mirror: due_mirror.clone(), commit: commit.clone(), fault: fault.clone(), due_changed: due_changed.clone() };
-        let writer = Writer::start(trees.clone(), publish).map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        let writer::Trees { pending, outcomes, events, state, deliveries, event_deliveries, due: _, lanes, attempts, dead } = trees;
-        Ok(Self {
-            accounts: db.open_tree(tree::ACCOUNTS)?,
-            subscriptions: db.open_tree(tree::SUBSCRIPTIONS)?,
-            inbox: db.open_tree(tree::INBOX)?,
-            dedup: db.open_tree(tree::DEDUP)?,
-            meta: db.open_tree(tree::META)?,
-            pending,
-            outcomes,
-            events,
-            event_deliveries,
-            state,
-            deliveries,
-            lanes,
-            attempts,
-            dead,
-            db,
-            commit,
-            due_mirror,
-            due_changed,
-            fault,
-            writer,
-        })
+    fn lanes(&self) -> MutexGuard<'_, HashMap<(String, String), VecDeque<u64>>> {
+        self.lanes.lock().expect("lanes lock poisoned")
     }
 
     /// Pass `outcome` through, recording an I/O error as the store's fault.
@@ -192,81 +164,328 @@ impl SledStore {
         }
         outcome
     }
+
+    /// A fresh id, under the open-set lock the caller holds.
+    fn next_id(&self, open: &mut Open) -> Result<u64, StoreError> {
+        let id = self.id_base + self.db.generate_id()?;
+        open.next_id = open.next_id.max(id + 1);
+        Ok(id)
+    }
+
+    /// Write the floors if they moved (the writer calls this after each round; ordered after the
+    /// writes that finished what lies below them).
+    fn write_floors(&self) -> Result<(), StoreError> {
+        let floors = {
+            let open = self.open_state();
+            let floors = open.floors();
+            if floors == open.written_floors {
+                return Ok(());
+            }
+            floors
+        };
+        self.meta.insert(layout::INBOX_FLOOR_KEY, &floors.0.to_be_bytes())?;
+        self.meta.insert(layout::DELIVERY_FLOOR_KEY, &floors.1.to_be_bytes())?;
+        self.open_state().written_floors = floors;
+        Ok(())
+    }
+
+    /// Lower a written floor at once (before a write that reopens something below it).
+    fn lower_floor(&self, key: &str, id: u64) -> Result<(), StoreError> {
+        let current = self.meta.get(key)?.and_then(|value| keys::read_u64(&value)).unwrap_or(0);
+        if id < current {
+            self.meta.insert(key, &id.to_be_bytes())?;
+            let mut open = self.open_state();
+            if key == layout::INBOX_FLOOR_KEY {
+                open.written_floors.0 = id;
+            } else {
+                open.written_floors.1 = id;
+            }
+        }
+        Ok(())
+    }
+
+    fn inbox_record(&self, inbox_id: InboxId) -> Result<Option<InboxRecord>, StoreError> {
+        self.inbox.get(inbox_id.key())?.map(|value| decode_json(tree::INBOX, &value)).transpose()
+    }
+
+    fn event_record(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
+        self.events.get(keys::event(event_id))?.map(|value| decode_json(tree::EVENTS, &value)).transpose()
+    }
+
+    fn delivery_record(&self, delivery_id: u64) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.deliveries.get(delivery_id.to_be_bytes())?.map(|value| decode_json(tree::DELIVERIES, &value)).transpose()
+    }
+
+    fn put_delivery_record(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
+        self.deliveries.insert(record.delivery.id.to_be_bytes(), encode_json(record))?;
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// Open (or create) a format-2 store in `dir` (`index/` and `segments/` inside), with at most
+    /// `cache_bytes` of sled's page cache. A data dir of format 1 is migrated first by
+    /// [`open_data_dir`]; this refuses a database of another format.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.join("index"))
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
+            // Flushes are the group commit's, after the segments are synced (see `commit`).
+            .flush_every_ms(None)
+            .open()?;
+        let meta = db.open_tree(tree::META)?;
+        match meta.get(layout::FORMAT_KEY)? {
+            Some(format) if format.as_ref() == layout::FORMAT.as_bytes() => {}
+            Some(format) => {
+                return Err(StoreError::Backend(format!(
+                    "{} holds storage format {}; this release reads format {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&format),
+                    layout::FORMAT
+                )));
+            }
+            None => {
+                meta.insert(layout::FORMAT_KEY, layout::FORMAT.as_bytes())?;
+            }
+        }
+        let id_base = meta.get(layout::ID_BASE_KEY)?.and_then(|value| keys::read_u64(&value)).unwrap_or(0);
+        let (segments, recovery) = Segments::open(&dir.join("segments"))?;
+        let fault = Fault::default();
+        let index = Index {
+            accounts: db.open_tree(tree::ACCOUNTS)?,
+            subscriptions: db.open_tree(tree::SUBSCRIPTIONS)?,
+            inbox: db.open_tree(tree::INBOX)?,
+            dedup: db.open_tree(tree::DEDUP)?,
+            events: db.open_tree(tree::EVENTS)?,
+            state: db.open_tree(tree::STATE)?,
+            deliveries: db.open_tree(tree::DELIVERIES)?,
+            dead: db.open_tree(tree::DEAD)?,
+            meta,
+            db,
+            segments,
+            id_base,
+            open: Mutex::default(),
+            lanes: Mutex::default(),
+            due: DueMirror::default(),
+            due_changed: Arc::new(tokio::sync::Notify::new()),
+            fault,
+        };
+        recover(&index, &recovery)?;
+        let index = Arc::new(index);
+        let commit = GroupCommit::start(index.db.clone(), index.segments.clone(), index.fault.clone())
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let writer = Writer::start(index.clone(), commit.clone()).map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        Ok(Self { index, commit, writer })
+    }
+}
+
+/// Rebuild what lives in memory from what is open past the floors, after cutting records whose
+/// bodies a crash tore (only a crash of the machine, not of the process, can leave an index
+/// record pointing at a body that did not survive: the body is written first).
+fn recover(index: &Index, recovery: &segments::Recovery) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let floor = |key: &str| -> Result<u64, StoreError> { Ok(index.meta.get(key)?.and_then(|value| keys::read_u64(&value)).unwrap_or(0)) };
+    let (inbox_floor, delivery_floor) = (floor(layout::INBOX_FLOOR_KEY)?, floor(layout::DELIVERY_FLOOR_KEY)?);
+    let mut open = Open::default();
+
+    // Events whose bodies were lost: their inbox entries are normalized again. Event keys are
+    // nearly in write order, so the scan from the newest stops after a run of older segments.
+    let mut renormalize = BTreeSet::new();
+    let mut n_older = 0;
+    for entry in index.events.iter().rev() {
+        let (key, value) = entry?;
+        let record: EventRecord = decode_json(tree::EVENTS, &value)?;
+        if record.loc.segment < recovery.segment {
+            n_older += 1;
+            if n_older > 10_000 {
+                break;
+            }
+            continue;
+        }
+        n_older = 0;
+        if recovery.lost(&record.loc) {
+            tracing::warn!(event = %String::from_utf8_lossy(&key), "an event's body did not survive a crash; normalizing its webhook again");
+            for id in &record.deliveries {
+                index.deliveries.remove(id.to_be_bytes())?;
+            }
+            index.events.remove(key)?;
+            renormalize.insert(record.inbox_id);
+        }
+    }
+    for inbox_id in &renormalize {
+        if let Some(mut record) = index.inbox_record(InboxId(*inbox_id))?
+            && let Fate::Finished(outcome) = &record.fate
+        {
+            let generation = outcome.generation.saturating_add(1);
+            record.fate = Fate::Pending { generation, previous: Some(outcome.clone()) };
+            index.inbox.insert(InboxId(*inbox_id).key(), encode_json(&record))?;
+            index.meta.insert(layout::INBOX_FLOOR_KEY, &inbox_floor.min(*inbox_id).to_be_bytes())?;
+        }
+    }
+    let inbox_floor = renormalize.iter().next().map_or(inbox_floor, |first| inbox_floor.min(*first));
+
+    let mut digests_since: Option<u64> = None;
+    for entry in index.inbox.range(inbox_floor.to_be_bytes()..) {
+        let (key, value) = entry?;
+        let Some(inbox_id) = InboxId::from_key(&key) else { continue };
+        let record: InboxRecord = decode_json(tree::INBOX, &value)?;
+        if recovery.lost(&record.loc) {
+            // Never acknowledged (the listener answers after the segment is synced): drop it, and
+            // the duplicate digests from then on, so the PMS's retry is stored anew.
+            tracing::warn!(%inbox_id, "a raw webhook's body did not survive a crash before it was acknowledged; dropping it");
+            index.inbox.remove(key)?;
+            digests_since = Some(digests_since.map_or(record.received_at_ms, |since| since.min(record.received_at_ms)));
+            continue;
+        }
+        match &record.fate {
+            Fate::Pending { generation, .. } => {
+                open.pending.insert(inbox_id.0, *generation);
+            }
+            Fate::Finished(_) => {}
+        }
+    }
+    if let Some(since) = digests_since {
+        for entry in index.dedup.iter() {
+            let (key, seen) = entry?;
+            if keys::read_u64(&seen).is_some_and(|seen_ms| seen_ms + 1_000 >= since) {
+                index.dedup.remove(key)?;
+            }
+        }
+    }
+
+    // Deliveries still open, and the dead letters holding their lanes, in lane order.
+    let mut lanes: HashMap<(String, String), Vec<(u64, u64)>> = HashMap::new();
+    let mut statuses = HashMap::new();
+    let mut add = |record: &DeliveryRecord| {
+        let delivery = &record.delivery;
+        lanes.entry((delivery.subscription_id.clone(), delivery.lane.clone())).or_default().push((record.seq, delivery.id));
+        statuses.insert(delivery.id, (delivery.status, delivery.next_attempt_at_ms));
+    };
+    for value in index.deliveries.range(delivery_floor.to_be_bytes()..).values() {
+        let record: DeliveryRecord = decode_json(tree::DELIVERIES, &value?)?;
+        if record.delivery.status == DeliveryStatus::Pending {
+            open.unsettled.insert(record.delivery.id);
+            add(&record);
+        }
+    }
+    for entry in index.dead.iter() {
+        let (key, holds) = entry?;
+        let Some(delivery_id) = keys::read_u64(&key) else { continue };
+        if holds.first() != Some(&1) {
+            continue;
+        }
+        if let Some(record) = index.delivery_record(delivery_id)?
+            && record.delivery.status == DeliveryStatus::Dead
+        {
+            add(&record);
+        }
+    }
+    let mut due = BTreeSet::new();
+    let mut memory_lanes = HashMap::with_capacity(lanes.len());
+    for (lane, mut members) in lanes {
+        members.sort_unstable();
+        let queue: VecDeque<u64> = members.into_iter().map(|(_, id)| id).collect();
+        if let Some(head) = queue.front()
+            && let Some((DeliveryStatus::Pending, due_ms)) = statuses.get(head)
+        {
+            due.insert((*due_ms, *head));
+        }
+        memory_lanes.insert(lane, queue);
+    }
+    open.next_id = index.id_base + index.db.generate_id()?;
+    open.written_floors = (inbox_floor, delivery_floor);
+    tracing::info!(
+        n_pending = open.pending.len(),
+        n_open_deliveries = open.unsettled.len(),
+        n_lanes = memory_lanes.len(),
+        n_renormalized = renormalize.len(),
+        cut_bytes = recovery.cut_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store opened"
+    );
+    *index.open.lock().expect("open-set lock poisoned") = open;
+    *index.lanes.lock().expect("lanes lock poisoned") = memory_lanes;
+    *index.due.0.lock().expect("due mirror lock poisoned") = due;
+    if !renormalize.is_empty() || digests_since.is_some() {
+        index.db.flush()?;
+    }
+    Ok(())
+}
+
+/// Open the store of a data dir: `<data_dir>/store`, migrating a format-1 database
+/// (`<data_dir>/db`) into it first (see [`migrate`]).
+pub fn open_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+    let store_dir = data_dir.join("store");
+    if !store_dir.exists() && migrate::format1_dir(data_dir).is_some() {
+        migrate::migrate_data_dir(data_dir, cache_bytes)?;
+    }
+    SledStore::open(&store_dir, cache_bytes)
 }
 
 impl Backend for SledStore {
     fn fault(&self) -> &Fault {
-        &self.fault
+        &self.index.fault
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.noting(self.db.flush().map(|_| ()).map_err(StoreError::from))
+        let index = &self.index;
+        index.noting(index.segments.sync().and_then(|()| index.db.flush().map(|_| ()).map_err(StoreError::from)))
     }
 }
 
 impl Catalog for SledStore {
-    // ---- meta --------------------------------------------------------------------------------
-
-    /// A daemon-wide value (the generated admin token).
     fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.meta.get(key)?.map(|value| String::from_utf8_lossy(&value).into_owned()))
+        Ok(self.index.meta.get(key)?.map(|value| String::from_utf8_lossy(&value).into_owned()))
     }
 
-    /// Set a daemon-wide value.
     fn insert_meta<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.noting(self.meta.insert(key, value.as_bytes()).map_err(StoreError::from))?;
+            self.index.noting(self.index.meta.insert(key, value.as_bytes()).map_err(StoreError::from))?;
             self.commit.durable().await
         })
     }
 
-    /// Remove a daemon-wide value.
     fn remove_meta<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.noting(self.meta.remove(key).map_err(StoreError::from))?;
+            self.index.noting(self.index.meta.remove(key).map_err(StoreError::from))?;
             self.commit.durable().await
         })
     }
 
-    // ---- accounts and subscriptions ----------------------------------------------------------
-
-    /// Store a new account; refuses an existing id.
     fn insert_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, Inserted> {
         Box::pin(async move {
             let value = encode_json(account);
-            let swapped = self.noting(
-                self.accounts.compare_and_swap(account.id.as_bytes(), None as Option<&[u8]>, Some(value)).map_err(StoreError::from),
+            let swapped = self.index.noting(
+                self.index.accounts.compare_and_swap(account.id.as_bytes(), None as Option<&[u8]>, Some(value)).map_err(StoreError::from),
             )?;
             self.commit.durable().await?;
             Ok(if swapped.is_ok() { Inserted::Created } else { Inserted::AlreadyExists })
         })
     }
 
-    /// Replace an account.
     fn put_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.noting(self.accounts.insert(account.id.as_bytes(), encode_json(account)).map_err(StoreError::from))?;
+            self.index.noting(self.index.accounts.insert(account.id.as_bytes(), encode_json(account)).map_err(StoreError::from))?;
             self.commit.durable().await
         })
     }
 
-    /// The account with this id.
     fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
-        self.accounts.get(account_id)?.map(|value| decode_json(tree::ACCOUNTS, &value)).transpose()
+        self.index.accounts.get(account_id)?.map(|value| decode_json(tree::ACCOUNTS, &value)).transpose()
     }
 
-    /// Every account, by id.
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.accounts.iter().values().map(|value| decode_json(tree::ACCOUNTS, &value?)).collect()
+        self.index.accounts.iter().values().map(|value| decode_json(tree::ACCOUNTS, &value?)).collect()
     }
 
-    /// Remove an account and its subscriptions. Returns whether it existed.
     fn remove_account<'a>(&'a self, account_id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let existed = self.noting((|| {
-                let existed = self.accounts.remove(account_id)?.is_some();
-                for key in self.subscriptions.scan_prefix(keys::account_prefix(account_id)).keys() {
-                    self.subscriptions.remove(key?)?;
+            let index = &self.index;
+            let existed = index.noting((|| {
+                let existed = index.accounts.remove(account_id)?.is_some();
+                for key in index.subscriptions.scan_prefix(keys::account_prefix(account_id)).keys() {
+                    index.subscriptions.remove(key?)?;
                 }
                 Ok(existed)
             })())?;
@@ -275,35 +494,32 @@ impl Catalog for SledStore {
         })
     }
 
-    /// Store or replace a subscription.
     fn put_subscription<'a>(&'a self, subscription: &'a Subscription) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let key = keys::subscription(&subscription.account_id, &subscription.id);
-            self.noting(self.subscriptions.insert(key, encode_json(subscription)).map_err(StoreError::from))?;
+            self.index.noting(self.index.subscriptions.insert(key, encode_json(subscription)).map_err(StoreError::from))?;
             self.commit.durable().await
         })
     }
 
-    /// One subscription of an account.
     fn get_subscription(&self, account_id: &str, subscription_id: &str) -> Result<Option<Subscription>, StoreError> {
         let key = keys::subscription(account_id, subscription_id);
-        self.subscriptions.get(key)?.map(|value| decode_json(tree::SUBSCRIPTIONS, &value)).transpose()
+        self.index.subscriptions.get(key)?.map(|value| decode_json(tree::SUBSCRIPTIONS, &value)).transpose()
     }
 
-    /// An account's subscriptions, by id.
     fn list_subscriptions(&self, account_id: &str) -> Result<Vec<Subscription>, StoreError> {
-        self.subscriptions
+        self.index
+            .subscriptions
             .scan_prefix(keys::account_prefix(account_id))
             .values()
             .map(|value| decode_json(tree::SUBSCRIPTIONS, &value?))
             .collect()
     }
 
-    /// Remove a subscription. Returns whether it existed.
     fn remove_subscription<'a>(&'a self, account_id: &'a str, subscription_id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let removed = self.subscriptions.remove(keys::subscription(account_id, subscription_id)).map_err(StoreError::from);
-            let existed = self.noting(removed)?.is_some();
+            let removed = self.index.subscriptions.remove(keys::subscription(account_id, subscription_id)).map_err(StoreError::from);
+            let existed = self.index.noting(removed)?.is_some();
             self.commit.durable().await?;
             Ok(existed)
         })
@@ -311,126 +527,132 @@ impl Catalog for SledStore {
 }
 
 impl Inbox for SledStore {
-    // ---- inbox -------------------------------------------------------------------------------
-
-    /// Whether the same body reached the same account within `window_ms`, without recording.
     fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError> {
         let key = keys::dedup(account_id, body_digest);
-        Ok(self.dedup.get(key)?.is_some_and(|seen| keys::read_u64(&seen).is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms)))
+        Ok(self
+            .index
+            .dedup
+            .get(key)?
+            .is_some_and(|seen| keys::read_u64(&seen).is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms)))
     }
 
-    /// Remember a body digest for duplicate suppression. Written before the flush that makes the
-    /// entry durable, and only ever after the entry itself, so a digest that survives a crash
-    /// always has its entry (sled recovers a prefix of the writes).
+    /// Written after its entry, so a digest that survives a crash has its entry (sled recovers a
+    /// prefix of the writes).
     fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
-        self.noting(self.dedup.insert(keys::dedup(account_id, body_digest), &now_ms.to_be_bytes()).map_err(StoreError::from))?;
+        let inserted = self.index.dedup.insert(keys::dedup(account_id, body_digest), &now_ms.to_be_bytes());
+        self.index.noting(inserted.map_err(StoreError::from))?;
         Ok(())
     }
 
-    /// Forget a digest whose entry could not be made durable, so the PMS's retry is stored anew.
     fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError> {
-        self.dedup.remove(keys::dedup(account_id, body_digest))?;
+        self.index.dedup.remove(keys::dedup(account_id, body_digest))?;
         Ok(())
     }
 
-    /// Drop digests older than `window_ms`; returns how many.
     fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
         let mut n_removed = 0;
-        for entry in self.dedup.iter() {
+        for entry in self.index.dedup.iter() {
             let (key, seen) = entry?;
             if keys::read_u64(&seen).is_none_or(|seen_ms| now_ms.saturating_sub(seen_ms) >= window_ms) {
-                self.dedup.remove(key)?;
+                self.index.dedup.remove(key)?;
                 n_removed += 1;
             }
         }
         Ok(n_removed)
     }
 
-    /// Append a raw event to the inbox and mark it pending. Not yet durable: await
-    /// [`Inbox::durable`] before acknowledging it.
-    ///
-    /// Two plain writes, not a transaction (a transaction would wait for the flush in progress,
-    /// see [`writer`]): the entry first, then its pending mark. A crash between them, before the
-    /// flush the listener waits for, leaves an entry that was never acknowledged and is never
-    /// normalized; the PMS sends it again.
+    /// The body goes to a segment first, then its index record, pending. Not durable until
+    /// [`Inbox::durable`] resolves. A crash between the two leaves an unreferenced body, never an
+    /// index record without one.
     fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
-        let value = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
-        self.noting((|| {
-            let inbox_id = InboxId(self.db.generate_id()?);
-            let key = inbox_id.key();
-            self.inbox.insert(key.as_slice(), value)?;
-            self.pending.insert(key.as_slice(), keys::generation(0))?;
+        let index = &self.index;
+        let body = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
+        index.noting((|| {
+            let loc = index.segments.append(&body)?;
+            let mut record = InboxRecord {
+                account_id: entry.account_id.clone(),
+                received_at_ms: entry.received_at_ms,
+                loc,
+                fate: Fate::Pending { generation: 0, previous: None },
+            };
+            let inbox_id = {
+                let mut open = index.open_state();
+                let inbox_id = InboxId(index.next_id(&mut open)?);
+                open.pending.insert(inbox_id.0, 0);
+                inbox_id
+            };
+            record.account_id.shrink_to_fit();
+            if let Err(error) = index.inbox.insert(inbox_id.key(), encode_json(&record)) {
+                index.open_state().pending.remove(&inbox_id.0);
+                return Err(error.into());
+            }
             Ok(inbox_id)
         })())
     }
 
-    /// A raw event.
-    fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
-        self.inbox
-            .get(inbox_id.key())?
-            .map(|value| postcard::from_bytes(&value).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() }))
-            .transpose()
+    fn durable(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.commit.durable())
     }
 
-    /// Inbox entries of one account received in `[from_ms, to_ms)`, oldest first.
-    ///
-    /// Scans the inbox (keys are in arrival order); renormalization is an operator's action,
-    /// rare next to ingest, so it carries no index of its own.
+    fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
+        let Some(record) = self.index.inbox_record(inbox_id)? else { return Ok(None) };
+        let body = self.index.segments.read(record.loc)?;
+        postcard::from_bytes(&body).map(Some).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })
+    }
+
+    /// Scans the inbox's small records (keys are in arrival order); renormalization is an
+    /// operator's action, rare next to ingest, so it carries no index of its own.
     fn inbox_of_account(&self, account_id: &str, from_ms: u64, to_ms: u64) -> Result<Vec<InboxId>, StoreError> {
         let mut found = Vec::new();
-        for entry in self.inbox.iter() {
+        for entry in self.index.inbox.iter() {
             let (key, value) = entry?;
-            let entry: InboxEntry =
-                postcard::from_bytes(&value).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
-            if entry.account_id == account_id && entry.received_at_ms >= from_ms && entry.received_at_ms < to_ms {
+            let record: InboxRecord = decode_json(tree::INBOX, &value)?;
+            if record.account_id == account_id && record.received_at_ms >= from_ms && record.received_at_ms < to_ms {
                 found.push(InboxId::from_key(&key).unwrap_or_default());
             }
         }
         Ok(found)
     }
 
-    /// Mark a finished inbox entry pending again so it is normalized anew, as the next
-    /// generation (its events get new ids). `None` when it is already pending (in flight: it will
-    /// be normalized once, by the plugin loaded then); otherwise the generation to run.
     fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError> {
-        let key = inbox_id.key();
-        let generation = self.inbox_outcome(inbox_id)?.map_or(0, |outcome| outcome.generation.saturating_add(1));
-        (&self.pending,)
-            .transaction(|(pending,)| {
-                if pending.get(key.as_slice())?.is_some() {
-                    return Ok(None);
-                }
-                pending.insert(key.as_slice(), keys::generation(generation))?;
-                Ok(Some(generation))
-            })
-            .map_err(flatten)
+        let index = &self.index;
+        let Some(mut record) = index.inbox_record(inbox_id)? else { return Ok(None) };
+        let generation = {
+            let mut open = index.open_state();
+            if open.pending.contains_key(&inbox_id.0) {
+                return Ok(None);
+            }
+            let generation = record.fate.outcome().map_or(0, |outcome| outcome.generation.saturating_add(1));
+            open.pending.insert(inbox_id.0, generation);
+            generation
+        };
+        let previous = record.fate.outcome().cloned();
+        record.fate = Fate::Pending { generation, previous };
+        index.noting((|| {
+            index.lower_floor(layout::INBOX_FLOOR_KEY, inbox_id.0)?;
+            index.inbox.insert(inbox_id.key(), encode_json(&record))?;
+            Ok(())
+        })())?;
+        Ok(Some(generation))
     }
 
-    /// Inbox entries not yet normalized, oldest first, with the generation each is to run as
-    /// (recovery after a restart).
     fn pending_inbox(&self) -> Result<Vec<(InboxId, u32)>, StoreError> {
-        self.pending
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry?;
-                Ok((InboxId::from_key(&key).unwrap_or_default(), keys::read_generation(&value)))
-            })
-            .collect()
+        Ok(self.index.open_state().pending.iter().map(|(id, generation)| (InboxId(*id), *generation)).collect())
     }
 
-    /// What became of an inbox entry: pending, or its outcome.
     fn inbox_outcome(&self, inbox_id: InboxId) -> Result<Option<InboxOutcome>, StoreError> {
-        self.outcomes.get(inbox_id.key())?.map(|value| decode_json(tree::OUTCOMES, &value)).transpose()
+        Ok(self.index.inbox_record(inbox_id)?.and_then(|record| record.fate.outcome().cloned()))
     }
 
-    /// Outcomes with this status, newest first, at most `limit`.
     fn list_outcomes(&self, status: InboxStatus, limit: usize) -> Result<Vec<(InboxId, InboxOutcome)>, StoreError> {
         let mut found = Vec::new();
-        for entry in self.outcomes.iter().rev() {
+        for entry in self.index.inbox.iter().rev() {
             let (key, value) = entry?;
-            let outcome: InboxOutcome = decode_json(tree::OUTCOMES, &value)?;
-            if outcome.status == status {
-                found.push((InboxId::from_key(&key).unwrap_or_default(), outcome));
+            let record: InboxRecord = decode_json(tree::INBOX, &value)?;
+            if let Some(outcome) = record.fate.outcome()
+                && outcome.status == status
+            {
+                found.push((InboxId::from_key(&key).unwrap_or_default(), outcome.clone()));
                 if found.len() >= limit {
                     break;
                 }
@@ -439,53 +661,40 @@ impl Inbox for SledStore {
         Ok(found)
     }
 
-    fn durable(&self) -> StoreFuture<'_, ()> {
-        Box::pin(self.commit.durable())
-    }
-
-    /// Mark an inbox entry as skipped or failed (no events), taking it out of `pending`.
     fn finish_inbox(&self, inbox_id: InboxId, outcome: &InboxOutcome) -> Result<(), StoreError> {
-        let key = inbox_id.key();
-        let value = encode_json(outcome);
-        (&self.pending, &self.outcomes)
-            .transaction(|(pending, outcomes)| {
-                pending.remove(key.as_slice())?;
-                outcomes.insert(key.as_slice(), value.as_slice())?;
-                Ok(())
-            })
-            .map_err(flatten)
+        let index = &self.index;
+        let Some(mut record) = index.inbox_record(inbox_id)? else {
+            return Err(StoreError::Backend(format!("inbox entry {inbox_id} does not exist")));
+        };
+        record.fate = Fate::Finished(outcome.clone());
+        index.noting(index.inbox.insert(inbox_id.key(), encode_json(&record)).map_err(StoreError::from))?;
+        index.open_state().pending.remove(&inbox_id.0);
+        Ok(())
     }
 }
 
 impl Ledger for SledStore {
-    // ---- normalization -----------------------------------------------------------------------
-
-    /// The stored state of one record.
     fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_json(tree::STATE, &value)).transpose()
+        self.index.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_json(tree::STATE, &value)).transpose()
     }
 
-    /// Write everything some normalizations produced and take their inbox entries out of
-    /// `pending`, atomically, in order. Deliveries join their lane; the first of a lane becomes
-    /// due now. Blocks until committed (call it from a normalizer thread, not the runtime).
+    /// Event bodies are encoded and appended to a segment here, on the caller's thread; the
+    /// writer thread then writes the small records in order.
     fn commit_normalized_blocking(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
-        self.writer.submit(Job::Normalized(batches)).blocking_recv().unwrap_or(Err(StoreError::Stopped))
+        let job = writer::prepare_normalized(&self.index, batches)?;
+        self.writer.submit(job).blocking_recv().unwrap_or(Err(StoreError::Stopped))
     }
 
-    // ---- events ------------------------------------------------------------------------------
-
-    /// One event of the log.
     fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.events.get(keys::event(event_id))?.map(|value| decode_json(tree::EVENTS, &value)).transpose()
+        self.get_event_bytes(event_id)?.map(|bytes| decode_json(tree::EVENTS, &bytes)).transpose()
     }
 
-    /// One event of the log as its stored JSON bytes (deliveries borrow from them, see
-    /// [`crate::deliver::envelope::EventView`]).
     fn get_event_bytes(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.events.get(keys::event(event_id))?.map(|value| value.to_vec()))
+        let Some(record) = self.index.event_record(event_id)? else { return Ok(None) };
+        self.index.segments.read(record.loc).map(Some)
     }
 
-    /// Events in log order (oldest first), filtered.
+    /// Filters on the small records; reads the bodies of the events it returns.
     fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
         let start = match &filter.after {
             Some(after) => {
@@ -496,12 +705,12 @@ impl Ledger for SledStore {
             None => Vec::new(),
         };
         let mut found = Vec::new();
-        for value in self.events.range(start..).values() {
-            let event: StoredEvent = decode_json(tree::EVENTS, &value?)?;
-            if !filter.matches(&event) {
+        for value in self.index.events.range(start..).values() {
+            let record: EventRecord = decode_json(tree::EVENTS, &value?)?;
+            if !filter.matches_fields(&record.account_id, record.event_type, &record.record_id, record.result, &record.timestamp) {
                 continue;
             }
-            found.push(event);
+            found.push(decode_json(tree::EVENTS, &self.index.segments.read(record.loc)?)?);
             if found.len() >= filter.limit {
                 break;
             }
@@ -511,40 +720,26 @@ impl Ledger for SledStore {
 }
 
 impl DeliveryQueue for SledStore {
-    // ---- deliveries --------------------------------------------------------------------------
-
-    /// Deliveries due at or before `now_ms` for which `wanted` holds, earliest first, at most
-    /// `limit`; and when the earliest delivery due after `now_ms` is due (Unix ms).
     fn due_deliveries(&self, now_ms: u64, limit: usize, wanted: &mut dyn FnMut(u64) -> bool) -> (Vec<u64>, Option<u64>) {
-        let keys = self.due_mirror.0.lock().expect("due mirror lock poisoned");
+        let keys = self.index.due.0.lock().expect("due mirror lock poisoned");
         let found = keys.range(..=(now_ms, u64::MAX)).map(|&(_, delivery_id)| delivery_id).filter(|&id| wanted(id)).take(limit).collect();
         let next_ms = keys.range((now_ms.saturating_add(1), 0)..).next().map(|&(due_ms, _)| due_ms);
         (found, next_ms)
     }
 
-    /// A delivery.
+    fn due_changed(&self) -> &tokio::sync::Notify {
+        &self.index.due_changed
+    }
+
     fn get_delivery(&self, delivery_id: u64) -> Result<Option<Delivery>, StoreError> {
-        self.deliveries.get(delivery_id.to_be_bytes())?.map(|value| decode_json(tree::DELIVERIES, &value)).transpose()
+        Ok(self.index.delivery_record(delivery_id)?.map(|record| record.delivery))
     }
 
-    /// Every delivery of an event.
     fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
-        let mut found = Vec::new();
-        for key in self.event_deliveries.scan_prefix(keys::event(event_id)).keys() {
-            let key = key?;
-            let Some(delivery_id) = keys::read_u64(&key[key.len() - 8..]) else { continue };
-            if let Some(delivery) = self.get_delivery(delivery_id)? {
-                found.push(delivery);
-            }
-        }
-        Ok(found)
+        Ok(self.delivery_records_of_event(event_id)?.into_iter().map(|record| record.delivery).collect())
     }
 
-    /// Record an attempt and move the delivery on: `next` is the updated delivery (status and
-    /// next attempt time). A delivered or cancelled delivery leaves its lane and the next
-    /// delivery of the lane becomes due at `now_ms`; a dead one stays the head of its lane when
-    /// `hold_lane` is set (until redelivered or discarded) and leaves it otherwise. Merged with
-    /// other writes by the store's writer thread; resolves once the outcome is on disk.
+    /// Merged with other writes by the store's writer thread; resolves once on disk.
     fn record_attempt<'a>(
         &'a self,
         previous: &'a Delivery,
@@ -564,40 +759,36 @@ impl DeliveryQueue for SledStore {
         Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Stopped)) })
     }
 
-    /// Redeliver: `revived` are dead letters set pending again (each keeps the head of its lane
-    /// if it holds it, so the record's later events still wait behind it), `added` are new
-    /// deliveries of events already delivered (they join their lane's tail). Resolves once on disk.
     fn redeliver(&self, revived: Vec<Delivery>, added: Vec<Delivery>) -> StoreFuture<'_, ()> {
         let answer = self.writer.submit(Job::Redeliver { revived, added });
         Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Stopped)) })
     }
 
-    /// Give up on a dead letter: `discarded` (status cancelled) leaves the dead letters and its
-    /// lane, whose next delivery becomes due at `now_ms`. Resolves once on disk.
     fn discard_dead_letter(&self, discarded: Delivery, now_ms: u64) -> StoreFuture<'_, ()> {
         let answer = self.writer.submit(Job::Discard { discarded, now_ms });
         Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Stopped)) })
     }
 
-    /// The delivery at the head of a lane (the one being attempted, or the dead letter holding it).
     fn lane_head(&self, subscription_id: &str, lane: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.lanes.get(keys::lane(subscription_id, lane))?.and_then(|value| keys::decode_ids(&value).first().copied()))
+        Ok(self.index.lanes().get(&(subscription_id.to_string(), lane.to_string())).and_then(|queue| queue.front().copied()))
     }
 
-    /// A fresh delivery id.
+    /// Open until it is delivered, cancelled or dead: a delivery allocated and never committed
+    /// holds the delivery floor down until the next start (costing start-up a longer read).
     fn new_delivery_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        let mut open = self.index.open_state();
+        let id = self.index.next_id(&mut open)?;
+        open.unsettled.insert(id);
+        Ok(id)
     }
 
-    /// The attempts of every delivery of an event, in order.
     fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError> {
-        self.attempts.scan_prefix(keys::event(event_id)).values().map(|value| decode_json(tree::ATTEMPTS, &value?)).collect()
+        Ok(self.delivery_records_of_event(event_id)?.into_iter().flat_map(|record| record.attempts).collect())
     }
 
-    /// Dead-lettered deliveries, newest first, at most `limit`.
     fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let mut found = Vec::new();
-        for entry in self.dead.iter().rev() {
+        for entry in self.index.dead.iter().rev() {
             let (key, _) = entry?;
             let Some(delivery_id) = keys::read_u64(&key) else { continue };
             if let Some(delivery) = self.get_delivery(delivery_id)?
@@ -611,61 +802,23 @@ impl DeliveryQueue for SledStore {
         }
         Ok(found)
     }
-    fn due_changed(&self) -> &tokio::sync::Notify {
-        &self.due_changed
-    }
 }
 
-fn enqueue_delivery(
-    deliveries: &TransactionalTree,
-    event_deliveries: &TransactionalTree,
-    due: &TransactionalTree,
-    lanes: &TransactionalTree,
-    delivery: &Delivery,
-    changes: &mut DueChanges,
-) -> TxResult<()> {
-    deliveries.insert(&delivery.id.to_be_bytes(), encode_json(delivery))?;
-    event_deliveries.insert(keys::event_delivery(&delivery.event_id, delivery.id), &[])?;
-    let lane_key = keys::lane(&delivery.subscription_id, &delivery.lane);
-    let mut queue = lanes.get(&lane_key)?.map(|value| keys::decode_ids(&value)).unwrap_or_default();
-    if queue.is_empty() {
-        changes.insert(due, delivery.next_attempt_at_ms, delivery.id)?;
-    }
-    queue.push(delivery.id);
-    lanes.insert(lane_key, keys::encode_ids(&queue))?;
-    Ok(())
-}
-
-/// Take a finished delivery out of its lane; the next one (if any) becomes due now.
-fn leave_lane(
-    deliveries: &TransactionalTree,
-    due: &TransactionalTree,
-    lanes: &TransactionalTree,
-    finished: &Delivery,
-    now_ms: u64,
-    changes: &mut DueChanges,
-) -> TxResult<()> {
-    let lane_key = keys::lane(&finished.subscription_id, &finished.lane);
-    let mut queue = lanes.get(&lane_key)?.map(|value| keys::decode_ids(&value)).unwrap_or_default();
-    let was_head = queue.first() == Some(&finished.id);
-    queue.retain(|id| *id != finished.id);
-    if queue.is_empty() {
-        lanes.remove(lane_key)?;
-        return Ok(());
-    }
-    if was_head {
-        let next_id = queue[0];
-        if let Some(value) = deliveries.get(next_id.to_be_bytes())? {
-            let mut next: Delivery = serde_json::from_slice(&value).map_err(|error| {
-                ConflictableTransactionError::Abort(StoreError::Codec { tree: tree::DELIVERIES, message: error.to_string() })
-            })?;
-            next.next_attempt_at_ms = next.next_attempt_at_ms.min(now_ms);
-            deliveries.insert(&next_id.to_be_bytes(), encode_json(&next))?;
-            changes.insert(due, next.next_attempt_at_ms, next_id)?;
+impl SledStore {
+    /// An event's delivery records, by delivery id.
+    fn delivery_records_of_event(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let Some(record) = self.index.event_record(event_id)? else { return Ok(Vec::new()) };
+        let mut ids = record.deliveries;
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.index.delivery_record(id)? {
+                found.push(record);
+            }
         }
+        Ok(found)
     }
-    lanes.insert(lane_key, keys::encode_ids(&queue))?;
-    Ok(())
 }
 
 fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -675,11 +828,4 @@ fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
 
 fn decode_json<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|error| StoreError::Codec { tree, message: error.to_string() })
-}
-
-fn flatten(error: TransactionError<StoreError>) -> StoreError {
-    match error {
-        TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => StoreError::from(error),
-    }
 }

@@ -1,39 +1,29 @@
-//! The writer: one thread that merges the hot path's multi-tree writes into shared transactions.
+//! The writer: one thread that applies the hot path's index writes in order, and owns the lanes.
 //!
-//! sled 0.34 runs every transaction (and every atomic batch) under a process-wide write lock, and
-//! `Db::flush` holds the read side of that lock until its fsync is done. With the listener's
-//! group commit flushing continuously under load, each transaction waited for a whole fsync, and
-//! so did every plain read or write queued behind it: profiled, the daemon sat idle at 1,000
-//! events/s with its threads parked on that lock (BENCHMARKS.md, "What the profile showed").
+//! Normalizers' commits, delivery attempts' records and the operator's redeliveries are jobs sent
+//! here. The writer takes every job waiting, applies them one after the other with plain writes
+//! (no transactions: each job orders its writes so a crash between two is repaired by a replay,
+//! see the backend's header), writes the floors once for the round, and answers each job.
 //!
-//! So the normalizers' commits, the delivery attempts' records and the operator's redeliveries
-//! are not transactions of their own: they are jobs sent here. The writer takes every job
-//! waiting, applies them all in one transaction (a job sees the writes of the jobs before it, as
-//! sled transactions read their own writes), and answers each. One fsync-wait then covers
-//! hundreds of jobs. If the merged transaction fails for one job's sake, each job is applied
-//! alone, so one bad job fails only itself.
-//!
-//! Durability before effect: what a transaction adds to the due index reaches the in-memory
-//! mirror (and so the scheduler) only after the group commit's flush covering it, so no event is
-//! delivered before the commit that created it is on disk, and a crash can never make a receiver
-//! hold an event the store forgot. A normalizer's job is answered as soon as it is committed (its
-//! next run reads the state it wrote); attempt and redelivery jobs are answered after the flush,
-//! so a delivery leaves the scheduler's in-flight set only once its outcome is durable. The thread
-//! ends when the last [`Store`] handle is dropped.
+//! Durability before effect: what a round adds to the due set reaches the in-memory mirror (and
+//! so the scheduler) only after the group commit's flush covering it, so no event is delivered
+//! before the commit that created it is on disk. A normalizer's job is answered as soon as it is
+//! applied (its next run reads the state it wrote); attempt and redelivery jobs are answered
+//! after the flush, so a delivery leaves the scheduler's in-flight set only once its outcome is
+//! durable. The thread ends when the last [`SledStore`] handle is dropped.
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
-use sled::Transactional;
 use tokio::sync::oneshot;
 
 use super::*;
 
-/// Most jobs merged into one transaction (bounds the transaction's memory).
-const MAX_JOBS_PER_TRANSACTION: usize = 512;
+/// Most jobs taken in one round.
+const MAX_JOBS_PER_ROUND: usize = 512;
 
 /// One unit of work for the writer.
 pub(super) enum Job {
-    /// Normalized webhooks, in order.
-    Normalized(Vec<NormalizedBatch>),
+    /// Normalized webhooks, in order, their event bodies already in a segment.
+    Normalized(Vec<PreparedBatch>),
     /// A delivery attempt's outcome.
     Attempt(Box<AttemptJob>),
     /// An operator's redelivery: dead letters revived in place (they keep the head of their
@@ -41,6 +31,13 @@ pub(super) enum Job {
     Redeliver { revived: Vec<Delivery>, added: Vec<Delivery> },
     /// An operator gave up on a dead letter: it is cancelled and its lane goes on.
     Discard { discarded: Delivery, now_ms: u64 },
+}
+
+impl Job {
+    /// Whether the job's answer waits for the flush (see the module header).
+    fn answers_when_durable(&self) -> bool {
+        !matches!(self, Job::Normalized(_))
+    }
 }
 
 /// A delivery attempt's outcome: the delivery before and after, and the attempt's log entry.
@@ -53,6 +50,45 @@ pub(super) struct AttemptJob {
     pub(super) hold_lane: bool,
 }
 
+/// A normalized webhook with its records encoded.
+pub(super) struct PreparedBatch {
+    inbox_id: InboxId,
+    outcome: InboxOutcome,
+    events: Vec<(Vec<u8>, Vec<u8>)>,
+    state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    deliveries: Vec<Delivery>,
+}
+
+/// Encode a commit's records and append its event bodies to a segment (on the caller's thread,
+/// so normalizers do this work in parallel).
+pub(super) fn prepare_normalized(index: &Index, batches: Vec<NormalizedBatch>) -> Result<Job, StoreError> {
+    let mut prepared = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut events = Vec::with_capacity(batch.events.len());
+        for event in &batch.events {
+            let loc = index.noting(index.segments.append(&encode_json(event)))?;
+            let record = EventRecord {
+                loc,
+                inbox_id: batch.inbox_id.0,
+                account_id: event.integration_account_id.clone(),
+                event_type: event.event_type,
+                record_id: event.record_id.clone(),
+                result: event.result,
+                timestamp: event.timestamp.clone(),
+                deliveries: batch.deliveries.iter().filter(|delivery| delivery.event_id == event.id).map(|delivery| delivery.id).collect(),
+            };
+            events.push((keys::event(&event.id), encode_json(&record)));
+        }
+        let state = batch
+            .state
+            .iter()
+            .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_ref().map(encode_json)))
+            .collect();
+        prepared.push(PreparedBatch { inbox_id: batch.inbox_id, outcome: batch.outcome, events, state, deliveries: batch.deliveries });
+    }
+    Ok(Job::Normalized(prepared))
+}
+
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
 /// The handle that sends jobs to the writer thread.
@@ -61,39 +97,14 @@ pub(super) struct Writer {
     jobs: Sender<(Job, Reply)>,
 }
 
-/// What the writer thread owns besides its trees.
-pub(super) struct Publish {
-    pub(super) mirror: DueMirror,
-    pub(super) commit: GroupCommit,
-    pub(super) fault: Fault,
-    /// Notified when deliveries became due (after the flush that made them durable).
-    pub(super) due_changed: Arc<tokio::sync::Notify>,
-}
-
-/// The trees a job writes, cloned for the writer thread (not the [`Store`], whose handle would
-/// keep the thread's own queue open).
-#[derive(Clone)]
-pub(super) struct Trees {
-    pub(super) pending: Tree,
-    pub(super) outcomes: Tree,
-    pub(super) events: Tree,
-    pub(super) state: Tree,
-    pub(super) deliveries: Tree,
-    pub(super) event_deliveries: Tree,
-    pub(super) due: Tree,
-    pub(super) lanes: Tree,
-    pub(super) attempts: Tree,
-    pub(super) dead: Tree,
-}
-
 impl Writer {
-    pub(super) fn start(trees: Trees, publish: Publish) -> std::io::Result<Self> {
+    pub(super) fn start(index: Arc<Index>, commit: GroupCommit) -> std::io::Result<Self> {
         let (jobs, queue) = unbounded();
-        std::thread::Builder::new().name("stayhook-writer".into()).spawn(move || run(&trees, &publish, queue))?;
+        std::thread::Builder::new().name("stayhook-writer".into()).spawn(move || run(&index, &commit, queue))?;
         Ok(Self { jobs })
     }
 
-    /// Queue a job; the receiver answers once it is committed (a normalized run) or once it is
+    /// Queue a job; the receiver answers once it is applied (a normalized run) or once it is
     /// also on disk (every other job).
     pub(super) fn submit(&self, job: Job) -> oneshot::Receiver<Result<(), StoreError>> {
         let (reply, answer) = oneshot::channel();
@@ -104,218 +115,202 @@ impl Writer {
     }
 }
 
-/// A job with its values encoded, ready to be applied (encoding happens outside the
-/// transaction, which sled may run more than once).
-enum Encoded {
-    Normalized(Vec<EncodedBatch>),
-    Attempt(Box<EncodedAttempt>),
-    Redeliver { revived: Vec<(Delivery, Vec<u8>)>, added: Vec<Delivery> },
-    Discard { discarded: Delivery, value: Vec<u8>, now_ms: u64 },
-}
-
-impl Encoded {
-    /// Whether the job's answer waits for the flush (see the module header).
-    fn answers_when_durable(&self) -> bool {
-        !matches!(self, Encoded::Normalized(_))
-    }
-}
-
-struct EncodedAttempt {
-    job: AttemptJob,
-    next_value: Vec<u8>,
-    attempt: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-struct EncodedBatch {
-    inbox_key: Vec<u8>,
-    outcome: Vec<u8>,
-    events: Vec<(Vec<u8>, Vec<u8>)>,
-    state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    deliveries: Vec<Delivery>,
-}
-
-fn encode(job: Job) -> Encoded {
-    match job {
-        Job::Normalized(batches) => Encoded::Normalized(
-            batches
-                .into_iter()
-                .map(|batch| EncodedBatch {
-                    inbox_key: batch.inbox_id.key().to_vec(),
-                    outcome: encode_json(&batch.outcome),
-                    events: batch.events.iter().map(|event| (keys::event(&event.id), encode_json(event))).collect(),
-                    state: batch
-                        .state
-                        .iter()
-                        .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_ref().map(encode_json)))
-                        .collect(),
-                    deliveries: batch.deliveries,
-                })
-                .collect(),
-        ),
-        Job::Attempt(job) => {
-            let next_value = encode_json(&job.next);
-            let attempt =
-                job.attempt.as_ref().map(|attempt| (keys::attempt(&job.next.event_id, job.next.id, attempt.attempt), encode_json(attempt)));
-            Encoded::Attempt(Box::new(EncodedAttempt { job: *job, next_value, attempt }))
-        }
-        Job::Redeliver { revived, added } => Encoded::Redeliver {
-            revived: revived
-                .into_iter()
-                .map(|delivery| {
-                    let value = encode_json(&delivery);
-                    (delivery, value)
-                })
-                .collect(),
-            added,
-        },
-        Job::Discard { discarded, now_ms } => {
-            let value = encode_json(&discarded);
-            Encoded::Discard { discarded, value, now_ms }
-        }
-    }
-}
-
-fn run(trees: &Trees, publish: &Publish, queue: Receiver<(Job, Reply)>) {
+fn run(index: &Index, commit: &GroupCommit, queue: Receiver<(Job, Reply)>) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
-        jobs.extend(queue.try_iter().take(MAX_JOBS_PER_TRANSACTION - 1));
-        let (encoded, replies): (Vec<Encoded>, Vec<Reply>) = jobs.into_iter().map(|(job, reply)| (encode(job), reply)).unzip();
-        match apply(trees, &encoded) {
-            Err(error) if encoded.len() > 1 && !error.is_unavailable() => {
-                tracing::warn!(%error, n_jobs = encoded.len(), "a merged transaction failed; applying its jobs one by one");
-                for (job, reply) in encoded.iter().zip(replies) {
-                    let outcome = apply(trees, std::slice::from_ref(job));
-                    answer(publish, outcome, vec![(reply, job.answers_when_durable())]);
+        jobs.extend(queue.try_iter().take(MAX_JOBS_PER_ROUND - 1));
+        let mut changes = DueChanges::default();
+        let mut answers = Vec::with_capacity(jobs.len());
+        for (job, reply) in jobs {
+            let when_durable = job.answers_when_durable();
+            let outcome = index.noting(apply(index, job, &mut changes));
+            answers.push((reply, when_durable, outcome));
+        }
+        if let Err(error) = index.noting(index.write_floors()) {
+            for (_, _, outcome) in &mut answers {
+                if outcome.is_ok() {
+                    *outcome = Err(error.clone());
                 }
             }
-            outcome => {
-                let replies =
-                    encoded.iter().map(Encoded::answers_when_durable).zip(replies).map(|(durable, reply)| (reply, durable)).collect();
-                answer(publish, outcome, replies);
-            }
         }
+        answer(index, commit, changes, answers);
     }
 }
 
-/// Answer the jobs of one transaction: at once, or after the flush that makes it durable, which
-/// is also when its due-index changes reach the mirror and the scheduler.
-fn answer(publish: &Publish, outcome: Result<DueChanges, StoreError>, replies: Vec<(Reply, bool)>) {
-    let changes = match outcome {
-        Ok(changes) => changes,
-        Err(error) => {
-            publish.fault.note(&error);
-            for (reply, _) in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
-            return;
-        }
-    };
-    let (now, after_flush): (Vec<_>, Vec<_>) = replies.into_iter().partition(|(_, when_durable)| !when_durable);
+/// Answer a round's jobs: a normalizer's at once, the others after the flush that makes them
+/// durable, which is also when the round's due-set changes reach the mirror and the scheduler.
+fn answer(index: &Index, commit: &GroupCommit, changes: DueChanges, answers: Vec<(Reply, bool, Result<(), StoreError>)>) {
+    let (now, after_flush): (Vec<_>, Vec<_>) =
+        answers.into_iter().partition(|(_, when_durable, outcome)| !when_durable || outcome.is_err());
     // What waits for the flush is queued before the immediate answers go out, so a normalizer
     // that awaits durability after its answer also sees its deliveries due.
     if !changes.is_empty() || !after_flush.is_empty() {
-        let mirror = publish.mirror.clone();
-        let due_changed = publish.due_changed.clone();
-        publish.commit.after_flush(move |flushed| {
+        let mirror = index.due.clone();
+        let notify = index.due_changed.clone();
+        commit.after_flush(move |flushed| {
             if flushed.is_ok() && !changes.is_empty() {
                 mirror.apply(&changes);
-                due_changed.notify_one();
+                notify.notify_one();
             }
-            for (reply, _) in after_flush {
+            for (reply, _, _) in after_flush {
                 let _ = reply.send(flushed.clone());
             }
         });
     }
-    for (reply, _) in now {
-        let _ = reply.send(Ok(()));
+    for (reply, _, outcome) in now {
+        let _ = reply.send(outcome);
     }
 }
 
-/// Apply `jobs` in order in one transaction; the `due` keys it changed.
-fn apply(trees: &Trees, jobs: &[Encoded]) -> Result<DueChanges, StoreError> {
-    let all = (
-        &trees.pending,
-        &trees.outcomes,
-        &trees.events,
-        &trees.state,
-        &trees.deliveries,
-        &trees.event_deliveries,
-        &trees.due,
-        &trees.lanes,
-        &trees.attempts,
-        &trees.dead,
-    );
-    all.transaction(|(pending, outcomes, events, state, deliveries, event_deliveries, due, lanes, attempts, dead)| {
-        let mut changes = DueChanges::default();
-        for job in jobs {
-            match job {
-                Encoded::Normalized(batches) => {
-                    for batch in batches {
-                        pending.remove(batch.inbox_key.as_slice())?;
-                        outcomes.insert(batch.inbox_key.as_slice(), batch.outcome.as_slice())?;
-                        for (key, value) in &batch.events {
-                            events.insert(key.as_slice(), value.as_slice())?;
-                        }
-                        for (key, value) in &batch.state {
-                            match value {
-                                Some(value) => state.insert(key.as_slice(), value.as_slice())?,
-                                None => state.remove(key.as_slice())?,
-                            };
-                        }
-                        for delivery in &batch.deliveries {
-                            enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery, &mut changes)?;
-                        }
-                    }
-                }
-                Encoded::Attempt(encoded) => {
-                    let EncodedAttempt { job: AttemptJob { previous, next, now_ms, hold_lane, .. }, next_value, attempt } =
-                        encoded.as_ref();
-                    changes.remove(due, previous.next_attempt_at_ms, previous.id)?;
-                    deliveries.insert(&next.id.to_be_bytes(), next_value.as_slice())?;
-                    if let Some((key, value)) = attempt {
-                        attempts.insert(key.as_slice(), value.as_slice())?;
-                    }
-                    match next.status {
-                        DeliveryStatus::Pending => changes.insert(due, next.next_attempt_at_ms, next.id)?,
-                        DeliveryStatus::Dead => {
-                            dead.insert(&next.id.to_be_bytes(), &[])?;
-                            // Held: the dead letter stays the head of its lane, out of `due`,
-                            // until it is redelivered or discarded.
-                            if !hold_lane {
-                                leave_lane(deliveries, due, lanes, next, *now_ms, &mut changes)?;
-                            }
-                        }
-                        DeliveryStatus::Delivered | DeliveryStatus::Cancelled => {
-                            leave_lane(deliveries, due, lanes, next, *now_ms, &mut changes)?;
-                        }
-                    }
-                }
-                Encoded::Redeliver { revived, added } => {
-                    for (delivery, value) in revived {
-                        dead.remove(&delivery.id.to_be_bytes())?;
-                        let lane_key = keys::lane(&delivery.subscription_id, &delivery.lane);
-                        let head = lanes.get(&lane_key)?.and_then(|value| keys::decode_ids(&value).first().copied());
-                        if head == Some(delivery.id) {
-                            deliveries.insert(&delivery.id.to_be_bytes(), value.as_slice())?;
-                            changes.insert(due, delivery.next_attempt_at_ms, delivery.id)?;
-                        } else {
-                            // A dead letter that released its lane (written by an older release,
-                            // or with `dead_letters_hold_lane` off) joins the lane's tail.
-                            enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery, &mut changes)?;
-                        }
-                    }
-                    for delivery in added {
-                        enqueue_delivery(deliveries, event_deliveries, due, lanes, delivery, &mut changes)?;
-                    }
-                }
-                Encoded::Discard { discarded, value, now_ms } => {
-                    dead.remove(&discarded.id.to_be_bytes())?;
-                    deliveries.insert(&discarded.id.to_be_bytes(), value.as_slice())?;
-                    leave_lane(deliveries, due, lanes, discarded, *now_ms, &mut changes)?;
-                }
+fn apply(index: &Index, job: Job, changes: &mut DueChanges) -> Result<(), StoreError> {
+    match job {
+        Job::Normalized(batches) => {
+            for batch in batches {
+                apply_normalized(index, batch, changes)?;
+            }
+            Ok(())
+        }
+        Job::Attempt(job) => apply_attempt(index, *job, changes),
+        Job::Redeliver { revived, added } => apply_redeliver(index, revived, added, changes),
+        Job::Discard { discarded, now_ms } => {
+            index.dead.remove(discarded.id.to_be_bytes())?;
+            let mut record = index.delivery_record(discarded.id)?.unwrap_or_else(|| fresh(&discarded));
+            record.delivery = discarded.clone();
+            index.put_delivery_record(&record)?;
+            index.open_state().unsettled.remove(&discarded.id);
+            leave_lane(index, &discarded, now_ms, changes)
+        }
+    }
+}
+
+/// Events, deliveries, state, then the inbox entry's fate: the entry leaves pending last.
+fn apply_normalized(index: &Index, batch: PreparedBatch, changes: &mut DueChanges) -> Result<(), StoreError> {
+    for (key, value) in batch.events {
+        index.events.insert(key, value)?;
+    }
+    for delivery in &batch.deliveries {
+        enqueue(index, fresh(delivery), changes)?;
+    }
+    for (key, value) in batch.state {
+        match value {
+            Some(value) => index.state.insert(key, value)?,
+            None => index.state.remove(key)?,
+        };
+    }
+    let Some(mut record) = index.inbox_record(batch.inbox_id)? else {
+        return Err(StoreError::Backend(format!("inbox entry {} does not exist", batch.inbox_id)));
+    };
+    record.fate = Fate::Finished(batch.outcome);
+    index.inbox.insert(batch.inbox_id.key(), encode_json(&record))?;
+    index.open_state().pending.remove(&batch.inbox_id.0);
+    Ok(())
+}
+
+fn apply_attempt(index: &Index, job: AttemptJob, changes: &mut DueChanges) -> Result<(), StoreError> {
+    let AttemptJob { previous, next, attempt, now_ms, hold_lane } = job;
+    changes.removed.push((previous.next_attempt_at_ms, previous.id));
+    let mut record = index.delivery_record(next.id)?.unwrap_or_else(|| fresh(&next));
+    record.delivery = next.clone();
+    if let Some(attempt) = attempt {
+        record.attempts.retain(|known| known.attempt != attempt.attempt);
+        let at = record.attempts.partition_point(|known| known.attempt < attempt.attempt);
+        record.attempts.insert(at, attempt);
+    }
+    index.put_delivery_record(&record)?;
+    match next.status {
+        DeliveryStatus::Pending => changes.added.push((next.next_attempt_at_ms, next.id)),
+        DeliveryStatus::Dead => {
+            index.dead.insert(next.id.to_be_bytes(), &layout::dead_value(hold_lane))?;
+            index.open_state().unsettled.remove(&next.id);
+            // Held: the dead letter stays the head of its lane, out of the due set, until it is
+            // redelivered or discarded.
+            if !hold_lane {
+                leave_lane(index, &next, now_ms, changes)?;
             }
         }
-        Ok(changes)
-    })
-    .map_err(flatten)
+        DeliveryStatus::Delivered | DeliveryStatus::Cancelled => {
+            index.open_state().unsettled.remove(&next.id);
+            leave_lane(index, &next, now_ms, changes)?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_redeliver(index: &Index, revived: Vec<Delivery>, added: Vec<Delivery>, changes: &mut DueChanges) -> Result<(), StoreError> {
+    for delivery in revived {
+        index.lower_floor(layout::DELIVERY_FLOOR_KEY, delivery.id)?;
+        index.open_state().unsettled.insert(delivery.id);
+        let mut record = index.delivery_record(delivery.id)?.unwrap_or_else(|| fresh(&delivery));
+        record.delivery = delivery.clone();
+        let head = index.lanes().get(&lane_key(&delivery)).and_then(|queue| queue.front().copied());
+        if head == Some(delivery.id) {
+            index.put_delivery_record(&record)?;
+            changes.added.push((delivery.next_attempt_at_ms, delivery.id));
+        } else {
+            // A dead letter that released its lane joins the lane's tail, after what is there.
+            record.seq = {
+                let mut open = index.open_state();
+                index.next_id(&mut open)?
+            };
+            enqueue(index, record, changes)?;
+        }
+        index.dead.remove(delivery.id.to_be_bytes())?;
+    }
+    for delivery in added {
+        if let Some(mut event) = index.event_record(&delivery.event_id)? {
+            event.deliveries.push(delivery.id);
+            index.events.insert(keys::event(&delivery.event_id), encode_json(&event))?;
+        }
+        enqueue(index, fresh(&delivery), changes)?;
+    }
+    Ok(())
+}
+
+/// A new delivery's record: no attempts yet, ordered by its id.
+fn fresh(delivery: &Delivery) -> DeliveryRecord {
+    DeliveryRecord { delivery: delivery.clone(), attempts: Vec::new(), seq: delivery.id }
+}
+
+fn lane_key(delivery: &Delivery) -> (String, String) {
+    (delivery.subscription_id.clone(), delivery.lane.clone())
+}
+
+/// Write a delivery and put it at its lane's tail; the head of an empty lane becomes due.
+fn enqueue(index: &Index, record: DeliveryRecord, changes: &mut DueChanges) -> Result<(), StoreError> {
+    index.put_delivery_record(&record)?;
+    let delivery = &record.delivery;
+    let mut lanes = index.lanes();
+    let queue = lanes.entry(lane_key(delivery)).or_default();
+    if queue.is_empty() {
+        changes.added.push((delivery.next_attempt_at_ms, delivery.id));
+    }
+    queue.push_back(delivery.id);
+    Ok(())
+}
+
+/// Take a finished delivery out of its lane; the next one (if any) becomes due now.
+fn leave_lane(index: &Index, finished: &Delivery, now_ms: u64, changes: &mut DueChanges) -> Result<(), StoreError> {
+    let next_id = {
+        let mut lanes = index.lanes();
+        let key = lane_key(finished);
+        let Some(queue) = lanes.get_mut(&key) else { return Ok(()) };
+        let was_head = queue.front() == Some(&finished.id);
+        queue.retain(|id| *id != finished.id);
+        match queue.front() {
+            None => {
+                lanes.remove(&key);
+                return Ok(());
+            }
+            Some(&next_id) if was_head => next_id,
+            Some(_) => return Ok(()),
+        }
+    };
+    if let Some(mut record) = index.delivery_record(next_id)? {
+        if record.delivery.next_attempt_at_ms > now_ms {
+            record.delivery.next_attempt_at_ms = now_ms;
+            index.put_delivery_record(&record)?;
+        }
+        changes.added.push((record.delivery.next_attempt_at_ms, next_id));
+    }
+    Ok(())
 }

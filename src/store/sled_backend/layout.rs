@@ -1,0 +1,77 @@
+//! The index records sled keeps in storage format 2 (JSON, so a sled tool can read them; every
+//! one is small: the large values live in segment files and are pointed at by a [`Loc`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::segments::Loc;
+use crate::model::{EventResult, EventType};
+use crate::store::{Attempt, Delivery, InboxOutcome};
+
+/// The storage format this backend writes, kept in `meta` under [`FORMAT_KEY`].
+pub(crate) const FORMAT: &str = "2";
+pub(crate) const FORMAT_KEY: &str = "storage_format";
+/// Added to sled's id generator (a data dir migrated from format 1 starts above its ids).
+pub(crate) const ID_BASE_KEY: &str = "id_base";
+/// Every inbox entry below this id is finished (start-up reads the inbox from here).
+pub(crate) const INBOX_FLOOR_KEY: &str = "inbox_floor";
+/// Every delivery below this id is finished or dead (start-up reads deliveries from here).
+pub(crate) const DELIVERY_FLOOR_KEY: &str = "delivery_floor";
+
+/// `inbox` tree: a raw webhook's place, account, arrival and fate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InboxRecord {
+    pub(crate) account_id: String,
+    pub(crate) received_at_ms: u64,
+    pub(crate) loc: Loc,
+    pub(crate) fate: Fate,
+}
+
+/// Whether an inbox entry waits for normalization, and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Fate {
+    /// To be normalized as `generation`; `previous` is the outcome of the run before (requeued).
+    Pending { generation: u32, previous: Option<InboxOutcome> },
+    /// Normalized, skipped or failed.
+    Finished(InboxOutcome),
+}
+
+impl Fate {
+    pub(crate) fn outcome(&self) -> Option<&InboxOutcome> {
+        match self {
+            Fate::Pending { previous, .. } => previous.as_ref(),
+            Fate::Finished(outcome) => Some(outcome),
+        }
+    }
+}
+
+/// `events` tree: what the log's filters read without opening the body, the body's place, and
+/// the event's deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct EventRecord {
+    pub(crate) loc: Loc,
+    /// The inbox entry it came from.
+    pub(crate) inbox_id: u64,
+    pub(crate) account_id: String,
+    pub(crate) event_type: EventType,
+    pub(crate) record_id: String,
+    pub(crate) result: EventResult,
+    pub(crate) timestamp: String,
+    #[serde(default)]
+    pub(crate) deliveries: Vec<u64>,
+}
+
+/// `deliveries` tree: a delivery, its attempts, and its place in its lane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeliveryRecord {
+    pub(crate) delivery: Delivery,
+    #[serde(default)]
+    pub(crate) attempts: Vec<Attempt>,
+    /// Order within the lane: the id, or a later id for a dead letter revived at the lane's tail.
+    pub(crate) seq: u64,
+}
+
+/// `dead` tree value: whether the dead letter holds the head of its lane.
+pub(crate) fn dead_value(holds_lane: bool) -> [u8; 1] {
+    [u8::from(holds_lane)]
+}
