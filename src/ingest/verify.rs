@@ -243,8 +243,6 @@ pub fn sns_string_to_sign(message: &SnsMessage) -> Result<String, VerifyError> {
     Ok(text)
 }
 
-pub use crate::config::DEFAULT_SNS_CERTIFICATE_HOSTS;
-
 /// Whether `url` is on one of `patterns` (`scheme://host[:port]`, where a `*` label of the host
 /// matches one DNS label of letters, digits and '-'), with no user info. Used for
 /// `SigningCertURL` (which must also end in `.pem`) and `SubscribeURL`: a URL the body names is
@@ -474,7 +472,7 @@ mod tests {
 
     #[test]
     fn sns_certificates_come_only_from_sns_hosts() {
-        let aws: Vec<String> = DEFAULT_SNS_CERTIFICATE_HOSTS.iter().map(|host| host.to_string()).collect();
+        let aws: Vec<String> = crate::config::DEFAULT_SNS_CERTIFICATE_HOSTS.iter().map(|host| host.to_string()).collect();
         let allowed = |url: &str| sns_certificate_url_allowed(url, &aws);
         assert!(allowed("https://sns.us-west-2.amazonaws.com/SimpleNotificationService-f3ecfb7224c7233fe7bb5f59f96de52f.pem"));
         assert!(allowed("https://sns.eu-central-1.amazonaws.com/SimpleNotificationService-abc.pem"));
