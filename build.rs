@@ -24,6 +24,8 @@ const OFFICIAL: &[&str] = &[
     "hostex",
     "igms",
     "uplisting",
+    "smily",
+    "hostify",
 ];
 /// Plugins built for the tests only.
 const TEST_ONLY: &[&str] = &["chaos", "sns-probe"];

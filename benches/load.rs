@@ -159,6 +159,10 @@ impl Daemon {
             .env("STAYHOOK_ADMIN_TOKEN", TOKEN)
             .env("STAYHOOK_ALLOW_PRIVATE_DESTINATIONS", "true")
             .env("STAYHOOK_LOG", "warn")
+            // One account takes the whole load: its listener limits (500 webhooks/s by default)
+            // would measure the limiter, not the daemon.
+            .env("STAYHOOK_LISTENER_REQUESTS_PER_SECOND", "1000000")
+            .env("STAYHOOK_LISTENER_BYTES_PER_SECOND", "100000000000")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -208,6 +212,17 @@ impl Daemon {
             .and_then(|number| number.parse().ok())
             .unwrap_or(0.0);
         kib / 1024.0
+    }
+
+    /// CPU time the daemon has used so far (user + system, from `/proc/<pid>/stat`).
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name (which may hold spaces) start at its closing paren.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks: u64 = [11, 12].iter().filter_map(|index| fields.get(*index).and_then(|field| field.parse::<u64>().ok())).sum();
+        // SAFETY: sysconf reads a constant of the running system.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_micros(ticks * 1_000_000 / per_second)
     }
 
     fn stop(mut self) {
@@ -400,6 +415,7 @@ async fn end_to_end(settings: &Settings, n_subscriptions: usize) {
     let dir = bench_dir();
     let (daemon, _) = Daemon::start(&dir.path().join("data"), &warm_cache()).await;
     let listener = daemon.account(&receiver_url, n_subscriptions).await;
+    let cpu_before = daemon.cpu();
     let started = Instant::now();
     let (n_posted, post_elapsed, _) = closed_loop(&http, &listener, &bodies, settings.concurrency, duration, u64::MAX).await;
     let expected = n_posted * n_subscriptions as u64;
@@ -408,6 +424,7 @@ async fn end_to_end(settings: &Settings, n_subscriptions: usize) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let all_delivered = started.elapsed();
+    let daemon_cpu = daemon.cpu().saturating_sub(cpu_before);
     let delivered = receipts.count.load(Ordering::Relaxed);
     let events_per_second = n_posted as f64 / all_delivered.as_secs_f64();
     println!("no-op server, closed loop:  {noop_rps:>8.0} req/s");
@@ -421,6 +438,11 @@ async fn end_to_end(settings: &Settings, n_subscriptions: usize) {
         "end to end: {events_per_second:.0} events/s ({:.0} deliveries/s), {:.2} of the no-op server (target at least 10,000 events/s with one subscription)",
         events_per_second * n_subscriptions as f64,
         events_per_second / noop_rps
+    );
+    println!(
+        "daemon CPU: {:.1} s over the load, {:.0} µs per event (target at most 250 with one subscription)",
+        daemon_cpu.as_secs_f64(),
+        daemon_cpu.as_secs_f64() * 1e6 / n_posted.max(1) as f64
     );
 
     // Latency at 1,000 events per second: 2xx to each receipt.

@@ -25,6 +25,10 @@ use stayhook::store::{
     Attempt, Delivery, DeliveryStatus, InboxEntry, InboxId, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite, Store, StoredEvent,
 };
 
+// The daemon's allocator, so the store's costs are measured as the daemon pays them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BODY: &[u8] = include_bytes!("../plugins/hostaway/tests/cases/reservation-created/body.json");
 
 fn entry() -> InboxEntry {

@@ -3,7 +3,10 @@
 //! Names: `stayhook_webhooks_accepted_total`, `stayhook_normalize_seconds`,
 //! `stayhook_normalize_failures_total{kind}`, `stayhook_events_total`,
 //! `stayhook_unchanged_updates_total`, `stayhook_delivery_attempts_total{outcome}`,
-//! `stayhook_delivery_seconds`, `stayhook_api_requests_total`.
+//! `stayhook_delivery_seconds`, `stayhook_api_requests_total`, and for retention
+//! `stayhook_store_bytes`, `stayhook_store_oldest_event_timestamp_seconds` (0 while the log is
+//! empty), `stayhook_pruned_total{kind}` (`event`, `delivery`, `inbox`),
+//! `stayhook_pruned_bytes_total` and `stayhook_pruner_last_run_timestamp_seconds`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -12,6 +15,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -38,6 +42,52 @@ pub struct Metrics {
     api_requests: Counter,
     timeline: Mutex<Timeline>,
     recent: Mutex<std::collections::HashMap<String, VecDeque<RecentAttempt>>>,
+    store_bytes: Gauge,
+    oldest_event_seconds: Gauge,
+    pruned: Family<KindLabel, Counter>,
+    pruned_bytes: Counter,
+    pruner_last_run_seconds: Gauge,
+    pruner: Mutex<PrunerStatus>,
+}
+
+/// What the pruner did since the daemon started (`GET /v1/storage`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrunerStatus {
+    /// The last pass, once one ran.
+    pub last_pass: Option<PrunePass>,
+    /// Passes run.
+    pub passes: u64,
+    /// Events deleted.
+    pub events: u64,
+    /// Deliveries deleted.
+    pub deliveries: u64,
+    /// Inbox entries deleted.
+    pub inbox: u64,
+    /// Bytes of keys and values deleted.
+    pub bytes_freed: u64,
+}
+
+/// One pruning pass (steps of at most `prune_budget` items until nothing more is due).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrunePass {
+    /// When it started (Unix ms).
+    pub started_at_ms: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Steps (calls of the store's `prune_blocking`).
+    pub steps: u64,
+    /// Events deleted.
+    pub events: u64,
+    /// Deliveries deleted.
+    pub deliveries: u64,
+    /// Inbox entries deleted.
+    pub inbox: u64,
+    /// Bytes of keys and values deleted.
+    pub bytes_freed: u64,
+    /// Why it stopped early, if it failed.
+    pub error: Option<String>,
 }
 
 /// Attempts remembered per subscription for its health sparkline.
@@ -114,8 +164,32 @@ impl Default for Metrics {
         registry.register("delivery_seconds", "Time of one delivery attempt", delivery_seconds.clone());
         let api_requests = Counter::default();
         registry.register("api_requests", "PMS API requests plugins asked for (enrichment)", api_requests.clone());
+        let store_bytes = Gauge::default();
+        registry.register("store_bytes", "What the store's files take on disk", store_bytes.clone());
+        let oldest_event_seconds = Gauge::default();
+        registry.register(
+            "store_oldest_event_timestamp_seconds",
+            "Time of the oldest event kept (Unix seconds; 0 while there is none)",
+            oldest_event_seconds.clone(),
+        );
+        let pruned = Family::<KindLabel, Counter>::default();
+        registry.register("pruned", "Items retention deleted, by kind (event, delivery, inbox)", pruned.clone());
+        let pruned_bytes = Counter::default();
+        registry.register("pruned_bytes", "Bytes of keys and values retention deleted", pruned_bytes.clone());
+        let pruner_last_run_seconds = Gauge::default();
+        registry.register(
+            "pruner_last_run_timestamp_seconds",
+            "When the last pruning pass ended (Unix seconds)",
+            pruner_last_run_seconds.clone(),
+        );
         Self {
             registry,
+            store_bytes,
+            oldest_event_seconds,
+            pruned,
+            pruned_bytes,
+            pruner_last_run_seconds,
+            pruner: Mutex::default(),
             accepted,
             normalize_seconds,
             normalize_failures,
@@ -190,6 +264,37 @@ impl Metrics {
     pub fn timeline(&self, since_minute: u64) -> Vec<Minute> {
         let timeline = self.timeline.lock().expect("timeline lock poisoned");
         timeline.minutes.iter().filter(|minute| minute.minute >= since_minute).cloned().collect()
+    }
+
+    /// The store's size and its oldest event (Unix ms), as last measured.
+    pub(crate) fn storage_measured(&self, bytes_on_disk: u64, oldest_event_ms: Option<u64>) {
+        self.store_bytes.set(i64::try_from(bytes_on_disk).unwrap_or(i64::MAX));
+        self.oldest_event_seconds.set(oldest_event_ms.map_or(0, |ms| i64::try_from(ms / 1000).unwrap_or(i64::MAX)));
+    }
+
+    /// One pruning step's deletions, counted as they happen.
+    pub(crate) fn pruned(&self, report: &crate::store::PruneReport) {
+        for (kind, n) in [("event", report.events), ("delivery", report.deliveries), ("inbox", report.inbox)] {
+            self.pruned.get_or_create(&KindLabel { kind: kind.into() }).inc_by(n);
+        }
+        self.pruned_bytes.inc_by(report.bytes_freed);
+    }
+
+    /// A pruning pass ended.
+    pub(crate) fn prune_pass_ended(&self, pass: PrunePass) {
+        self.pruner_last_run_seconds.set(i64::try_from((pass.started_at_ms + pass.duration_ms) / 1000).unwrap_or(i64::MAX));
+        let mut status = self.pruner.lock().expect("pruner status lock poisoned");
+        status.passes += 1;
+        status.events += pass.events;
+        status.deliveries += pass.deliveries;
+        status.inbox += pass.inbox;
+        status.bytes_freed += pass.bytes_freed;
+        status.last_pass = Some(pass);
+    }
+
+    /// What the pruner did since the daemon started.
+    pub fn pruner_status(&self) -> PrunerStatus {
+        self.pruner.lock().expect("pruner status lock poisoned").clone()
     }
 
     /// The Prometheus text exposition.

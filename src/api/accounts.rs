@@ -168,8 +168,20 @@ async fn update(
     Ok(Json(view(&daemon, &account)))
 }
 
+/// Remove an account and its subscriptions, then its data (inbox, events, deliveries, attempts,
+/// state, digests) on a blocking thread; answers once both are done. What is still in progress
+/// (a webhook being normalized, a delivery pending) finishes on its own (the scheduler cancels a
+/// deleted account's deliveries) and retention deletes it later.
 async fn remove(State(daemon): State<Arc<ApiContext>>, Path(account_id): Path<String>) -> Result<Response, ApiError> {
-    if daemon.store.remove_account(&account_id).await? { Ok(StatusCode::NO_CONTENT.into_response()) } else { Err(not_found(&account_id)) }
+    if !daemon.store.remove_account(&account_id).await? {
+        return Err(not_found(&account_id));
+    }
+    let store = daemon.store.clone();
+    let removed_for = account_id.clone();
+    let n_removed =
+        tokio::task::spawn_blocking(move || store.remove_account_data_blocking(&removed_for)).await.map_err(ApiError::internal)??;
+    tracing::info!(%account_id, n_removed, "account deleted with its data");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn record(

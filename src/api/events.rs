@@ -368,7 +368,15 @@ fn newest_after<T>(
 async fn inbox_show(State(daemon): State<Arc<ApiContext>>, Path(inbox_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::not_found("inbox_not_found", format!("no inbox entry {inbox_id:?}"));
     let id = InboxId(inbox_id.parse().map_err(|_| not_found())?);
-    let entry = daemon.store.get_inbox(id)?.ok_or_else(not_found)?;
+    let Some(entry) = daemon.store.get_inbox(id)? else {
+        // Entries are numbered in arrival order: one below the oldest kept, or at most the last
+        // one retention deleted, was deleted.
+        let stats = daemon.store.storage_stats()?;
+        if stats.oldest_inbox_id.is_some_and(|oldest| id < oldest) || stats.inbox_pruned_through.is_some_and(|pruned| id <= pruned) {
+            return Err(ApiError::not_found("expired", format!("inbox entry {inbox_id:?} is older than what retention keeps")));
+        }
+        return Err(not_found());
+    };
     let outcome = daemon.store.inbox_outcome(id)?;
     Ok(Json(json!({
         "inboxId": id.to_string(),
@@ -384,8 +392,27 @@ async fn inbox_show(State(daemon): State<Arc<ApiContext>>, Path(inbox_id): Path<
     })))
 }
 
+/// The event, or 404: `expired` when its id's time (UUID v7) is before what retention keeps (the
+/// events cutoff, or the oldest event kept), `event_not_found` otherwise.
 fn find_event(daemon: &ApiContext, event_id: &str) -> Result<StoredEvent, ApiError> {
-    daemon.store.get_event(event_id)?.ok_or_else(|| ApiError::not_found("event_not_found", format!("no event {event_id:?}")))
+    if let Some(event) = daemon.store.get_event(event_id)? {
+        return Ok(event);
+    }
+    if let Some(time_ms) = crate::store::event_time_ms(event_id) {
+        let cutoff_ms = daemon.settings.retention.cutoffs(unix_ms()).events_before_ms;
+        let oldest_ms = daemon.store.storage_stats()?.oldest_event_ms;
+        if time_ms < cutoff_ms || oldest_ms.is_some_and(|oldest_ms| time_ms < oldest_ms) {
+            return Err(ApiError::not_found(
+                "expired",
+                format!(
+                    "event {event_id:?} (of {}) is older than what retention keeps (events: {})",
+                    model::time::from_unix_ms(time_ms),
+                    daemon.settings.retention.events.describe()
+                ),
+            ));
+        }
+    }
+    Err(ApiError::not_found("event_not_found", format!("no event {event_id:?}")))
 }
 
 fn event_view(event: &StoredEvent) -> Value {

@@ -14,6 +14,7 @@ mod paging;
 mod plugins;
 mod registration;
 pub mod session;
+mod storage;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -80,6 +81,8 @@ pub struct ApiSettings {
     pub plugin_dir: PathBuf,
     /// The data dir (the playground's temporary folders).
     pub data_dir: PathBuf,
+    /// What the store keeps (`GET /v1/storage`, `expired` answers).
+    pub retention: crate::config::Retention,
 }
 
 impl From<&Settings> for ApiSettings {
@@ -90,6 +93,7 @@ impl From<&Settings> for ApiSettings {
             enrichment_max_requests: settings.enrichment_max_requests,
             plugin_dir: settings.plugin_dir.clone(),
             data_dir: settings.data_dir.clone(),
+            retention: settings.retention.clone(),
         }
     }
 }
@@ -116,6 +120,7 @@ pub fn router(daemon: Arc<ApiContext>) -> Router {
         .merge(registration::routes())
         .merge(plugins::routes())
         .merge(insight::routes())
+        .merge(storage::routes())
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route_layer(middleware::from_fn_with_state((daemon.clone(), sessions.clone()), session::require_auth));

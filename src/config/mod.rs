@@ -76,6 +76,9 @@ pub struct RawConfig {
     pub plugin_cache_dir: Option<PathBuf>,
     /// Memory sled may use to cache pages, in MiB (bounds the daemon's memory, not the data).
     pub store_cache_mb: u64,
+    /// Size a segment file of the store grows to before the next starts, in KiB (retention
+    /// deletes whole segments, so smaller ones return disk sooner).
+    pub store_segment_kb: u64,
     /// Allow deliveries and PMS API calls to loopback, private and link-local addresses (and http
     /// account `apiBaseUrl`s).
     pub allow_private_destinations: bool,
@@ -148,6 +151,96 @@ pub struct RawConfig {
     /// until it is redelivered or discarded, so a receiver never sees them out of order. `false`
     /// releases the record's next event at once (order is then not kept across dead letters).
     pub dead_letters_hold_lane: bool,
+    /// What the store keeps and how the pruner deletes the rest (the `[retention]` section).
+    pub retention: RetentionConfig,
+}
+
+/// How long something is kept: a number of days, a duration with a unit (`"36h"`, `"30d"`,
+/// `"10s"` for tests), or `0` / `"off"` to keep it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period(pub Option<Duration>);
+
+impl Period {
+    /// Kept this many days.
+    pub const fn days(days: u64) -> Self {
+        Self(Some(Duration::from_secs(days * 24 * 60 * 60)))
+    }
+
+    /// Parse `30`, `"30d"`, `"12h"`, `"0"` or `"off"`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") || text.eq_ignore_ascii_case("forever") {
+            return Ok(Self(None));
+        }
+        if let Ok(days) = text.parse::<u64>() {
+            return Ok(Self::from_days(days));
+        }
+        let duration =
+            humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error} (a number of days, \"36h\", or \"off\")"))?;
+        Ok(Self((!duration.is_zero()).then_some(duration)))
+    }
+
+    fn from_days(days: u64) -> Self {
+        Self((days > 0).then(|| Duration::from_secs(days.saturating_mul(24 * 60 * 60))))
+    }
+
+    /// The instant (Unix ms) before which things are deleted, at `now_ms`; 0 when kept forever.
+    pub fn cutoff_ms(self, now_ms: u64) -> u64 {
+        self.0.map_or(0, |kept| now_ms.saturating_sub(u64::try_from(kept.as_millis()).unwrap_or(u64::MAX)))
+    }
+
+    /// As written back: whole days as a number, else a duration, `"off"` when kept forever.
+    pub fn describe(self) -> String {
+        match self.0 {
+            None => "off".into(),
+            Some(kept) if kept.as_secs() % 86_400 == 0 && kept.subsec_nanos() == 0 => format!("{}d", kept.as_secs() / 86_400),
+            Some(kept) => humantime::format_duration(kept).to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Days(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Days(days) => Ok(Period::from_days(days)),
+            Written::Text(text) => Period::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The `[retention]` section: what the store keeps (see the README's "Retention").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Events whose deliveries are all delivered or cancelled, by the event's time.
+    pub events: Period,
+    /// Raw webhooks (inbox entries) no longer pending, with their outcomes, by arrival.
+    pub inbox: Period,
+    /// An event with a dead letter is kept at least this long after the delivery died (and
+    /// never less than `events`); a dead letter redelivered is pending again and kept.
+    pub dead_letters: Period,
+    /// Time between pruning passes.
+    pub prune_interval_ms: u64,
+    /// Items one pruning step deletes at most; a pass repeats steps while there is more.
+    pub prune_budget: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            events: Period::days(30),
+            inbox: Period::days(30),
+            dead_letters: Period::days(90),
+            prune_interval_ms: 60_000,
+            prune_budget: 1000,
+        }
+    }
 }
 
 impl Default for RawConfig {
@@ -161,6 +254,7 @@ impl Default for RawConfig {
             plugin_dir: None,
             plugin_cache_dir: None,
             store_cache_mb: 32,
+            store_segment_kb: 64 * 1024,
             allow_private_destinations: false,
             body_limit_bytes: 1024 * 1024,
             header_timeout_ms: 10_000,
@@ -189,6 +283,7 @@ impl Default for RawConfig {
             listener_requests_per_second: 500,
             listener_bytes_per_second: 32 * 1024 * 1024,
             dead_letters_hold_lane: true,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -212,6 +307,8 @@ pub struct Settings {
     pub plugin_cache_dir: PathBuf,
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
+    /// See [`RawConfig::store_segment_kb`], in bytes.
+    pub store_segment_bytes: u64,
     /// See [`RawConfig::allow_private_destinations`].
     pub allow_private_destinations: bool,
     /// See [`RawConfig::body_limit_bytes`].
@@ -268,6 +365,36 @@ pub struct Settings {
     pub listener_kib_per_second: Option<std::num::NonZeroU32>,
     /// See [`RawConfig::dead_letters_hold_lane`].
     pub dead_letters_hold_lane: bool,
+    /// See [`RawConfig::retention`].
+    pub retention: Retention,
+}
+
+/// Retention as the daemon runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    /// See [`RetentionConfig::events`].
+    pub events: Period,
+    /// See [`RetentionConfig::inbox`].
+    pub inbox: Period,
+    /// See [`RetentionConfig::dead_letters`].
+    pub dead_letters: Period,
+    /// See [`RetentionConfig::prune_interval_ms`].
+    pub prune_interval: Duration,
+    /// See [`RetentionConfig::prune_budget`].
+    pub prune_budget: usize,
+}
+
+impl Retention {
+    /// The cutoffs at `now_ms`. A dead letter is never deleted before its event would be.
+    pub fn cutoffs(&self, now_ms: u64) -> crate::store::RetentionCutoffs {
+        let events_before_ms = self.events.cutoff_ms(now_ms);
+        crate::store::RetentionCutoffs {
+            events_before_ms,
+            inbox_before_ms: self.inbox.cutoff_ms(now_ms),
+            dead_letters_before_ms: self.dead_letters.cutoff_ms(now_ms).min(events_before_ms),
+            now_ms,
+        }
+    }
 }
 
 impl RawConfig {
@@ -303,6 +430,9 @@ impl RawConfig {
                 _ => Err(ConfigError::Invalid { key, message: format!("{value:?} is not a boolean") }),
             }
         }
+        fn period(key: &'static str, value: &str) -> Result<Period, ConfigError> {
+            Period::parse(value).map_err(|message| ConfigError::Invalid { key, message })
+        }
         let non_empty = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_string());
         match key {
             "DATA_DIR" => self.data_dir = PathBuf::from(value),
@@ -313,6 +443,7 @@ impl RawConfig {
             "PLUGIN_DIR" => self.plugin_dir = non_empty(value).map(PathBuf::from),
             "PLUGIN_CACHE_DIR" => self.plugin_cache_dir = non_empty(value).map(PathBuf::from),
             "STORE_CACHE_MB" => self.store_cache_mb = parse("store_cache_mb", value)?,
+            "STORE_SEGMENT_KB" => self.store_segment_kb = parse("store_segment_kb", value)?,
             "ALLOW_PRIVATE_DESTINATIONS" => self.allow_private_destinations = flag("allow_private_destinations", value)?,
             "BODY_LIMIT_BYTES" => self.body_limit_bytes = parse("body_limit_bytes", value)?,
             "HEADER_TIMEOUT_MS" => self.header_timeout_ms = parse("header_timeout_ms", value)?,
@@ -341,6 +472,11 @@ impl RawConfig {
             "LISTENER_REQUESTS_PER_SECOND" => self.listener_requests_per_second = parse("listener_requests_per_second", value)?,
             "LISTENER_BYTES_PER_SECOND" => self.listener_bytes_per_second = parse("listener_bytes_per_second", value)?,
             "DEAD_LETTERS_HOLD_LANE" => self.dead_letters_hold_lane = flag("dead_letters_hold_lane", value)?,
+            "RETENTION_EVENTS" => self.retention.events = period("retention.events", value)?,
+            "RETENTION_INBOX" => self.retention.inbox = period("retention.inbox", value)?,
+            "RETENTION_DEAD_LETTERS" => self.retention.dead_letters = period("retention.dead_letters", value)?,
+            "RETENTION_PRUNE_INTERVAL_MS" => self.retention.prune_interval_ms = parse("retention.prune_interval_ms", value)?,
+            "RETENTION_PRUNE_BUDGET" => self.retention.prune_budget = parse("retention.prune_budget", value)?,
             // STAYHOOK_CONFIG names the file itself; STAYHOOK_LOG is read by the logger.
             "CONFIG" | "LOG" => {}
             other => tracing::warn!(variable = %format!("STAYHOOK_{other}"), "unknown configuration variable ignored"),
@@ -382,6 +518,12 @@ impl RawConfig {
                 return Err(ConfigError::Invalid { key, message: format!("must be between 1 and {MAX_CONNECTIONS_CAP}") });
             }
         }
+        if self.retention.prune_interval_ms == 0 {
+            return Err(ConfigError::Invalid { key: "retention.prune_interval_ms", message: "must be positive".into() });
+        }
+        if self.retention.prune_budget == 0 {
+            return Err(ConfigError::Invalid { key: "retention.prune_budget", message: "must be at least 1".into() });
+        }
         if self.delivery_concurrency == 0 {
             return Err(ConfigError::Invalid { key: "delivery_concurrency", message: "must be at least 1".into() });
         }
@@ -414,6 +556,7 @@ impl RawConfig {
             plugin_dir,
             plugin_cache_dir,
             store_cache_bytes: self.store_cache_mb.max(1).saturating_mul(1024 * 1024),
+            store_segment_bytes: self.store_segment_kb.clamp(64, 1024 * 1024).saturating_mul(1024),
             allow_private_destinations: self.allow_private_destinations,
             body_limit_bytes: self.body_limit_bytes,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
@@ -442,6 +585,13 @@ impl RawConfig {
             listener_requests_per_second: std::num::NonZeroU32::new(self.listener_requests_per_second),
             listener_kib_per_second,
             dead_letters_hold_lane: self.dead_letters_hold_lane,
+            retention: Retention {
+                events: self.retention.events,
+                inbox: self.retention.inbox,
+                dead_letters: self.retention.dead_letters,
+                prune_interval: Duration::from_millis(self.retention.prune_interval_ms),
+                prune_budget: self.retention.prune_budget,
+            },
         })
     }
 }
@@ -538,6 +688,62 @@ mod tests {
         let settings = RawConfig::load(None, environment).unwrap().resolve().unwrap();
         assert_eq!(settings.body_timeout, Duration::from_millis(250));
         assert_eq!(settings.admin_max_connections, 3);
+    }
+
+    #[test]
+    fn retention_defaults_and_section() {
+        let settings = RawConfig::default().resolve().unwrap();
+        let day_ms = 24 * 60 * 60 * 1000;
+        let now_ms = 1_000 * day_ms;
+        let cutoffs = settings.retention.cutoffs(now_ms);
+        assert_eq!(cutoffs.events_before_ms, now_ms - 30 * day_ms);
+        assert_eq!(cutoffs.inbox_before_ms, now_ms - 30 * day_ms);
+        assert_eq!(cutoffs.dead_letters_before_ms, now_ms - 90 * day_ms);
+        assert_eq!(settings.retention.prune_interval, Duration::from_secs(60));
+
+        let text = "[retention]\nevents = 7\ninbox = \"off\"\ndead_letters = \"36h\"\nprune_budget = 50\n";
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        let retention = raw.resolve().unwrap().retention;
+        assert_eq!(retention.events, Period::days(7));
+        assert_eq!(retention.inbox, Period(None));
+        assert_eq!(retention.dead_letters, Period(Some(Duration::from_secs(36 * 60 * 60))));
+        assert_eq!(retention.prune_budget, 50);
+        // Off keeps everything; a dead letter is never deleted before its event would be.
+        let cutoffs = retention.cutoffs(now_ms);
+        assert_eq!(cutoffs.inbox_before_ms, 0);
+        assert_eq!(cutoffs.dead_letters_before_ms, now_ms - 7 * day_ms);
+        assert_eq!([retention.events, retention.inbox, retention.dead_letters].map(Period::describe), ["7d", "off", "1day 12h"]);
+
+        let error = toml::from_str::<RawConfig>("[retention]\nevents = \"soon\"\n").unwrap_err();
+        assert!(error.to_string().contains("soon"), "{error}");
+        let error = toml::from_str::<RawConfig>("[retention]\nkeep = 1\n").unwrap_err();
+        assert!(error.to_string().contains("keep"), "{error}");
+    }
+
+    #[test]
+    fn retention_from_the_environment() {
+        let environment = [
+            ("STAYHOOK_RETENTION_EVENTS", "2s"),
+            ("STAYHOOK_RETENTION_INBOX", "0"),
+            ("STAYHOOK_RETENTION_DEAD_LETTERS", "90"),
+            ("STAYHOOK_RETENTION_PRUNE_INTERVAL_MS", "250"),
+            ("STAYHOOK_RETENTION_PRUNE_BUDGET", "10"),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()));
+        let retention = RawConfig::load(None, environment).unwrap().resolve().unwrap().retention;
+        assert_eq!(retention.events, Period(Some(Duration::from_secs(2))));
+        assert_eq!(retention.inbox, Period(None));
+        assert_eq!(retention.dead_letters, Period::days(90));
+        assert_eq!(retention.prune_interval, Duration::from_millis(250));
+        assert_eq!(retention.prune_budget, 10);
+        for (name, value) in [
+            ("STAYHOOK_RETENTION_EVENTS", "a while"),
+            ("STAYHOOK_RETENTION_PRUNE_BUDGET", "0"),
+            ("STAYHOOK_RETENTION_PRUNE_INTERVAL_MS", "0"),
+        ] {
+            let error = RawConfig::load(None, [(name.to_string(), value.to_string())]).and_then(RawConfig::resolve).unwrap_err();
+            assert!(error.to_string().contains("retention."), "{name}={value}: {error}");
+        }
     }
 
     #[test]

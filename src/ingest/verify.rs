@@ -413,6 +413,32 @@ mod tests {
         assert!(check(&scheme, &[("secret", "")], &[("x-content-signature", expected)], &[], SMILY_BODY).is_err());
     }
 
+    /// Smily publishes no test vector (its guide gives the Ruby code only), so this one was
+    /// computed independently: a 45-byte body, whose Base64 is exactly one 60-character line, so
+    /// Ruby's `Base64.encode64` ends it with a single `\n` (no empty second line):
+    ///   printf '%s' BODY | base64 -w 60 | openssl dgst -sha1 -hmac smily-secret
+    #[test]
+    fn smily_signature_of_a_body_whose_base64_is_exactly_one_line() {
+        let body = br#"{"account_id":12,"event":"booking_destroyed"}"#;
+        assert_eq!(body.len(), 45);
+        assert_eq!(ruby_encode64(body), "eyJhY2NvdW50X2lkIjoxMiwiZXZlbnQiOiJib29raW5nX2Rlc3Ryb3llZCJ9\n");
+        let scheme = VerificationScheme::HmacSha1Base64Body(HmacHeader {
+            header: "X-Content-Signature".into(),
+            encoding: SignatureEncoding::Hex,
+            prefix: None,
+        });
+        let secrets = [("secret", "smily-secret")];
+        let expected = "84a5b6707920c93b840f0b85d931f52eb9b20977";
+        assert_eq!(check(&scheme, &secrets, &[("x-content-signature", expected)], &[], body), Ok(()));
+        // The same HMAC over a Base64 with two line breaks, or none, is another signature.
+        let doubled = hex::encode(hmac_sha1(b"smily-secret", format!("{}\n", ruby_encode64(body)).as_bytes()));
+        let bare = hex::encode(hmac_sha1(b"smily-secret", ruby_encode64(body).trim_end().as_bytes()));
+        for wrong in [doubled, bare] {
+            assert_ne!(wrong, expected);
+            assert_eq!(check(&scheme, &secrets, &[("x-content-signature", &wrong)], &[], body), Err(VerifyError::Mismatch("signature")));
+        }
+    }
+
     /// SNS vectors made with OpenSSL (AWS publishes no vector whose certificate stays online):
     /// `openssl req -x509 -newkey rsa:2048` gave `testdata/sns-test-cert.pem`, and
     /// `openssl dgst -sha1|-sha256 -sign key.pem string-to-sign.txt | base64` the two signatures,

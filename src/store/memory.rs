@@ -42,6 +42,8 @@ struct Inner {
     /// (event, delivery, attempt number).
     attempts: BTreeMap<(String, u64, u32), Attempt>,
     dead: BTreeSet<u64>,
+    /// The highest inbox id retention deleted.
+    inbox_pruned_through: Option<u64>,
 }
 
 impl MemoryStore {
@@ -398,4 +400,117 @@ impl Backend for MemoryStore {
     fn flush_blocking(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+impl Inner {
+    /// Delete an event with its deliveries, attempts and dead-letter marks; a dead letter at its
+    /// lane's head is discarded first (its lane goes on). How many deliveries went.
+    fn delete_event(&mut self, event_id: &str, now_ms: u64) -> u64 {
+        let deliveries: Vec<Delivery> = self.deliveries.values().filter(|delivery| delivery.event_id == event_id).cloned().collect();
+        for delivery in &deliveries {
+            if delivery.status == DeliveryStatus::Dead && self.lane_head(&delivery.subscription_id, &delivery.lane) == Some(delivery.id) {
+                self.leave_lane(delivery, now_ms);
+            }
+            self.dead.remove(&delivery.id);
+            self.deliveries.remove(&delivery.id);
+        }
+        self.attempts.retain(|(event, _, _), _| event != event_id);
+        self.events.remove(event_id);
+        deliveries.len() as u64
+    }
+
+    fn deliveries_of(&self, event_id: &str) -> Vec<Delivery> {
+        self.deliveries.values().filter(|delivery| delivery.event_id == event_id).cloned().collect()
+    }
+}
+
+impl Retention for MemoryStore {
+    fn prune_blocking(&self, cutoffs: &RetentionCutoffs, budget: usize) -> Result<PruneReport, StoreError> {
+        let mut inner = self.lock();
+        let mut report = PruneReport::default();
+        let candidates: Vec<(String, u64)> = inner
+            .events
+            .keys()
+            .filter_map(|id| event_time_ms(id).map(|time_ms| (id.clone(), time_ms)))
+            .take_while(|(_, time_ms)| *time_ms < cutoffs.events_before_ms)
+            .collect();
+        for (event_id, time_ms) in candidates {
+            if !event_is_prunable(time_ms, &inner.deliveries_of(&event_id), cutoffs) {
+                continue;
+            }
+            if report.events >= budget as u64 {
+                report.more = true;
+                break;
+            }
+            report.deliveries += inner.delete_event(&event_id, cutoffs.now_ms);
+            report.events += 1;
+        }
+        let candidates: Vec<u64> = inner
+            .inbox
+            .iter()
+            .take_while(|(_, entry)| entry.received_at_ms < cutoffs.inbox_before_ms)
+            .map(|(id, _)| *id)
+            .filter(|id| !inner.pending.contains_key(id))
+            .collect();
+        for id in candidates {
+            if report.inbox >= budget as u64 {
+                report.more = true;
+                break;
+            }
+            inner.inbox.remove(&id);
+            inner.outcomes.remove(&id);
+            inner.inbox_pruned_through = inner.inbox_pruned_through.max(Some(id));
+            report.inbox += 1;
+        }
+        drop(inner);
+        self.due_changed.notify_one();
+        Ok(report)
+    }
+
+    fn storage_stats(&self) -> Result<StorageStats, StoreError> {
+        let inner = self.lock();
+        let oldest_inbox = inner.inbox.iter().next();
+        Ok(StorageStats {
+            bytes_on_disk: 0,
+            oldest_event_ms: inner.events.keys().find_map(|id| event_time_ms(id)),
+            oldest_inbox_ms: oldest_inbox.map(|(_, entry)| entry.received_at_ms),
+            oldest_inbox_id: oldest_inbox.map(|(id, _)| InboxId(*id)),
+            inbox_pruned_through: inner.inbox_pruned_through.map(InboxId),
+        })
+    }
+
+    fn remove_account_data_blocking(&self, account_id: &str) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let mut removed = 0;
+        let entries: Vec<u64> = inner
+            .inbox
+            .iter()
+            .filter(|(id, entry)| entry.account_id == account_id && !inner.pending.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in entries {
+            inner.inbox.remove(&id);
+            inner.outcomes.remove(&id);
+            removed += 1;
+        }
+        let before = inner.digests.len() + inner.state.len();
+        inner.digests.retain(|(account, _), _| account != account_id);
+        inner.state.retain(|(account, _, _), _| account != account_id);
+        removed += (before - inner.digests.len() - inner.state.len()) as u64;
+        let events: Vec<String> =
+            inner.events.values().filter(|event| event.integration_account_id == account_id).map(|event| event.id.clone()).collect();
+        for event_id in events {
+            let finished = inner.deliveries_of(&event_id).iter().all(|delivery| delivery.status != DeliveryStatus::Pending);
+            if finished {
+                removed += 1 + inner.delete_event(&event_id, unix_ms());
+            }
+        }
+        drop(inner);
+        self.due_changed.notify_one();
+        Ok(removed)
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -8,7 +8,7 @@
 //! - [`DeliveryQueue`]: deliveries in lanes (per subscription and record), what is due, attempts
 //!   and dead letters.
 //!
-//! [`Backend`] is all four plus health and durability; [`Store`] is the shared handle. Signatures
+//! [`Backend`] is all four plus [`Retention`] (deleting what retention no longer keeps), health and durability; [`Store`] is the shared handle. Signatures
 //! say whether a call waits: a plain `fn` answers from memory or the page cache and never waits
 //! for the disk; a `fn` returning [`StoreFuture`] resolves once its effect is durable; a `*_blocking`
 //! `fn` waits on the calling thread (call it from a worker thread, never the tokio runtime). No
@@ -51,8 +51,8 @@ pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
 
 /// Open the embedded store of a data dir (`<data_dir>/store`), migrating a store of an older
 /// format first (see [`sled_backend::migrate`]).
-pub fn open_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-    Ok(Arc::new(sled_backend::open_data_dir(data_dir, cache_bytes)?))
+pub fn open_data_dir(data_dir: &Path, cache_bytes: u64, segment_bytes: u64) -> Result<Store, StoreError> {
+    Ok(Arc::new(sled_backend::open_data_dir(data_dir, cache_bytes, segment_bytes)?))
 }
 
 /// The id of an inbox entry: increasing in arrival order.
@@ -355,8 +355,101 @@ pub trait DeliveryQueue: Send + Sync {
     }
 }
 
-/// A whole storage backend: the four concerns, its health and a final flush.
-pub trait Backend: Catalog + Inbox + Ledger + DeliveryQueue {
+/// What retention keeps: items older than these instants (Unix ms) may be deleted.
+///
+/// `0` keeps everything of that kind (nothing is older than the epoch).
+#[derive(Debug, Default, Clone)]
+pub struct RetentionCutoffs {
+    /// Events (by their id's UUID v7 time) whose deliveries are all delivered or cancelled.
+    pub events_before_ms: u64,
+    /// Inbox entries (by `received_at_ms`) no longer pending, with their outcomes.
+    pub inbox_before_ms: u64,
+    /// An event with a dead letter also waits until the dead letter died (`updated_at_ms`) before this.
+    pub dead_letters_before_ms: u64,
+    /// Now: a dead letter that still holds its lane is discarded first, and its lane's next
+    /// delivery becomes due at this time (as [`DeliveryQueue::discard_dead_letter`] does).
+    pub now_ms: u64,
+}
+
+/// What one pruning pass did.
+#[derive(Debug, Default, Clone)]
+pub struct PruneReport {
+    /// Events deleted (with their attempts).
+    pub events: u64,
+    /// Deliveries deleted with their events.
+    pub deliveries: u64,
+    /// Inbox entries deleted (with their outcomes).
+    pub inbox: u64,
+    /// Bytes of keys and values deleted (the files shrink as the backend reclaims them).
+    pub bytes_freed: u64,
+    /// The budget ran out before the cutoffs were reached: call again.
+    pub more: bool,
+}
+
+/// The store's size and reach.
+#[derive(Debug, Default, Clone)]
+pub struct StorageStats {
+    /// What the store's files take on disk (0 for a store in memory).
+    pub bytes_on_disk: u64,
+    /// The time (Unix ms, from its UUID v7 id) of the oldest event kept.
+    pub oldest_event_ms: Option<u64>,
+    /// `received_at_ms` of the oldest inbox entry kept.
+    pub oldest_inbox_ms: Option<u64>,
+    /// The id of the oldest inbox entry kept (a smaller unknown id was deleted).
+    pub oldest_inbox_id: Option<InboxId>,
+    /// The highest inbox id retention ever deleted (kept across restarts): an unknown id at or
+    /// below it expired, also once the inbox is empty.
+    pub inbox_pruned_through: Option<InboxId>,
+}
+
+/// Deleting what retention no longer keeps, and an account's data.
+pub trait Retention: Send + Sync {
+    /// Delete, oldest first, at most about `budget` items past the cutoffs. Never deletes an event with a delivery
+    /// still pending, nor an inbox entry still pending; an event with a dead letter lives until
+    /// `dead_letters_before_ms`. State is never pruned. Call off the runtime.
+    ///
+    /// Every backend does the same, so the model test can compare them: events in id order
+    /// (time order) while their time is before `events_before_ms`, skipping those
+    /// [`event_is_prunable`] keeps, at most `budget` of them; then inbox entries in id order
+    /// while `received_at_ms` is before `inbox_before_ms`, skipping pending ones, at most
+    /// `budget`. An event goes with its deliveries, attempts and dead-letter marks, the event
+    /// itself last (a crash in between leaves it for the next pass); a dead letter still at its
+    /// lane's head is discarded first, so the lane goes on.
+    fn prune_blocking(&self, cutoffs: &RetentionCutoffs, budget: usize) -> Result<PruneReport, StoreError>;
+    /// The store's size, its oldest event and its oldest inbox entry.
+    fn storage_stats(&self) -> Result<StorageStats, StoreError>;
+    /// Delete everything of an account (inbox, events, deliveries, state, digests); how many items. Call off the runtime.
+    ///
+    /// Entries still pending, and events with a delivery still pending, are kept: the normalizer
+    /// and the scheduler finish them (a deleted account's deliveries are cancelled when next due)
+    /// and retention deletes them later. A dead letter at its lane's head is discarded first.
+    fn remove_account_data_blocking(&self, account_id: &str) -> Result<u64, StoreError>;
+}
+
+/// The time of an event (Unix ms) from its id: event ids are UUID v7 (`normalize::event_id`).
+/// `None` for any other id.
+pub fn event_time_ms(event_id: &str) -> Option<u64> {
+    let uuid = uuid::Uuid::try_parse(event_id).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+    Some(secs.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000)))
+}
+
+/// Whether retention deletes an event of time `event_ms` with these deliveries: it is before the
+/// events cutoff, no delivery is pending, and every dead letter died before the dead-letters cutoff.
+pub fn event_is_prunable(event_ms: u64, deliveries: &[Delivery], cutoffs: &RetentionCutoffs) -> bool {
+    event_ms < cutoffs.events_before_ms
+        && deliveries.iter().all(|delivery| match delivery.status {
+            DeliveryStatus::Delivered | DeliveryStatus::Cancelled => true,
+            DeliveryStatus::Dead => delivery.updated_at_ms < cutoffs.dead_letters_before_ms,
+            DeliveryStatus::Pending => false,
+        })
+}
+
+/// A whole storage backend: the four concerns, retention, its health and a final flush.
+pub trait Backend: Catalog + Inbox + Ledger + DeliveryQueue + Retention {
     /// The backend's health (see [`Fault`]).
     fn fault(&self) -> &Fault;
     /// Make everything written so far durable, on the calling thread (shutdown).

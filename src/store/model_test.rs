@@ -113,7 +113,9 @@ impl Model {
             65..=69 => self.redeliver(runtime),
             70..=72 => self.discard(runtime),
             73..=86 => self.catalog(runtime),
-            87..=94 => self.digests(),
+            87..=91 => self.digests(),
+            92..=93 => self.prune(),
+            94 => self.remove_account_data(),
             _ => {
                 self.restart();
                 "restart".into()
@@ -152,9 +154,10 @@ impl Model {
             let account = self.memory.get_inbox(InboxId(self.inbox[handle][Side::Memory as usize])).unwrap().unwrap().account_id;
             let account: &'static str = if account == "a1" { "a1" } else { "a2" };
             let mut events = Vec::new();
-            for _ in 0..self.rng.random_range(0..=2) {
+            for position in 0..self.rng.random_range(0..=2) {
                 let record = self.pick(&RECORDS);
-                let id = format!("ev-{:06}", self.events.len());
+                // A real event id (UUID v7 of the arrival time): retention reads the time from it.
+                let id = crate::normalize::event_id(InboxId(handle as u64), self.now_ms, generation, position);
                 self.events.push((id.clone(), account, record));
                 let subscriptions: Vec<&str> = SUBSCRIPTIONS.iter().copied().filter(|_| self.rng.random_bool(0.6)).collect();
                 let delete = self.rng.random_bool(0.15);
@@ -262,6 +265,10 @@ impl Model {
             return "requeue: empty inbox".into();
         }
         let handle = self.rng.random_range(0..self.inbox.len());
+        // Renormalization requeues entries it found in the inbox, never pruned ones.
+        if self.memory.get_inbox(InboxId(self.inbox[handle][Side::Memory as usize])).unwrap().is_none() {
+            return format!("requeue {handle}: pruned");
+        }
         let answers = self.both().map(|(store, side)| store.requeue_inbox(InboxId(self.inbox[handle][side as usize])).unwrap());
         assert_eq!(answers[0], answers[1], "requeue {handle}");
         format!("requeue {handle}")
@@ -334,6 +341,10 @@ impl Model {
         }
         // Nothing dead: deliver an event again to a subscription, at its lane's tail.
         let Some((event_id, account, record)) = self.events.last().cloned() else { return "redeliver: no events".into() };
+        // The API redelivers only events it has (an unknown one answers 404).
+        if self.memory.get_event(&event_id).unwrap().is_none() {
+            return format!("redeliver {event_id}: gone");
+        }
         let ids = self.both().map(|(store, _)| store.new_delivery_id().unwrap());
         self.deliveries.push(ids);
         for (store, side) in self.both() {
@@ -438,6 +449,36 @@ impl Model {
         format!("digest {choice} {account} {digest:?}")
     }
 
+    /// A pruning pass with cutoffs among recent times and a small budget; both report the same.
+    fn prune(&mut self) -> String {
+        let recent = |rng: &mut StdRng| if rng.random_bool(0.1) { 0 } else { self.now_ms.saturating_sub(rng.random_range(0..400)) };
+        let cutoffs = RetentionCutoffs {
+            events_before_ms: recent(&mut self.rng),
+            inbox_before_ms: recent(&mut self.rng),
+            dead_letters_before_ms: recent(&mut self.rng),
+            now_ms: self.now_ms,
+        };
+        let budget = self.rng.random_range(1..6);
+        let reports: Vec<String> = self
+            .both()
+            .into_iter()
+            .map(|(store, _)| {
+                let report = store.prune_blocking(&cutoffs, budget).unwrap();
+                format!("events {} deliveries {} inbox {} more {}", report.events, report.deliveries, report.inbox, report.more)
+            })
+            .collect();
+        assert_eq!(reports[0], reports[1], "prune {cutoffs:?} budget {budget}");
+        format!("prune {cutoffs:?} budget {budget}: {}", reports[0])
+    }
+
+    /// An account's data deleted (its catalog entry may or may not be gone).
+    fn remove_account_data(&mut self) -> String {
+        let account = self.pick(&ACCOUNTS);
+        let answers = self.both().map(|(store, _)| store.remove_account_data_blocking(account).unwrap());
+        assert_eq!(answers[0], answers[1], "remove data of {account}");
+        format!("remove data of {account}: {}", answers[0])
+    }
+
     /// Everything the interfaces answer, from one backend, with ids as handles.
     fn observe(&self, store: &dyn Backend, side: Side) -> Value {
         let accounts: Vec<Value> = store.list_accounts().unwrap().iter().map(|account| serde_json::to_value(account).unwrap()).collect();
@@ -518,8 +559,15 @@ impl Model {
         let (soon, next_ms) = store.due_deliveries(self.now_ms, usize::MAX, &mut |_| true);
         let mut soon: Vec<usize> = soon.into_iter().map(|id| self.delivery_handle(side, id)).collect();
         soon.sort();
+        let stats = store.storage_stats().unwrap();
+        let stats = json!({
+            "oldestEvent": stats.oldest_event_ms,
+            "oldestInbox": stats.oldest_inbox_ms,
+            "oldestInboxId": stats.oldest_inbox_id.map(|id| self.inbox_handle(side, id)),
+            "inboxPrunedThrough": stats.inbox_pruned_through.map(|id| self.inbox_handle(side, id)),
+        });
         json!({
-            "accounts": accounts, "subscriptions": subscriptions, "meta": meta, "pending": pending, "inbox": inbox,
+            "stats": stats, "accounts": accounts, "subscriptions": subscriptions, "meta": meta, "pending": pending, "inbox": inbox,
             "outcomes": outcomes, "byAccount": by_account, "events": events, "filtered": filtered, "state": state,
             "perEvent": per_event, "deliveries": deliveries, "lanes": lanes, "dead": dead,
             "due": self.due(store, side), "dueNow": soon, "nextDue": next_ms,
@@ -578,5 +626,8 @@ fn the_sled_backend_agrees_with_the_in_memory_reference() {
         assert!(restarts > 0, "seed {seed} never restarted the sled store");
         let attempts = history.iter().filter(|step| step.starts_with("attempt ")).count();
         assert!(attempts > 20 && model.events.len() > 20, "seed {seed} exercised too little: {history:?}");
+        let pruned =
+            history.iter().filter(|step| step.starts_with("prune ") && !step.ends_with("events 0 deliveries 0 inbox 0 more false")).count();
+        assert!(pruned > 0, "seed {seed} never pruned anything: {history:?}");
     }
 }

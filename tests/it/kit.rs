@@ -177,3 +177,33 @@ fn from_a_checkout_root_a_new_plugin_joins_its_plugins_workspace() {
         assert!(readme.contains(heading), "{heading}: {readme}");
     }
 }
+
+/// The written plugin's `describe` names every verification scheme of the contract its SDK targets
+/// (`wit/v0.2`), so an author finds Smily's HMAC-SHA1-over-Base64 and Amazon SNS there too (the
+/// template listed only the 0.1 schemes when the Smily and Hostify plugins were written).
+#[test]
+fn a_new_plugin_names_every_verification_scheme_of_the_contract() {
+    let wit = std::fs::read_to_string(repo_root().join("wit/v0.2/stayhook.wit")).unwrap();
+    let variant = wit.split("variant verification-scheme {").nth(1).and_then(|rest| rest.split('}').next()).expect("the variant");
+    let schemes: Vec<String> = variant
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("//"))
+        .map(|line| {
+            let name = line.split(['(', ',']).next().unwrap_or_default();
+            name.split('-').map(|word| word[..1].to_uppercase() + &word[1..]).collect()
+        })
+        .collect();
+    assert!(schemes.len() >= 8 && schemes.contains(&"HmacSha1Base64Body".to_string()), "{schemes:?}");
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(workspace.path().join("sdk")).unwrap();
+    std::fs::copy(repo_root().join("plugins/sdk/Cargo.toml"), workspace.path().join("sdk/Cargo.toml")).unwrap();
+    std::fs::write(workspace.path().join("Cargo.toml"), "[workspace]\nmembers = [\"sdk\"]\n").unwrap();
+    let created = stayhook(&["plugin", "new", "acme", "--dir", workspace.path().to_str().unwrap()]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let lib = std::fs::read_to_string(workspace.path().join("acme/src/lib.rs")).unwrap();
+    // `None` is the absence of a scheme; the template says "when the PMS signs nothing".
+    for scheme in schemes.iter().filter(|scheme| *scheme != "None") {
+        assert!(lib.contains(scheme.as_str()), "the template's describe does not name {scheme}:\n{lib}");
+    }
+}

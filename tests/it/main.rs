@@ -13,15 +13,20 @@
 //!   previous dates, unchanged updates, per-record ordering.
 //! - `retry`: failing receivers, attempts log, dead letters, redelivery.
 //! - `restart`: SIGKILL after the 2xx, recovery of normalization and delivery.
+//! - `retention`: the pruner deletes delivered events and raw webhooks past retention (404 `expired`),
+//!   keeps state and pending deliveries, shows in `/metrics` and `/v1/storage`; account deletion deletes data.
 //! - `plugins`: misbehaving plugins (trap, loop, memory, invalid output) fail only their events.
 //! - `sandbox`: hostile components (a start function that never returns, memories over the cap
 //!   together) are refused on upload, in the plugin dir and by `plugin run`; the daemon stays up.
 //! - `enrich`: API calls for thin webhooks against a fake PMS API: OAuth2, 429, outages, refusals, registration.
 //! - `cloudbeds_hostex`: Cloudbeds and Hostex verification, bad input through the daemon, Cloudbeds registration.
-//! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses.
+//! - `pms_replay`: golden cases with API calls, replayed end to end against a local server serving the recorded responses
+//!   (an SNS plugin's case body goes in a signed SNS notification).
 //! - `golden`: every plugin's golden cases through the real wasm plugin and the host renderer.
 //! - `cli`: `stayhook plugin run`.
 //! - `sns`: Amazon SNS deliveries verified, confirmed and unwrapped, against a local certificate host.
+//! - `smily_hostify`: Smily's HMAC-SHA1-over-Base64 signature and bad input through the daemon; a
+//!   Hostify reservation through a signed SNS notification, the handshake, and the API completion.
 //! - `contract`: a v0.1 component through the conversion layer; a v0.2 sync pass offline.
 //! - `console`: the operator console in a real headless Chromium (WebDriver through chromedriver):
 //!   sign-in, forms, the delivery story, playground, sign-out; sessions and CSRF through the API.
@@ -55,8 +60,10 @@ mod plugin_crates;
 mod plugins;
 mod pms_replay;
 mod restart;
+mod retention;
 mod retry;
 mod sandbox;
 mod slow_clients;
+mod smily_hostify;
 mod sns;
 mod upgrade;

@@ -3,6 +3,8 @@
 //! public documentation, including its error and rate-limit answers). The daemon must deliver
 //! exactly the case's expected events: what the offline runner checks with the plugin alone, this
 //! checks end to end (credentials, base URL, retries, rendering, state on an empty account).
+//! A plugin whose scheme is Amazon SNS (Hostify) gets its case body as the `Message` of a signed SNS
+//! notification, verified against the local certificate host of `sns.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +18,9 @@ use serde_json::{Value, json};
 use stayhook::plugin::offline::{self, CaseRequest, ReplayedCall};
 use stayhook::plugin::{PluginLimits, PluginRegistry};
 
+use stayhook::plugin::bindings::stayhook::plugin::types::VerificationScheme;
+
+use crate::sns::{SnsHost, TOPIC, signed, sns_notification};
 use crate::support::{Daemon, DaemonOptions, Receiver, repo_root};
 
 type Routes = Arc<HashMap<(String, String), ReplayedCall>>;
@@ -68,7 +73,11 @@ async fn recorded_pms_apis_replayed_over_http_give_the_golden_events() {
     let registry = PluginRegistry::new(limits, std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")).unwrap();
     registry.load_all(None).unwrap();
     let receiver = Receiver::start().await;
-    let daemon = Daemon::start(DaemonOptions::default().env("STAYHOOK_ENRICHMENT_RETRY_SCHEDULE", "10ms")).await;
+    let sns_host = SnsHost::start().await;
+    let daemon = Daemon::start(
+        DaemonOptions::default().env("STAYHOOK_ENRICHMENT_RETRY_SCHEDULE", "10ms").env("STAYHOOK_SNS_CERTIFICATE_HOSTS", &sns_host.url),
+    )
+    .await;
 
     let mut n_replayed = 0;
     for plugin in registry.list() {
@@ -88,15 +97,18 @@ async fn recorded_pms_apis_replayed_over_http_give_the_golden_events() {
                 continue;
             }
             n_replayed += 1;
+            let is_sns = matches!(plugin.info.verification, VerificationScheme::Sns);
             let (api_url, server) = replay_server(calls).await;
             let account_id = format!("replay-{n_replayed}");
-            let account = daemon
-                .create_account(json!({
-                    "id": account_id, "workspaceId": "ws", "pms": plugin.info.name, "apiBaseUrl": api_url,
-                    "rateLimitPerSecond": 1000, "settings": request.settings,
-                    "credentials": {"clientId": "id", "clientSecret": "secret", "apiKey": "key", "token": "token", "username": "user", "password": "pass"},
-                }))
-                .await;
+            let mut account = json!({
+                "id": account_id, "workspaceId": "ws", "pms": plugin.info.name, "apiBaseUrl": api_url,
+                "rateLimitPerSecond": 1000, "settings": request.settings,
+                "credentials": {"clientId": "id", "clientSecret": "secret", "apiKey": "key", "token": "token", "username": "user", "password": "pass"},
+            });
+            if is_sns {
+                account["verification"] = json!({"topicArn": TOPIC});
+            }
+            let account = daemon.create_account(account).await;
             daemon.subscribe(&account_id, &receiver.url).await;
             let mut listener_url = account["listenerUrl"].as_str().unwrap().to_string();
             if let Some(query) = request.query.as_deref().filter(|query| !query.is_empty()) {
@@ -104,7 +116,13 @@ async fn recorded_pms_apis_replayed_over_http_give_the_golden_events() {
                 listener_url.push_str(query);
             }
             let method = reqwest::Method::from_bytes(request.method.as_deref().unwrap_or("POST").as_bytes()).unwrap();
-            let mut post = daemon.http.request(method, &listener_url).body(request.body.clone());
+            let body = if is_sns {
+                let message = String::from_utf8(request.body.clone()).unwrap();
+                signed(sns_notification(&sns_host, &format!("replay-{n_replayed}"), &message, TOPIC))
+            } else {
+                request.body.clone()
+            };
+            let mut post = daemon.http.request(method, &listener_url).body(body);
             if let Some(content_type) = &request.content_type {
                 post = post.header("content-type", content_type);
             }

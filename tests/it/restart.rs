@@ -44,6 +44,70 @@ async fn acknowledged_then_killed_is_delivered_after_restart() {
     }
 }
 
+/// The newest segment file of a data dir's store.
+fn newest_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(data_dir.join("store/segments"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment file")
+}
+
+#[tokio::test]
+async fn a_torn_segment_tail_after_sigkill_is_cut_and_nothing_acknowledged_is_lost() {
+    let receiver = Receiver::failing_first(usize::MAX).await;
+    let mut daemon = Daemon::start(DaemonOptions::default().retry_schedule("2s,2s,2s")).await;
+    daemon.create_account(json!({"id": "torn", "workspaceId": "ws", "pms": "hostaway"})).await;
+    daemon.subscribe("torn", &receiver.url).await;
+    for case in ["reservation-created", "reservation-updated-dates-moved"] {
+        let (status, answer) = daemon.post_webhook("torn", &hostaway_body(case), &[]).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    daemon.kill();
+    receiver.fail_next(0);
+    while let Some(received) = receiver.next_within(Duration::from_millis(200)).await {
+        assert_eq!(received.answered, 500);
+    }
+
+    // What a write cut short leaves: a record header announcing 4,000 bytes and 1,000 of them.
+    let segment = newest_segment(&daemon.data_dir());
+    let intact = std::fs::metadata(&segment).unwrap().len();
+    let mut torn = Vec::new();
+    torn.extend_from_slice(&4_000u32.to_le_bytes());
+    torn.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    torn.extend_from_slice(&[b'{'; 1_000]);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+    std::io::Write::write_all(&mut file, &torn).unwrap();
+    drop(file);
+
+    daemon.restart();
+    let mut delivered = Vec::new();
+    for _ in 0..2 {
+        let envelope = receiver.next_success().await.json();
+        assert_eq!(envelope["data"]["record"]["id"], "13");
+        delivered.push(envelope["hook"]["eventType"].as_str().unwrap().to_string());
+    }
+    assert_eq!(delivered, ["reservation.created", "reservation.updated"]);
+    assert!(daemon.log().contains("cutting a torn record"), "the cut is logged");
+    assert!(std::fs::metadata(&segment).unwrap().len() >= intact, "the intact records stay");
+
+    // New records go where the torn one was, and read back whole after another restart.
+    let (status, answer) = daemon.post_webhook("torn", &hostaway_body("reservation-cancelled"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let inbox_id = answer["inboxId"].as_str().unwrap().to_string();
+    assert_eq!(receiver.next_success().await.json()["data"]["record"]["cancelledAt"], "2017-07-01T00:00:00.000Z");
+    assert!(daemon.terminate(), "SIGTERM ends the daemon with success");
+    daemon.restart();
+    let (status, entry) = daemon.admin("GET", &format!("/v1/inbox/{inbox_id}"), None).await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(entry["status"], "done", "{entry}");
+    let (status, events) = daemon.admin("GET", "/v1/events?accountId=torn", None).await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["events"].as_array().map(Vec::len), Some(3), "{events}");
+}
+
 #[tokio::test]
 async fn graceful_stop_and_restart_keeps_accounts_and_state() {
     let receiver = Receiver::start().await;

@@ -15,17 +15,18 @@ use serde_json::{Value, json};
 
 use crate::support::{Daemon, DaemonOptions, Receiver};
 
-const TOPIC: &str = "arn:aws:sns:us-west-2:123456789012:stayhook-test";
+pub(crate) const TOPIC: &str = "arn:aws:sns:us-west-2:123456789012:stayhook-test";
 
-/// The fake SNS host: serves the certificate and counts confirmation visits.
-struct SnsHost {
-    url: String,
-    confirmations: Arc<Mutex<usize>>,
+/// The fake SNS host: serves the certificate and counts confirmation visits (shared with the
+/// Hostify and golden-replay tests).
+pub(crate) struct SnsHost {
+    pub(crate) url: String,
+    pub(crate) confirmations: Arc<Mutex<usize>>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl SnsHost {
-    async fn start() -> SnsHost {
+    pub(crate) async fn start() -> SnsHost {
         let confirmations = Arc::new(Mutex::new(0));
         let router = Router::new()
             .route("/SimpleNotificationService-test.pem", get(|| async { include_str!("../fixtures/sns/sns-test-cert.pem") }))
@@ -52,7 +53,7 @@ impl Drop for SnsHost {
 
 /// A message signed as SNS does (SignatureVersion 2), per
 /// https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message-verify-message-signature.html
-fn signed(mut message: Value) -> Vec<u8> {
+pub(crate) fn signed(mut message: Value) -> Vec<u8> {
     let field = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_string);
     let names: &[&str] = if field("Type").as_deref() == Some("Notification") {
         &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
@@ -75,12 +76,17 @@ fn signed(mut message: Value) -> Vec<u8> {
 }
 
 fn notification(host: &SnsHost, id: &str, topic: &str) -> Value {
+    sns_notification(host, &format!("msg-{id}"), &json!({"id": id}).to_string(), topic)
+}
+
+/// An SNS notification (unsigned) carrying `message` from `topic`, its certificate on `host`.
+pub(crate) fn sns_notification(host: &SnsHost, message_id: &str, message: &str, topic: &str) -> Value {
     json!({
         "Type": "Notification",
-        "MessageId": format!("msg-{id}"),
+        "MessageId": message_id,
         "TopicArn": topic,
         "Subject": "reservation",
-        "Message": json!({"id": id}).to_string(),
+        "Message": message,
         "Timestamp": "2026-12-06T10:00:00.000Z",
         "SigningCertURL": format!("{}/SimpleNotificationService-test.pem", host.url),
         "UnsubscribeURL": format!("{}/unsubscribe", host.url),

@@ -81,6 +81,12 @@ async fn a_data_dir_of_the_previous_release_opens_with_everything_in_it() {
     let receiver = Receiver::start().await;
     let daemon = Daemon::start(DaemonOptions::default().retry_schedule("1h,1h").store_dir(copy.path().to_path_buf())).await;
 
+    // Migrated once to storage format 2; the format-1 database kept as the backup.
+    assert!(copy.path().join("store/index").is_dir() && copy.path().join("store/segments").is_dir());
+    assert!(copy.path().join("db.format1/conf").is_file(), "the old database is kept");
+    assert!(!copy.path().join("db").exists());
+    assert!(daemon.log().contains("migrated to storage format 2"), "the migration is logged");
+
     let (status, accounts) = daemon.admin("GET", "/v1/accounts", None).await;
     assert_eq!(status, 200, "{accounts}");
     let ids: Vec<&str> = accounts["accounts"].as_array().unwrap().iter().filter_map(|account| account["id"].as_str()).collect();
@@ -110,6 +116,11 @@ async fn a_data_dir_of_the_previous_release_opens_with_everything_in_it() {
     // already have made it (and failed: nothing listens there).
     let attempts = to(down)["attempts"].as_u64().unwrap();
     assert!((1..=2).contains(&attempts), "attempts to the receiver that is down: {attempts}");
+    let (status, log) = daemon.admin("GET", &format!("/v1/events/{event_id}/attempts"), None).await;
+    assert_eq!(status, 200, "{log}");
+    let log = log["attempts"].as_array().unwrap().clone();
+    assert!(log.iter().any(|attempt| attempt["success"] == true), "the delivered attempt was migrated: {log:?}");
+    assert!(log.iter().any(|attempt| attempt["url"] == DOWN && attempt["success"] == false), "the failed attempt was migrated: {log:?}");
 
     let (status, failed) = daemon.admin("GET", "/v1/inbox?status=failed", None).await;
     assert_eq!(status, 200, "{failed}");
@@ -126,4 +137,32 @@ async fn a_data_dir_of_the_previous_release_opens_with_everything_in_it() {
     assert_eq!(envelope["hook"]["eventType"], "reservation.updated");
     assert_eq!(envelope["hook"]["id"], up["id"]);
     assert_eq!(envelope["data"]["record"]["previousArrivalDate"], "2017-07-15T00:00:00.000Z");
+}
+
+#[tokio::test]
+async fn stayhook_migrate_moves_a_data_dir_of_the_previous_release_offline() {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), copy.path());
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stayhook"))
+            .arg("migrate")
+            .env("STAYHOOK_DATA_DIR", copy.path())
+            .env_remove("STAYHOOK_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let output = migrate();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("migrated 2 inbox entries, 1 events, 2 deliveries"), "{stdout}");
+    assert!(stdout.contains("db.format1"), "the backup is named: {stdout}");
+    let again = migrate();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already in storage format 2"));
+
+    let daemon = Daemon::start(DaemonOptions::default().retry_schedule("1h,1h").store_dir(copy.path().to_path_buf())).await;
+    assert!(!daemon.log().contains("migrating the store"), "nothing is left to migrate at start");
+    let (status, events) = daemon.admin("GET", "/v1/events?accountId=upgraded", None).await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["events"].as_array().map(Vec::len), Some(1), "{events}");
 }

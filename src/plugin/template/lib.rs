@@ -20,8 +20,10 @@ pub fn plugin_info() -> PluginInfo {
         pms: "{{Pms}}".into(),
         events: mapping::EVENTS.iter().map(|event| event.to_string()).collect(),
         // The host checks this before the plugin sees the webhook; the account holds the secret.
-        // Pick what the PMS documents: HmacSha256, StandardWebhooks, BasicAuth, HeaderToken, or
-        // UrlToken("token") when the PMS signs nothing.
+        // Pick what the PMS documents: HmacSha256, StandardWebhooks, BasicAuth, HeaderToken,
+        // HmacSha1Base64Body (HMAC-SHA1 over Ruby's Base64 of the body, like Smily), Sns (Amazon SNS
+        // deliveries: the host verifies and unwraps them, the plugin gets the Message), or
+        // UrlToken("token") when the PMS signs nothing. docs/plugin-contract.md describes each.
         verification: VerificationScheme::HmacSha256(HmacHeader {
             header: "x-signature".into(),
             encoding: SignatureEncoding::Hex,

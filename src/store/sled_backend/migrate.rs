@@ -63,7 +63,7 @@ pub fn migrate_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Migrated, S
     let started = std::time::Instant::now();
     let old = sled::Config::new().path(&old_dir).cache_capacity(cache_bytes).open()?;
     let new = sled::Config::new().path(partial.join("index")).cache_capacity(cache_bytes).flush_every_ms(None).open()?;
-    let (segments, _) = Segments::open(&partial.join("segments"))?;
+    let (segments, _) = Segments::open(&partial.join("segments"), super::segments::MAX_SEGMENT_BYTES)?;
     let mut migrated = copy(&old, &new, &segments)?;
     segments.sync()?;
     new.flush()?;

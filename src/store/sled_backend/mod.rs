@@ -23,6 +23,7 @@ mod commit;
 mod keys;
 mod layout;
 pub mod migrate;
+mod retention;
 mod segments;
 mod writer;
 
@@ -227,6 +228,11 @@ impl SledStore {
     /// `cache_bytes` of sled's page cache. A data dir of format 1 is migrated first by
     /// [`open_data_dir`]; this refuses a database of another format.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(dir, cache_bytes, segments::MAX_SEGMENT_BYTES)
+    }
+
+    /// [`SledStore::open`] with segments of `segment_bytes`.
+    pub fn open_with(dir: &Path, cache_bytes: u64, segment_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir.join("index"))
             .mode(sled::Mode::HighThroughput)
@@ -250,7 +256,7 @@ impl SledStore {
             }
         }
         let id_base = meta.get(layout::ID_BASE_KEY)?.and_then(|value| keys::read_u64(&value)).unwrap_or(0);
-        let (segments, recovery) = Segments::open(&dir.join("segments"))?;
+        let (segments, recovery) = Segments::open(&dir.join("segments"), segment_bytes)?;
         let fault = Fault::default();
         let index = Index {
             accounts: db.open_tree(tree::ACCOUNTS)?,
@@ -415,12 +421,12 @@ fn recover(index: &Index, recovery: &segments::Recovery) -> Result<(), StoreErro
 
 /// Open the store of a data dir: `<data_dir>/store`, migrating a format-1 database
 /// (`<data_dir>/db`) into it first (see [`migrate`]).
-pub fn open_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+pub fn open_data_dir(data_dir: &Path, cache_bytes: u64, segment_bytes: u64) -> Result<SledStore, StoreError> {
     let store_dir = data_dir.join("store");
     if !store_dir.exists() && migrate::format1_dir(data_dir).is_some() {
         migrate::migrate_data_dir(data_dir, cache_bytes)?;
     }
-    SledStore::open(&store_dir, cache_bytes)
+    SledStore::open_with(&store_dir, cache_bytes, segment_bytes)
 }
 
 impl Backend for SledStore {

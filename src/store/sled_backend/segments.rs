@@ -7,7 +7,7 @@
 //! A segment is a file `NNNNNNNNNN.seg` of records `[len: u32 LE][crc32: u32 LE][payload]`, where
 //! the checksum covers the payload. Appends go to the newest segment with one `pwrite` each (so a
 //! record is in the OS before the index that points at it is written: a killed process keeps
-//! both); a segment past [`MAX_SEGMENT_BYTES`] is synced and closed, and a new one started. The
+//! both); a segment past its size (`store_segment_kb`, default [`MAX_SEGMENT_BYTES`]) is synced and closed, and a new one started. The
 //! group commit calls [`Segments::sync`] before it flushes sled, so everything an acknowledged
 //! write points at is on disk first. At open the newest segment is read through: a record that is
 //! short or fails its checksum (a write torn by a crash or a full disk) and everything after it is
@@ -22,8 +22,11 @@ use std::sync::{Arc, Mutex};
 
 use super::StoreError;
 
-/// A segment grows to about this size before the next one starts.
+/// A segment grows to about this size before the next one starts (the default).
 pub(crate) const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// No record is larger (a header announcing more is a torn write).
+const MAX_RECORD_BYTES: u64 = 1 << 30;
 
 const HEADER_BYTES: u64 = 8;
 
@@ -43,6 +46,7 @@ pub(crate) struct Segments {
 
 struct Inner {
     dir: PathBuf,
+    max_bytes: u64,
     active: Mutex<Active>,
     /// Open read handles by segment number (the active one included).
     readers: Mutex<BTreeMap<u32, Arc<File>>>,
@@ -89,7 +93,7 @@ fn segment_number(path: &Path) -> Option<u32> {
 
 impl Segments {
     /// Open the segments in `dir` (created if missing), cutting a torn tail off the newest.
-    pub(crate) fn open(dir: &Path) -> Result<(Self, Recovery), StoreError> {
+    pub(crate) fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Recovery), StoreError> {
         std::fs::create_dir_all(dir).map_err(|error| io_error("creating", dir, error))?;
         let numbers = list(dir)?;
         let number = numbers.last().copied().unwrap_or(1);
@@ -114,6 +118,7 @@ impl Segments {
         let recovery = Recovery { segment: number, valid_len, cut_bytes: on_disk - valid_len };
         let inner = Inner {
             dir: dir.to_path_buf(),
+            max_bytes,
             active: Mutex::new(Active { number, file, len: valid_len }),
             readers: Mutex::new(readers),
             unsynced: Mutex::new(Vec::new()),
@@ -130,7 +135,7 @@ impl Segments {
         record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         record.extend_from_slice(payload);
         let mut active = self.inner.active.lock().expect("segment lock poisoned");
-        if active.len > 0 && active.len + record.len() as u64 > MAX_SEGMENT_BYTES {
+        if active.len > 0 && active.len + record.len() as u64 > self.inner.max_bytes {
             self.rotate(&mut active)?;
         }
         let offset = active.len;
@@ -205,14 +210,12 @@ impl Segments {
     }
 
     /// Segment numbers on disk, oldest first, and the active one.
-    #[allow(dead_code, reason = "retention deletes whole segments (next step)")]
     pub(crate) fn numbers(&self) -> Result<(Vec<u32>, u32), StoreError> {
         let active = self.inner.active.lock().expect("segment lock poisoned").number;
         Ok((list(&self.inner.dir)?, active))
     }
 
     /// Delete a closed segment (retention). The active segment is never deleted.
-    #[allow(dead_code, reason = "retention deletes whole segments (next step)")]
     pub(crate) fn delete(&self, number: u32) -> Result<u64, StoreError> {
         if number >= self.inner.active.lock().expect("segment lock poisoned").number {
             return Ok(0);
@@ -227,8 +230,13 @@ impl Segments {
         }
     }
 
+    /// When a segment was last written (Unix ms).
+    pub(crate) fn modified_ms(&self, number: u32) -> Option<u64> {
+        let modified = std::fs::metadata(segment_path(&self.inner.dir, number)).ok()?.modified().ok()?;
+        modified.duration_since(std::time::UNIX_EPOCH).ok().map(|elapsed| elapsed.as_millis() as u64)
+    }
+
     /// Bytes in all segments.
-    #[allow(dead_code, reason = "retention reports the store's size (next step)")]
     pub(crate) fn bytes(&self) -> u64 {
         list(&self.inner.dir)
             .unwrap_or_default()
@@ -265,7 +273,7 @@ fn valid_prefix(file: &File, path: &Path) -> Result<u64, StoreError> {
         }
         let len = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as u64;
         let crc = u32::from_le_bytes(header[4..].try_into().unwrap_or_default());
-        if len > MAX_SEGMENT_BYTES {
+        if len > MAX_RECORD_BYTES {
             return Ok(valid);
         }
         payload.resize(len as usize, 0);
@@ -301,7 +309,7 @@ mod tests {
     #[test]
     fn records_read_back_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let (segments, recovery) = Segments::open(dir.path()).unwrap();
+        let (segments, recovery) = Segments::open(dir.path(), MAX_SEGMENT_BYTES).unwrap();
         assert_eq!(recovery.cut_bytes, 0);
         let first = segments.append(b"first record").unwrap();
         let second = segments.append(&[7u8; 5000]).unwrap();
@@ -320,7 +328,7 @@ mod tests {
         std::io::Write::write_all(&mut &file, &torn).unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
 
-        let (segments, recovery) = Segments::open(dir.path()).unwrap();
+        let (segments, recovery) = Segments::open(dir.path(), MAX_SEGMENT_BYTES).unwrap();
         assert_eq!(recovery.cut_bytes, torn.len() as u64);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), before - torn.len() as u64);
         assert!(!recovery.lost(&second));
@@ -335,7 +343,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_is_detected_not_misread() {
         let dir = tempfile::tempdir().unwrap();
-        let (segments, _) = Segments::open(dir.path()).unwrap();
+        let (segments, _) = Segments::open(dir.path(), MAX_SEGMENT_BYTES).unwrap();
         let loc = segments.append(b"payload that will be damaged").unwrap();
         let path = segment_path(dir.path(), loc.segment);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
@@ -344,15 +352,15 @@ mod tests {
         assert!(error.to_string().contains("checksum"), "{error}");
         drop(segments);
         // At open the damaged (newest) record is cut: it could be a torn write.
-        let (_, recovery) = Segments::open(dir.path()).unwrap();
+        let (_, recovery) = Segments::open(dir.path(), MAX_SEGMENT_BYTES).unwrap();
         assert!(recovery.lost(&loc));
     }
 
     #[test]
     fn a_full_segment_rotates_and_old_segments_delete_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let (segments, _) = Segments::open(dir.path()).unwrap();
-        let big = vec![3u8; (MAX_SEGMENT_BYTES / 2) as usize];
+        let (segments, _) = Segments::open(dir.path(), 1 << 20).unwrap();
+        let big = vec![3u8; 1 << 19];
         let a = segments.append(&big).unwrap();
         let b = segments.append(&big).unwrap();
         assert_eq!(a.segment + 1, b.segment, "the second half-segment record starts a new segment");

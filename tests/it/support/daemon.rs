@@ -133,7 +133,7 @@ impl Daemon {
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("STAYHOOK_DATA_DIR", self.options.store_dir.clone().unwrap_or_else(|| self.data_dir.path().join("data")))
+            .env("STAYHOOK_DATA_DIR", self.data_dir())
             .env("STAYHOOK_LISTEN", "127.0.0.1:0")
             .env("STAYHOOK_ADMIN_LISTEN", "127.0.0.1:0")
             .env("STAYHOOK_ADMIN_TOKEN", TOKEN)
@@ -404,6 +404,11 @@ impl Daemon {
             assert!(Instant::now() < deadline, "timed out waiting for {what}; daemon log:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// The daemon's data dir (STAYHOOK_DATA_DIR).
+    pub fn data_dir(&self) -> PathBuf {
+        self.options.store_dir.clone().unwrap_or_else(|| self.data_dir.path().join("data"))
     }
 
     /// The outcome of an inbox entry once it is no longer pending.
