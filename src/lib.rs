@@ -10,7 +10,13 @@
 //! - [`model`]: the unified records, validated and rendered as the seed's JSON.
 //! - [`deliver`]: the envelope, Standard Webhooks signatures, retries, dead letters.
 //! - [`retention`]: the pruner that deletes what retention no longer keeps.
-//! - [`api`]: the admin API; [`config`]: file and environment; [`http`]: the shared error shape.
+//! - [`api`]: the admin API (and the [`console`] it serves); [`config`]: file and environment;
+//!   [`http`]: the shared error shape, the servers, the destination policy of outgoing requests;
+//!   [`health`]: `/healthz` and `/readyz`; [`metrics`]; [`signature`]: the HMAC of signatures.
+//!
+//! Each stage holds a context of its own ([`ingest::IngestContext`], [`normalize::NormalizeContext`],
+//! [`deliver::DeliverContext`], [`api::ApiContext`]), built in [`run`]; the stages never import
+//! each other's internals (a test below checks which `crate::` paths each module uses).
 //!
 //! [`run`] takes bound listeners and a shutdown future; `main` binds them (port zero picks a free
 //! port, which the tests use) and maps [`StorageFailed`] to exit code 75.
@@ -18,8 +24,8 @@
 pub mod api;
 pub mod config;
 pub mod console;
-pub mod daemon;
 pub mod deliver;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -27,6 +33,7 @@ pub mod model;
 pub mod normalize;
 pub mod plugin;
 pub mod retention;
+pub mod signature;
 pub mod store;
 
 use std::future::Future;
@@ -38,7 +45,6 @@ use base64::Engine as _;
 use tokio::sync::Notify;
 
 use config::Settings;
-use daemon::Daemon;
 use plugin::{PluginLimits, PluginRegistry};
 use store::Store;
 
@@ -70,6 +76,11 @@ pub struct StorageFailed(pub String);
 /// flush the store. Prints `stayhook: webhooks on ...` and `stayhook: admin API on ...` once it
 /// serves. Returns [`StorageFailed`] when the store fails: the daemon then answers 503 for a
 /// moment, stops, and expects to be restarted.
+///
+/// This is the one place where the stages are wired: each gets a context of its own
+/// ([`ingest::IngestContext`], [`normalize::NormalizeContext`], [`deliver::DeliverContext`],
+/// [`api::ApiContext`]) holding the shared pieces it uses (the store handle, the plugin registry,
+/// the metrics, its part of the settings) and the handles of the stages it hands work to.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     config::os::private_dir(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
     // Opening may migrate an older format first (minutes for a large store): off the runtime.
@@ -99,19 +110,9 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         }
     };
     let admin_token = admin_token(&settings, &store).await?;
-    let public_url = match &settings.public_url {
-        Some(url) => url.clone(),
-        None => {
-            let address = listeners.ingest.local_addr()?;
-            let host = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
-            tracing::warn!(
-                "public_url is not set: listener URLs use http://{host}:{}; set STAYHOOK_PUBLIC_URL to the address PMSs reach",
-                address.port()
-            );
-            format!("http://{host}:{}", address.port())
-        }
-    };
-    let normalizer = normalize::Normalizer::new(settings.normalizer_threads);
+    let listener_urls = ingest::ListenerUrls::new(settings.public_url.as_deref(), listeners.ingest.local_addr()?);
+    let health = Arc::new(health::Health::new(store.fault().clone()));
+    let metrics = Arc::new(metrics::Metrics::default());
     let enrich_policy = normalize::enrich::EnrichPolicy {
         retry_schedule: settings.enrichment_retry_schedule.clone(),
         request_timeout: settings.enrichment_timeout,
@@ -119,69 +120,95 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         allow_private_destinations: settings.allow_private_destinations,
     };
     let enricher = Arc::new(normalize::enrich::Enricher::new(store.clone(), enrich_policy)?);
-    let daemon = Arc::new(Daemon {
-        retry_policy: deliver::RetryPolicy { schedule: settings.retry_schedule.clone(), jitter_percent: settings.retry_jitter_percent },
-        http: deliver::http_client(settings.allow_private_destinations, settings.delivery_timeout)?,
-        store,
-        plugins,
-        public_url,
-        admin_token,
-        normalizer,
+    let delivery_client = deliver::Client::new(settings.allow_private_destinations, settings.delivery_timeout)?;
+
+    let normalizer = normalize::Normalizer::start(
+        Arc::new(normalize::NormalizeContext {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            settings: normalize::NormalizeSettings::from(&settings),
+            metrics: metrics.clone(),
+            enricher: enricher.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }),
+        settings.normalizer_threads,
+    )?;
+    let deliver = Arc::new(deliver::DeliverContext {
+        store: store.clone(),
+        settings: deliver::DeliverSettings::from(&settings),
         scheduler_wakeup: Notify::new(),
-        metrics: metrics::Metrics::default(),
-        enricher,
-        runtime: tokio::runtime::Handle::current(),
+        retry_policy: deliver::RetryPolicy { schedule: settings.retry_schedule.clone(), jitter_percent: settings.retry_jitter_percent },
+        http: delivery_client.clone(),
+        metrics: metrics.clone(),
+    });
+    let ingest = Arc::new(ingest::IngestContext {
+        store: store.clone(),
+        plugins: plugins.clone(),
+        settings: ingest::IngestSettings::from(&settings),
+        metrics: metrics.clone(),
+        normalizer: normalizer.submit(),
         in_flight: ingest::InFlight::default(),
         listener_limits: ingest::ListenerLimits::new(
             settings.listener_requests_per_second,
             settings.listener_kib_per_second,
             settings.body_limit_bytes,
         ),
-        phase: std::sync::atomic::AtomicU8::new(daemon::Phase::Starting as u8),
-        settings,
+        health: health.clone(),
     });
-    daemon.normalizer.attach(&daemon)?;
-    resume_pending(&daemon)?;
+    let pruner = Arc::new(retention::PrunerContext {
+        store: store.clone(),
+        settings: retention::PrunerSettings { retention: settings.retention.clone() },
+        metrics: metrics.clone(),
+    });
+    let api = Arc::new(api::ApiContext {
+        store: store.clone(),
+        plugins,
+        settings: api::ApiSettings::from(&settings),
+        metrics,
+        admin_token,
+        enricher,
+        normalizer: normalizer.submit(),
+        http: delivery_client,
+        listener_urls,
+        health: health.clone(),
+    });
+    resume_pending(&store, &normalizer.submit())?;
 
     let stop_scheduler = Arc::new(Notify::new());
-    let scheduler = tokio::spawn(deliver::run_scheduler(daemon.clone(), stop_scheduler.clone()));
-    let expiry = tokio::spawn(expire_digests(daemon.clone()));
-    let pruner = tokio::spawn(retention::run_pruner(daemon.clone()));
+    let scheduler = tokio::spawn(deliver::run_scheduler(deliver, stop_scheduler.clone()));
+    let window_ms = u64::try_from(settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    let expiry = tokio::spawn(expire_digests(store.clone(), window_ms));
+    let pruner = tokio::spawn(retention::run_pruner(pruner));
 
     let ingest_server_address = listeners.ingest.local_addr()?;
     let admin_server_address = listeners.admin.local_addr()?;
     let (stop_servers, _) = tokio::sync::broadcast::channel::<()>(1);
     let ingest_server = {
         let mut stopped = stop_servers.subscribe();
-        tokio::spawn(http::serve(
-            listeners.ingest,
-            ingest::router(daemon.clone()),
-            http::ServeLimits::public(&daemon.settings),
-            async move {
-                let _ = stopped.recv().await;
-            },
-        ))
+        tokio::spawn(http::serve(listeners.ingest, ingest::router(ingest), http::ServeLimits::public(&settings), async move {
+            let _ = stopped.recv().await;
+        }))
     };
     let admin_server = {
         let mut stopped = stop_servers.subscribe();
-        tokio::spawn(http::serve(listeners.admin, api::router(daemon.clone()), http::ServeLimits::admin(&daemon.settings), async move {
+        tokio::spawn(http::serve(listeners.admin, api::router(api), http::ServeLimits::admin(&settings), async move {
             let _ = stopped.recv().await;
         }))
     };
 
-    daemon.set_phase(daemon::Phase::Ready);
+    health.set_phase(health::Phase::Ready);
     // The daemon's contract with scripts (and the tests): where it listens, printed once it answers.
     println!("stayhook: webhooks on http://{ingest_server_address}");
     println!("stayhook: admin API on http://{admin_server_address}");
     println!("stayhook: console on http://{admin_server_address}/");
-    tracing::info!(webhooks = %ingest_server_address, admin = %admin_server_address, data_dir = %daemon.settings.data_dir.display(), "serving");
+    tracing::info!(webhooks = %ingest_server_address, admin = %admin_server_address, data_dir = %settings.data_dir.display(), "serving");
 
-    let fault = daemon.store.fault().clone();
+    let fault = store.fault().clone();
     let failed = tokio::select! {
         () = shutdown => None,
         reason = fault.wait() => Some(reason),
     };
-    daemon.set_phase(daemon::Phase::Stopping);
+    health.set_phase(health::Phase::Stopping);
     if failed.is_some() {
         // Keep answering 503 (listener, health, readiness) for a moment, so whoever watches sees why.
         tokio::time::sleep(FAILED_STORE_GRACE).await;
@@ -194,12 +221,11 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     let _ = scheduler.await;
     expiry.abort();
     pruner.abort();
-    let daemon_for_stop = daemon.clone();
-    tokio::task::spawn_blocking(move || daemon_for_stop.normalizer.stop()).await?;
-    if let Some(reason) = failed.or_else(|| daemon.store.fault().reason()) {
+    tokio::task::spawn_blocking(move || normalizer.stop()).await?;
+    if let Some(reason) = failed.or_else(|| store.fault().reason()) {
         return Err(StorageFailed(reason).into());
     }
-    daemon.store.flush_blocking()?;
+    store.flush_blocking()?;
     Ok(())
 }
 
@@ -219,30 +245,174 @@ async fn admin_token(settings: &Settings, store: &Store) -> anyhow::Result<Strin
 }
 
 /// Hand every stored-but-unnormalized webhook to the workers again (after a crash or a stop).
-fn resume_pending(daemon: &Daemon) -> anyhow::Result<()> {
-    let pending = daemon.store.pending_inbox()?;
+fn resume_pending(store: &Store, normalizer: &normalize::Submit) -> anyhow::Result<()> {
+    let pending = store.pending_inbox()?;
     if !pending.is_empty() {
         tracing::info!(n_pending = pending.len(), "resuming normalization of stored webhooks");
     }
     for (inbox_id, generation) in pending {
-        match daemon.store.get_inbox(inbox_id)? {
-            Some(entry) => daemon.normalizer.dispatch(&entry.account_id, inbox_id, generation),
+        match store.get_inbox(inbox_id)? {
+            Some(entry) => normalizer.dispatch(&entry.account_id, inbox_id, generation),
             None => tracing::warn!(%inbox_id, "pending entry without inbox data"),
         }
     }
     Ok(())
 }
 
-async fn expire_digests(daemon: Arc<Daemon>) {
-    let window_ms = u64::try_from(daemon.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
+/// Every ten minutes, forget the duplicate-suppression digests older than `window_ms`.
+async fn expire_digests(store: Store, window_ms: u64) {
     loop {
         tokio::time::sleep(Duration::from_secs(600)).await;
-        let daemon = daemon.clone();
-        let expired = tokio::task::spawn_blocking(move || daemon.store.expire_digests_blocking(ingest::unix_ms(), window_ms)).await;
+        let store = store.clone();
+        let expired = tokio::task::spawn_blocking(move || store.expire_digests_blocking(model::time::unix_ms(), window_ms)).await;
         match expired {
             Ok(Ok(n_removed)) if n_removed > 0 => tracing::debug!(n_removed, "expired duplicate-suppression digests"),
             Ok(Err(error)) => tracing::warn!(%error, "expiring digests failed"),
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    /// The stages and what each may use of the others (a module, or one item of it). Every other
+    /// module under `src/` is shared (store, plugin, model, config, http, metrics, health,
+    /// signature, retention) and may use no stage at all; `lib.rs` wires them and is exempt.
+    /// ARCHITECTURE.md ("Who holds what") draws the same graph.
+    const STAGES: &[(&str, &[&str])] = &[
+        ("ingest", &["normalize::Submit"]),
+        ("normalize", &[]),
+        ("deliver", &[]),
+        ("api", &["ingest", "normalize", "deliver", "console"]),
+        ("console", &[]),
+    ];
+
+    /// Uses outside the graph that only test code makes (file under `src/`, path): the store's
+    /// model test builds event ids the way the normalizer derives them.
+    const TEST_ONLY_USES: &[(&str, &str)] = &[("store/model_test.rs", "normalize::event_id")];
+
+    /// Every `crate::` path in `code` (comments skipped), groups expanded: `use crate::a::{b, c::d}`
+    /// gives `a::b` and `a::c::d`.
+    fn crate_paths(code: &str) -> Vec<String> {
+        let mut paths = Vec::new();
+        for line in code.lines() {
+            // Code only: a comment's text names paths it does not use.
+            let code = line.split(" //").next().unwrap_or_default().trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            let mut rest = code;
+            while let Some(at) = rest.find("crate::") {
+                let preceded_by_ident = rest[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_');
+                rest = &rest[at + "crate::".len()..];
+                if !preceded_by_ident {
+                    expand("", rest, &mut paths);
+                }
+            }
+        }
+        paths
+    }
+
+    /// The paths that start at `text` (after `crate::` or inside a group), each prefixed.
+    fn expand(prefix: &str, text: &str, paths: &mut Vec<String>) {
+        let end = text.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(text.len());
+        let path = format!("{prefix}{}", &text[..end]);
+        if text[end..].starts_with('{') {
+            let mut depth = 0;
+            let mut item_start = end + 1;
+            for (idx, c) in text.char_indices().skip(end) {
+                match c {
+                    '{' => depth += 1,
+                    '}' | ',' if depth == 1 => {
+                        let item = text[item_start..idx].trim();
+                        if !item.is_empty() && item != "self" {
+                            expand(&path, item, paths);
+                        } else if item == "self" {
+                            paths.push(path.trim_end_matches("::").to_string());
+                        }
+                        item_start = idx + 1;
+                        if c == '}' {
+                            return;
+                        }
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+        } else {
+            paths.push(path.trim_end_matches("::").to_string());
+        }
+    }
+
+    fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                // The plugin template is the source of a plugin crate, not of this one.
+                if !path.ends_with("plugin/template") {
+                    rust_files(&path, files);
+                }
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                files.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_stages_use_each_other_only_along_the_allowed_edges() {
+        assert_eq!(crate_paths("use crate::a::{b, c::{d, self}};"), ["a::b", "a::c::d", "a::c"]);
+        assert_eq!(crate_paths("let x = crate::a::f(); // crate::b"), ["a::f"]);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let stage_names: BTreeSet<&str> = STAGES.iter().map(|(name, _)| *name).collect();
+        let mut n_checked = 0;
+        let mut violations = Vec::new();
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap();
+            let owner = relative.components().next().unwrap().as_os_str().to_str().unwrap().trim_end_matches(".rs");
+            if owner == "lib" || owner == "main" {
+                continue;
+            }
+            let allowed: &[&str] = STAGES.iter().find(|(name, _)| *name == owner).map_or(&[], |(_, allowed)| allowed);
+            for path in crate_paths(&std::fs::read_to_string(&file).unwrap()) {
+                n_checked += 1;
+                let target = path.split("::").next().unwrap_or_default();
+                if target == owner || !stage_names.contains(target) {
+                    continue;
+                }
+                let permitted = allowed.iter().any(|edge| path == *edge || path.starts_with(&format!("{edge}::")))
+                    || TEST_ONLY_USES.iter().any(|(test_file, test_path)| relative == Path::new(test_file) && path == *test_path);
+                if !permitted {
+                    violations.push(format!("{}: crate::{path}", relative.display()));
+                }
+            }
+        }
+        assert!(n_checked > 100, "found only {n_checked} crate paths under {}", src.display());
+        assert!(violations.is_empty(), "uses outside the allowed edges (see STAGES and ARCHITECTURE.md):\n{}", violations.join("\n"));
+    }
+
+    #[test]
+    fn the_allowed_edges_have_no_cycle() {
+        // Depth-first: a stage may not reach itself through the allowed edges.
+        fn reaches(from: &str, to: &str, seen: &mut Vec<String>) -> bool {
+            let edges = STAGES.iter().find(|(name, _)| *name == from).map_or(&[][..], |(_, edges)| edges);
+            edges.iter().map(|edge| edge.split("::").next().unwrap_or_default()).any(|next| {
+                if next == to {
+                    return true;
+                }
+                if seen.iter().any(|visited| visited == next) {
+                    return false;
+                }
+                seen.push(next.to_string());
+                reaches(next, to, seen)
+            })
+        }
+        for (stage, _) in STAGES {
+            assert!(!reaches(stage, stage, &mut Vec::new()), "{stage} reaches itself");
         }
     }
 }

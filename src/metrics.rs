@@ -134,7 +134,7 @@ struct Timeline {
 
 impl Timeline {
     fn current(&mut self) -> &mut Minute {
-        let minute = crate::ingest::unix_ms() / 60_000;
+        let minute = crate::model::time::unix_ms() / 60_000;
         if self.minutes.back().is_none_or(|last| last.minute != minute) {
             self.minutes.push_back(Minute { minute, ..Minute::default() });
             while self.minutes.front().is_some_and(|first| first.minute + TIMELINE_MINUTES <= minute) {
@@ -251,7 +251,7 @@ impl Metrics {
         if attempts.len() == RECENT_ATTEMPTS {
             attempts.pop_front();
         }
-        attempts.push_back(RecentAttempt { at_ms: crate::ingest::unix_ms(), success, latency_ms });
+        attempts.push_back(RecentAttempt { at_ms: crate::model::time::unix_ms(), success, latency_ms });
     }
 
     /// The last attempts of a subscription since the daemon started, oldest first.

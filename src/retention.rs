@@ -10,15 +10,33 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::daemon::Daemon;
-use crate::ingest::unix_ms;
-use crate::metrics::PrunePass;
+use crate::config::Retention;
+use crate::metrics::{Metrics, PrunePass};
+use crate::model::time::unix_ms;
+use crate::store::Store;
+
+/// What the pruner uses. Built by `run` (`src/lib.rs`).
+pub struct PrunerContext {
+    /// Storage.
+    pub store: Store,
+    /// The settings the pruner reads.
+    pub settings: PrunerSettings,
+    /// Counters (pruned items, the store's size).
+    pub metrics: Arc<Metrics>,
+}
+
+/// The part of [`crate::config::Settings`] the pruner reads.
+#[derive(Debug, Clone)]
+pub struct PrunerSettings {
+    /// What the store keeps and how the pruner deletes the rest.
+    pub retention: Retention,
+}
 
 /// The pause between two steps of one pass.
 const STEP_PAUSE: Duration = Duration::from_millis(20);
 
 /// Run passes until the task is aborted (shutdown).
-pub async fn run_pruner(daemon: Arc<Daemon>) {
+pub async fn run_pruner(daemon: Arc<PrunerContext>) {
     loop {
         if daemon.store.fault().reason().is_none() {
             let pass = prune_pass(&daemon).await;
@@ -41,7 +59,7 @@ pub async fn run_pruner(daemon: Arc<Daemon>) {
 }
 
 /// One pass: steps until nothing more is past the cutoffs.
-async fn prune_pass(daemon: &Arc<Daemon>) -> PrunePass {
+async fn prune_pass(daemon: &Arc<PrunerContext>) -> PrunePass {
     let started = Instant::now();
     let mut pass = PrunePass { started_at_ms: unix_ms(), ..PrunePass::default() };
     loop {
@@ -76,7 +94,7 @@ async fn prune_pass(daemon: &Arc<Daemon>) -> PrunePass {
 }
 
 /// Measure the store's size and oldest event into the metrics.
-pub async fn measure(daemon: &Arc<Daemon>) -> Option<crate::store::StorageStats> {
+pub async fn measure(daemon: &Arc<PrunerContext>) -> Option<crate::store::StorageStats> {
     let store = daemon.store.clone();
     match tokio::task::spawn_blocking(move || store.storage_stats()).await {
         Ok(Ok(stats)) => {

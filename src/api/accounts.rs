@@ -2,7 +2,7 @@
 //!
 //! Every create and update validates the whole resulting account: the plugin exists, the
 //! verification secrets fit its scheme and are usable ([`check_verification`]: never empty, long
-//! enough, decodable), `apiBaseUrl` passes the destination policy (`deliver::destination`), and
+//! enough, decodable), `apiBaseUrl` passes the destination policy (`http::destination`), and
 //! free-form maps and strings stay within documented sizes. Secrets are never shown again.
 
 use std::collections::BTreeMap;
@@ -16,11 +16,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiContext;
 use super::paging::{self, Cursor, Page};
 use super::{JsonBody, created};
-use crate::daemon::Daemon;
-use crate::deliver::destination;
 use crate::http::ApiError;
+use crate::http::destination;
 use crate::ingest::verify;
 use crate::model::{self, RecordKind};
 use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
@@ -44,7 +44,7 @@ const MAX_URL_BYTES: usize = 2048;
 /// Default and largest page of `GET /v1/accounts`.
 const LIST_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
 
-pub(super) fn routes() -> Router<Arc<Daemon>> {
+pub(super) fn routes() -> Router<Arc<ApiContext>> {
     Router::new()
         .route("/v1/accounts", get(list).post(create))
         .route("/v1/accounts/{account_id}", get(show).patch(update).delete(remove))
@@ -83,7 +83,7 @@ struct UpdateAccount {
     rate_limit_per_second: Option<Option<u32>>,
 }
 
-async fn create(State(daemon): State<Arc<Daemon>>, JsonBody(body): JsonBody<CreateAccount>) -> Result<Response, ApiError> {
+async fn create(State(daemon): State<Arc<ApiContext>>, JsonBody(body): JsonBody<CreateAccount>) -> Result<Response, ApiError> {
     let id = match body.id {
         Some(id) => checked_account_id(id)?,
         None => uuid::Uuid::new_v4().to_string(),
@@ -113,7 +113,7 @@ async fn create(State(daemon): State<Arc<Daemon>>, JsonBody(body): JsonBody<Crea
 }
 
 /// `GET /v1/accounts?limit=&after=`: accounts by id, a page at a time.
-async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<paging::PageQuery>) -> Result<Json<Value>, ApiError> {
+async fn list(State(daemon): State<Arc<ApiContext>>, Query(query): Query<paging::PageQuery>) -> Result<Json<Value>, ApiError> {
     let limit = LIST_LIMITS.parse(query.limit.as_deref())?;
     // The store hands out every account (few, small); the page is cut here.
     let mut page = Page::new(limit);
@@ -127,12 +127,12 @@ async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<paging::Pag
     Ok(Json(page.finish("accounts")))
 }
 
-async fn show(State(daemon): State<Arc<Daemon>>, Path(account_id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(State(daemon): State<Arc<ApiContext>>, Path(account_id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(view(&daemon, &find(&daemon, &account_id)?)))
 }
 
 async fn update(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path(account_id): Path<String>,
     JsonBody(body): JsonBody<UpdateAccount>,
 ) -> Result<Json<Value>, ApiError> {
@@ -172,7 +172,7 @@ async fn update(
 /// state, digests) on a blocking thread; answers once both are done. What is still in progress
 /// (a webhook being normalized, a delivery pending) finishes on its own (the scheduler cancels a
 /// deleted account's deliveries) and retention deletes it later.
-async fn remove(State(daemon): State<Arc<Daemon>>, Path(account_id): Path<String>) -> Result<Response, ApiError> {
+async fn remove(State(daemon): State<Arc<ApiContext>>, Path(account_id): Path<String>) -> Result<Response, ApiError> {
     if !daemon.store.remove_account(&account_id).await? {
         return Err(not_found(&account_id));
     }
@@ -185,7 +185,7 @@ async fn remove(State(daemon): State<Arc<Daemon>>, Path(account_id): Path<String
 }
 
 async fn record(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path((account_id, record_id)): Path<(String, String)>,
     kind: RecordKind,
 ) -> Result<Json<Value>, ApiError> {
@@ -210,7 +210,7 @@ struct Renormalize {
 /// Replay stored raw webhooks of an account through the plugin loaded now (after a fix), oldest
 /// first. State decides again: records that come out the same are not delivered again.
 async fn renormalize(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path(account_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -263,7 +263,7 @@ async fn renormalize(
     Ok((StatusCode::ACCEPTED, Json(json!({"accountId": account_id, "queued": queued, "alreadyPending": in_flight}))).into_response())
 }
 
-pub(super) fn find(daemon: &Daemon, account_id: &str) -> Result<Account, ApiError> {
+pub(super) fn find(daemon: &ApiContext, account_id: &str) -> Result<Account, ApiError> {
     daemon.store.get_account(account_id)?.ok_or_else(|| not_found(account_id))
 }
 
@@ -370,7 +370,7 @@ pub(super) fn check_verification(
     }
 }
 
-fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
+fn validate(daemon: &ApiContext, account: &Account) -> Result<(), ApiError> {
     let plugin = daemon.plugins.get(&account.pms).ok_or_else(|| {
         let known: Vec<String> = daemon.plugins.list().iter().map(|plugin| plugin.info.name.clone()).collect();
         ApiError::unprocessable("unknown_plugin", format!("no plugin named {:?} is loaded; loaded: {}", account.pms, known.join(", ")))
@@ -414,7 +414,7 @@ fn validate(daemon: &Daemon, account: &Account) -> Result<(), ApiError> {
 }
 
 /// Plugins that verify with a token in the listener URL get one generated when none is set.
-fn ensure_url_token(daemon: &Daemon, account: &mut Account) {
+fn ensure_url_token(daemon: &ApiContext, account: &mut Account) {
     let scheme = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone());
     if matches!(scheme, Some(VerificationScheme::UrlToken(_))) && !account.verification.contains_key("secret") {
         let bytes: [u8; 24] = rand::random();
@@ -439,7 +439,7 @@ pub(super) fn scheme_name(scheme: &VerificationScheme) -> &'static str {
 /// An account as the API shows it: never its secrets, only which ones are set. `configured` is
 /// true only when the secrets are usable; an account stored before they were checked shows why
 /// not in `verification.problem`.
-pub(super) fn view(daemon: &Daemon, account: &Account) -> Value {
+pub(super) fn view(daemon: &ApiContext, account: &Account) -> Value {
     let scheme = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone()).unwrap_or(VerificationScheme::None);
     // Registration may have stored a short PMS-issued secret: only unusable ones are a problem.
     let problem = check_verification(&scheme, &account.verification, 1).err();

@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiContext;
 use super::paging::{self, Cursor, Page, PageQuery};
-use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::ingest::unix_ms;
 use crate::model::{self, EventResult, EventType};
@@ -36,7 +36,7 @@ pub(super) const DEEPEST_DEAD_LETTERS: usize = 10_000;
 /// How many of the newest inbox outcomes of one status paging can reach.
 pub(super) const DEEPEST_INBOX: usize = 2_000;
 
-pub(super) fn routes() -> Router<Arc<Daemon>> {
+pub(super) fn routes() -> Router<Arc<ApiContext>> {
     Router::new()
         .route("/v1/events", get(list))
         .route("/v1/events/{event_id}", get(show))
@@ -61,7 +61,7 @@ struct ListQuery {
     after: Option<String>,
 }
 
-async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list(State(daemon): State<Arc<ApiContext>>, Query(query): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let event_type = match query.event_type.as_deref() {
         Some(name) => {
             Some(EventType::parse(name).ok_or_else(|| ApiError::bad_request("invalid_query", format!("unknown eventType {name:?}")))?)
@@ -102,7 +102,7 @@ fn rendered_time(name: &str, text: &str) -> Result<String, ApiError> {
     Ok(time.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-async fn show(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(State(daemon): State<Arc<ApiContext>>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let event = find_event(&daemon, &event_id)?;
     let mut view = event_view(&event);
     let mut deliveries = Vec::new();
@@ -118,7 +118,7 @@ async fn show(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>) -
 /// `GET /v1/events/{eventId}/attempts?limit=&after=`: by delivery, then attempt number; the
 /// cursor is `<deliveryId>.<attempt>`.
 async fn attempts(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path(event_id): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -163,7 +163,11 @@ struct RedeliverBody {
 /// earlier deliveries, for every enabled subscription that selects its type now. A dead letter is
 /// revived in place: it keeps the head of its lane, so it is retried (with a fresh retry schedule)
 /// before the later events of its record that it held back. Answers once the change is on disk.
-async fn redeliver(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn redeliver(
+    State(daemon): State<Arc<ApiContext>>,
+    Path(event_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let event = find_event(&daemon, &event_id)?;
     let body: RedeliverBody = if body.iter().all(u8::is_ascii_whitespace) {
         RedeliverBody::default()
@@ -232,7 +236,7 @@ async fn redeliver(State(daemon): State<Arc<Daemon>>, Path(event_id): Path<Strin
 
 /// Give up on a dead letter: it is cancelled, and the later events of its record that it held
 /// back go on. Answers once the change is on disk.
-async fn discard_dead_letter(State(daemon): State<Arc<Daemon>>, Path(delivery_id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn discard_dead_letter(State(daemon): State<Arc<ApiContext>>, Path(delivery_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::not_found("dead_letter_not_found", format!("no dead letter {delivery_id:?}"));
     let id: u64 = delivery_id.parse().map_err(|_| not_found())?;
     let delivery = daemon.store.get_delivery(id)?.filter(|delivery| delivery.status == DeliveryStatus::Dead).ok_or_else(not_found)?;
@@ -251,7 +255,7 @@ async fn discard_dead_letter(State(daemon): State<Arc<Daemon>>, Path(delivery_id
 }
 
 /// The dead letter that holds back a pending delivery, if its lane's head is one.
-fn held_by(daemon: &Daemon, delivery: &Delivery) -> Result<Option<u64>, ApiError> {
+fn held_by(daemon: &ApiContext, delivery: &Delivery) -> Result<Option<u64>, ApiError> {
     if delivery.status != DeliveryStatus::Pending {
         return Ok(None);
     }
@@ -270,7 +274,7 @@ struct InboxQuery {
 }
 
 /// `GET /v1/dead-letters?limit=&after=`: newest (highest delivery id) first.
-async fn dead_letters(State(daemon): State<Arc<Daemon>>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
+async fn dead_letters(State(daemon): State<Arc<ApiContext>>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
     let limit = DEAD_LETTER_LIMITS.parse(query.limit.as_deref())?;
     let after = numeric_cursor(query.after.as_deref())?;
     let store = daemon.store.clone();
@@ -290,7 +294,7 @@ async fn dead_letters(State(daemon): State<Arc<Daemon>>, Query(query): Query<Pag
 }
 
 /// `GET /v1/inbox?status=&limit=&after=`: outcomes of one status, newest first.
-async fn inbox_list(State(daemon): State<Arc<Daemon>>, Query(query): Query<InboxQuery>) -> Result<Json<Value>, ApiError> {
+async fn inbox_list(State(daemon): State<Arc<ApiContext>>, Query(query): Query<InboxQuery>) -> Result<Json<Value>, ApiError> {
     let limit = INBOX_LIMITS.parse(query.limit.as_deref())?;
     let after = numeric_cursor(query.after.as_deref())?;
     let status = match query.status.as_deref().unwrap_or("failed") {
@@ -361,7 +365,7 @@ fn newest_after<T>(
     }
 }
 
-async fn inbox_show(State(daemon): State<Arc<Daemon>>, Path(inbox_id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn inbox_show(State(daemon): State<Arc<ApiContext>>, Path(inbox_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::not_found("inbox_not_found", format!("no inbox entry {inbox_id:?}"));
     let id = InboxId(inbox_id.parse().map_err(|_| not_found())?);
     let Some(entry) = daemon.store.get_inbox(id)? else {
@@ -390,7 +394,7 @@ async fn inbox_show(State(daemon): State<Arc<Daemon>>, Path(inbox_id): Path<Stri
 
 /// The event, or 404: `expired` when its id's time (UUID v7) is before what retention keeps (the
 /// events cutoff, or the oldest event kept), `event_not_found` otherwise.
-fn find_event(daemon: &Daemon, event_id: &str) -> Result<StoredEvent, ApiError> {
+fn find_event(daemon: &ApiContext, event_id: &str) -> Result<StoredEvent, ApiError> {
     if let Some(event) = daemon.store.get_event(event_id)? {
         return Ok(event);
     }

@@ -22,10 +22,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiContext;
 use super::JsonBody;
 use super::accounts::find;
-use crate::daemon::Daemon;
-use crate::deliver::{self, envelope};
+use crate::deliver::envelope;
 use crate::http::ApiError;
 use crate::ingest::unix_ms;
 use crate::model::{self, EventType};
@@ -38,7 +38,7 @@ const MAX_PLAYGROUND_BYTES: usize = 4 * 1024 * 1024;
 const BACKLOG_CAP: usize = 1_000_000;
 const BACKLOG_SAMPLE: usize = 256;
 
-pub(super) fn routes() -> Router<Arc<Daemon>> {
+pub(super) fn routes() -> Router<Arc<ApiContext>> {
     Router::new()
         .route("/v1/stats", get(stats))
         .route("/v1/accounts/{account_id}/webhooks/{webhook_id}/health", get(health))
@@ -52,7 +52,7 @@ struct StatsQuery {
     window: Option<String>,
 }
 
-async fn stats(State(daemon): State<Arc<Daemon>>, Query(query): Query<StatsQuery>) -> Result<Json<Value>, ApiError> {
+async fn stats(State(daemon): State<Arc<ApiContext>>, Query(query): Query<StatsQuery>) -> Result<Json<Value>, ApiError> {
     let minutes: u64 = match query.window.as_deref().unwrap_or("1h") {
         "1h" => 60,
         "24h" => 24 * 60,
@@ -94,7 +94,7 @@ async fn stats(State(daemon): State<Arc<Daemon>>, Query(query): Query<StatsQuery
 
 /// What the overview shows first: plugin load errors, disabled or failing webhooks, failed
 /// normalizations, dead letters. Each names where to fix it (a console route).
-fn problems(daemon: &Daemon) -> Result<Vec<Value>, ApiError> {
+fn problems(daemon: &ApiContext) -> Result<Vec<Value>, ApiError> {
     let mut found = Vec::new();
     for failure in daemon.plugins.failures().iter().take(20) {
         found.push(
@@ -124,7 +124,7 @@ fn problems(daemon: &Daemon) -> Result<Vec<Value>, ApiError> {
     Ok(found)
 }
 
-fn find_webhook(daemon: &Daemon, account_id: &str, webhook_id: &str) -> Result<Subscription, ApiError> {
+fn find_webhook(daemon: &ApiContext, account_id: &str, webhook_id: &str) -> Result<Subscription, ApiError> {
     find(daemon, account_id)?;
     daemon
         .store
@@ -133,7 +133,7 @@ fn find_webhook(daemon: &Daemon, account_id: &str, webhook_id: &str) -> Result<S
 }
 
 async fn health(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path((account_id, webhook_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let subscription = find_webhook(&daemon, &account_id, &webhook_id)?;
@@ -152,7 +152,7 @@ async fn health(
 }
 
 async fn rotate_secret(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path((account_id, webhook_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let mut subscription = find_webhook(&daemon, &account_id, &webhook_id)?;
@@ -181,7 +181,7 @@ fn sample(event_type: EventType) -> &'static str {
 }
 
 async fn test_event(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path((account_id, webhook_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<TestEvent>,
 ) -> Result<Json<Value>, ApiError> {
@@ -200,7 +200,7 @@ async fn test_event(
     let timestamp_secs = i64::try_from(unix_ms() / 1000).unwrap_or(i64::MAX);
     let signature = envelope::sign(&subscription.secret, &webhook_id, timestamp_secs, &body);
     let started = Instant::now();
-    let outcome = deliver::post(&daemon, &subscription.url, &webhook_id, timestamp_secs, &signature, body).await;
+    let outcome = daemon.http.post(&subscription.url, &webhook_id, timestamp_secs, &signature, body).await;
     Ok(Json(json!({
         "webhookId": webhook_id,
         "eventType": event_type.as_str(),
@@ -229,7 +229,7 @@ struct Playground {
 }
 
 async fn playground(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path(name): Path<String>,
     JsonBody(input): JsonBody<Playground>,
 ) -> Result<Json<Value>, ApiError> {

@@ -17,6 +17,7 @@ pub mod session;
 mod storage;
 mod webhooks;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -29,14 +30,88 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::daemon::Daemon;
+use crate::config::Settings;
+use crate::health::Health;
 use crate::http::ApiError;
+use crate::ingest::ListenerUrls;
+use crate::metrics::Metrics;
+use crate::normalize::Submit;
+use crate::normalize::enrich::Enricher;
+use crate::plugin::PluginRegistry;
+use crate::store::{Account, Store};
+
+/// What the admin API (and the console it serves) uses. Built by `run` (`src/lib.rs`). It reaches
+/// the stages only through their handles: [`Submit`] to requeue stored webhooks (renormalize),
+/// the [`Enricher`] for registration's API calls, the delivery [`crate::deliver::Client`] for test
+/// events; redeliveries and discards go through the store, which wakes the delivery scheduler.
+/// Handlers call it `daemon`: the daemon as the API sees it.
+pub struct ApiContext {
+    /// Storage.
+    pub store: Store,
+    /// Loaded plugins (listed, inspected, uploaded; run for registration and the playground).
+    pub plugins: Arc<PluginRegistry>,
+    /// The settings the API reads.
+    pub settings: ApiSettings,
+    /// Counters and histograms (`/metrics`, `/v1/stats`).
+    pub metrics: Arc<Metrics>,
+    /// The admin API's bearer token.
+    pub admin_token: String,
+    /// Performs the API calls of automatic registration.
+    pub enricher: Arc<Enricher>,
+    /// Hands requeued webhooks to the normalizer threads.
+    pub normalizer: Submit,
+    /// The HTTP client of deliveries (test events).
+    pub http: crate::deliver::Client,
+    /// Where PMSs post webhooks.
+    pub listener_urls: ListenerUrls,
+    /// `/healthz` and `/readyz`.
+    pub health: Arc<Health>,
+}
+
+/// The part of [`Settings`] the API reads.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Whether webhook URLs and `apiBaseUrl`s may be private addresses.
+    pub allow_private_destinations: bool,
+    /// Most rounds of API calls (registration).
+    pub enrichment_max_rounds: u32,
+    /// Most API calls in one round (registration).
+    pub enrichment_max_requests: usize,
+    /// Where uploaded plugins are written.
+    pub plugin_dir: PathBuf,
+    /// The data dir (the playground's temporary folders).
+    pub data_dir: PathBuf,
+    /// What the store keeps (`GET /v1/storage`, `expired` answers).
+    pub retention: crate::config::Retention,
+}
+
+impl From<&Settings> for ApiSettings {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            allow_private_destinations: settings.allow_private_destinations,
+            enrichment_max_rounds: settings.enrichment_max_rounds,
+            enrichment_max_requests: settings.enrichment_max_requests,
+            plugin_dir: settings.plugin_dir.clone(),
+            data_dir: settings.data_dir.clone(),
+            retention: settings.retention.clone(),
+        }
+    }
+}
+
+impl ApiContext {
+    /// The listener URL to give the PMS for `account` (with its token when its plugin verifies
+    /// by a token in the URL).
+    pub fn account_listener_url(&self, account: &Account) -> String {
+        let scheme = self.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone());
+        self.listener_urls.account_listener_url(account, scheme.as_ref())
+    }
+}
 
 /// The OpenAPI document of this API, kept true by `tests/it/admin_api.rs`.
 const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// The admin router, with the console's pages (`crate::console`) and its sign-in.
-pub fn router(daemon: Arc<Daemon>) -> Router {
+pub fn router(daemon: Arc<ApiContext>) -> Router {
     let sessions = Arc::new(session::Sessions::default());
     let protected = Router::new()
         .merge(accounts::routes())
@@ -50,8 +125,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route_layer(middleware::from_fn_with_state((daemon.clone(), sessions.clone()), session::require_auth));
     Router::new()
-        .route("/healthz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.health() }))
-        .route("/readyz", get(|State(daemon): State<Arc<Daemon>>| async move { daemon.readiness() }))
+        .route("/healthz", get(|State(daemon): State<Arc<ApiContext>>| async move { daemon.health.health() }))
+        .route("/readyz", get(|State(daemon): State<Arc<ApiContext>>| async move { daemon.health.readiness() }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .with_state(daemon.clone())
@@ -87,6 +162,6 @@ pub(crate) fn created(value: Value) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
 
-async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
+async fn metrics(State(daemon): State<Arc<ApiContext>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], daemon.metrics.render()).into_response()
 }

@@ -11,9 +11,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::ApiContext;
 use super::accounts::scheme_name;
 use super::paging::{self, Cursor, Page, PageQuery};
-use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::model;
 use crate::plugin::bindings::stayhook::plugin::types::{AuthScheme, VerificationScheme};
@@ -26,7 +26,7 @@ const LIST_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
 /// Most `loadErrors` listed (each an excerpt).
 const MAX_LOAD_ERRORS: usize = 100;
 
-pub(super) fn routes() -> Router<Arc<Daemon>> {
+pub(super) fn routes() -> Router<Arc<ApiContext>> {
     Router::new()
         .route("/v1/plugins", get(list))
         .route("/v1/plugins/{name}", get(show).put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
@@ -34,7 +34,7 @@ pub(super) fn routes() -> Router<Arc<Daemon>> {
 
 /// `GET /v1/plugins?limit=&after=`: plugins by name, a page at a time, and (on every page) the
 /// files that failed to load.
-async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
+async fn list(State(daemon): State<Arc<ApiContext>>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
     let limit = LIST_LIMITS.parse(query.limit.as_deref())?;
     let plugins = daemon.plugins.list(); // by name
     let mut page = Page::new(limit);
@@ -59,7 +59,7 @@ async fn list(State(daemon): State<Arc<Daemon>>, Query(query): Query<PageQuery>)
     Ok(Json(answer))
 }
 
-async fn show(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(State(daemon): State<Arc<ApiContext>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     daemon.plugins.get(&name).map(|plugin| Json(view(&plugin))).ok_or_else(|| not_found(&name))
 }
 
@@ -67,7 +67,7 @@ async fn show(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Re
 /// checked (contract version, instantiation and `describe` under the plugin limits, declared
 /// name) before anything changes: a component that runs past the time limit while loading is
 /// refused with 422 `plugin_timeout`, one over the memory cap with 422 `plugin_memory_limit`.
-async fn upload(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn upload(State(daemon): State<Arc<ApiContext>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("empty_body", "send the component's bytes (a .wasm file) as the request body"));
     }

@@ -20,14 +20,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::ApiContext;
 use super::accounts::find;
-use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::model;
 use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::store::Account;
 
-pub(super) fn routes() -> Router<Arc<Daemon>> {
+pub(super) fn routes() -> Router<Arc<ApiContext>> {
     Router::new().route(
         "/v1/accounts/{account_id}/pms-webhooks",
         post(|state, path| run(state, path, wit::RegistrationAction::Register))
@@ -36,7 +36,7 @@ pub(super) fn routes() -> Router<Arc<Daemon>> {
 }
 
 async fn run(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path(account_id): Path<String>,
     action: wit::RegistrationAction,
 ) -> Result<Response, ApiError> {

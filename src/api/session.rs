@@ -31,8 +31,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::ApiContext;
 use super::JsonBody;
-use crate::daemon::Daemon;
 use crate::http::ApiError;
 
 /// The session cookie's name.
@@ -115,7 +115,7 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-fn bearer_ok(daemon: &Daemon, headers: &HeaderMap) -> bool {
+fn bearer_ok(daemon: &ApiContext, headers: &HeaderMap) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -125,12 +125,12 @@ fn bearer_ok(daemon: &Daemon, headers: &HeaderMap) -> bool {
     token_matches(daemon, presented)
 }
 
-fn token_matches(daemon: &Daemon, presented: &str) -> bool {
+fn token_matches(daemon: &ApiContext, presented: &str) -> bool {
     let expected = daemon.admin_token.as_bytes();
     presented.len() == expected.len() && bool::from(presented.as_bytes().ct_eq(expected))
 }
 
-fn caller(daemon: &Daemon, sessions: &Sessions, headers: &HeaderMap) -> Result<Caller, ApiError> {
+fn caller(daemon: &ApiContext, sessions: &Sessions, headers: &HeaderMap) -> Result<Caller, ApiError> {
     if bearer_ok(daemon, headers) {
         return Ok(Caller::Bearer);
     }
@@ -162,7 +162,7 @@ fn check_csrf(method: &Method, headers: &HeaderMap, csrf: &str) -> Result<(), Ap
 /// The admin API's gate: the bearer token, or a console session (with its CSRF token when the
 /// request changes anything).
 pub(super) async fn require_auth(
-    State((daemon, sessions)): State<(Arc<Daemon>, Arc<Sessions>)>,
+    State((daemon, sessions)): State<(Arc<ApiContext>, Arc<Sessions>)>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -180,12 +180,12 @@ struct SignIn {
 }
 
 /// `/v1/session`: sign in (public), the current session, sign out.
-pub(super) fn routes(daemon: Arc<Daemon>, sessions: Arc<Sessions>) -> Router {
+pub(super) fn routes(daemon: Arc<ApiContext>, sessions: Arc<Sessions>) -> Router {
     Router::new().route("/v1/session", post(sign_in).get(current).delete(sign_out)).with_state((daemon, sessions))
 }
 
 async fn sign_in(
-    State((daemon, sessions)): State<(Arc<Daemon>, Arc<Sessions>)>,
+    State((daemon, sessions)): State<(Arc<ApiContext>, Arc<Sessions>)>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
 ) -> Result<Response, ApiError> {
@@ -202,7 +202,7 @@ async fn sign_in(
     Ok(response)
 }
 
-async fn current(State((daemon, sessions)): State<(Arc<Daemon>, Arc<Sessions>)>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn current(State((daemon, sessions)): State<(Arc<ApiContext>, Arc<Sessions>)>, headers: HeaderMap) -> Result<Response, ApiError> {
     match caller(&daemon, &sessions, &headers)? {
         Caller::Bearer => Ok(Json(json!({"via": "bearer", "csrfToken": null})).into_response()),
         Caller::Session { csrf } => {
@@ -214,7 +214,7 @@ async fn current(State((daemon, sessions)): State<(Arc<Daemon>, Arc<Sessions>)>,
 }
 
 async fn sign_out(
-    State((daemon, sessions)): State<(Arc<Daemon>, Arc<Sessions>)>,
+    State((daemon, sessions)): State<(Arc<ApiContext>, Arc<Sessions>)>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

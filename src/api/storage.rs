@@ -7,15 +7,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::daemon::Daemon;
+use super::ApiContext;
 use crate::http::ApiError;
 use crate::model::time::from_unix_ms;
 
-pub(super) fn routes() -> Router<Arc<Daemon>> {
+pub(super) fn routes() -> Router<Arc<ApiContext>> {
     Router::new().route("/v1/storage", get(show))
 }
 
-async fn show(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
+async fn show(State(daemon): State<Arc<ApiContext>>) -> Result<Json<Value>, ApiError> {
     let store = daemon.store.clone();
     let stats = tokio::task::spawn_blocking(move || store.storage_stats()).await.map_err(ApiError::internal)??;
     daemon.metrics.storage_measured(stats.bytes_on_disk, stats.oldest_event_ms);

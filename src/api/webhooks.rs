@@ -1,6 +1,6 @@
 //! `/v1/accounts/{accountId}/webhooks`: subscriptions (the seed's "webhooks"): name, URL, enabled,
 //! event types, and a signing secret shown once, at creation. URLs pass the destination policy
-//! (`deliver::destination`); the list pages like every list (`api::paging`).
+//! (`http::destination`); the list pages like every list (`api::paging`).
 
 use std::sync::Arc;
 
@@ -12,12 +12,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiContext;
 use super::accounts::find;
 use super::paging::{self, Cursor, Page, PageQuery};
 use super::{JsonBody, created};
-use crate::daemon::Daemon;
-use crate::deliver::{destination, envelope};
+use crate::deliver::envelope;
 use crate::http::ApiError;
+use crate::http::destination;
 use crate::model::{self, EventType};
 use crate::store::Subscription;
 
@@ -26,7 +27,7 @@ const LIST_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
 /// Longest webhook URL, in bytes.
 const MAX_URL_BYTES: usize = 2048;
 
-pub(super) fn routes() -> Router<Arc<Daemon>> {
+pub(super) fn routes() -> Router<Arc<ApiContext>> {
     Router::new()
         .route("/v1/accounts/{account_id}/webhooks", get(list).post(create))
         .route("/v1/accounts/{account_id}/webhooks/{webhook_id}", get(show).patch(update).delete(remove))
@@ -56,7 +57,7 @@ struct UpdateWebhook {
 }
 
 async fn create(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path(account_id): Path<String>,
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> Result<Response, ApiError> {
@@ -83,7 +84,7 @@ async fn create(
 
 /// `GET /v1/accounts/{accountId}/webhooks?limit=&after=`: by id, a page at a time.
 async fn list(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path(account_id): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -101,12 +102,15 @@ async fn list(
     Ok(Json(page.finish("webhooks")))
 }
 
-async fn show(State(daemon): State<Arc<Daemon>>, Path((account_id, webhook_id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(daemon): State<Arc<ApiContext>>,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(view(&find_webhook(&daemon, &account_id, &webhook_id)?)))
 }
 
 async fn update(
-    State(daemon): State<Arc<Daemon>>,
+    State(daemon): State<Arc<ApiContext>>,
     Path((account_id, webhook_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<UpdateWebhook>,
 ) -> Result<Json<Value>, ApiError> {
@@ -132,7 +136,10 @@ async fn update(
     Ok(Json(view(&subscription)))
 }
 
-async fn remove(State(daemon): State<Arc<Daemon>>, Path((account_id, webhook_id)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn remove(
+    State(daemon): State<Arc<ApiContext>>,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     find(&daemon, &account_id)?;
     if daemon.store.remove_subscription(&account_id, &webhook_id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -141,7 +148,7 @@ async fn remove(State(daemon): State<Arc<Daemon>>, Path((account_id, webhook_id)
     }
 }
 
-fn find_webhook(daemon: &Daemon, account_id: &str, webhook_id: &str) -> Result<Subscription, ApiError> {
+fn find_webhook(daemon: &ApiContext, account_id: &str, webhook_id: &str) -> Result<Subscription, ApiError> {
     find(daemon, account_id)?;
     daemon.store.get_subscription(account_id, webhook_id)?.ok_or_else(|| not_found(webhook_id))
 }
@@ -157,7 +164,7 @@ fn checked_name(name: String) -> Result<String, ApiError> {
     Ok(name)
 }
 
-fn checked_url(daemon: &Daemon, url: String) -> Result<String, ApiError> {
+fn checked_url(daemon: &ApiContext, url: String) -> Result<String, ApiError> {
     if url.len() > MAX_URL_BYTES {
         return Err(ApiError::unprocessable("invalid_url", format!("url must be at most {MAX_URL_BYTES} bytes")));
     }

@@ -13,6 +13,10 @@ use serde::Deserialize;
 
 pub mod os;
 
+/// The SNS hosts certificates (and subscription confirmations) may come from by default: any
+/// region's `https://sns.<region>.amazonaws.com` (`sns_certificate_hosts`).
+pub const DEFAULT_SNS_CERTIFICATE_HOSTS: &[&str] = &["https://sns.*.amazonaws.com"];
+
 /// Largest `max_connections` / `admin_max_connections` accepted.
 const MAX_CONNECTIONS_CAP: usize = 1 << 20;
 
@@ -260,7 +264,7 @@ impl Default for RawConfig {
             admin_max_connections: 64,
             shutdown_timeout_ms: 10_000,
             dedup_window_secs: 24 * 60 * 60,
-            sns_certificate_hosts: crate::ingest::verify::DEFAULT_SNS_CERTIFICATE_HOSTS.iter().map(|host| host.to_string()).collect(),
+            sns_certificate_hosts: DEFAULT_SNS_CERTIFICATE_HOSTS.iter().map(|host| host.to_string()).collect(),
             retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"].map(String::from).to_vec(),
             retry_jitter_percent: 20,
             delivery_timeout_ms: 15_000,

@@ -12,8 +12,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::ingest::verify::{decode_whsec, hmac_sha256};
 use crate::model::{EventResult, EventType};
+use crate::signature::{decode_whsec, hmac_sha256};
 
 /// The `hook.source` of every event the daemon sends.
 pub const SOURCE: &str = "PMS_WEBHOOK";

@@ -18,7 +18,6 @@
 //! while its attempt runs, so a crash mid-attempt repeats it at the next start (at least once,
 //! never lost, under the same `webhook-id`).
 
-pub mod destination;
 pub mod envelope;
 pub mod retry;
 
@@ -30,16 +29,60 @@ use tokio::sync::Notify;
 
 pub use retry::RetryPolicy;
 
-use crate::daemon::Daemon;
-use crate::ingest::unix_ms;
+use crate::config::Settings;
+use crate::http::destination;
+use crate::metrics::Metrics;
 use crate::model;
-use crate::store::{Attempt, Delivery, DeliveryStatus};
+use crate::model::time::unix_ms;
+use crate::store::{Attempt, Delivery, DeliveryStatus, Store};
 
 /// Longest response body kept in the attempt log.
 const RESPONSE_EXCERPT_BYTES: usize = 1024;
 
+/// What the scheduler and its attempts use. Built by `run` (`src/lib.rs`); deliveries reach the
+/// scheduler through the store (the normalizer's commits and the API's redeliveries wake it via
+/// `DeliveryQueue::due_changed`), never through another stage.
+pub struct DeliverContext {
+    /// Storage: due deliveries, events, subscriptions, attempts.
+    pub store: Store,
+    /// The settings deliveries read.
+    pub settings: DeliverSettings,
+    /// Wakes the scheduler when an attempt frees its slot.
+    pub scheduler_wakeup: Notify,
+    /// The retry schedule.
+    pub retry_policy: RetryPolicy,
+    /// The HTTP client of deliveries, behind the destination policy.
+    pub http: Client,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The part of [`Settings`] deliveries read.
+#[derive(Debug, Clone)]
+pub struct DeliverSettings {
+    /// Most attempts in flight at once.
+    pub delivery_concurrency: usize,
+    /// One attempt's time limit (also bounds how long shutdown waits for attempts in flight).
+    pub delivery_timeout: Duration,
+    /// Whether a dead letter holds back the later deliveries of its lane.
+    pub dead_letters_hold_lane: bool,
+    /// How long a subscription may fail before a dead letter disables it.
+    pub disable_after_failing: Option<Duration>,
+}
+
+impl From<&Settings> for DeliverSettings {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            delivery_concurrency: settings.delivery_concurrency,
+            delivery_timeout: settings.delivery_timeout,
+            dead_letters_hold_lane: settings.dead_letters_hold_lane,
+            disable_after_failing: settings.disable_after_failing,
+        }
+    }
+}
+
 /// Run the scheduler until `shutdown` is notified.
-pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
+pub async fn run_scheduler(daemon: Arc<DeliverContext>, shutdown: Arc<Notify>) {
     let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let capacity = daemon.settings.delivery_concurrency;
     loop {
@@ -85,7 +128,7 @@ pub async fn run_scheduler(daemon: Arc<Daemon>, shutdown: Arc<Notify>) {
 /// On shutdown: start nothing new, and wait (at most one delivery timeout and a second) for the
 /// attempts in flight to record their outcome, so a graceful restart does not send again what
 /// the receivers already have. What is still in flight after that is repeated at the next start.
-async fn finish_in_flight(daemon: &Daemon, in_flight: &Mutex<HashSet<u64>>) {
+async fn finish_in_flight(daemon: &DeliverContext, in_flight: &Mutex<HashSet<u64>>) {
     let deadline = tokio::time::Instant::now() + daemon.settings.delivery_timeout + Duration::from_secs(1);
     loop {
         let n_in_flight = in_flight.lock().expect("in-flight set lock poisoned").len();
@@ -105,7 +148,7 @@ async fn finish_in_flight(daemon: &Daemon, in_flight: &Mutex<HashSet<u64>>) {
 /// scheduler; an attempt drops it once its outcome is recorded and on disk (the delivery has then
 /// left `due` or moved in it, also in the store's in-memory mirror).
 struct Slot {
-    daemon: Arc<Daemon>,
+    daemon: Arc<DeliverContext>,
     in_flight: Arc<Mutex<HashSet<u64>>>,
     delivery_id: u64,
 }
@@ -126,7 +169,7 @@ const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 const RECORD_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
 /// Make one attempt of `delivery` and record it.
-async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
+async fn attempt(daemon: &DeliverContext, delivery: Delivery, slot: Slot) {
     let now_ms = unix_ms();
     let subscription = match daemon.store.get_subscription(&delivery.account_id, &delivery.subscription_id) {
         Ok(subscription) => subscription,
@@ -167,7 +210,7 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
     let attempt_number = delivery.attempts + 1;
     let started_at = model::time::now();
     let started = Instant::now();
-    let outcome = post(daemon, &subscription.url, &event.id, timestamp_secs, &signature, body).await;
+    let outcome = daemon.http.post(&subscription.url, &event.id, timestamp_secs, &signature, body).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     daemon.metrics.delivery_attempted(outcome.success, started.elapsed());
     daemon.metrics.subscription_attempted(&subscription.id, outcome.success, latency_ms);
@@ -219,7 +262,7 @@ async fn attempt(daemon: &Daemon, delivery: Delivery, slot: Slot) {
 /// `disable_after_failing` and another delivery is dead-lettered. Written only when the state
 /// changes, not on every attempt.
 async fn track_health(
-    daemon: &Daemon,
+    daemon: &DeliverContext,
     mut subscription: crate::store::Subscription,
     success: bool,
     dead: bool,
@@ -271,12 +314,31 @@ pub(crate) struct PostOutcome {
     pub(crate) response: Option<String>,
 }
 
-/// POST a signed body to a receiver under the destination policy (deliveries, test events).
-pub(crate) async fn post(daemon: &Daemon, url: &str, webhook_id: &str, timestamp_secs: i64, signature: &str, body: Vec<u8>) -> PostOutcome {
-    if let Err(error) = destination::check_url(url, daemon.settings.allow_private_destinations) {
+/// The HTTP client of deliveries (and of the API's test events): the delivery timeout, no
+/// redirects, and the destination policy on URLs and on resolved addresses.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    allow_private_destinations: bool,
+}
+
+impl Client {
+    /// A client whose requests time out after `timeout`; private destinations only if `allow_private`.
+    pub fn new(allow_private: bool, timeout: Duration) -> reqwest::Result<Self> {
+        Ok(Self { http: http_client(allow_private, timeout)?, allow_private_destinations: allow_private })
+    }
+
+    /// POST a signed body to a receiver under the destination policy (deliveries, test events).
+    pub(crate) async fn post(&self, url: &str, webhook_id: &str, timestamp_secs: i64, signature: &str, body: Vec<u8>) -> PostOutcome {
+        post(self, url, webhook_id, timestamp_secs, signature, body).await
+    }
+}
+
+async fn post(client: &Client, url: &str, webhook_id: &str, timestamp_secs: i64, signature: &str, body: Vec<u8>) -> PostOutcome {
+    if let Err(error) = destination::check_url(url, client.allow_private_destinations) {
         return PostOutcome { success: false, status_code: None, error: Some(error), response: None };
     }
-    let request = daemon
+    let request = client
         .http
         .post(url)
         .header("content-type", "application/json")
@@ -314,7 +376,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The HTTP client deliveries use.
-pub fn http_client(allow_private: bool, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+fn http_client(allow_private: bool, timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))

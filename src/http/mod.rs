@@ -38,6 +38,8 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 
+pub mod destination;
+
 /// An error as the client sees it.
 #[derive(Debug, Clone)]
 pub struct ApiError {

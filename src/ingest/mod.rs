@@ -37,22 +37,116 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::daemon::Daemon;
+use crate::config::Settings;
+use crate::health::Health;
 use crate::http::ApiError;
+use crate::metrics::Metrics;
+use crate::normalize::Submit;
+use crate::plugin::PluginRegistry;
 use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
-use crate::store::InboxEntry;
+use crate::store::{Account, InboxEntry, Store};
 
 /// Headers never handed to a plugin: they carry credentials.
 const WITHHELD_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
+/// What the listener uses. Built by `run` (`src/lib.rs`); a stored webhook goes on to the
+/// normalizer through the [`Submit`] handle, the only thing the listener knows of normalization.
+pub struct IngestContext {
+    /// Storage: accounts, the inbox, duplicate digests.
+    pub store: Store,
+    /// Loaded plugins (their declared verification scheme; no plugin code runs here).
+    pub plugins: Arc<PluginRegistry>,
+    /// The settings the listener reads.
+    pub settings: IngestSettings,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// Hands stored webhooks to the normalizer threads.
+    pub normalizer: Submit,
+    /// Bodies being stored right now (duplicate suppression waits for their flush).
+    pub in_flight: InFlight,
+    /// Per-account limits of the listener.
+    pub listener_limits: ListenerLimits,
+    /// `/healthz` and `/readyz`.
+    pub health: Arc<Health>,
+}
+
+/// The part of [`Settings`] the listener reads.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Largest body accepted.
+    pub body_limit_bytes: usize,
+    /// Where SNS signing certificates may come from.
+    pub sns_certificate_hosts: Vec<String>,
+    /// How long a body's digest suppresses its duplicates.
+    pub dedup_window: Duration,
+}
+
+impl From<&Settings> for IngestSettings {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            body_limit_bytes: settings.body_limit_bytes,
+            sns_certificate_hosts: settings.sns_certificate_hosts.clone(),
+            dedup_window: settings.dedup_window,
+        }
+    }
+}
+
 /// The public router.
-pub fn router(daemon: Arc<Daemon>) -> Router {
+pub fn router(ctx: Arc<IngestContext>) -> Router {
     Router::new()
         .route("/listen/{account_id}", any(receive))
-        .route("/healthz", any(|State(daemon): State<Arc<Daemon>>| async move { daemon.health() }))
-        .route("/readyz", any(|State(daemon): State<Arc<Daemon>>| async move { daemon.readiness() }))
+        .route("/healthz", any(|State(ctx): State<Arc<IngestContext>>| async move { ctx.health.health() }))
+        .route("/readyz", any(|State(ctx): State<Arc<IngestContext>>| async move { ctx.health.readiness() }))
         .fallback(|| async { ApiError::not_found("not_found", "no such route; webhooks go to /listen/{accountId}") })
-        .with_state(daemon)
+        .with_state(ctx)
+}
+
+/// The listener's address as PMSs reach it: the base of every account's webhook URL.
+#[derive(Debug, Clone)]
+pub struct ListenerUrls {
+    /// Without a trailing slash.
+    public_url: String,
+}
+
+impl ListenerUrls {
+    /// From `public_url` when it is set, else from the address the listener is bound to (with a
+    /// warning: PMSs outside this machine cannot reach a loopback address).
+    pub fn new(public_url: Option<&str>, bound: std::net::SocketAddr) -> Self {
+        let public_url = match public_url {
+            Some(url) => url.to_string(),
+            None => {
+                let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
+                tracing::warn!(
+                    "public_url is not set: listener URLs use http://{host}:{}; set STAYHOOK_PUBLIC_URL to the address PMSs reach",
+                    bound.port()
+                );
+                format!("http://{host}:{}", bound.port())
+            }
+        };
+        Self { public_url }
+    }
+
+    /// The URL a PMS posts an account's webhooks to.
+    pub fn listener_url(&self, account_id: &str) -> String {
+        format!("{}/listen/{}", self.public_url, url_segment(account_id))
+    }
+
+    /// The listener URL to give the PMS: with the account's token when its plugin (`scheme`)
+    /// verifies by a token in the URL (the PMS then sends it back with every webhook).
+    pub fn account_listener_url(&self, account: &Account, scheme: Option<&VerificationScheme>) -> String {
+        let url = self.listener_url(&account.id);
+        match (scheme, account.verification.get("secret")) {
+            (Some(VerificationScheme::UrlToken(parameter)), Some(secret)) => {
+                let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair(parameter, secret).finish();
+                format!("{url}?{query}")
+            }
+            _ => url,
+        }
+    }
+}
+
+fn url_segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
 /// An account's body digest, the key of duplicate suppression.
@@ -67,21 +161,21 @@ pub struct InFlight(Mutex<HashMap<DigestKey, watch::Receiver<Option<bool>>>>);
 /// The right to store one body: held by the first request with that digest until its outcome is
 /// known. Dropped unsettled (which cannot happen but by a panic), it reports failure.
 struct Claim {
-    daemon: Arc<Daemon>,
+    ctx: Arc<IngestContext>,
     key: DigestKey,
     outcome: watch::Sender<Option<bool>>,
 }
 
 impl InFlight {
     /// Claim `key`, or get the outcome of the request that holds it.
-    fn claim(&self, daemon: &Arc<Daemon>, key: DigestKey) -> Result<Claim, watch::Receiver<Option<bool>>> {
+    fn claim(&self, ctx: &Arc<IngestContext>, key: DigestKey) -> Result<Claim, watch::Receiver<Option<bool>>> {
         let mut in_flight = self.0.lock().expect("in-flight digest lock poisoned");
         if let Some(outcome) = in_flight.get(&key) {
             return Err(outcome.clone());
         }
         let (outcome, receiver) = watch::channel(None);
         in_flight.insert(key.clone(), receiver);
-        Ok(Claim { daemon: daemon.clone(), key, outcome })
+        Ok(Claim { ctx: ctx.clone(), key, outcome })
     }
 }
 
@@ -101,7 +195,7 @@ impl Drop for Claim {
             }
             unsettled
         });
-        self.daemon.in_flight.0.lock().expect("in-flight digest lock poisoned").remove(&self.key);
+        self.ctx.in_flight.0.lock().expect("in-flight digest lock poisoned").remove(&self.key);
     }
 }
 
@@ -157,7 +251,7 @@ fn rate_limited(wait: Duration, what: &str) -> ApiError {
 }
 
 async fn receive(
-    State(daemon): State<Arc<Daemon>>,
+    State(ctx): State<Arc<IngestContext>>,
     Path(account_id): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,
@@ -171,14 +265,14 @@ async fn receive(
             format!("{method} is not accepted; PMSs post webhooks"),
         ));
     }
-    if let Some(reason) = daemon.store.fault().reason() {
-        return Err(ApiError::storage_unavailable(format!("the store failed ({reason}); the daemon is restarting")));
+    if let Some(reason) = ctx.store.fault().reason() {
+        return Err(ApiError::storage_unavailable(format!("the store failed ({reason}); the ctx is restarting")));
     }
-    let account = daemon
+    let account = ctx
         .store
         .get_account(&account_id)?
         .ok_or_else(|| ApiError::not_found("unknown_account", format!("no integration account {account_id:?}")))?;
-    let limit = daemon.settings.body_limit_bytes;
+    let limit = ctx.settings.body_limit_bytes;
     let declared_length = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
     if let Some(length) = declared_length.filter(|length| *length > limit) {
         if length <= DRAIN_LIMIT_BYTES {
@@ -190,12 +284,12 @@ async fn receive(
 
     let query = query.unwrap_or_default();
     let query_pairs: Vec<(String, String)> = form_pairs(&query);
-    let scheme = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone()).unwrap_or(VerificationScheme::None);
+    let scheme = ctx.plugins.get(&account.pms).map(|plugin| plugin.info.verification.clone()).unwrap_or(VerificationScheme::None);
     // Amazon SNS: verified with its signing certificate; confirmations are answered here, a
     // notification goes on with its `Message` as the body and the envelope as `x-stayhook-sns-*`.
     let (body, headers) = if matches!(scheme, VerificationScheme::Sns) {
         let topic_arn = account.verification.get("topicArn").map(String::as_str);
-        match sns::receive(&body, &daemon.settings.sns_certificate_hosts, topic_arn).await? {
+        match sns::receive(&body, &ctx.settings.sns_certificate_hosts, topic_arn).await? {
             sns::SnsDelivery::Answered(response) => return Ok(response),
             sns::SnsDelivery::Notification { body, headers: envelope } => {
                 let mut merged = headers;
@@ -228,7 +322,7 @@ async fn receive(
         return Err(ApiError::bad_request("invalid_json", format!("the body is declared as JSON but is not: {error}")));
     }
     // After verification, so forged requests never spend a real PMS's allowance.
-    daemon.listener_limits.check(&account.id, body.len())?;
+    ctx.listener_limits.check(&account.id, body.len())?;
 
     let withheld = verify::scheme_headers(&scheme);
     let plugin_headers: Vec<(String, String)> = headers
@@ -243,7 +337,7 @@ async fn receive(
     let signed = verify::is_configured(&scheme, &account.verification);
     let digest = replay_digest(&scheme, signed, &method, &plugin_query, &header_text, &body);
 
-    let claim = match daemon.in_flight.claim(&daemon, (account.id.clone(), digest)) {
+    let claim = match ctx.in_flight.claim(&ctx, (account.id.clone(), digest)) {
         Ok(claim) => claim,
         Err(mut original) => {
             let durable = original.wait_for(Option::is_some).await.map(|outcome| *outcome == Some(true)).unwrap_or(false);
@@ -254,8 +348,8 @@ async fn receive(
         }
     };
     let now_ms = unix_ms();
-    let window_ms = u64::try_from(daemon.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
-    match daemon.store.is_duplicate(&account.id, &digest, now_ms, window_ms) {
+    let window_ms = u64::try_from(ctx.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    match ctx.store.is_duplicate(&account.id, &digest, now_ms, window_ms) {
         Ok(true) => {
             claim.settle(true);
             return Ok(duplicate());
@@ -278,30 +372,30 @@ async fn receive(
     // Stored in a task of its own: a client that hangs up must not cut the request between its
     // write and its outcome (the copies waiting on the claim need the outcome, and a durable
     // entry must reach the normalizer).
-    let stored = tokio::spawn(store(daemon.clone(), entry, digest, claim)).await.map_err(ApiError::internal)?;
+    let stored = tokio::spawn(store(ctx.clone(), entry, digest, claim)).await.map_err(ApiError::internal)?;
     let inbox_id = stored?;
     Ok((StatusCode::OK, axum::Json(json!({"status": "accepted", "inboxId": inbox_id.to_string()}))).into_response())
 }
 
 /// Append `entry`, wait for its flush, then settle the claim and hand the entry to the normalizer.
-async fn store(daemon: Arc<Daemon>, entry: InboxEntry, digest: [u8; 32], claim: Claim) -> Result<crate::store::InboxId, ApiError> {
+async fn store(ctx: Arc<IngestContext>, entry: InboxEntry, digest: [u8; 32], claim: Claim) -> Result<crate::store::InboxId, ApiError> {
     let appended = async {
-        let inbox_id = daemon.store.append_inbox(&entry)?;
-        daemon.store.remember_digest(&entry.account_id, &digest, entry.received_at_ms)?;
-        daemon.store.durable().await?;
+        let inbox_id = ctx.store.append_inbox(&entry)?;
+        ctx.store.remember_digest(&entry.account_id, &digest, entry.received_at_ms)?;
+        ctx.store.durable().await?;
         Ok::<_, crate::store::StoreError>(inbox_id)
     }
     .await;
     match appended {
         Ok(inbox_id) => {
             claim.settle(true);
-            daemon.metrics.accepted();
-            daemon.normalizer.dispatch(&entry.account_id, inbox_id, 0);
+            ctx.metrics.accepted();
+            ctx.normalizer.dispatch(&entry.account_id, inbox_id, 0);
             Ok(inbox_id)
         }
         Err(error) => {
             // The PMS's retry must be stored anew, not answered `duplicate`.
-            if let Err(forget_error) = daemon.store.forget_digest(&entry.account_id, &digest) {
+            if let Err(forget_error) = ctx.store.forget_digest(&entry.account_id, &digest) {
                 tracing::warn!(error = %forget_error, "could not forget the digest of a webhook that was not stored");
             }
             claim.settle(false);
@@ -383,10 +477,5 @@ fn strip_parameter(query: &str, parameter: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish()
 }
 
-/// Unix time in milliseconds.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+/// Unix time in milliseconds (kept at this path for the api's callers; it lives in the model).
+pub(crate) use crate::model::time::unix_ms;

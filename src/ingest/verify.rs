@@ -9,13 +9,12 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use serde::Deserialize;
 
 use crate::plugin::bindings::stayhook::plugin::types::{SignatureEncoding, VerificationScheme};
+pub use crate::signature::{decode_whsec, hmac_sha256};
 
 /// Largest clock difference accepted for Standard Webhooks timestamps.
 const TIMESTAMP_TOLERANCE_SECS: u64 = 5 * 60;
@@ -244,10 +243,6 @@ pub fn sns_string_to_sign(message: &SnsMessage) -> Result<String, VerifyError> {
     Ok(text)
 }
 
-/// The SNS hosts certificates (and subscription confirmations) may come from by default: any
-/// region's `https://sns.<region>.amazonaws.com`.
-pub const DEFAULT_SNS_CERTIFICATE_HOSTS: &[&str] = &["https://sns.*.amazonaws.com"];
-
 /// Whether `url` is on one of `patterns` (`scheme://host[:port]`, where a `*` label of the host
 /// matches one DNS label of letters, digits and '-'), with no user info. Used for
 /// `SigningCertURL` (which must also end in `.pem`) and `SubscribeURL`: a URL the body names is
@@ -363,21 +358,6 @@ fn verify_standard_webhooks(secret: &str, presented: &Presented<'_>) -> Result<(
         .filter_map(|entry| entry.strip_prefix("v1,"))
         .any(|signature| equal(signature.as_bytes(), expected.as_bytes()));
     if matched { Ok(()) } else { Err(VerifyError::Mismatch("webhook-signature")) }
-}
-
-/// The key bytes of a `whsec_` secret.
-pub fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
-    BASE64.decode(secret.strip_prefix("whsec_").unwrap_or(secret)).ok()
-}
-
-/// HMAC-SHA256 of the concatenated parts.
-pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
 }
 
 fn equal(a: &[u8], b: &[u8]) -> bool {
@@ -518,7 +498,7 @@ mod tests {
 
     #[test]
     fn sns_certificates_come_only_from_sns_hosts() {
-        let aws: Vec<String> = DEFAULT_SNS_CERTIFICATE_HOSTS.iter().map(|host| host.to_string()).collect();
+        let aws: Vec<String> = crate::config::DEFAULT_SNS_CERTIFICATE_HOSTS.iter().map(|host| host.to_string()).collect();
         let allowed = |url: &str| sns_certificate_url_allowed(url, &aws);
         assert!(allowed("https://sns.us-west-2.amazonaws.com/SimpleNotificationService-f3ecfb7224c7233fe7bb5f59f96de52f.pem"));
         assert!(allowed("https://sns.eu-central-1.amazonaws.com/SimpleNotificationService-abc.pem"));

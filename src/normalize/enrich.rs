@@ -10,7 +10,7 @@
 //! status 0 or the last status and an `error`, and the plugin decides what that means.
 //!
 //! Every request, token requests included, passes the destination policy of deliveries
-//! (`deliver::destination`): the account's `apiBaseUrl` must use https without user info (unless
+//! (`http::destination`): the account's `apiBaseUrl` must use https without user info (unless
 //! private destinations are allowed), IP literals are checked before sending, and names are
 //! checked by the client's resolver, so no request (and no credential) reaches a loopback, private
 //! or link-local address unless `allow_private_destinations` is set. A refusal fails the whole
@@ -25,8 +25,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::deliver::destination;
-use crate::ingest::unix_ms;
+use crate::http::destination;
+use crate::model::time::unix_ms;
 use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::store::{Account, Store};
 

@@ -38,13 +38,52 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::daemon::Daemon;
+use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::model::{self, Normalized};
 use crate::plugin::bindings::stayhook::plugin::types as wit;
-use crate::plugin::{CallError, PluginSession};
+use crate::plugin::{CallError, PluginRegistry, PluginSession};
 use crate::store::{
-    Account, Delivery, DeliveryStatus, InboxEntry, InboxId, InboxOutcome, InboxStatus, NormalizedBatch, StoreError, StoredEvent,
+    Account, Delivery, DeliveryStatus, InboxEntry, InboxId, InboxOutcome, InboxStatus, NormalizedBatch, Store, StoreError, StoredEvent,
 };
+
+/// What the workers use. Built by `run` (`src/lib.rs`); work arrives through a [`Submit`] handle,
+/// and what the workers commit reaches the delivery scheduler through the store.
+pub struct NormalizeContext {
+    /// Storage: inbox entries, accounts, subscriptions, state; normalized runs are committed here.
+    pub store: Store,
+    /// Loaded plugins.
+    pub plugins: Arc<PluginRegistry>,
+    /// The settings normalization reads.
+    pub settings: NormalizeSettings,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// Performs the API calls plugins ask for.
+    pub enricher: Arc<enrich::Enricher>,
+    /// The tokio runtime, for the enrichment started from worker threads.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// The part of [`Settings`] normalization reads.
+#[derive(Debug, Clone)]
+pub struct NormalizeSettings {
+    /// Whether an update that changes nothing of the record is dropped.
+    pub drop_unchanged_updates: bool,
+    /// Most rounds of API calls for one webhook.
+    pub enrichment_max_rounds: u32,
+    /// Most API calls in one round.
+    pub enrichment_max_requests: usize,
+}
+
+impl From<&Settings> for NormalizeSettings {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            drop_unchanged_updates: settings.drop_unchanged_updates,
+            enrichment_max_rounds: settings.enrichment_max_rounds,
+            enrichment_max_requests: settings.enrichment_max_requests,
+        }
+    }
+}
 
 /// Most events one webhook may produce.
 const MAX_EVENTS_PER_CALL: usize = 1_000;
@@ -205,34 +244,28 @@ impl Dispatch {
     }
 }
 
-/// The handle the listener uses to hand work to the workers.
+/// The running workers. `run` owns it and stops it; the other stages get a [`Submit`] handle.
 pub struct Normalizer {
     dispatch: Arc<Dispatch>,
-    n_threads: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Normalizer {
-    /// A normalizer for `n_threads` workers; [`Normalizer::attach`] starts them.
-    pub fn new(n_threads: usize) -> Self {
-        Self { dispatch: Arc::new(Dispatch::default()), n_threads: n_threads.max(1), threads: Mutex::new(Vec::new()) }
-    }
-
-    /// Spawn the worker threads, working for `daemon`.
-    pub fn attach(&self, daemon: &Arc<Daemon>) -> std::io::Result<()> {
-        let mut threads = self.threads.lock().expect("normalizer thread list lock poisoned");
-        for worker_idx in 0..self.n_threads {
-            let worker = Worker { daemon: Arc::downgrade(daemon), dispatch: self.dispatch.clone(), sessions: HashMap::new() };
+    /// Start `n_threads` workers (at least one) working with `ctx`.
+    pub fn start(ctx: Arc<NormalizeContext>, n_threads: usize) -> std::io::Result<Self> {
+        let normalizer = Self { dispatch: Arc::new(Dispatch::default()), threads: Mutex::new(Vec::new()) };
+        for worker_idx in 0..n_threads.max(1) {
+            let worker = Worker { ctx: ctx.clone(), dispatch: normalizer.dispatch.clone(), sessions: HashMap::new() };
+            // On an error, dropping `normalizer` stops the workers already started.
             let thread = std::thread::Builder::new().name(format!("stayhook-normalize-{worker_idx}")).spawn(move || worker.run())?;
-            threads.push(thread);
+            normalizer.threads.lock().expect("normalizer thread list lock poisoned").push(thread);
         }
-        Ok(())
+        Ok(normalizer)
     }
 
-    /// Queue an inbox entry for normalization (as its `generation`th normalization), behind its
-    /// account's earlier entries.
-    pub fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32) {
-        self.dispatch.push(account_id, Work::Normalize { inbox_id, generation });
+    /// The handle that queues stored webhooks for these workers.
+    pub fn submit(&self) -> Submit {
+        Submit(self.dispatch.clone())
     }
 
     /// Stop the workers after the webhook each has in hand, and wait for them.
@@ -242,6 +275,27 @@ impl Normalizer {
         for thread in threads {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Normalizer {
+    /// Tell the workers to stop (without waiting for them): a `run` that fails half-way started
+    /// leaves no worker behind.
+    fn drop(&mut self) {
+        self.dispatch.stop();
+    }
+}
+
+/// The one way into normalization: the listener hands it each webhook once it is durable, the
+/// API the webhooks it requeues, start-up the webhooks still pending. Cheap to clone.
+#[derive(Clone)]
+pub struct Submit(Arc<Dispatch>);
+
+impl Submit {
+    /// Queue an inbox entry for normalization (as its `generation`th normalization), behind its
+    /// account's earlier entries.
+    pub fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32) {
+        self.0.push(account_id, Work::Normalize { inbox_id, generation });
     }
 }
 
@@ -317,7 +371,7 @@ struct Round {
 }
 
 struct Worker {
-    daemon: std::sync::Weak<Daemon>,
+    ctx: Arc<NormalizeContext>,
     dispatch: Arc<Dispatch>,
     sessions: HashMap<String, (u64, PluginSession)>,
 }
@@ -325,7 +379,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         while let Some(run) = self.dispatch.take() {
-            let Some(daemon) = self.daemon.upgrade() else { return };
+            let ctx = self.ctx.clone();
             let started = Instant::now();
             let mut commits = Commits::default();
             let mut releases = Vec::with_capacity(run.len());
@@ -336,7 +390,7 @@ impl Worker {
                 while n_started == 0 || started.elapsed() < RUN_BUDGET {
                     let Some(work) = queue.pop_front() else { break };
                     n_started += 1;
-                    match self.work(&daemon, work, &mut commits) {
+                    match self.work(&ctx, work, &mut commits) {
                         Ok(Step::Finished) => {}
                         Ok(Step::Parked) => {
                             parked = true;
@@ -349,7 +403,7 @@ impl Worker {
                 releases.push((account_id, queue, parked));
             }
             // Commit before letting go of the accounts: their next webhooks must see this state.
-            commits.commit(&daemon);
+            commits.commit(&ctx);
             for (account_id, unstarted, parked) in releases {
                 self.dispatch.release(&account_id, unstarted, parked);
             }
@@ -357,15 +411,15 @@ impl Worker {
     }
 
     /// One piece of work for one webhook.
-    fn work(&mut self, daemon: &Daemon, work: Work, commits: &mut Commits) -> Result<Step, StoreError> {
+    fn work(&mut self, ctx: &NormalizeContext, work: Work, commits: &mut Commits) -> Result<Step, StoreError> {
         match work {
-            Work::Normalize { inbox_id, generation } => self.step(daemon, inbox_id, generation, Vec::new(), 0, commits),
+            Work::Normalize { inbox_id, generation } => self.step(ctx, inbox_id, generation, Vec::new(), 0, commits),
             Work::Resume { inbox_id, generation, responses, n_rounds } => {
-                self.step(daemon, inbox_id, generation, responses, n_rounds, commits)
+                self.step(ctx, inbox_id, generation, responses, n_rounds, commits)
             }
             Work::FetchFailed { inbox_id, generation, plugin, kind, message } => {
                 let failed = Failed { inbox_id, generation, plugin };
-                self.finish_failed(daemon, failed, Failure::failed(kind, message)).map(|()| Step::Finished)
+                self.finish_failed(ctx, failed, Failure::failed(kind, message)).map(|()| Step::Finished)
             }
         }
     }
@@ -373,29 +427,29 @@ impl Worker {
     /// One plugin call for a webhook, and what follows from it.
     fn step(
         &mut self,
-        daemon: &Daemon,
+        ctx: &NormalizeContext,
         inbox_id: InboxId,
         generation: u32,
         responses: Vec<wit::ApiResponse>,
         n_rounds: u32,
         commits: &mut Commits,
     ) -> Result<Step, StoreError> {
-        let Some(entry) = daemon.store.get_inbox(inbox_id)? else {
+        let Some(entry) = ctx.store.get_inbox(inbox_id)? else {
             tracing::warn!(%inbox_id, "dispatched inbox entry does not exist");
             return Ok(Step::Finished);
         };
         let started = std::time::Instant::now();
         let mut plugin_ident = (None, None);
-        let outcome = self.run_plugin(daemon, &entry, &responses, &mut plugin_ident);
-        daemon.metrics.normalized(started.elapsed());
+        let outcome = self.run_plugin(ctx, &entry, &responses, &mut plugin_ident);
+        ctx.metrics.normalized(started.elapsed());
         match outcome {
             Ok(PluginStep::Events(account, events)) => {
                 let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation };
-                commits.add(daemon, source, &account, events, plugin_ident)?;
+                commits.add(ctx, source, &account, events, plugin_ident)?;
                 Ok(Step::Finished)
             }
             Ok(PluginStep::Fetch(account, api, requests)) => {
-                let limits = &daemon.settings;
+                let limits = &ctx.settings;
                 if n_rounds >= limits.enrichment_max_rounds || requests.len() > limits.enrichment_max_requests || requests.is_empty() {
                     let message = format!(
                         "the plugin asked for {} API call(s) in round {}; at most {} per round and {} rounds",
@@ -405,27 +459,27 @@ impl Worker {
                         limits.enrichment_max_rounds
                     );
                     let failed = Failed { inbox_id, generation, plugin: plugin_ident };
-                    self.finish_failed(daemon, failed, Failure::failed("enrichment_limit", message))?;
+                    self.finish_failed(ctx, failed, Failure::failed("enrichment_limit", message))?;
                     return Ok(Step::Finished);
                 }
                 let round = Round { inbox_id, generation, plugin: plugin_ident, responses, n_rounds };
-                self.fetch(daemon, round, account, api, requests);
+                self.fetch(ctx, round, account, api, requests);
                 Ok(Step::Parked)
             }
             Err(failure) => {
-                self.finish_failed(daemon, Failed { inbox_id, generation, plugin: plugin_ident }, failure)?;
+                self.finish_failed(ctx, Failed { inbox_id, generation, plugin: plugin_ident }, failure)?;
                 Ok(Step::Finished)
             }
         }
     }
 
     /// Perform the requests on the tokio runtime; the answer goes to the front of the account's queue.
-    fn fetch(&self, daemon: &Daemon, round: Round, account: Account, api: Option<wit::ApiInfo>, requests: Vec<wit::ApiRequest>) {
+    fn fetch(&self, ctx: &NormalizeContext, round: Round, account: Account, api: Option<wit::ApiInfo>, requests: Vec<wit::ApiRequest>) {
         let Round { inbox_id, generation, plugin, mut responses, n_rounds } = round;
-        let enricher = daemon.enricher.clone();
+        let enricher = ctx.enricher.clone();
         let dispatch = self.dispatch.clone();
-        daemon.metrics.api_requests(requests.len());
-        daemon.runtime.spawn(async move {
+        ctx.metrics.api_requests(requests.len());
+        ctx.runtime.spawn(async move {
             let work = match enricher.perform(&account, api.as_ref(), requests).await {
                 Ok(new_responses) => {
                     responses.extend(new_responses);
@@ -443,11 +497,11 @@ impl Worker {
         });
     }
 
-    fn finish_failed(&self, daemon: &Daemon, failed: Failed, failure: Failure) -> Result<(), StoreError> {
+    fn finish_failed(&self, ctx: &NormalizeContext, failed: Failed, failure: Failure) -> Result<(), StoreError> {
         let Failed { inbox_id, generation, plugin: (plugin, plugin_version) } = failed;
         if failure.status == InboxStatus::Failed {
             tracing::warn!(%inbox_id, kind = failure.kind, error = %failure.message, "normalization failed");
-            daemon.metrics.normalize_failed(failure.kind);
+            ctx.metrics.normalize_failed(failure.kind);
         }
         let outcome = InboxOutcome {
             status: failure.status,
@@ -460,23 +514,23 @@ impl Worker {
             generation,
             at: model::time::now(),
         };
-        daemon.store.finish_inbox(inbox_id, &outcome)
+        ctx.store.finish_inbox(inbox_id, &outcome)
     }
 
     /// Run the account's plugin on one entry: rendered events, API requests, or why neither.
     fn run_plugin(
         &mut self,
-        daemon: &Daemon,
+        ctx: &NormalizeContext,
         entry: &InboxEntry,
         responses: &[wit::ApiResponse],
         plugin_ident: &mut PluginIdent,
     ) -> Result<PluginStep, Failure> {
-        let account = daemon
+        let account = ctx
             .store
             .get_account(&entry.account_id)
             .map_err(|error| Failure::failed("storage", error.to_string()))?
             .ok_or_else(|| Failure::failed("unknown_account", format!("account {:?} was deleted", entry.account_id)))?;
-        let plugin = daemon
+        let plugin = ctx
             .plugins
             .get(&account.pms)
             .ok_or_else(|| Failure::failed("unknown_plugin", format!("no plugin named {:?} is loaded", account.pms)))?;
@@ -557,20 +611,20 @@ impl Commits {
     /// Decide one webhook's events against the stored state and the decisions before it.
     fn add(
         &mut self,
-        daemon: &Daemon,
+        ctx: &NormalizeContext,
         source: Source,
         account: &Account,
         events: Vec<Normalized>,
         plugin_ident: PluginIdent,
     ) -> Result<(), StoreError> {
         let Source { inbox_id, received_at_ms, generation } = source;
-        let store = &daemon.store;
+        let store = &ctx.store;
         let decided =
-            state::decide(&account.id, events, daemon.settings.drop_unchanged_updates, &mut self.overlay, &mut |kind, record_id| {
+            state::decide(&account.id, events, ctx.settings.drop_unchanged_updates, &mut self.overlay, &mut |kind, record_id| {
                 store.get_state(&account.id, kind, record_id)
             })?;
-        let subscriptions = daemon.store.list_subscriptions(&account.id)?;
-        let now_ms = crate::ingest::unix_ms();
+        let subscriptions = ctx.store.list_subscriptions(&account.id)?;
+        let now_ms = model::time::unix_ms();
         let mut stored_events = Vec::with_capacity(decided.events.len());
         let mut deliveries = Vec::new();
         for event in decided.events {
@@ -579,7 +633,7 @@ impl Commits {
                 subscriptions.iter().filter(|subscription| subscription.enabled && subscription.event_types.contains(&event.event_type))
             {
                 deliveries.push(Delivery {
-                    id: daemon.store.new_delivery_id()?,
+                    id: ctx.store.new_delivery_id()?,
                     event_id: event_id.clone(),
                     subscription_id: subscription.id.clone(),
                     account_id: account.id.clone(),
@@ -632,16 +686,16 @@ impl Commits {
 
     /// Commit everything decided, in one transaction. The store wakes the delivery scheduler
     /// once the flush covering it is done (nothing is delivered before it is durable).
-    fn commit(self, daemon: &Daemon) {
+    fn commit(self, ctx: &NormalizeContext) {
         if self.batches.is_empty() {
             return;
         }
         let n_webhooks = self.batches.len();
-        if let Err(error) = daemon.store.commit_normalized_blocking(self.batches) {
+        if let Err(error) = ctx.store.commit_normalized_blocking(self.batches) {
             // The entries stay pending and are normalized again at the next start.
             return tracing::error!(%error, n_webhooks, "normalization could not be committed");
         }
-        daemon.metrics.events_emitted(self.n_events, self.n_unchanged);
+        ctx.metrics.events_emitted(self.n_events, self.n_unchanged);
     }
 }
 
