@@ -1,8 +1,10 @@
 //! What the store keeps, one type per tree value.
 //!
-//! These types are the on-disk format (JSON for everything an operator may want to read with a
-//! sled tool, postcard for the raw inbox, where bodies dominate). Fields are added with
-//! `#[serde(default)]` so older data keeps loading.
+//! These types are the on-disk format: JSON for accounts, subscriptions and events (so a field
+//! added with `#[serde(default)]` keeps older data loading), postcard for raw webhooks. The sled
+//! backend (storage format 2) keeps [`Delivery`], [`Attempt`] and [`InboxOutcome`] inside
+//! postcard index records, where fields are read by position: adding a field to one of them needs a
+//! new storage format and its migration (`store/sled_backend/migrate.rs`).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,7 @@
-//! The index records sled keeps in storage format 2 (JSON, so a sled tool can read them; every
-//! one is small: the large values live in segment files and are pointed at by a [`Loc`]).
+//! The index records sled keeps in storage format 2 (postcard; every one is small: the large
+//! values live in segment files and are pointed at by a [`Loc`]). postcard writes every field in
+//! order and reads them back the same way, so these types change only with a new format number
+//! (and a migration); `#[serde(default)]` here documents intent, it does not make a field optional.
 
 use serde::{Deserialize, Serialize};
 

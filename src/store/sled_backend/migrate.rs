@@ -137,7 +137,7 @@ fn copy(old: &sled::Db, new: &sled::Db, segments: &Segments) -> Result<Migrated,
         };
         let loc = segments.append(&body)?;
         let record = InboxRecord { account_id: parsed.account_id, received_at_ms: parsed.received_at_ms, loc, fate };
-        inbox.insert(key, encode_json(&record))?;
+        inbox.insert(key, encode_record(&record))?;
         migrated.inbox += 1;
         progress("inbox", migrated.inbox);
     }
@@ -166,7 +166,7 @@ fn copy(old: &sled::Db, new: &sled::Db, segments: &Segments) -> Result<Migrated,
         let attempts =
             attempts.scan_prefix(prefix).values().map(|value| decode_json("attempts", &value?)).collect::<Result<Vec<Attempt>, _>>()?;
         let seq = order.get(&delivery.id).copied().unwrap_or(delivery.id);
-        deliveries.insert(delivery.id.to_be_bytes(), encode_json(&DeliveryRecord { delivery, attempts, seq }))?;
+        deliveries.insert(delivery.id.to_be_bytes(), encode_record(&DeliveryRecord { delivery, attempts, seq }))?;
         migrated.deliveries += 1;
         progress("deliveries", migrated.deliveries);
     }
@@ -196,7 +196,7 @@ fn copy(old: &sled::Db, new: &sled::Db, segments: &Segments) -> Result<Migrated,
             timestamp: event.timestamp,
             deliveries: ids,
         };
-        events.insert(key, encode_json(&record))?;
+        events.insert(key, encode_record(&record))?;
         migrated.events += 1;
         progress("events", migrated.events);
     }

@@ -103,7 +103,7 @@ impl Retention for SledStore {
                 if time_ms >= cutoffs.events_before_ms {
                     break;
                 }
-                let record: EventRecord = decode_json(tree::EVENTS, &value)?;
+                let record: EventRecord = decode_record(tree::EVENTS, &value)?;
                 let deliveries = index.deliveries_of(&record)?;
                 if !event_is_prunable(time_ms, &deliveries, cutoffs) {
                     kept.insert(record.loc.segment);
@@ -121,7 +121,7 @@ impl Retention for SledStore {
             let mut pruned_through = None;
             for entry in index.inbox.iter() {
                 let (key, value) = entry?;
-                let record: InboxRecord = decode_json(tree::INBOX, &value)?;
+                let record: InboxRecord = decode_record(tree::INBOX, &value)?;
                 if record.received_at_ms >= cutoffs.inbox_before_ms {
                     break;
                 }
@@ -163,7 +163,7 @@ impl Retention for SledStore {
         }
         stats.inbox_pruned_through = index.inbox_pruned_through()?;
         if let Some((key, value)) = index.inbox.first()? {
-            stats.oldest_inbox_ms = Some(decode_json::<InboxRecord>(tree::INBOX, &value)?.received_at_ms);
+            stats.oldest_inbox_ms = Some(decode_record::<InboxRecord>(tree::INBOX, &value)?.received_at_ms);
             stats.oldest_inbox_id = InboxId::from_key(&key);
         }
         Ok(stats)
@@ -176,7 +176,7 @@ impl Retention for SledStore {
             let mut removed = 0;
             for entry in index.inbox.iter() {
                 let (key, value) = entry?;
-                let record: InboxRecord = decode_json(tree::INBOX, &value)?;
+                let record: InboxRecord = decode_record(tree::INBOX, &value)?;
                 let pending = InboxId::from_key(&key).is_some_and(|inbox_id| index.open_state().pending.contains_key(&inbox_id.0));
                 if record.account_id == account_id && !pending {
                     index.inbox.remove(key)?;
@@ -194,7 +194,7 @@ impl Retention for SledStore {
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64);
             for entry in index.events.iter() {
                 let (key, value) = entry?;
-                let record: EventRecord = decode_json(tree::EVENTS, &value)?;
+                let record: EventRecord = decode_record(tree::EVENTS, &value)?;
                 if record.account_id != account_id {
                     continue;
                 }

@@ -77,7 +77,7 @@ pub(super) fn prepare_normalized(index: &Index, batches: Vec<NormalizedBatch>) -
                 timestamp: event.timestamp.clone(),
                 deliveries: batch.deliveries.iter().filter(|delivery| delivery.event_id == event.id).map(|delivery| delivery.id).collect(),
             };
-            events.push((keys::event(&event.id), encode_json(&record)));
+            events.push((keys::event(&event.id), encode_record(&record)));
         }
         let state = batch
             .state
@@ -201,7 +201,7 @@ fn apply_normalized(index: &Index, batch: PreparedBatch, changes: &mut DueChange
         return Err(StoreError::Backend(format!("inbox entry {} does not exist", batch.inbox_id)));
     };
     record.fate = Fate::Finished(batch.outcome);
-    index.inbox.insert(batch.inbox_id.key(), encode_json(&record))?;
+    index.inbox.insert(batch.inbox_id.key(), encode_record(&record))?;
     index.open_state().pending.remove(&batch.inbox_id.0);
     Ok(())
 }
@@ -259,7 +259,7 @@ fn apply_redeliver(index: &Index, revived: Vec<Delivery>, added: Vec<Delivery>, 
     for delivery in added {
         if let Some(mut event) = index.event_record(&delivery.event_id)? {
             event.deliveries.push(delivery.id);
-            index.events.insert(keys::event(&delivery.event_id), encode_json(&event))?;
+            index.events.insert(keys::event(&delivery.event_id), encode_record(&event))?;
         }
         enqueue(index, fresh(&delivery), changes)?;
     }
