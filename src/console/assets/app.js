@@ -417,6 +417,7 @@ async function webhooksTab(account) {
           refresh(secretBox(r.secret, "New signing secret of " + webhook.name + ":"));
         } }, "Rotate secret"),
         h("a", { href: "#/events?accountId=" + encodeURIComponent(account.id), text: "Events" }),
+        h("a", { href: "#/dead-letters?webhookId=" + encodeURIComponent(webhook.id), class: "dead-letters-link", text: "Dead letters" }),
         h("button", { type: "button", class: "danger delete-webhook", onclick: async () => {
           if (!confirm(`Delete webhook ${webhook.name}?`)) return;
           await api("DELETE", wbase); toast("Webhook deleted"); refresh();
@@ -530,12 +531,15 @@ async function inbox(parts, query) {
 }
 
 async function deadLetters(_parts, query) {
-  const page = await api("GET", "/v1/dead-letters?limit=50" + (query.get("after") ? "&after=" + encodeURIComponent(query.get("after")) : ""));
+  const webhookId = query.get("webhookId");
+  const filter = webhookId ? "webhookId=" + encodeURIComponent(webhookId) : "";
+  const page = await api("GET", "/v1/dead-letters?limit=50" + (filter ? "&" + filter : "") + (query.get("after") ? "&after=" + encodeURIComponent(query.get("after")) : ""));
   const redeliver = async (d) => api("POST", `/v1/events/${encodeURIComponent(d.eventId)}/redeliver`, { webhookId: d.webhookId });
   const rows = page.deadLetters.map((d) => h("tr", { class: "dead-letter" }, h("td", {}, h("a", { href: "#/events/" + encodeURIComponent(d.eventId), text: d.eventId })), h("td", { text: d.webhookId }),
     h("td", { text: String(d.attempts) }), h("td", { text: d.lastError || "" }),
     h("td", {}, h("button", { type: "button", class: "secondary redeliver-one", onclick: async () => { try { await redeliver(d); toast("Queued again"); route(); } catch (error) { toast(error.message); } } }, "Redeliver"))));
   render(h("h1", { text: "Dead letters" }),
+    webhookId ? h("p", { id: "dead-letters-filter" }, "Of webhook ", h("code", { text: webhookId }), " · ", h("a", { href: "#/dead-letters", text: "all webhooks" })) : null,
     rows.length ? h("div", {},
       h("p", {}, h("button", { type: "button", id: "redeliver-all", onclick: async () => {
         if (!confirm(`Redeliver all ${page.deadLetters.length} dead letters on this page?`)) return;
@@ -543,8 +547,8 @@ async function deadLetters(_parts, query) {
         toast("Queued again"); route();
       } }, "Redeliver all on this page")),
       h("div", { class: "table-wrap" }, h("table", { id: "dead-letters" }, h("tr", {}, ["Event", "Webhook", "Attempts", "Last error", ""].map((t) => h("th", { text: t }))), rows)))
-      : empty("No dead letters: every delivery got through or is still being retried."),
-    pager(page, "#/dead-letters"));
+      : empty(webhookId ? "No dead letters of this webhook." : "No dead letters: every delivery got through or is still being retried."),
+    pager(page, "#/dead-letters" + (filter ? "?" + filter : "")));
 }
 
 // ---- plugins, playground, reservations -------------------------------------------------------
