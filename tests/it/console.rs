@@ -160,6 +160,45 @@ async fn stats_count_received_and_delivered_per_minute_and_webhook_health_shows_
 }
 
 #[tokio::test]
+async fn stats_count_webhooks_and_deliveries_per_account() {
+    let daemon = Daemon::start(DaemonOptions::default().with_chaos()).await;
+    let up = Receiver::start().await;
+    let flaky = Receiver::failing_first(1).await;
+    for (id, name) in [("busy", "Busy"), ("flaky", "Flaky"), ("quiet", "Quiet")] {
+        daemon.create_account(json!({"id": id, "workspaceId": "ws", "pms": "chaos", "name": name})).await;
+    }
+    daemon.subscribe("busy", &up.url).await;
+    daemon.subscribe("flaky", &flaky.url).await;
+    for (account, behaviour, id) in [("busy", "ok", "r-1"), ("busy", "ok", "r-2"), ("busy", "bad-payload", "r-3"), ("flaky", "ok", "r-4")] {
+        let (status, answer) = daemon.post_webhook(account, json!({"behaviour": behaviour, "id": id}).to_string().as_bytes(), &[]).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let counts = |stats: &Value, id: &str| -> Value {
+        let account = stats["accounts"].as_array().unwrap().iter().find(|account| account["id"] == id).cloned();
+        account.unwrap_or_else(|| panic!("no account {id} in {stats}"))
+    };
+    let stats = daemon
+        .wait_for("both accounts' deliveries counted", async |daemon| {
+            let (status, stats) = daemon.admin("GET", "/v1/stats", None).await;
+            assert_eq!(status, 200, "{stats}");
+            (counts(&stats, "busy")["delivered"] == 2 && counts(&stats, "flaky")["delivered"] == 1).then_some(stats)
+        })
+        .await;
+    let shown = |id: &str| {
+        let account = counts(&stats, id);
+        ["received", "normalized", "normalizeFailed", "delivered", "failed"].map(|key| account[key].as_u64().unwrap())
+    };
+    assert_eq!(shown("busy"), [3, 2, 1, 2, 0], "{stats}");
+    assert_eq!(shown("flaky"), [1, 1, 0, 1, 1], "{stats}");
+    assert_eq!(shown("quiet"), [0; 5], "{stats}");
+    assert_eq!((counts(&stats, "busy")["name"].as_str(), counts(&stats, "busy")["pms"].as_str()), (Some("Busy"), Some("chaos")));
+    let ids: Vec<&str> = stats["accounts"].as_array().unwrap().iter().map(|account| account["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["busy", "flaky", "quiet"], "every account, by id");
+    // The totals are the sum of the accounts'.
+    assert_eq!((stats["totals"]["received"].as_u64(), stats["totals"]["delivered"].as_u64()), (Some(4), Some(3)), "{stats}");
+}
+
+#[tokio::test]
 async fn the_playground_runs_a_plugin_without_any_account() {
     let daemon = Daemon::start(DaemonOptions::default()).await;
     let body = String::from_utf8(hostaway_body("reservation-created")).unwrap();
@@ -398,7 +437,8 @@ async fn browser_sign_in_create_an_account_and_a_webhook_and_see_a_delivered_eve
 async fn browser_dead_letter_redelivered_from_the_page_and_a_test_event() {
     let daemon = Daemon::start(DaemonOptions::default()).await;
     let receiver = Receiver::start().await;
-    let (account_id, _) = hostaway_with_webhook(&daemon, &receiver).await;
+    let (account_id, webhook) = hostaway_with_webhook(&daemon, &receiver).await;
+    let webhook_id = webhook["id"].as_str().unwrap().to_string();
     receiver.fail_next(1000);
     let (status, _) = daemon.post_webhook(&account_id, &hostaway_body("reservation-created"), &[]).await;
     assert_eq!(status, 200);
@@ -414,6 +454,15 @@ async fn browser_dead_letter_redelivered_from_the_page_and_a_test_event() {
     browser.sign_in(&daemon).await;
     browser.wait_text("#problems", "dead letters").await;
     browser.screenshot("overview-problems").await;
+    // The webhook's panel links to its own dead letters.
+    browser.open(&format!("{}/#/accounts/{account_id}/webhooks", daemon.admin_url)).await;
+    browser.click(".dead-letters-link").await;
+    browser.wait_text("#dead-letters-filter", webhook_id.as_str()).await;
+    browser.wait_text("#dead-letters td", webhook_id.as_str()).await;
+    let (_, other) = daemon.admin("GET", "/v1/dead-letters?webhookId=another-webhook", None).await;
+    assert_eq!(other["deadLetters"], json!([]));
+    browser.open(&format!("{}/#/dead-letters?webhookId=another-webhook", daemon.admin_url)).await;
+    browser.wait_text(".empty", "No dead letters of this webhook").await;
     browser.open(&format!("{}/#/dead-letters", daemon.admin_url)).await;
     browser.click("#dead-letters a").await;
     browser.wait_text("#attempts .attempt-status", "500").await;
@@ -497,5 +546,28 @@ async fn browser_a_cross_site_form_post_is_refused() {
     assert!(shown.contains("unauthorized") || shown.contains("csrf_refused") || shown.contains("unsupported_media_type"), "{shown}");
     assert_eq!(daemon.admin("GET", "/v1/accounts/evil", None).await.0, 404, "the cross-site form created nothing");
     server.abort();
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn browser_overview_lists_accounts_with_their_counts() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let (account_id, _) = hostaway_with_webhook(&daemon, &receiver).await;
+    daemon.create_account(json!({"id": "quiet", "workspaceId": "ws-2", "pms": "hostaway"})).await;
+    let (status, _) = daemon.post_webhook(&account_id, &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200);
+    receiver.next_success().await;
+
+    let browser = Browser::start().await;
+    browser.sign_in(&daemon).await;
+    let row = format!("#account-counts tr[data-account-id='{account_id}']");
+    browser.wait_text(&format!("{row} td.received"), "1").await;
+    browser.wait_text(&format!("{row} td.normalized"), "1").await;
+    browser.wait_text(&format!("{row} td.delivered"), "1").await;
+    browser.wait_text("#account-counts tr[data-account-id='quiet'] td.received", "0").await;
+    browser.screenshot("overview-accounts").await;
+    browser.click(&format!("{row} a")).await;
+    browser.wait_text("h1", "Hostaway · hostaway").await;
     browser.close().await;
 }
