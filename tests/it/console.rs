@@ -571,3 +571,99 @@ async fn browser_overview_lists_accounts_with_their_counts() {
     browser.wait_text("h1", "Hostaway · hostaway").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn browser_edit_an_account_then_delete_it_after_confirming() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let (account_id, _) = hostaway_with_webhook(&daemon, &receiver).await;
+    let browser = Browser::start().await;
+    browser.sign_in(&daemon).await;
+
+    browser.open(&format!("{}/#/accounts/{account_id}/settings", daemon.admin_url)).await;
+    browser.wait_for("#account-edit-form").await;
+    browser.fill("#acct-name", "Mountain cabins").await;
+    browser.click("#account-save").await;
+    browser.wait_text("h1", "Mountain cabins").await;
+    let (_, account) = daemon.admin("GET", &format!("/v1/accounts/{account_id}"), None).await;
+    assert_eq!((account["name"].as_str(), account["workspaceId"].as_str()), (Some("Mountain cabins"), Some("ws-1")), "{account}");
+    browser.screenshot("account-edited").await;
+
+    // Deleting asks first: dismissed, nothing happens; accepted, the account is gone.
+    browser.open(&format!("{}/#/accounts/{account_id}/settings", daemon.admin_url)).await;
+    browser.click("#account-delete").await;
+    let question = browser.client.get_alert_text().await.expect("a confirmation");
+    assert!(question.contains(&account_id), "{question}");
+    browser.client.dismiss_alert().await.unwrap();
+    assert_eq!(daemon.admin("GET", &format!("/v1/accounts/{account_id}"), None).await.0, 200, "dismissed: still there");
+    browser.click("#account-delete").await;
+    browser.client.accept_alert().await.unwrap();
+    browser.wait_text(".empty", "No accounts yet").await;
+    assert_eq!(daemon.admin("GET", &format!("/v1/accounts/{account_id}"), None).await.0, 404);
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn browser_rotate_a_webhook_secret_shows_the_new_one_once() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let (account_id, webhook) = hostaway_with_webhook(&daemon, &receiver).await;
+    let old_secret = webhook["secret"].as_str().unwrap().to_string();
+    let browser = Browser::start().await;
+    browser.sign_in(&daemon).await;
+
+    browser.open(&format!("{}/#/accounts/{account_id}/webhooks", daemon.admin_url)).await;
+    browser.click(".rotate").await;
+    browser.client.accept_alert().await.expect("a confirmation");
+    let new_secret = browser.wait_text("#webhook-secret", "whsec_").await.text().await.unwrap();
+    assert_ne!(new_secret, old_secret);
+    browser.screenshot("secret-rotated").await;
+    // What the page showed is what signs deliveries now.
+    browser.click(".send-test").await;
+    browser.wait_text(".test-outcome", "Delivered: 200").await;
+    verify(&new_secret, &receiver.next().await);
+    // Shown once: the page opened again has no secret.
+    browser.open(&format!("{}/", daemon.admin_url)).await;
+    browser.open(&format!("{}/#/accounts/{account_id}/webhooks", daemon.admin_url)).await;
+    browser.wait_for(".rotate").await;
+    assert!(browser.client.find(Locator::Css("#webhook-secret")).await.is_err(), "the secret is not shown again");
+    let shown = browser.client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(!shown.contains(&new_secret));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn browser_the_overview_fits_a_phone() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let (account_id, _) = hostaway_with_webhook(&daemon, &receiver).await;
+    daemon
+        .create_account(json!({"id": "an-account-with-a-rather-long-identifier-0123456789", "workspaceId": "ws", "pms": "hostaway",
+                               "name": "A property manager whose name goes on and on and on"}))
+        .await;
+    let (status, _) = daemon.post_webhook(&account_id, &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200);
+    receiver.next_success().await;
+    // A problem to show: a webhook that fails.
+    receiver.fail_next(1000);
+    daemon.post_webhook(&account_id, &hostaway_body("reservation-updated-dates-moved"), &[]).await;
+    receiver.next().await;
+
+    let browser = Browser::start().await;
+    browser.client.set_window_size(375, 800).await.unwrap();
+    browser.sign_in(&daemon).await;
+    let inner_width = browser.client.execute("return window.innerWidth;", vec![]).await.unwrap();
+    assert!(inner_width.as_u64().is_some_and(|width| width <= 375), "a phone-wide window: {inner_width}");
+    browser.wait_for("#account-counts").await;
+    browser.wait_text("#problems", "failing").await;
+    for page in ["overview", &format!("accounts/{account_id}/webhooks"), "dead-letters", "events"] {
+        browser.open(&format!("{}/#/{page}", daemon.admin_url)).await;
+        browser.wait_for("main h1").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fits = browser.client.execute("return [document.documentElement.scrollWidth, window.innerWidth];", vec![]).await.unwrap();
+        browser.screenshot(&format!("phone-{}", page.replace('/', "-"))).await;
+        let (scroll_width, inner_width) = (fits[0].as_u64().unwrap(), fits[1].as_u64().unwrap());
+        assert!(scroll_width <= inner_width, "#/{page}: the page scrolls sideways ({scroll_width} px wide in {inner_width} px)");
+    }
+    browser.close().await;
+}
