@@ -249,7 +249,7 @@ async fn dead_letters_are_listed_per_webhook() {
         page["deadLetters"].as_array().unwrap().iter().map(|dead| dead["eventId"].as_str().unwrap()).collect();
     assert_eq!(events.len(), 3, "one dead letter per event: {page}");
     let (elsewhere_dead, _) = walk(&daemon, &format!("/v1/dead-letters?webhookId={elsewhere}"), "deadLetters", "webhookId", 100, 1).await;
-    assert_eq!(elsewhere_dead, [elsewhere.clone()]);
+    assert_eq!(elsewhere_dead, [elsewhere]);
     let (none, _) = walk(&daemon, &format!("/v1/dead-letters?webhookId={healthy}"), "deadLetters", "webhookId", 100, 1).await;
     assert!(none.is_empty(), "the healthy webhook has no dead letters: {none:?}");
     let (none, _) = walk(&daemon, "/v1/dead-letters?webhookId=no-such-webhook", "deadLetters", "webhookId", 100, 1).await;
