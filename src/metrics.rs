@@ -41,6 +41,7 @@ pub struct Metrics {
     delivery_seconds: Histogram,
     api_requests: Counter,
     timeline: Mutex<Timeline>,
+    accounts: Mutex<std::collections::HashMap<String, AccountCounts>>,
     recent: Mutex<std::collections::HashMap<String, VecDeque<RecentAttempt>>>,
     store_bytes: Gauge,
     oldest_event_seconds: Gauge,
@@ -102,6 +103,22 @@ pub struct RecentAttempt {
     pub success: bool,
     /// Time to the answer or the error.
     pub latency_ms: u64,
+}
+
+/// One account's counts since the daemon started (in memory, for the console's overview).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountCounts {
+    /// Webhooks stored and acknowledged.
+    pub received: u64,
+    /// Webhooks normalized into events (their outcome committed as done).
+    pub normalized: u64,
+    /// Webhooks whose normalization failed.
+    pub normalize_failed: u64,
+    /// Delivery attempts answered 2xx.
+    pub delivered: u64,
+    /// Delivery attempts that failed.
+    pub failed: u64,
 }
 
 /// Minutes the timeline keeps (a day).
@@ -199,24 +216,41 @@ impl Default for Metrics {
             delivery_seconds,
             api_requests,
             timeline: Mutex::default(),
+            accounts: Mutex::default(),
             recent: Mutex::default(),
         }
     }
 }
 
 impl Metrics {
-    pub(crate) fn accepted(&self) {
+    /// Count something of an account.
+    fn count(&self, account_id: &str, add: impl FnOnce(&mut AccountCounts)) {
+        let mut accounts = self.accounts.lock().expect("account counts lock poisoned");
+        match accounts.get_mut(account_id) {
+            Some(counts) => add(counts),
+            None => add(accounts.entry(account_id.to_string()).or_default()),
+        }
+    }
+
+    pub(crate) fn accepted(&self, account_id: &str) {
         self.accepted.inc();
         self.timeline.lock().expect("timeline lock poisoned").current().received += 1;
+        self.count(account_id, |counts| counts.received += 1);
     }
 
     pub(crate) fn normalized(&self, elapsed: Duration) {
         self.normalize_seconds.observe(elapsed.as_secs_f64());
     }
 
-    pub(crate) fn normalize_failed(&self, kind: &str) {
+    /// Webhooks of an account whose events were committed.
+    pub(crate) fn normalized_webhooks(&self, account_id: &str, n_webhooks: u64) {
+        self.count(account_id, |counts| counts.normalized += n_webhooks);
+    }
+
+    pub(crate) fn normalize_failed(&self, account_id: &str, kind: &str) {
         self.normalize_failures.get_or_create(&KindLabel { kind: kind.to_string() }).inc();
         self.timeline.lock().expect("timeline lock poisoned").current().normalize_failed += 1;
+        self.count(account_id, |counts| counts.normalize_failed += 1);
     }
 
     pub(crate) fn events_emitted(&self, n_events: usize, n_unchanged: usize) {
@@ -224,7 +258,8 @@ impl Metrics {
         self.unchanged.inc_by(n_unchanged as u64);
     }
 
-    pub(crate) fn delivery_attempted(&self, success: bool, elapsed: Duration) {
+    pub(crate) fn delivery_attempted(&self, account_id: &str, success: bool, elapsed: Duration) {
+        self.count(account_id, |counts| if success { counts.delivered += 1 } else { counts.failed += 1 });
         let outcome = if success { "delivered" } else { "failed" };
         self.delivery_attempts.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
         self.delivery_seconds.observe(elapsed.as_secs_f64());
@@ -258,6 +293,11 @@ impl Metrics {
     pub fn recent_attempts(&self, subscription_id: &str) -> Vec<RecentAttempt> {
         let recent = self.recent.lock().expect("recent attempts lock poisoned");
         recent.get(subscription_id).map(|attempts| attempts.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// An account's counts since the daemon started (zero for one that saw nothing).
+    pub fn account_counts(&self, account_id: &str) -> AccountCounts {
+        self.accounts.lock().expect("account counts lock poisoned").get(account_id).copied().unwrap_or_default()
     }
 
     /// The minutes since `since_minute` (Unix minutes) that saw anything, oldest first.

@@ -273,14 +273,30 @@ struct InboxQuery {
     status: Option<String>,
 }
 
-/// `GET /v1/dead-letters?limit=&after=`: newest (highest delivery id) first.
-async fn dead_letters(State(daemon): State<Arc<ApiContext>>, Query(query): Query<PageQuery>) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeadLetterQuery {
+    limit: Option<String>,
+    after: Option<String>,
+    webhook_id: Option<String>,
+}
+
+/// `GET /v1/dead-letters?webhookId=&limit=&after=`: newest (highest delivery id) first; with
+/// `webhookId`, only that webhook's (among the newest [`DEEPEST_DEAD_LETTERS`]; an unknown id
+/// lists none).
+async fn dead_letters(State(daemon): State<Arc<ApiContext>>, Query(query): Query<DeadLetterQuery>) -> Result<Json<Value>, ApiError> {
     let limit = DEAD_LETTER_LIMITS.parse(query.limit.as_deref())?;
     let after = numeric_cursor(query.after.as_deref())?;
+    let webhook_id = query.webhook_id;
+    if webhook_id.as_deref().is_some_and(|id| id.is_empty() || id.len() > 200) {
+        return Err(ApiError::bad_request("invalid_query", "webhookId must be a webhook's id (1 to 200 characters)"));
+    }
+    let keep = |delivery: &Delivery| webhook_id.as_deref().is_none_or(|id| delivery.subscription_id == id);
     let store = daemon.store.clone();
-    let (found, cut_short) = newest_after(after, limit + 1, DEEPEST_DEAD_LETTERS, "dead letters", |scan| {
-        Ok(store.dead_letters(scan)?.into_iter().map(|delivery| (delivery.id, delivery)).collect())
-    })?;
+    let (found, cut_short) =
+        newest_after_filtered(after, limit + 1, DEEPEST_DEAD_LETTERS, "dead letters", webhook_id.is_some(), keep, |scan| {
+            Ok(store.dead_letters(scan)?.into_iter().map(|delivery| (delivery.id, delivery)).collect())
+        })?;
     let mut page = Page::new(limit);
     for (delivery_id, delivery) in found {
         if !page.push(delivery_view(&delivery), Cursor::Number(delivery_id)) {
@@ -341,18 +357,40 @@ fn newest_after<T>(
     want: usize,
     deepest: usize,
     what: &str,
+    list: impl FnMut(usize) -> Result<Vec<(u64, T)>, ApiError>,
+) -> Result<(Vec<(u64, T)>, bool), ApiError> {
+    newest_after_filtered(after, want, deepest, what, false, |_| true, list)
+}
+
+/// [`newest_after`] keeping only the items `keep` accepts (`filtered` says whether it may refuse
+/// any): the source is read deeper until `want` are kept, the source ends, or `deepest` items were
+/// read. A first page that finds none within `deepest` is empty, not an error.
+fn newest_after_filtered<T>(
+    after: Option<u64>,
+    want: usize,
+    deepest: usize,
+    what: &str,
+    filtered: bool,
+    keep: impl Fn(&T) -> bool,
     mut list: impl FnMut(usize) -> Result<Vec<(u64, T)>, ApiError>,
 ) -> Result<(Vec<(u64, T)>, bool), ApiError> {
-    let Some(after) = after else { return Ok((list(want)?, false)) };
+    if after.is_none() && !filtered {
+        return Ok((list(want)?, false));
+    }
     let mut scan = want.saturating_mul(4).max(256).min(deepest);
     loop {
         let read = list(scan)?;
         let exhausted = read.len() < scan;
-        let older: Vec<(u64, T)> = read.into_iter().filter(|(id, _)| *id < after).take(want).collect();
+        let older: Vec<(u64, T)> =
+            read.into_iter().filter(|(id, item)| after.is_none_or(|after| *id < after) && keep(item)).take(want).collect();
         if older.len() >= want || exhausted {
             return Ok((older, false));
         }
         if scan >= deepest {
+            let Some(after) = after else {
+                let found_some = !older.is_empty();
+                return Ok((older, found_some));
+            };
             if older.is_empty() {
                 return Err(ApiError::bad_request(
                     "page_too_deep",

@@ -2,7 +2,9 @@
 //!
 //! - `GET /v1/stats?window=1h|24h`: received, normalize failures, delivered and failed per minute
 //!   (in memory since the daemon started), delivery latency p50/p99 over the window, the delivery
-//!   backlog and the age of its oldest delivery, and the problems to look at first.
+//!   backlog and the age of its oldest delivery, each account's counts since the daemon started
+//!   (webhooks received, normalized, failed; delivery attempts delivered, failed), and the
+//!   problems to look at first.
 //! - `GET /v1/accounts/{accountId}/webhooks/{webhookId}/health`: the webhook's last attempts (for
 //!   its sparkline), failing since, disabled and why.
 //! - `POST /v1/accounts/{accountId}/webhooks/{webhookId}/rotate-secret`: a new signing secret,
@@ -88,8 +90,28 @@ async fn stats(State(daemon): State<Arc<ApiContext>>, Query(query): Query<StatsQ
         "latencyMs": {"p50": percentile(0.5), "p99": percentile(0.99), "samples": latencies.len()},
         "backlog": {"deliveries": backlog, "oldestCreatedAt": oldest_ms.map(model::time::from_unix_ms),
                     "oldestAgeSecs": oldest_ms.map(|oldest| now_ms.saturating_sub(oldest) / 1000)},
+        "accounts": account_counts(&daemon)?,
         "problems": problems(&daemon)?,
     })))
+}
+
+/// Accounts listed with their counts in `/v1/stats` (by id; beyond, see `GET /v1/accounts`).
+const STATS_ACCOUNTS: usize = 1000;
+
+/// Each account (the first [`STATS_ACCOUNTS`] by id) with its counts since the daemon started:
+/// webhooks received, normalized and failed to normalize, delivery attempts delivered and failed.
+fn account_counts(daemon: &ApiContext) -> Result<Vec<Value>, ApiError> {
+    let accounts = daemon.store.list_accounts()?;
+    Ok(accounts
+        .iter()
+        .take(STATS_ACCOUNTS)
+        .map(|account| {
+            let counts = daemon.metrics.account_counts(&account.id);
+            json!({"id": account.id, "name": account.name, "pms": account.pms, "received": counts.received,
+                   "normalized": counts.normalized, "normalizeFailed": counts.normalize_failed,
+                   "delivered": counts.delivered, "failed": counts.failed})
+        })
+        .collect())
 }
 
 /// What the overview shows first: plugin load errors, disabled or failing webhooks, failed

@@ -212,7 +212,7 @@ async fn attempt(daemon: &DeliverContext, delivery: Delivery, slot: Slot) {
     let started = Instant::now();
     let outcome = daemon.http.post(&subscription.url, &event.id, timestamp_secs, &signature, body).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    daemon.metrics.delivery_attempted(outcome.success, started.elapsed());
+    daemon.metrics.delivery_attempted(&delivery.account_id, outcome.success, started.elapsed());
     daemon.metrics.subscription_attempted(&subscription.id, outcome.success, latency_ms);
 
     let mut next = delivery.clone();

@@ -389,7 +389,7 @@ async fn store(ctx: Arc<IngestContext>, entry: InboxEntry, digest: [u8; 32], cla
     match appended {
         Ok(inbox_id) => {
             claim.settle(true);
-            ctx.metrics.accepted();
+            ctx.metrics.accepted(&entry.account_id);
             ctx.normalizer.dispatch(&entry.account_id, inbox_id, 0);
             Ok(inbox_id)
         }

@@ -255,7 +255,8 @@ impl Normalizer {
     pub fn start(ctx: Arc<NormalizeContext>, n_threads: usize) -> std::io::Result<Self> {
         let normalizer = Self { dispatch: Arc::new(Dispatch::default()), threads: Mutex::new(Vec::new()) };
         for worker_idx in 0..n_threads.max(1) {
-            let worker = Worker { ctx: ctx.clone(), dispatch: normalizer.dispatch.clone(), sessions: HashMap::new() };
+            let worker =
+                Worker { ctx: ctx.clone(), dispatch: normalizer.dispatch.clone(), sessions: HashMap::new(), account_id: String::new() };
             // On an error, dropping `normalizer` stops the workers already started.
             let thread = std::thread::Builder::new().name(format!("stayhook-normalize-{worker_idx}")).spawn(move || worker.run())?;
             normalizer.threads.lock().expect("normalizer thread list lock poisoned").push(thread);
@@ -374,6 +375,8 @@ struct Worker {
     ctx: Arc<NormalizeContext>,
     dispatch: Arc<Dispatch>,
     sessions: HashMap<String, (u64, PluginSession)>,
+    /// The account whose webhook is being worked on (for its counts in `Metrics`).
+    account_id: String,
 }
 
 impl Worker {
@@ -390,6 +393,7 @@ impl Worker {
                 while n_started == 0 || started.elapsed() < RUN_BUDGET {
                     let Some(work) = queue.pop_front() else { break };
                     n_started += 1;
+                    self.account_id.clone_from(&account_id);
                     match self.work(&ctx, work, &mut commits) {
                         Ok(Step::Finished) => {}
                         Ok(Step::Parked) => {
@@ -501,7 +505,7 @@ impl Worker {
         let Failed { inbox_id, generation, plugin: (plugin, plugin_version) } = failed;
         if failure.status == InboxStatus::Failed {
             tracing::warn!(%inbox_id, kind = failure.kind, error = %failure.message, "normalization failed");
-            ctx.metrics.normalize_failed(failure.kind);
+            ctx.metrics.normalize_failed(&self.account_id, failure.kind);
         }
         let outcome = InboxOutcome {
             status: failure.status,
@@ -605,6 +609,8 @@ struct Commits {
     overlay: state::Overlay,
     n_events: usize,
     n_unchanged: usize,
+    /// Webhooks decided per account (counted once committed).
+    n_webhooks: HashMap<String, u64>,
 }
 
 impl Commits {
@@ -662,6 +668,7 @@ impl Commits {
         }
         self.n_events += stored_events.len();
         self.n_unchanged += decided.n_unchanged as usize;
+        *self.n_webhooks.entry(account.id.clone()).or_default() += 1;
         tracing::debug!(%inbox_id, n_events = stored_events.len(), n_deliveries = deliveries.len(), n_unchanged = decided.n_unchanged, "normalized");
         let (plugin, plugin_version) = plugin_ident;
         self.batches.push(NormalizedBatch {
@@ -696,6 +703,9 @@ impl Commits {
             return tracing::error!(%error, n_webhooks, "normalization could not be committed");
         }
         ctx.metrics.events_emitted(self.n_events, self.n_unchanged);
+        for (account_id, n_webhooks) in &self.n_webhooks {
+            ctx.metrics.normalized_webhooks(account_id, *n_webhooks);
+        }
     }
 }
 

@@ -210,3 +210,54 @@ async fn the_event_log_is_searched_by_record_result_and_time() {
         assert_eq!(answer["error"]["code"], "invalid_query", "{bad}");
     }
 }
+
+/// `GET /v1/dead-letters?webhookId=`: only the dead letters of that webhook, paged like the whole
+/// list; an unknown id lists none; a malformed query is a 400 with the usual error body.
+#[tokio::test]
+async fn dead_letters_are_listed_per_webhook() {
+    let down = Receiver::failing_first(1_000_000).await;
+    let also_down = Receiver::failing_first(1_000_000).await;
+    let up = Receiver::start().await;
+    let daemon = Daemon::start(DaemonOptions::default().with_chaos()).await;
+    daemon.create_account(json!({"id": "two-hooks", "workspaceId": "ws", "pms": "chaos"})).await;
+    daemon.create_account(json!({"id": "other", "workspaceId": "ws", "pms": "chaos"})).await;
+    let failing = daemon.subscribe("two-hooks", &down.url).await["id"].as_str().unwrap().to_string();
+    let healthy = daemon.subscribe("two-hooks", &up.url).await["id"].as_str().unwrap().to_string();
+    let elsewhere = daemon.subscribe("other", &also_down.url).await["id"].as_str().unwrap().to_string();
+    for id in ["r-1", "r-2", "r-3"] {
+        let (status, answer) = daemon.post_webhook("two-hooks", json!({"behaviour": "ok", "id": id}).to_string().as_bytes(), &[]).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, answer) = daemon.post_webhook("other", json!({"behaviour": "ok", "id": "r-9"}).to_string().as_bytes(), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    // Each delivery to a receiver that is down dies after the harness's five attempts.
+    daemon
+        .wait_for("four dead letters", async |daemon| {
+            let (_, dead) = daemon.admin("GET", "/v1/dead-letters", None).await;
+            (dead["deadLetters"].as_array().map_or(0, Vec::len) == 4).then_some(())
+        })
+        .await;
+    for _ in 0..3 {
+        up.next_success().await;
+    }
+
+    let (records, n_pages) = walk(&daemon, &format!("/v1/dead-letters?webhookId={failing}"), "deadLetters", "webhookId", 2, 10).await;
+    assert_eq!((records.len(), n_pages), (3, 2), "{records:?}");
+    assert!(records.iter().all(|webhook| *webhook == failing), "{records:?}");
+    let (_, page) = daemon.admin("GET", &format!("/v1/dead-letters?webhookId={failing}"), None).await;
+    let events: std::collections::BTreeSet<&str> =
+        page["deadLetters"].as_array().unwrap().iter().map(|dead| dead["eventId"].as_str().unwrap()).collect();
+    assert_eq!(events.len(), 3, "one dead letter per event: {page}");
+    let (elsewhere_dead, _) = walk(&daemon, &format!("/v1/dead-letters?webhookId={elsewhere}"), "deadLetters", "webhookId", 100, 1).await;
+    assert_eq!(elsewhere_dead, [elsewhere]);
+    let (none, _) = walk(&daemon, &format!("/v1/dead-letters?webhookId={healthy}"), "deadLetters", "webhookId", 100, 1).await;
+    assert!(none.is_empty(), "the healthy webhook has no dead letters: {none:?}");
+    let (none, _) = walk(&daemon, "/v1/dead-letters?webhookId=no-such-webhook", "deadLetters", "webhookId", 100, 1).await;
+    assert!(none.is_empty(), "an unknown webhook has none: {none:?}");
+
+    for bad in ["webhookId=", &format!("webhookId={failing}&webhookId={healthy}"), &format!("webhookId={failing}&after=newest")] {
+        let answer = daemon.admin("GET", &format!("/v1/dead-letters?{bad}"), None).await;
+        assert_error(&answer, 400, "invalid_query");
+        assert!(answer.1["error"]["message"].as_str().is_some_and(|message| !message.is_empty()), "{bad}: {}", answer.1);
+    }
+}

@@ -160,6 +160,45 @@ async fn stats_count_received_and_delivered_per_minute_and_webhook_health_shows_
 }
 
 #[tokio::test]
+async fn stats_count_webhooks_and_deliveries_per_account() {
+    let daemon = Daemon::start(DaemonOptions::default().with_chaos()).await;
+    let up = Receiver::start().await;
+    let flaky = Receiver::failing_first(1).await;
+    for (id, name) in [("busy", "Busy"), ("flaky", "Flaky"), ("quiet", "Quiet")] {
+        daemon.create_account(json!({"id": id, "workspaceId": "ws", "pms": "chaos", "name": name})).await;
+    }
+    daemon.subscribe("busy", &up.url).await;
+    daemon.subscribe("flaky", &flaky.url).await;
+    for (account, behaviour, id) in [("busy", "ok", "r-1"), ("busy", "ok", "r-2"), ("busy", "bad-payload", "r-3"), ("flaky", "ok", "r-4")] {
+        let (status, answer) = daemon.post_webhook(account, json!({"behaviour": behaviour, "id": id}).to_string().as_bytes(), &[]).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let counts = |stats: &Value, id: &str| -> Value {
+        let account = stats["accounts"].as_array().unwrap().iter().find(|account| account["id"] == id).cloned();
+        account.unwrap_or_else(|| panic!("no account {id} in {stats}"))
+    };
+    let stats = daemon
+        .wait_for("both accounts' deliveries counted", async |daemon| {
+            let (status, stats) = daemon.admin("GET", "/v1/stats", None).await;
+            assert_eq!(status, 200, "{stats}");
+            (counts(&stats, "busy")["delivered"] == 2 && counts(&stats, "flaky")["delivered"] == 1).then_some(stats)
+        })
+        .await;
+    let shown = |id: &str| {
+        let account = counts(&stats, id);
+        ["received", "normalized", "normalizeFailed", "delivered", "failed"].map(|key| account[key].as_u64().unwrap())
+    };
+    assert_eq!(shown("busy"), [3, 2, 1, 2, 0], "{stats}");
+    assert_eq!(shown("flaky"), [1, 1, 0, 1, 1], "{stats}");
+    assert_eq!(shown("quiet"), [0; 5], "{stats}");
+    assert_eq!((counts(&stats, "busy")["name"].as_str(), counts(&stats, "busy")["pms"].as_str()), (Some("Busy"), Some("chaos")));
+    let ids: Vec<&str> = stats["accounts"].as_array().unwrap().iter().map(|account| account["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["busy", "flaky", "quiet"], "every account, by id");
+    // The totals are the sum of the accounts'.
+    assert_eq!((stats["totals"]["received"].as_u64(), stats["totals"]["delivered"].as_u64()), (Some(4), Some(3)), "{stats}");
+}
+
+#[tokio::test]
 async fn the_playground_runs_a_plugin_without_any_account() {
     let daemon = Daemon::start(DaemonOptions::default()).await;
     let body = String::from_utf8(hostaway_body("reservation-created")).unwrap();
@@ -398,7 +437,8 @@ async fn browser_sign_in_create_an_account_and_a_webhook_and_see_a_delivered_eve
 async fn browser_dead_letter_redelivered_from_the_page_and_a_test_event() {
     let daemon = Daemon::start(DaemonOptions::default()).await;
     let receiver = Receiver::start().await;
-    let (account_id, _) = hostaway_with_webhook(&daemon, &receiver).await;
+    let (account_id, webhook) = hostaway_with_webhook(&daemon, &receiver).await;
+    let webhook_id = webhook["id"].as_str().unwrap().to_string();
     receiver.fail_next(1000);
     let (status, _) = daemon.post_webhook(&account_id, &hostaway_body("reservation-created"), &[]).await;
     assert_eq!(status, 200);
@@ -414,6 +454,15 @@ async fn browser_dead_letter_redelivered_from_the_page_and_a_test_event() {
     browser.sign_in(&daemon).await;
     browser.wait_text("#problems", "dead letters").await;
     browser.screenshot("overview-problems").await;
+    // The webhook's panel links to its own dead letters.
+    browser.open(&format!("{}/#/accounts/{account_id}/webhooks", daemon.admin_url)).await;
+    browser.click(".dead-letters-link").await;
+    browser.wait_text("#dead-letters-filter", webhook_id.as_str()).await;
+    browser.wait_text("#dead-letters td", webhook_id.as_str()).await;
+    let (_, other) = daemon.admin("GET", "/v1/dead-letters?webhookId=another-webhook", None).await;
+    assert_eq!(other["deadLetters"], json!([]));
+    browser.open(&format!("{}/#/dead-letters?webhookId=another-webhook", daemon.admin_url)).await;
+    browser.wait_text(".empty", "No dead letters of this webhook").await;
     browser.open(&format!("{}/#/dead-letters", daemon.admin_url)).await;
     browser.click("#dead-letters a").await;
     browser.wait_text("#attempts .attempt-status", "500").await;
@@ -497,5 +546,124 @@ async fn browser_a_cross_site_form_post_is_refused() {
     assert!(shown.contains("unauthorized") || shown.contains("csrf_refused") || shown.contains("unsupported_media_type"), "{shown}");
     assert_eq!(daemon.admin("GET", "/v1/accounts/evil", None).await.0, 404, "the cross-site form created nothing");
     server.abort();
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn browser_overview_lists_accounts_with_their_counts() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let (account_id, _) = hostaway_with_webhook(&daemon, &receiver).await;
+    daemon.create_account(json!({"id": "quiet", "workspaceId": "ws-2", "pms": "hostaway"})).await;
+    let (status, _) = daemon.post_webhook(&account_id, &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200);
+    receiver.next_success().await;
+
+    let browser = Browser::start().await;
+    browser.sign_in(&daemon).await;
+    let row = format!("#account-counts tr[data-account-id='{account_id}']");
+    browser.wait_text(&format!("{row} td.received"), "1").await;
+    browser.wait_text(&format!("{row} td.normalized"), "1").await;
+    browser.wait_text(&format!("{row} td.delivered"), "1").await;
+    browser.wait_text("#account-counts tr[data-account-id='quiet'] td.received", "0").await;
+    browser.screenshot("overview-accounts").await;
+    browser.click(&format!("{row} a")).await;
+    browser.wait_text("h1", "Hostaway · hostaway").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn browser_edit_an_account_then_delete_it_after_confirming() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let (account_id, _) = hostaway_with_webhook(&daemon, &receiver).await;
+    let browser = Browser::start().await;
+    browser.sign_in(&daemon).await;
+
+    browser.open(&format!("{}/#/accounts/{account_id}/settings", daemon.admin_url)).await;
+    browser.wait_for("#account-edit-form").await;
+    browser.fill("#acct-name", "Mountain cabins").await;
+    browser.click("#account-save").await;
+    browser.wait_text("h1", "Mountain cabins").await;
+    let (_, account) = daemon.admin("GET", &format!("/v1/accounts/{account_id}"), None).await;
+    assert_eq!((account["name"].as_str(), account["workspaceId"].as_str()), (Some("Mountain cabins"), Some("ws-1")), "{account}");
+    browser.screenshot("account-edited").await;
+
+    // Deleting asks first: dismissed, nothing happens; accepted, the account is gone.
+    browser.open(&format!("{}/#/accounts/{account_id}/settings", daemon.admin_url)).await;
+    browser.click("#account-delete").await;
+    let question = browser.client.get_alert_text().await.expect("a confirmation");
+    assert!(question.contains(&account_id), "{question}");
+    browser.client.dismiss_alert().await.unwrap();
+    assert_eq!(daemon.admin("GET", &format!("/v1/accounts/{account_id}"), None).await.0, 200, "dismissed: still there");
+    browser.click("#account-delete").await;
+    browser.client.accept_alert().await.unwrap();
+    browser.wait_text(".empty", "No accounts yet").await;
+    assert_eq!(daemon.admin("GET", &format!("/v1/accounts/{account_id}"), None).await.0, 404);
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn browser_rotate_a_webhook_secret_shows_the_new_one_once() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let (account_id, webhook) = hostaway_with_webhook(&daemon, &receiver).await;
+    let old_secret = webhook["secret"].as_str().unwrap().to_string();
+    let browser = Browser::start().await;
+    browser.sign_in(&daemon).await;
+
+    browser.open(&format!("{}/#/accounts/{account_id}/webhooks", daemon.admin_url)).await;
+    browser.click(".rotate").await;
+    browser.client.accept_alert().await.expect("a confirmation");
+    let new_secret = browser.wait_text("#webhook-secret", "whsec_").await.text().await.unwrap();
+    assert_ne!(new_secret, old_secret);
+    browser.screenshot("secret-rotated").await;
+    // What the page showed is what signs deliveries now.
+    browser.click(".send-test").await;
+    browser.wait_text(".test-outcome", "Delivered: 200").await;
+    verify(&new_secret, &receiver.next().await);
+    // Shown once: the page opened again has no secret.
+    browser.open(&format!("{}/", daemon.admin_url)).await;
+    browser.open(&format!("{}/#/accounts/{account_id}/webhooks", daemon.admin_url)).await;
+    browser.wait_for(".rotate").await;
+    assert!(browser.client.find(Locator::Css("#webhook-secret")).await.is_err(), "the secret is not shown again");
+    let shown = browser.client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(!shown.contains(&new_secret));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn browser_the_overview_fits_a_phone() {
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    let receiver = Receiver::start().await;
+    let (account_id, _) = hostaway_with_webhook(&daemon, &receiver).await;
+    daemon
+        .create_account(json!({"id": "an-account-with-a-rather-long-identifier-0123456789", "workspaceId": "ws", "pms": "hostaway",
+                               "name": "A property manager whose name goes on and on and on"}))
+        .await;
+    let (status, _) = daemon.post_webhook(&account_id, &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200);
+    receiver.next_success().await;
+    // A problem to show: a webhook that fails.
+    receiver.fail_next(1000);
+    daemon.post_webhook(&account_id, &hostaway_body("reservation-updated-dates-moved"), &[]).await;
+    receiver.next().await;
+
+    let browser = Browser::start().await;
+    browser.client.set_window_size(375, 800).await.unwrap();
+    browser.sign_in(&daemon).await;
+    let inner_width = browser.client.execute("return window.innerWidth;", vec![]).await.unwrap();
+    assert!(inner_width.as_u64().is_some_and(|width| width <= 375), "a phone-wide window: {inner_width}");
+    browser.wait_for("#account-counts").await;
+    browser.wait_text("#problems", "failing").await;
+    for page in ["overview", &format!("accounts/{account_id}/webhooks"), "dead-letters", "events"] {
+        browser.open(&format!("{}/#/{page}", daemon.admin_url)).await;
+        browser.wait_for("main h1").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fits = browser.client.execute("return [document.documentElement.scrollWidth, window.innerWidth];", vec![]).await.unwrap();
+        browser.screenshot(&format!("phone-{}", page.replace('/', "-"))).await;
+        let (scroll_width, inner_width) = (fits[0].as_u64().unwrap(), fits[1].as_u64().unwrap());
+        assert!(scroll_width <= inner_width, "#/{page}: the page scrolls sideways ({scroll_width} px wide in {inner_width} px)");
+    }
     browser.close().await;
 }

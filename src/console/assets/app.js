@@ -192,7 +192,7 @@ function chart(rows) {
 
 async function overview(_parts, query) {
   const window = query.get("window") || "1h";
-  const [stats, accountsPage] = await Promise.all([api("GET", "/v1/stats?window=" + window), api("GET", "/v1/accounts?limit=100")]);
+  const stats = await api("GET", "/v1/stats?window=" + encodeURIComponent(window));
   const problems = stats.problems.length
     ? h("ul", { class: "problems", id: "problems" }, stats.problems.map((p) => h("li", { class: "bad" }, p.message, " ", h("a", { href: p.link, text: "fix" }))))
     : h("p", { class: "ok", id: "problems", text: "No problems." });
@@ -202,7 +202,10 @@ async function overview(_parts, query) {
      ["Backlog", stats.backlog.deliveries], ["Oldest undelivered", age(stats.backlog.oldestAgeSecs)],
      ["Latency p50", stats.latencyMs.p50 === null ? "—" : stats.latencyMs.p50 + " ms"], ["Latency p99", stats.latencyMs.p99 === null ? "—" : stats.latencyMs.p99 + " ms"]]
       .map(([label, n]) => h("div", { class: "card" }, h("div", { class: "muted", text: label }), h("div", { class: "n", text: String(n) }))));
-  const accountRows = accountsPage.accounts.map((a) => h("tr", {}, h("td", {}, h("a", { href: "#/accounts/" + encodeURIComponent(a.id), text: a.name || a.id })), h("td", { text: a.pms }),
+  const counted = ["received", "normalized", "normalizeFailed", "delivered", "failed"];
+  const accountRows = stats.accounts.map((a) => h("tr", { "data-account-id": a.id },
+    h("td", {}, h("a", { href: "#/accounts/" + encodeURIComponent(a.id), text: a.name || a.id })), h("td", { text: a.pms }),
+    counted.map((key) => h("td", { class: "num " + key + (key.endsWith("ailed") && a[key] > 0 ? " bad" : ""), text: String(a[key]) })),
     h("td", {}, h("a", { href: "#/events?accountId=" + encodeURIComponent(a.id), text: "events" }))));
   render(
     h("h1", { text: "Overview" }),
@@ -211,8 +214,12 @@ async function overview(_parts, query) {
     cards,
     h("h2", { text: "Per minute" }), chart(stats.minutes),
     h("h2", { text: "Accounts" }),
-    accountRows.length ? h("div", { class: "table-wrap" }, h("table", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "PMS" }), h("th", { text: "" })), accountRows))
+    accountRows.length ? h("div", {}, h("p", { class: "help", text: "Webhooks received, normalized and failed to normalize; delivery attempts delivered and failed; since the daemon started." }),
+      h("div", { class: "table-wrap" }, h("table", { id: "account-counts" },
+        h("tr", {}, ["Account", "PMS", "Received", "Normalized", "Normalize failed", "Delivered", "Failed attempts", ""].map((t) => h("th", { text: t }))), accountRows)))
       : empty("No accounts yet: ", h("a", { href: "#/accounts", text: "create one" })));
+  // The refresh calls this again: one timer at a time, or each refresh would add another.
+  clearInterval(refreshTimer);
   refreshTimer = setInterval(() => { if (parseHash().parts[0] === "overview" || !parseHash().parts[0]) overview([], query).catch(() => {}); }, 5000);
 }
 
@@ -417,6 +424,7 @@ async function webhooksTab(account) {
           refresh(secretBox(r.secret, "New signing secret of " + webhook.name + ":"));
         } }, "Rotate secret"),
         h("a", { href: "#/events?accountId=" + encodeURIComponent(account.id), text: "Events" }),
+        h("a", { href: "#/dead-letters?webhookId=" + encodeURIComponent(webhook.id), class: "dead-letters-link", text: "Dead letters" }),
         h("button", { type: "button", class: "danger delete-webhook", onclick: async () => {
           if (!confirm(`Delete webhook ${webhook.name}?`)) return;
           await api("DELETE", wbase); toast("Webhook deleted"); refresh();
@@ -530,12 +538,15 @@ async function inbox(parts, query) {
 }
 
 async function deadLetters(_parts, query) {
-  const page = await api("GET", "/v1/dead-letters?limit=50" + (query.get("after") ? "&after=" + encodeURIComponent(query.get("after")) : ""));
+  const webhookId = query.get("webhookId");
+  const filter = webhookId ? "webhookId=" + encodeURIComponent(webhookId) : "";
+  const page = await api("GET", "/v1/dead-letters?limit=50" + (filter ? "&" + filter : "") + (query.get("after") ? "&after=" + encodeURIComponent(query.get("after")) : ""));
   const redeliver = async (d) => api("POST", `/v1/events/${encodeURIComponent(d.eventId)}/redeliver`, { webhookId: d.webhookId });
   const rows = page.deadLetters.map((d) => h("tr", { class: "dead-letter" }, h("td", {}, h("a", { href: "#/events/" + encodeURIComponent(d.eventId), text: d.eventId })), h("td", { text: d.webhookId }),
     h("td", { text: String(d.attempts) }), h("td", { text: d.lastError || "" }),
     h("td", {}, h("button", { type: "button", class: "secondary redeliver-one", onclick: async () => { try { await redeliver(d); toast("Queued again"); route(); } catch (error) { toast(error.message); } } }, "Redeliver"))));
   render(h("h1", { text: "Dead letters" }),
+    webhookId ? h("p", { id: "dead-letters-filter" }, "Of webhook ", h("code", { text: webhookId }), " · ", h("a", { href: "#/dead-letters", text: "all webhooks" })) : null,
     rows.length ? h("div", {},
       h("p", {}, h("button", { type: "button", id: "redeliver-all", onclick: async () => {
         if (!confirm(`Redeliver all ${page.deadLetters.length} dead letters on this page?`)) return;
@@ -543,8 +554,8 @@ async function deadLetters(_parts, query) {
         toast("Queued again"); route();
       } }, "Redeliver all on this page")),
       h("div", { class: "table-wrap" }, h("table", { id: "dead-letters" }, h("tr", {}, ["Event", "Webhook", "Attempts", "Last error", ""].map((t) => h("th", { text: t }))), rows)))
-      : empty("No dead letters: every delivery got through or is still being retried."),
-    pager(page, "#/dead-letters"));
+      : empty(webhookId ? "No dead letters of this webhook." : "No dead letters: every delivery got through or is still being retried."),
+    pager(page, "#/dead-letters" + (filter ? "?" + filter : "")));
 }
 
 // ---- plugins, playground, reservations -------------------------------------------------------
