@@ -46,6 +46,7 @@ pub(super) fn routes() -> Router<Arc<ApiContext>> {
         .route("/v1/dead-letters/{delivery_id}", delete(discard_dead_letter))
         .route("/v1/inbox", get(inbox_list))
         .route("/v1/inbox/{inbox_id}", get(inbox_show))
+        .route("/v1/inbox/{inbox_id}/renormalize", axum::routing::post(inbox_renormalize))
 }
 
 #[derive(Deserialize)]
@@ -403,7 +404,8 @@ fn newest_after_filtered<T>(
     }
 }
 
-async fn inbox_show(State(daemon): State<Arc<ApiContext>>, Path(inbox_id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// The stored raw webhook, or 404: `expired` when retention deleted it, `inbox_not_found` otherwise.
+fn find_inbox(daemon: &ApiContext, inbox_id: &str) -> Result<(InboxId, crate::store::InboxEntry), ApiError> {
     let not_found = || ApiError::not_found("inbox_not_found", format!("no inbox entry {inbox_id:?}"));
     let id = InboxId(inbox_id.parse().map_err(|_| not_found())?);
     let Some(entry) = daemon.store.get_inbox(id)? else {
@@ -415,6 +417,28 @@ async fn inbox_show(State(daemon): State<Arc<ApiContext>>, Path(inbox_id): Path<
         }
         return Err(not_found());
     };
+    Ok((id, entry))
+}
+
+/// Normalize one stored webhook again with the plugin loaded now (after a plugin fix), as its
+/// next generation: 202, or `queued: false` when it is pending already (it runs once, then).
+async fn inbox_renormalize(State(daemon): State<Arc<ApiContext>>, Path(inbox_id): Path<String>) -> Result<Response, ApiError> {
+    let (id, entry) = find_inbox(&daemon, &inbox_id)?;
+    let account = super::accounts::find(&daemon, &entry.account_id)?;
+    if daemon.plugins.get(&account.pms).is_none() {
+        return Err(ApiError::unprocessable("unknown_plugin", format!("no plugin named {:?} is loaded", account.pms)));
+    }
+    let generation = daemon.store.requeue_inbox(id)?;
+    if let Some(generation) = generation {
+        daemon.normalizer.dispatch(&account.id, id, generation);
+    }
+    tracing::info!(inbox_id = %id, account = %account.id, queued = generation.is_some(), "renormalizing one stored webhook");
+    let body = json!({"inboxId": id.to_string(), "accountId": account.id, "queued": generation.is_some(), "generation": generation});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+async fn inbox_show(State(daemon): State<Arc<ApiContext>>, Path(inbox_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (id, entry) = find_inbox(&daemon, &inbox_id)?;
     let outcome = daemon.store.inbox_outcome(id)?;
     Ok(Json(json!({
         "inboxId": id.to_string(),

@@ -430,6 +430,9 @@ async fn browser_sign_in_create_an_account_and_a_webhook_and_see_a_delivered_eve
     browser.screenshot("event-delivered").await;
     browser.click("#raw-inbound").await;
     browser.wait_text("#inbox-status", "done").await;
+    // Re-normalize this one webhook from its page: queued as its next generation.
+    browser.click("#renormalize").await;
+    browser.wait_text("pre", "\"generation\": 1").await;
     browser.close().await;
 }
 

@@ -140,3 +140,52 @@ async fn renormalize_names_bad_input() {
     let (status, answer) = daemon.admin("POST", &path, None).await;
     assert_eq!((status, answer["queued"].as_u64()), (202, Some(0)), "{answer}");
 }
+
+#[tokio::test]
+async fn one_stored_webhook_is_normalized_again_alone() {
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(DaemonOptions::default()).await;
+    daemon.create_account(json!({"id": "again", "workspaceId": "ws", "pms": "hostaway"})).await;
+    daemon.subscribe("again", &receiver.url).await;
+    let mut inbox_ids = Vec::new();
+    for case in ["reservation-created", "reservation-updated-dates-moved"] {
+        let (status, answer) = daemon.post_webhook("again", &crate::support::hostaway_body(case), &[]).await;
+        assert_eq!(status, 200, "{answer}");
+        inbox_ids.push(answer["inboxId"].as_str().unwrap().to_string());
+    }
+    for inbox_id in &inbox_ids {
+        assert_eq!(daemon.inbox_outcome(inbox_id).await["outcome"]["generation"], 0);
+    }
+    let first_events = daemon.inbox_outcome(&inbox_ids[0]).await["outcome"]["eventIds"].clone();
+    for _ in 0..2 {
+        receiver.next_success().await;
+    }
+
+    let (status, answer) = daemon.admin("POST", &format!("/v1/inbox/{}/renormalize", inbox_ids[0]), None).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!((answer["queued"].as_bool(), answer["generation"].as_u64()), (Some(true), Some(1)), "{answer}");
+    let outcome = daemon
+        .wait_for("the webhook's second run", async |daemon| {
+            let (_, entry) = daemon.admin("GET", &format!("/v1/inbox/{}", inbox_ids[0]), None).await;
+            (entry["status"] != "pending" && entry["outcome"]["generation"] == 1).then_some(entry["outcome"].clone())
+        })
+        .await;
+    assert_ne!(outcome["eventIds"], first_events, "a second run gets new event ids: {outcome}");
+    // Only that webhook ran again; its neighbour kept its first run.
+    let (_, other) = daemon.admin("GET", &format!("/v1/inbox/{}", inbox_ids[1]), None).await;
+    assert_eq!(other["outcome"]["generation"], 0, "{other}");
+    // State decides again: the replayed creation, after the dates moved, moves them back (an
+    // update with the moved dates as previous ones), under the second run's event id.
+    let replayed = receiver.next_success().await;
+    assert_eq!(replayed.header("webhook-id"), outcome["eventIds"][0].as_str().unwrap());
+    let envelope = replayed.json();
+    assert_eq!(envelope["hook"]["eventType"], "reservation.updated");
+    assert_eq!(envelope["data"]["record"]["arrivalDate"], "2017-07-15T00:00:00.000Z");
+    assert_eq!(envelope["data"]["record"]["previousArrivalDate"], "2017-07-20T00:00:00.000Z");
+    receiver.expect_nothing(Duration::from_millis(300)).await;
+
+    let (status, answer) = daemon.admin("POST", "/v1/inbox/999999999/renormalize", None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("inbox_not_found")), "{answer}");
+    let (status, answer) = daemon.admin("POST", "/v1/inbox/not-a-number/renormalize", None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("inbox_not_found")), "{answer}");
+}

@@ -507,8 +507,7 @@ async function inbox(parts, query) {
       h("p", {}, "Account ", h("a", { href: "#/accounts/" + encodeURIComponent(entry.accountId), text: entry.accountId }), ` · ${when(entry.receivedAt)} · `, h("strong", { id: "inbox-status", text: entry.status })),
       entry.outcome && entry.outcome.error ? h("p", { class: "bad", text: `${entry.outcome.errorKind || "error"}: ${entry.outcome.error}` }) : null,
       h("button", { type: "button", id: "renormalize", onclick: async () => {
-        const at = new Date(entry.receivedAt).getTime();
-        try { const r = await api("POST", `/v1/accounts/${encodeURIComponent(entry.accountId)}/renormalize`, { from: new Date(at).toISOString(), to: new Date(at + 1).toISOString() }); result.replaceChildren(pretty(r)); }
+        try { const r = await api("POST", `/v1/inbox/${encodeURIComponent(entry.inboxId)}/renormalize`); result.replaceChildren(pretty(r)); }
         catch (error) { result.replaceChildren(h("p", { class: "error", text: error.message })); }
       } }, "Re-normalize"), result,
       h("h2", { text: "Headers" }), pretty(entry.headers), h("h2", { text: "Body" }), h("pre", { id: "inbox-body", text: body }),
