@@ -110,7 +110,11 @@ async fn noop_server(receipts: Arc<Receipts>) -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors or a reset before accept: wait instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let receipts = receipts.clone();
             tokio::spawn(async move {
@@ -336,8 +340,14 @@ async fn closed_loop(
         .collect();
     let mut histogram = Histogram::<u64>::new(3).unwrap();
     let mut n_ok = 0;
+    // Every request is bounded by the client's 30 s timeout, so a task still running a minute past
+    // the deadline is a hang of the generator itself: say so and end instead of waiting forever.
+    let watchdog = deadline + Duration::from_secs(60);
     for task in tasks {
-        let (ok, part) = task.await.unwrap();
+        let Ok(joined) = tokio::time::timeout_at(watchdog.into(), task).await else {
+            panic!("the load generator's closed loop against {url} did not finish a minute past its deadline");
+        };
+        let (ok, part) = joined.unwrap();
         n_ok += ok;
         histogram.add(part).unwrap();
     }
