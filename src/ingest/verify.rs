@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use serde::Deserialize;
 
-use crate::plugin::bindings::stayhook::plugin::types::{SignatureEncoding, VerificationScheme};
+use crate::plugin::bindings::stayhook::plugin::types::{HmacHeader, SignatureEncoding, VerificationScheme};
 pub use crate::signature::{decode_whsec, hmac_sha256};
 
 /// Largest clock difference accepted for Standard Webhooks timestamps.
@@ -92,25 +92,8 @@ pub fn verify(scheme: &VerificationScheme, secrets: &BTreeMap<String, String>, p
         VerificationScheme::None => Ok(()),
         VerificationScheme::BasicAuth => verify_basic(secrets, presented),
         VerificationScheme::HmacSha256(hmac) => {
-            let header = (presented.header)(&hmac.header.to_ascii_lowercase()).ok_or(VerifyError::Missing("signature header"))?;
-            let signature = match &hmac.prefix {
-                Some(prefix) => header
-                    .trim()
-                    .strip_prefix(prefix.as_str())
-                    .ok_or(VerifyError::Malformed(format!("signature lacks the prefix {prefix:?}")))?,
-                None => header.trim(),
-            };
-            let expected = hmac_sha256(secret.as_bytes(), &[presented.body]);
-            let expected = match hmac.encoding {
-                SignatureEncoding::Hex => hex::encode(expected),
-                SignatureEncoding::Base64 => BASE64.encode(expected),
-            };
-            let matches = if matches!(hmac.encoding, SignatureEncoding::Hex) {
-                equal(expected.as_bytes(), signature.to_ascii_lowercase().as_bytes())
-            } else {
-                equal(expected.as_bytes(), signature.as_bytes())
-            };
-            if matches { Ok(()) } else { Err(VerifyError::Mismatch("signature")) }
+            let signature = presented_signature(presented, hmac)?;
+            signature_matches(&hmac_sha256(secret.as_bytes(), &[presented.body]), hmac.encoding, signature)
         }
         VerificationScheme::StandardWebhooks => verify_standard_webhooks(secret, presented),
         VerificationScheme::UrlToken(parameter) => {
@@ -127,25 +110,34 @@ pub fn verify(scheme: &VerificationScheme, secrets: &BTreeMap<String, String>, p
             if equal(token.trim().as_bytes(), secret.as_bytes()) { Ok(()) } else { Err(VerifyError::Mismatch("token")) }
         }
         VerificationScheme::HmacSha1Base64Body(hmac) => {
-            let header = (presented.header)(&hmac.header.to_ascii_lowercase()).ok_or(VerifyError::Missing("signature header"))?;
-            let signature = match &hmac.prefix {
-                Some(prefix) => header
-                    .trim()
-                    .strip_prefix(prefix.as_str())
-                    .ok_or(VerifyError::Malformed(format!("signature lacks the prefix {prefix:?}")))?,
-                None => header.trim(),
-            };
-            let expected = hmac_sha1(secret.as_bytes(), ruby_encode64(presented.body).as_bytes());
-            let matches = match hmac.encoding {
-                SignatureEncoding::Hex => equal(hex::encode(expected).as_bytes(), signature.to_ascii_lowercase().as_bytes()),
-                SignatureEncoding::Base64 => equal(BASE64.encode(expected).as_bytes(), signature.as_bytes()),
-            };
-            if matches { Ok(()) } else { Err(VerifyError::Mismatch("signature")) }
+            let signature = presented_signature(presented, hmac)?;
+            signature_matches(&hmac_sha1(secret.as_bytes(), ruby_encode64(presented.body).as_bytes()), hmac.encoding, signature)
         }
         // Needs the signing certificate, which the ingest path fetches: refused here rather than
         // let through if a caller ever forgets that.
         VerificationScheme::Sns => Err(VerifyError::Malformed("an SNS message is verified with its signing certificate".into())),
     }
+}
+
+/// The signature an HMAC scheme's header presents, without its prefix.
+fn presented_signature<'a>(presented: &Presented<'a>, hmac: &HmacHeader) -> Result<&'a str, VerifyError> {
+    let header = (presented.header)(&hmac.header.to_ascii_lowercase()).ok_or(VerifyError::Missing("signature header"))?;
+    match &hmac.prefix {
+        Some(prefix) => {
+            header.trim().strip_prefix(prefix.as_str()).ok_or(VerifyError::Malformed(format!("signature lacks the prefix {prefix:?}")))
+        }
+        None => Ok(header.trim()),
+    }
+}
+
+/// Compare a presented signature with the expected MAC in the scheme's encoding (hex in either
+/// case), in constant time.
+fn signature_matches(expected: &[u8], encoding: SignatureEncoding, signature: &str) -> Result<(), VerifyError> {
+    let matches = match encoding {
+        SignatureEncoding::Hex => equal(hex::encode(expected).as_bytes(), signature.to_ascii_lowercase().as_bytes()),
+        SignatureEncoding::Base64 => equal(BASE64.encode(expected).as_bytes(), signature.as_bytes()),
+    };
+    if matches { Ok(()) } else { Err(VerifyError::Mismatch("signature")) }
 }
 
 /// Base64 as Ruby's `Base64.encode64` writes it (RFC 2045): a line break after every 60
@@ -367,7 +359,6 @@ fn equal(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::bindings::stayhook::plugin::types::HmacHeader;
 
     /// A body shaped like Smily's booking webhook (guide `webhook-subscriptions.md` of
     /// https://github.com/BookingSync/bookingsync-api-docs), 167 bytes: its Base64 spans four lines.

@@ -217,6 +217,28 @@ impl Index {
         self.deliveries.get(delivery_id.to_be_bytes())?.map(|value| decode_record(tree::DELIVERIES, &value)).transpose()
     }
 
+    /// An event's delivery records still stored, by delivery id.
+    fn delivery_records(&self, event: &EventRecord) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut ids = event.deliveries.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.delivery_record(id)? {
+                found.push(record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// An event's delivery records, by delivery id (none for an unknown event).
+    fn delivery_records_of_event(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        match self.event_record(event_id)? {
+            Some(event) => self.delivery_records(&event),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn put_delivery_record(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
         self.deliveries.insert(record.delivery.id.to_be_bytes(), encode_record(record))?;
         Ok(())
@@ -742,7 +764,7 @@ impl DeliveryQueue for SledStore {
     }
 
     fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
-        Ok(self.delivery_records_of_event(event_id)?.into_iter().map(|record| record.delivery).collect())
+        Ok(self.index.delivery_records_of_event(event_id)?.into_iter().map(|record| record.delivery).collect())
     }
 
     /// Merged with other writes by the store's writer thread; resolves once on disk.
@@ -789,7 +811,7 @@ impl DeliveryQueue for SledStore {
     }
 
     fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError> {
-        Ok(self.delivery_records_of_event(event_id)?.into_iter().flat_map(|record| record.attempts).collect())
+        Ok(self.index.delivery_records_of_event(event_id)?.into_iter().flat_map(|record| record.attempts).collect())
     }
 
     fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
@@ -804,23 +826,6 @@ impl DeliveryQueue for SledStore {
             }
             if found.len() >= limit {
                 break;
-            }
-        }
-        Ok(found)
-    }
-}
-
-impl SledStore {
-    /// An event's delivery records, by delivery id.
-    fn delivery_records_of_event(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let Some(record) = self.index.event_record(event_id)? else { return Ok(Vec::new()) };
-        let mut ids = record.deliveries;
-        ids.sort_unstable();
-        ids.dedup();
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.index.delivery_record(id)? {
-                found.push(record);
             }
         }
         Ok(found)

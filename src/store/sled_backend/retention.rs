@@ -26,17 +26,11 @@ impl Index {
     fn inbox_pruned_through(&self) -> Result<Option<InboxId>, StoreError> {
         Ok(self.meta.get(INBOX_PRUNED_THROUGH)?.and_then(|value| String::from_utf8_lossy(&value).parse().ok()).map(InboxId))
     }
+}
 
-    /// An event's delivery records (those still stored).
-    fn deliveries_of(&self, record: &EventRecord) -> Result<Vec<Delivery>, StoreError> {
-        let mut found = Vec::with_capacity(record.deliveries.len());
-        for id in &record.deliveries {
-            if let Some(delivery) = self.delivery_record(*id)? {
-                found.push(delivery.delivery);
-            }
-        }
-        Ok(found)
-    }
+/// An event's deliveries still stored.
+fn deliveries_of(index: &Index, event: &EventRecord) -> Result<Vec<Delivery>, StoreError> {
+    Ok(index.delivery_records(event)?.into_iter().map(|record| record.delivery).collect())
 }
 
 impl SledStore {
@@ -104,7 +98,7 @@ impl Retention for SledStore {
                     break;
                 }
                 let record: EventRecord = decode_record(tree::EVENTS, &value)?;
-                let deliveries = index.deliveries_of(&record)?;
+                let deliveries = deliveries_of(index, &record)?;
                 if !event_is_prunable(time_ms, &deliveries, cutoffs) {
                     kept.insert(record.loc.segment);
                     continue;
@@ -198,7 +192,7 @@ impl Retention for SledStore {
                 if record.account_id != account_id {
                     continue;
                 }
-                let deliveries = index.deliveries_of(&record)?;
+                let deliveries = deliveries_of(index, &record)?;
                 if deliveries.iter().any(|delivery| delivery.status == DeliveryStatus::Pending) {
                     continue;
                 }

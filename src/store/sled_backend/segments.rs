@@ -51,8 +51,6 @@ struct Inner {
     active: Mutex<Active>,
     /// Open read handles by segment number (the active one included).
     readers: Mutex<BTreeMap<u32, Arc<File>>>,
-    /// Closed segments not yet synced (a rotation syncs before it closes; kept for safety).
-    unsynced: Mutex<Vec<Arc<File>>>,
 }
 
 struct Active {
@@ -122,7 +120,6 @@ impl Segments {
             max_bytes,
             active: Mutex::new(Active { number, file, len: valid_len }),
             readers: Mutex::new(readers),
-            unsynced: Mutex::new(Vec::new()),
         };
         Ok((Self { inner: Arc::new(inner) }, recovery))
     }
@@ -163,19 +160,15 @@ impl Segments {
             .map_err(|error| io_error("creating", &path, error))?;
         let file = Arc::new(file);
         self.inner.readers.lock().expect("segment readers lock poisoned").insert(number, file.clone());
-        let previous = std::mem::replace(&mut active.file, file);
-        self.inner.unsynced.lock().expect("segment lock poisoned").push(previous);
+        active.file = file;
         active.number = number;
         active.len = 0;
         sync_dir(&self.inner.dir)
     }
 
-    /// Make every record appended before the call durable.
+    /// Make every record appended before the call durable (a closed segment was synced when it
+    /// was closed).
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        let closed: Vec<Arc<File>> = std::mem::take(&mut *self.inner.unsynced.lock().expect("segment lock poisoned"));
-        for file in closed {
-            file.sync_data().map_err(|error| StoreError::Unavailable(format!("syncing a segment: {error}")))?;
-        }
         let (file, number) = {
             let active = self.inner.active.lock().expect("segment lock poisoned");
             (active.file.clone(), active.number)
