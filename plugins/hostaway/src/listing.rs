@@ -1,6 +1,6 @@
 //! Reconciliation (contract 0.2 `sync`, mode `newest-first-scan`): Hostaway's reservation list.
 //!
-//! `GET /v1/reservations?limit=100[&afterId=<id>]` answers reservations ordered by `updatedOn`
+//! `GET /v1/reservations?limit=100&includeResources=1[&afterId=<id>]` answers reservations ordered by `updatedOn`
 //! descending, then `id` descending (Hostaway's default order); the next page is asked with
 //! `afterId` = the `id` of the previous page's last row, and the list ends with an empty page
 //! (Hostaway's documented workflow: "Repeat until you receive an empty result set"). Hostaway has
@@ -42,10 +42,14 @@ pub fn sync(request: &SyncRequest, responses: &[ApiResponse]) -> Result<SyncOutc
     page(rows, watermark.as_deref())
 }
 
-/// `GET /v1/reservations?limit=100`, with `afterId` after the first page.
+/// `GET /v1/reservations?limit=100&includeResources=1`, with `afterId` after the first page.
+/// `includeResources=1` because some reservation fields reach the list only with it (Hostaway's
+/// changelog: `hostProxyEmail` "by including the `includeResources=1`"), and a listed reservation
+/// should read like the whole object a webhook carries.
 pub fn list_request(cursor: Option<&str>) -> ApiRequest {
     let mut request = api::get(REQUEST_ID, "/v1/reservations");
     request.query.push(("limit".into(), PAGE_SIZE.to_string()));
+    request.query.push(("includeResources".into(), "1".into()));
     if let Some(after_id) = cursor {
         request.query.push(("afterId".into(), after_id.to_string()));
     }
@@ -142,7 +146,7 @@ mod tests {
     fn first_page_has_no_after_id_and_later_pages_do() {
         let SyncOutcome::Fetch(requests) = sync(&request(None, None), &[]).unwrap() else { panic!("expected a fetch") };
         assert_eq!(requests[0].path, "/v1/reservations");
-        assert_eq!(requests[0].query, vec![("limit".to_string(), "100".to_string())]);
+        assert_eq!(requests[0].query, vec![("limit".to_string(), "100".to_string()), ("includeResources".to_string(), "1".to_string())]);
         let SyncOutcome::Fetch(requests) = sync(&request(Some("12345"), None), &[]).unwrap() else { panic!("expected a fetch") };
         assert!(requests[0].query.contains(&("afterId".to_string(), "12345".to_string())));
     }
