@@ -38,7 +38,11 @@ const REQUEST_ID: &str = "reservations";
 pub fn sync(request: &SyncRequest, responses: &[ApiResponse]) -> Result<SyncOutcome, PluginError> {
     let page_number: u64 = match &request.cursor {
         None => 1,
-        Some(cursor) => cursor.parse().map_err(|_| PluginError::BadPayload(format!("cursor {cursor:?} is not a page number")))?,
+        Some(cursor) => cursor
+            .parse()
+            .ok()
+            .filter(|page| *page >= 1)
+            .ok_or_else(|| PluginError::BadPayload(format!("cursor {cursor:?} is not a page number")))?,
     };
     let Some(response) = api::response(responses, REQUEST_ID) else {
         return Ok(SyncOutcome::Fetch(vec![list_request(request, page_number)?]));
@@ -101,12 +105,12 @@ pub fn modified_from(since: &str) -> Option<String> {
 pub fn page(answer: &Value, page_number: u64, page_size: u64) -> Result<SyncOutcome, PluginError> {
     if json::flag(answer, "success") == Some(false) {
         let message = json::string(answer, "message").unwrap_or_else(|| "success false".into());
-        return Err(PluginError::BadPayload(format!("getReservations answered: {message}")));
+        return Err(PluginError::BadPayload(format!("getReservationsWithRateDetails answered: {message}")));
     }
     let rows = answer
         .get("data")
         .and_then(Value::as_array)
-        .ok_or_else(|| PluginError::BadPayload("the getReservations answer has no `data` array".into()))?;
+        .ok_or_else(|| PluginError::BadPayload("the getReservationsWithRateDetails answer has no `data` array".into()))?;
     let events = rows
         .iter()
         .map(|row| event(row).ok_or_else(|| PluginError::BadPayload("a listed reservation has no `reservationID`".into())))
@@ -262,6 +266,7 @@ mod tests {
         };
         assert!(message.contains("Invalid propertyID"));
         assert!(matches!(sync(&request(SyncMode::ModifiedSince, Some("x"), None, None), &[]), Err(PluginError::BadPayload(_))));
+        assert!(matches!(sync(&request(SyncMode::ModifiedSince, Some("0"), None, None), &[]), Err(PluginError::BadPayload(_))));
         assert!(matches!(sync(&request(SyncMode::NewestFirstScan, None, None, None), &[]), Err(PluginError::UnsupportedEvent(_))));
         assert!(matches!(sync(&request(SyncMode::StayDateWindow, None, None, None), &[]), Err(PluginError::UnsupportedEvent(_))));
     }
