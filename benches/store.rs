@@ -160,6 +160,7 @@ async fn one_event(store: &Store, n: u64, record: &serde_json::Value) {
             result: EventResult::Success,
             failure_reason: None,
             inbox_id: inbox_id.to_string(),
+            origin: stayhook::store::Origin::Webhook,
         }],
         state: vec![StateWrite {
             account_id: "bench".into(),
