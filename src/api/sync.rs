@@ -54,7 +54,9 @@ async fn start(State(daemon): State<Arc<ApiContext>>, Path(account_id): Path<Str
             let state = daemon.store.get_sync_state(&account.id)?;
             Ok((StatusCode::ACCEPTED, Json(view(&daemon, &account, state.as_ref()))).into_response())
         }
-        Err(StartError::Running) => Err(ApiError::new(StatusCode::CONFLICT, "sync_running", "a sync of this account is running; see GET .../sync")),
+        Err(StartError::Running) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "sync_running", "a sync of this account is running; see GET .../sync"))
+        }
         Err(StartError::NotAvailable(reason)) => Err(ApiError::unprocessable("sync_not_available", reason)),
         Err(StartError::Store(reason)) => Err(ApiError::internal(reason)),
     }
@@ -87,7 +89,11 @@ pub(super) fn view(daemon: &ApiContext, account: &crate::store::Account, state: 
         (None, false, Some(_)) => "error",
         (None, false, None) => "idle",
     };
-    let modes: Vec<&str> = daemon.plugins.get(&account.pms).map(|plugin| plugin.info.sync_modes.iter().map(|mode| sync::mode_name(*mode)).collect()).unwrap_or_default();
+    let modes: Vec<&str> = daemon
+        .plugins
+        .get(&account.pms)
+        .map(|plugin| plugin.info.sync_modes.iter().map(|mode| sync::mode_name(*mode)).collect())
+        .unwrap_or_default();
     let interval = sync::interval_of(account, daemon.syncer.default_interval());
     let next_run = daemon.syncer.next_run_ms(account, state).map(model::time::from_unix_ms);
     json!({

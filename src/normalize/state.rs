@@ -462,7 +462,8 @@ mod tests {
         let deleted = |id: &str| reservation(EventType::ReservationDeleted, Statement::NotApplicable, id, "2026-07-01", t0, 2);
         let run = |events: Vec<Normalized>| {
             let mut overlay = Overlay::new();
-            let decided = decide("acc", events, true, true, &mut overlay, &mut |kind, id| Ok(table.get(&(kind, id.to_string())).cloned())).unwrap();
+            let decided =
+                decide("acc", events, true, true, &mut overlay, &mut |kind, id| Ok(table.get(&(kind, id.to_string())).cloned())).unwrap();
             decided.events.iter().map(|decision| (decision.event_type, decision.record_id.clone())).collect::<Vec<_>>()
         };
         assert_eq!(run(vec![upsert("known", "2026-07-01", t1, 2)]), vec![], "equal to the state: nothing");

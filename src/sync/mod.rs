@@ -387,7 +387,12 @@ impl Syncer {
 
     /// List one page, hand it to the normalizer and wait until it is committed. `None`: the
     /// account no longer exists.
-    async fn one_page(&self, account_id: &str, pass: &SyncPass, session: &mut Option<(u64, PluginSession)>) -> Result<Option<Page>, String> {
+    async fn one_page(
+        &self,
+        account_id: &str,
+        pass: &SyncPass,
+        session: &mut Option<(u64, PluginSession)>,
+    ) -> Result<Option<Page>, String> {
         let store = &self.ctx.store;
         let Some(account) = store.get_account(account_id).map_err(|error| error.to_string())? else { return Ok(None) };
         let plugin = self.ctx.plugins.get(&account.pms).ok_or_else(|| format!("no plugin named {:?} is loaded", account.pms))?;
