@@ -413,7 +413,7 @@ impl Model {
         };
         let sync_state = SyncState {
             watermark: Some(format!("w{}", self.now_ms)),
-            running: (self.now_ms % 2 == 0).then(|| SyncPass {
+            running: self.now_ms.is_multiple_of(2).then(|| SyncPass {
                 kind: PassKind::Reconciliation,
                 mode: "modified-since".into(),
                 deliver: true,

@@ -377,10 +377,10 @@ impl Syncer {
             }
         }
         // The account may have been deleted meanwhile: then its state is not written back.
-        if matches!(self.ctx.store.get_account(&account_id), Ok(Some(_))) {
-            if let Err(error) = self.ctx.store.put_sync_state(&account_id, &state).await {
-                tracing::error!(%account_id, %error, "storing the sync state failed");
-            }
+        if matches!(self.ctx.store.get_account(&account_id), Ok(Some(_)))
+            && let Err(error) = self.ctx.store.put_sync_state(&account_id, &state).await
+        {
+            tracing::error!(%account_id, %error, "storing the sync state failed");
         }
         self.release(&account_id);
     }
