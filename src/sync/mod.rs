@@ -107,6 +107,8 @@ pub enum StartError {
 pub struct Syncer {
     ctx: SyncContext,
     active: Mutex<HashSet<String>>,
+    /// The passes' tasks, aborted when the scheduler stops (each resumes from its stored cursor).
+    passes: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// What the scheduler does for an account now.
@@ -201,7 +203,7 @@ pub fn unavailable_reason(plugins: &PluginRegistry, account: &Account) -> Option
 impl Syncer {
     /// A syncer with no pass running.
     pub fn new(ctx: SyncContext) -> Arc<Self> {
-        Arc::new(Self { ctx, active: Mutex::new(HashSet::new()) })
+        Arc::new(Self { ctx, active: Mutex::new(HashSet::new()), passes: Mutex::new(tokio::task::JoinSet::new()) })
     }
 
     /// Whether a pass of the account runs now.
@@ -252,8 +254,14 @@ impl Syncer {
             self.release(&account.id);
             return Err(StartError::Store(error.to_string()));
         }
-        tokio::spawn(self.clone().run_pass(account.id.clone(), state));
+        self.spawn_pass(account.id.clone(), state);
         Ok(())
+    }
+
+    fn spawn_pass(self: &Arc<Self>, account_id: String, state: SyncState) {
+        let mut passes = self.passes.lock().expect("sync task set lock poisoned");
+        while passes.try_join_next().is_some() {}
+        passes.spawn(self.clone().run_pass(account_id, state));
     }
 
     fn claim(&self, account_id: &str) -> bool {
@@ -322,7 +330,7 @@ impl Syncer {
                 self.release(&account.id);
                 return Err(error);
             }
-            tokio::spawn(self.clone().run_pass(account.id.clone(), state));
+            self.spawn_pass(account.id.clone(), state);
         }
         Ok(())
     }
@@ -512,18 +520,21 @@ fn window_day(now_ms: u64, days: i64) -> String {
     (now + chrono::Duration::days(days)).format("%Y-%m-%d").to_string()
 }
 
-/// Look for due passes every [`SCAN_EVERY`] until `stop` is notified; passes in progress stop
-/// with the runtime (each resumes from its stored cursor at the next start).
+/// Look for due passes every [`SCAN_EVERY`] until `stop` is notified; then the passes in progress
+/// are stopped where they are (each resumes from its stored cursor at the next start).
 pub async fn run_scheduler(syncer: Arc<Syncer>, stop: Arc<tokio::sync::Notify>) {
     loop {
         if let Err(error) = syncer.scan().await {
             tracing::warn!(%error, "the sync scheduler could not read or write the store");
         }
         tokio::select! {
-            () = stop.notified() => return,
+            () = stop.notified() => break,
             () = tokio::time::sleep(SCAN_EVERY) => {}
         }
     }
+    let mut passes = std::mem::take(&mut *syncer.passes.lock().expect("sync task set lock poisoned"));
+    passes.abort_all();
+    while passes.join_next().await.is_some() {}
 }
 
 #[cfg(test)]
