@@ -44,6 +44,9 @@ pub const OVERLAP: Duration = Duration::from_secs(5 * 60);
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 /// How often a pass looks whether its page has been decided and committed.
 const COMMIT_POLL: Duration = Duration::from_millis(10);
+/// A page not decided within this long pauses the pass as failed (a normalizer commit that failed
+/// leaves the entry pending until the next start; the pass must not wait for it forever).
+const COMMIT_WAIT_MAX: Duration = Duration::from_secs(600);
 /// Most records one page may hold.
 const MAX_PAGE_EVENTS: usize = 1_000;
 /// The stay-date window a `stay-date-window` pass lists: from this many days back...
@@ -443,9 +446,13 @@ impl Syncer {
             let inbox_id = store.append_inbox(&entry).map_err(|error| error.to_string())?;
             store.durable().await.map_err(|error| error.to_string())?;
             self.ctx.normalizer.dispatch(&account.id, inbox_id, 0);
+            let waiting_since = std::time::Instant::now();
             let outcome = loop {
                 if let Some(outcome) = store.inbox_outcome(inbox_id).map_err(|error| error.to_string())? {
                     break outcome;
+                }
+                if waiting_since.elapsed() > COMMIT_WAIT_MAX {
+                    return Err(format!("the listed page (inbox entry {inbox_id}) was not decided within {} s", COMMIT_WAIT_MAX.as_secs()));
                 }
                 tokio::time::sleep(COMMIT_POLL).await;
             };
