@@ -143,6 +143,7 @@ async fn create(State(daemon): State<Arc<ApiContext>>, JsonBody(body): JsonBody<
                     tracing::warn!(account_id = %account.id, %error, "the initial sync did not start");
                 }
             }
+            daemon.syncer.wake();
             Ok(created(view(&daemon, &account)))
         }
         Inserted::AlreadyExists => Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("account {:?} exists already", account.id))),
@@ -205,6 +206,8 @@ async fn update(
     validate(&daemon, &account)?;
     ensure_url_token(&daemon, &mut account);
     daemon.store.put_account(&account).await?;
+    // The reconciliation interval may have changed.
+    daemon.syncer.wake();
     Ok(Json(view(&daemon, &account)))
 }
 

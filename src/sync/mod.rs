@@ -1,7 +1,8 @@
 //! Initial sync and reconciliation (issue 13): a per-account scheduler that lists the PMS's
 //! records through the plugin's `sync` export and feeds them into the normalizer's state decision.
 //!
-//! - **When.** [`run_scheduler`] looks at every account once a second ([`SCAN_EVERY`]): an
+//! - **When.** [`run_scheduler`] looks at every account when the earliest pass is due, at least
+//!   every [`SCAN_AT_LEAST_EVERY`], and when woken (an account created or changed, a pass ended): an
 //!   account whose plugin declares sync modes gets a reconciliation pass every
 //!   `reconcile_interval_secs` (the account's `reconcileIntervalSecs` overrides it, `0` is off),
 //!   the first one an interval after the account was created (listing what changed since then).
@@ -36,8 +37,9 @@ use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::plugin::{LoadedPlugin, PluginRegistry, PluginSession};
 use crate::store::{Account, InboxEntry, ListedPage, PassKind, SYNC_METHOD, Store, StoreError, SyncPass, SyncState, SyncStates};
 
-/// How often the scheduler looks for due passes.
-pub const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// The scheduler looks at every account at least this often (a plugin reloaded with sync modes,
+/// an account changed behind the API's back), besides when a pass is due or it is woken.
+pub const SCAN_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
 /// A reconciliation starts this long before the last finished pass started.
 pub const OVERLAP: Duration = Duration::from_secs(5 * 60);
 /// A pass paused by an error is resumed after this long (or the account's interval, if shorter).
@@ -112,6 +114,8 @@ pub struct Syncer {
     active: Mutex<HashSet<String>>,
     /// The passes' tasks, aborted when the scheduler stops (each resumes from its stored cursor).
     passes: Mutex<tokio::task::JoinSet<()>>,
+    /// Wakes the scheduler to look again (an account created or changed, a pass ended).
+    wake: tokio::sync::Notify,
 }
 
 /// What the scheduler does for an account now.
@@ -206,7 +210,17 @@ pub fn unavailable_reason(plugins: &PluginRegistry, account: &Account) -> Option
 impl Syncer {
     /// A syncer with no pass running.
     pub fn new(ctx: SyncContext) -> Arc<Self> {
-        Arc::new(Self { ctx, active: Mutex::new(HashSet::new()), passes: Mutex::new(tokio::task::JoinSet::new()) })
+        Arc::new(Self {
+            ctx,
+            active: Mutex::new(HashSet::new()),
+            passes: Mutex::new(tokio::task::JoinSet::new()),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Make the scheduler look at every account again now (an account was created or changed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Whether a pass of the account runs now.
@@ -302,9 +316,11 @@ impl Syncer {
         })
     }
 
-    /// One look at every account: start or resume what is due.
-    async fn scan(self: &Arc<Self>) -> Result<(), StoreError> {
+    /// One look at every account: start or resume what is due. Returns when the earliest pass
+    /// not started now is due (Unix ms), if any.
+    async fn scan(self: &Arc<Self>) -> Result<Option<u64>, StoreError> {
         let now_ms = model::time::unix_ms();
+        let mut earliest: Option<u64> = None;
         for account in self.ctx.store.list_accounts()? {
             if self.is_running(&account.id) || unavailable_reason(&self.ctx.plugins, &account).is_some() {
                 continue;
@@ -312,7 +328,13 @@ impl Syncer {
             let state = self.ctx.store.get_sync_state(&account.id)?;
             let created = created_ms(&account);
             let mut state = match next(state.as_ref(), interval_of(&account, self.ctx.settings.reconcile_interval), created, now_ms) {
-                Next::Wait(_) => continue,
+                Next::Wait(due) => {
+                    earliest = match (earliest, due) {
+                        (Some(known), Some(due)) => Some(known.min(due)),
+                        (known, due) => known.or(due),
+                    };
+                    continue;
+                }
                 Next::Resume => state.unwrap_or_default(),
                 Next::Start(kind) => {
                     let mut state = state.unwrap_or_default();
@@ -335,7 +357,7 @@ impl Syncer {
             }
             self.spawn_pass(account.id.clone(), state);
         }
-        Ok(())
+        Ok(earliest)
     }
 
     /// Run the state's pass to its end or its first failure; the account is claimed.
@@ -394,6 +416,8 @@ impl Syncer {
             tracing::error!(%account_id, %error, "storing the sync state failed");
         }
         self.release(&account_id);
+        // Its next pass is due an interval from now (or a retry): the scheduler computes when.
+        self.wake();
     }
 
     /// List one page, hand it to the normalizer and wait until it is committed. `None`: the
@@ -527,16 +551,25 @@ fn window_day(now_ms: u64, days: i64) -> String {
     (now + chrono::Duration::days(days)).format("%Y-%m-%d").to_string()
 }
 
-/// Look for due passes every [`SCAN_EVERY`] until `stop` is notified; then the passes in progress
-/// are stopped where they are (each resumes from its stored cursor at the next start).
+/// Start and resume passes when they are due (looking again when woken, and at least every
+/// [`SCAN_AT_LEAST_EVERY`]) until `stop` is notified; then the passes in progress are stopped where
+/// they are (each resumes from its stored cursor at the next start).
 pub async fn run_scheduler(syncer: Arc<Syncer>, stop: Arc<tokio::sync::Notify>) {
     loop {
-        if let Err(error) = syncer.scan().await {
-            tracing::warn!(%error, "the sync scheduler could not read or write the store");
-        }
+        let wait = match syncer.scan().await {
+            Ok(earliest) => {
+                let until_due = earliest.map(|due| Duration::from_millis(due.saturating_sub(model::time::unix_ms())));
+                until_due.map_or(SCAN_AT_LEAST_EVERY, |until_due| until_due.min(SCAN_AT_LEAST_EVERY))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the sync scheduler could not read or write the store");
+                Duration::from_secs(1)
+            }
+        };
         tokio::select! {
             () = stop.notified() => break,
-            () = tokio::time::sleep(SCAN_EVERY) => {}
+            () = syncer.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
     let mut passes = std::mem::take(&mut *syncer.passes.lock().expect("sync task set lock poisoned"));
