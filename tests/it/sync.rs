@@ -306,3 +306,35 @@ async fn a_list_api_that_stays_down_is_an_error_and_webhooks_keep_flowing() {
     .await
     .expect("the test ran past its bound");
 }
+
+/// Listing never starves webhook enrichment: with the account's API rate at one call per second a
+/// sync of eight pages takes about sixteen seconds (listing gets half the rate), and a webhook that
+/// needs an API call in the middle of it is completed and delivered while the sync still runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_enrichment_goes_ahead_of_a_running_sync() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let pms = FakePms::start().await;
+        pms.set_pages((0..8).map(|page| vec![item(&format!("s-{page}"), "2026-09-01", "2026-11-01T10:00:00Z")]).collect());
+        let daemon = Daemon::start(options()).await;
+        let receiver = Receiver::start().await;
+        account(&daemon, &pms, "acc", json!({"initialSync": {"enabled": false}, "rateLimitPerSecond": 1})).await;
+        daemon.subscribe("acc", &receiver.url).await;
+        let (status, started) = daemon.admin("POST", "/v1/accounts/acc/sync", None).await;
+        assert_eq!(status, 202, "{started}");
+        daemon.wait_for("the second page's request", async |_| pms.list_calls().iter().any(|call| call.page == 2).then_some(())).await;
+
+        let body = json!({"behaviour": "fetch", "id": "ok-1"}).to_string();
+        let (status, answer) = daemon.post_webhook("acc", body.as_bytes(), &[]).await;
+        assert_eq!(status, 200, "{answer}");
+        let delivered = receiver.next().await.json();
+        assert_eq!((delivered["data"]["record"]["id"].as_str(), delivered["data"]["result"].as_str()), (Some("ok-1"), Some("SUCCESS")));
+        let during = sync_status(&daemon, "acc").await;
+        assert_eq!(during["status"], "running", "the webhook did not wait for the sync: {during}");
+        assert!(during["current"]["pagesDone"].as_u64().unwrap() < 8, "{during}");
+
+        let done = wait_finished(&daemon, "acc", "initial-sync", None).await;
+        assert_eq!(done["lastPass"]["pagesDone"], 8, "{done}");
+    })
+    .await
+    .expect("the test ran past its bound");
+}
