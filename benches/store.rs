@@ -166,7 +166,7 @@ async fn one_event(store: &Store, n: u64, record: &serde_json::Value) {
             account_id: "bench".into(),
             kind: RecordKind::Reservation,
             record_id: format!("r{n}"),
-            record: Some(record.clone()),
+            record: Some(std::sync::Arc::new(record.clone())),
         }],
         deliveries: vec![delivery.clone()],
     };

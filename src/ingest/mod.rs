@@ -440,10 +440,63 @@ pub(crate) fn replay_digest<'a>(
 }
 
 /// Whether `body` is one JSON value: UTF-8 (also inside strings), nesting within serde_json's
-/// limit, numbers in range (`1e999` is refused). Parses into a value, as a plugin would.
+/// limit, numbers in range (`1e999` is refused). Checked as a plugin would parse it, without
+/// building the value (this runs for every webhook, before the 2xx).
 fn check_json(body: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(body).map_err(|error| format!("not UTF-8: {error}"))?;
-    serde_json::from_str::<serde_json::Value>(text).map(|_| ()).map_err(|error| error.to_string())
+    serde_json::from_str::<CheckedJson>(text).map(|_| ()).map_err(|error| error.to_string())
+}
+
+/// Any JSON value, read and dropped: numbers are parsed (so out-of-range ones are refused, which
+/// serde's `IgnoredAny` would let through) and nothing is kept.
+struct CheckedJson;
+
+impl<'de> serde::Deserialize<'de> for CheckedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CheckedJson {
+    type Value = CheckedJson;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Self, A::Error> {
+        while items.next_element::<CheckedJson>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Self, A::Error> {
+        while entries.next_entry::<CheckedJson, CheckedJson>()?.is_some() {}
+        Ok(self)
+    }
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -479,3 +532,32 @@ fn strip_parameter(query: &str, parameter: &str) -> String {
 
 /// Unix time in milliseconds (kept at this path for the api's callers; it lives in the model).
 pub(crate) use crate::model::time::unix_ms;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check accepts exactly what parsing into a value accepts.
+    #[test]
+    fn checking_json_agrees_with_parsing_it() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let cases: Vec<&[u8]> = vec![
+            br#"{"a": [1, -2, 3.5, true, null, "x\u00e9\n"], "b": {"c": {}}}"#,
+            b"1e999",
+            br#"{"n": [1e400]}"#,
+            br#"{"a": 1,}"#,
+            br#"{"\ud800": 1}"#,
+            br#"["\ud800"]"#,
+            b"{\"a\": \"\xff\"}",
+            b"[1] [2]",
+            b"",
+            b"  \"text\"  ",
+            b"18446744073709551616",
+            deep.as_bytes(),
+        ];
+        for body in cases {
+            let parsed = std::str::from_utf8(body).ok().map(|text| serde_json::from_str::<serde_json::Value>(text).is_ok());
+            assert_eq!(check_json(body).is_ok(), parsed == Some(true), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}

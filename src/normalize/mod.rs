@@ -624,11 +624,30 @@ fn render_all(events: &[wit::Event]) -> Result<Vec<Normalized>, Failure> {
         .map(model::render_event)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| Failure::failed("invalid_output", error.0))?;
-    let n_output_bytes: usize = rendered.iter().map(|event| serde_json::to_vec(&event.record).map_or(0, |bytes| bytes.len())).sum();
+    let n_output_bytes: usize = rendered.iter().map(|event| json_len(&event.record)).sum();
     if n_output_bytes > MAX_OUTPUT_BYTES {
         return Err(Failure::failed("invalid_output", format!("{n_output_bytes} bytes of output; at most {MAX_OUTPUT_BYTES}")));
     }
     Ok(rendered)
+}
+
+/// The length of a value's JSON text, counted as it is written: nothing is kept (the record is
+/// serialized for real once, when its event is stored).
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A JSON map with string keys cannot fail to serialize, and the sink never fails.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Where listed records come from and whether their events are delivered.
@@ -763,6 +782,13 @@ pub(crate) fn lane(event_type: crate::model::EventType, record_id: &str) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_output_size_is_the_length_of_the_json_text() {
+        let record = serde_json::json!({"id": "r-1", "guest": {"name": "Zoë \"Q\"", "n": [1, 2.5, null]}, "note": "line\nbreak"});
+        assert_eq!(json_len(&record), serde_json::to_vec(&record).unwrap().len());
+        assert_eq!(json_len(&serde_json::json!({})), 2);
+    }
 
     #[test]
     fn event_ids_are_reproducible_per_entry_generation_and_position() {

@@ -9,6 +9,7 @@
 //! delivered. Events of one webhook see each other's effects, in order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -39,7 +40,7 @@ const VOLATILE_KEYS: &[&str] = &["updatedAt", "previousArrivalDate", "previousDe
 /// State written by decisions not yet committed: `(account, kind, record id)` to the record (or
 /// `None`, removed). A worker decides a run of webhooks before it commits them together, so each
 /// decision must see the ones before it.
-pub(super) type Overlay = HashMap<(String, RecordKind, String), Option<Value>>;
+pub(super) type Overlay = HashMap<(String, RecordKind, String), Option<Arc<Value>>>;
 
 /// Reads a record's committed state: (kind, record id) to the record, if stored.
 pub(super) type StateLookup<'a> = dyn FnMut(RecordKind, &str) -> Result<Option<Value>, StoreError> + 'a;
@@ -64,10 +65,10 @@ pub(super) fn decide(
 ) -> Result<Decided, StoreError> {
     let mut decided = Decided { events: Vec::new(), state: Vec::new(), n_unchanged: 0 };
     let key = |kind: RecordKind, record_id: &str| (account_id.to_string(), kind, record_id.to_string());
-    let mut stored = |kind: RecordKind, record_id: &str, overlay: &Overlay| -> Result<Option<Value>, StoreError> {
+    let mut stored = |kind: RecordKind, record_id: &str, overlay: &Overlay| -> Result<Option<Arc<Value>>, StoreError> {
         match overlay.get(&key(kind, record_id)) {
             Some(value) => Ok(value.clone()),
-            None => stored(kind, record_id),
+            None => Ok(stored(kind, record_id)?.map(Arc::new)),
         }
     };
     for (position, event) in events.into_iter().enumerate() {
@@ -104,12 +105,13 @@ pub(super) fn decide(
                     let date = day.get("date").and_then(Value::as_str).unwrap_or_default().to_string();
                     let day_id = format!("{}/{date}", event.record_id);
                     let previous = stored(kind, &day_id, overlay)?;
-                    if drop_unchanged && previous.as_ref() == Some(&day) {
+                    if drop_unchanged && previous.as_deref() == Some(&day) {
                         continue;
                     }
+                    changed.push(day.clone());
+                    let day = Arc::new(day);
                     overlay.insert(key(kind, &day_id), Some(day.clone()));
-                    decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: day_id, record: Some(day.clone()) });
-                    changed.push(day);
+                    decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: day_id, record: Some(day) });
                 }
                 if changed.is_empty() {
                     decided.n_unchanged += 1;
@@ -155,7 +157,7 @@ pub(super) fn decide(
                         to_store.insert(key.into(), Value::String(String::new()));
                     }
                 }
-                let to_store = Value::Object(to_store);
+                let to_store = Arc::new(Value::Object(to_store));
                 overlay.insert(key(kind, &event.record_id), Some(to_store.clone()));
                 decided.state.push(StateWrite {
                     account_id: account_id.into(),
@@ -202,13 +204,10 @@ fn is_older(record: &Map<String, Value>, previous: &Value) -> bool {
 /// Whether two records are the same but for volatile keys.
 fn same_record(previous: &Value, current: &Map<String, Value>) -> bool {
     let Value::Object(previous) = previous else { return false };
-    let significant = |map: &Map<String, Value>| {
-        map.iter()
-            .filter(|(key, _)| !VOLATILE_KEYS.contains(&key.as_str()))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect::<Map<_, _>>()
-    };
+    let significant = |map: &'_ Map<String, Value>| map.iter().filter(|(key, _)| !VOLATILE_KEYS.contains(&key.as_str())).count();
+    // Maps compare as sets of keys (as `Map`'s own equality does), without copying either.
     significant(previous) == significant(current)
+        && current.iter().filter(|(key, _)| !VOLATILE_KEYS.contains(&key.as_str())).all(|(key, value)| previous.get(key) == Some(value))
 }
 
 /// Set `previous_key` to the stored value of `key` when it differs from the new one.
@@ -437,7 +436,7 @@ mod tests {
             let writes: Vec<(&str, bool)> = decided.state.iter().map(|write| (write.record_id.as_str(), write.record.is_some())).collect();
             assert_eq!(writes, row.state, "{}: state writes", row.name);
             for write in &decided.state {
-                if let Some(Value::Object(record)) = &write.record {
+                if let Some(Value::Object(record)) = write.record.as_deref() {
                     assert_eq!(
                         record.get("previousArrivalDate").and_then(Value::as_str).unwrap_or(""),
                         "",

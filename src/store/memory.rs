@@ -256,7 +256,7 @@ impl Ledger for MemoryStore {
             for write in batch.state {
                 let key = (write.account_id, write.kind, write.record_id);
                 match write.record {
-                    Some(record) => inner.state.insert(key, record),
+                    Some(record) => inner.state.insert(key, std::sync::Arc::unwrap_or_clone(record)),
                     None => inner.state.remove(&key),
                 };
             }

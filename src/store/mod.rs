@@ -164,8 +164,9 @@ pub struct StateWrite {
     pub kind: RecordKind,
     /// The record id (for calendars: property id, `/`, date).
     pub record_id: String,
-    /// The new record, or `None` to remove it.
-    pub record: Option<serde_json::Value>,
+    /// The new record, or `None` to remove it (shared with the decisions of the same run that
+    /// read it back, so it is not copied).
+    pub record: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// Everything one normalization writes, atomically with taking its inbox entry out of pending.

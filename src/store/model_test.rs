@@ -203,7 +203,7 @@ impl Model {
                     account_id: account.to_string(),
                     kind: RecordKind::Reservation,
                     record_id: record.to_string(),
-                    record: (!delete).then(|| json!({"id": record, "event": event_id})),
+                    record: (!delete).then(|| std::sync::Arc::new(json!({"id": record, "event": event_id}))),
                 };
                 for subscription in subscriptions {
                     let ids = self.both().map(|(store, _)| store.new_delivery_id().unwrap());

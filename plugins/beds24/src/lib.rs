@@ -11,6 +11,8 @@
 //!   from its state; a cancellation carries status `cancelled`).
 //! - Inventory webhook `{"roomId","propId","ownerId","action":"SYNC_ROOM"}` → `calendar-updated`
 //!   for the property and room type, with no days: the webhook only says the room needs syncing.
+//! - Reconciliation (`sync`, modified-since): API V2 `GET /bookings?modifiedFrom=` page by page,
+//!   every booking (cancelled ones included) → `reservation-upserted` (see [`listing`]).
 //! - When the API fails for good, the reservation is reported incomplete (result FAILURE, its id).
 //!
 //! # What it deliberately does not
@@ -21,6 +23,7 @@
 //! Beds24 signs nothing: the host verifies a token in the listener URL (`?token=...`). Beds24's
 //! booking webhook URL keeps its own query string and appends `bookid`/`status` to it.
 
+pub mod listing;
 pub mod mapping;
 pub mod registration;
 
@@ -29,8 +32,7 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
-        sync_modes: Vec::new(),
+        sync_modes: vec![SyncMode::ModifiedSince],
         name: "beds24".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Beds24".into(),
@@ -49,4 +51,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: registration::subscribe,
+    sync: listing::sync,
 }

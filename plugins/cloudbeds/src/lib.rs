@@ -11,6 +11,8 @@
 //! - `reservation/deleted` → `reservation-deleted(id)`: Cloudbeds really removes it; no API call.
 //! - When the API fails for good, the reservation is reported incomplete (result FAILURE, its id).
 //! - With the account setting `propertyID`, a webhook for another property is refused.
+//! - Reconciliation (`sync`, modified-since): `getReservationsWithRateDetails` by modification
+//!   date, each row mapped like a `getReservation` answer, deleted rows as deletions (`listing.rs`).
 //!
 //! # What it deliberately does not
 //! - Guest, transaction and other objects' events are skipped as unsupported.
@@ -19,6 +21,7 @@
 //! Registration (`subscribe`) lists the subscriptions with `getWebhooks` and creates the missing
 //! ones with `postWebhook`, one per object/action pair; unregistering calls `deleteWebhook`.
 
+pub mod listing;
 pub mod mapping;
 pub mod registration;
 
@@ -27,8 +30,7 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
-        sync_modes: Vec::new(),
+        sync_modes: vec![SyncMode::ModifiedSince],
         name: "cloudbeds".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Cloudbeds".into(),
@@ -48,4 +50,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: registration::subscribe,
+    sync: listing::sync,
 }

@@ -11,6 +11,8 @@
 //! - `listing.calendar.updated` → one `calendar-updated` per listing in the payload, no fetch.
 //! - `reservation.messageReceived` / `reservation.messageSent` → `conversation-updated` with the
 //!   whole thread (the conversation and its posts are fetched).
+//! - Reconciliation (`sync`, modified-since): the (deprecated) reservation list filtered by
+//!   `lastUpdatedAt`, paged by key (`listing.rs`); each row maps like a webhook's reservation.
 //! - An API call that failed for good → `incomplete` (result FAILURE) for the record it was for.
 //!
 //! The tables are in the crate README. Mapping code lives in plain modules; this file only
@@ -18,6 +20,7 @@
 
 pub mod calendar;
 pub mod conversation;
+pub mod listing;
 pub mod mapping;
 pub mod registration;
 pub mod reservation;
@@ -27,8 +30,7 @@ use stayhook_plugin_sdk::model::*;
 /// What `describe` answers.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
-        sync_modes: Vec::new(),
+        sync_modes: vec![SyncMode::ModifiedSince],
         name: "guesty".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Guesty".into(),
@@ -49,4 +51,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: registration::subscribe,
+    sync: listing::sync,
 }

@@ -11,6 +11,8 @@
 //! - `message.created` → `conversation-updated` with the reservation's thread, fetched with
 //!   `GET /v2/reservations/{uuid}/messages`; an API that stays down yields an incomplete
 //!   conversation (`conversation.rs`).
+//! - Reconciliation (`sync`, stay-date-window): `GET /v2/reservations` by check-in, then by
+//!   check-out date in the window, per property; rows map like a webhook's `data` (`listing.rs`).
 //!
 //! # What it deliberately does not
 //! - `property.*`, `review.created` and `integration.disconnected` are refused as unsupported:
@@ -18,6 +20,7 @@
 //! - No automatic registration: Hospitable documents no webhook API (`registration.rs`).
 
 pub mod conversation;
+pub mod listing;
 pub mod mapping;
 pub mod registration;
 
@@ -26,8 +29,7 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
-        sync_modes: Vec::new(),
+        sync_modes: vec![SyncMode::StayDateWindow],
         name: "hospitable".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Hospitable".into(),
@@ -39,7 +41,7 @@ pub fn plugin_info() -> PluginInfo {
             encoding: SignatureEncoding::Hex,
             prefix: None,
         }),
-        // Only for the message thread of `message.created`; the token is a Personal Access Token
+        // For the message thread of `message.created` and the reservation list of `sync`; the token is a Personal Access Token
         // or an OAuth access token of the Hospitable account (`Authorization: Bearer`).
         api: Some(ApiInfo { base_url: "https://public.api.hospitable.com".into(), allowed_hosts: Vec::new(), auth: AuthScheme::Bearer }),
     }
@@ -49,4 +51,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: registration::subscribe,
+    sync: listing::sync,
 }

@@ -17,6 +17,9 @@
 //!   host (`conversation.rs`); an API that stays down yields an incomplete (FAILURE) conversation.
 //! - A dashboard test delivery (`"data": "test"`) → no events.
 //!
+//! - Reconciliation (`sync`, newest-first-scan): `GET /v1/reservations` newest change first, paged
+//!   with `afterId`, each row mapped like a webhook's reservation (`listing.rs`).
+//!
 //! # What it deliberately does not
 //! - Other or future events are refused as unsupported (Hostaway asks for a 200 on events a
 //!   receiver does not know; the host records them as skipped).
@@ -30,6 +33,7 @@
 //!   as a bad payload. Authenticity itself is HTTP Basic auth, checked by the host.
 
 pub mod conversation;
+pub mod listing;
 pub mod mapping;
 pub mod registration;
 
@@ -38,8 +42,7 @@ use stayhook_plugin_sdk::model::*;
 /// Hostaway's API, as `describe` declares it.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
-        sync_modes: Vec::new(),
+        sync_modes: vec![SyncMode::NewestFirstScan],
         name: "hostaway".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Hostaway".into(),
@@ -60,4 +63,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: registration::subscribe,
+    sync: listing::sync,
 }

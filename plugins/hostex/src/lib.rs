@@ -9,6 +9,9 @@
 //!   mapped. Created → `reservation-created`, updated → `reservation-updated` (a cancellation is an
 //!   update whose status is `cancelled`).
 //! - `property_availability_updated` carries the days itself → `calendar-updated`.
+//! - Reconciliation (`sync`): Query Reservations newest first (by `created_at`, then by
+//!   `cancelled_at`) down to the watermark, or by a stay-date window; each stay →
+//!   `reservation-upserted` (see [`listing`]).
 //! - When the API fails for good, the stay is reported incomplete (result FAILURE, its stay code).
 //!
 //! # What it deliberately does not
@@ -18,6 +21,7 @@
 //! Hostex sends its webhook secret in the `Hostex-Webhook-Secret-Token` header; the host compares it
 //! with the account's secret. Registration is by hand in Hostex's settings (see `subscribe`).
 
+pub mod listing;
 pub mod mapping;
 
 use stayhook_plugin_sdk::model::*;
@@ -25,8 +29,9 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
-        sync_modes: Vec::new(),
+        // No "changed since" filter: newest first by creation and cancellation, and stay windows
+        // for the other edits.
+        sync_modes: vec![SyncMode::NewestFirstScan, SyncMode::StayDateWindow],
         name: "hostex".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Hostex".into(),
@@ -57,4 +62,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: subscribe,
+    sync: listing::sync,
 }

@@ -11,6 +11,8 @@
 //! - `NEW_INBOX_MESSAGE`, `INBOX_THREAD_UPDATED` with a `lead_uid` → `conversation-updated`: the
 //!   lead and its messages (`GET /api/v3.2/messages?leadUid=`) are fetched in one round.
 //! - When the API fails for good, the record is reported incomplete (result FAILURE, its id).
+//! - Reconciliation (`sync`, stay-date-window): the agency's leads whose stay overlaps the window,
+//!   from the same list endpoint, mapped by the same code (`listing.rs`).
 //!
 //! # What it deliberately does not
 //! - Message callbacks that carry only `message_uid`/`thread_uid` are skipped as unsupported: the
@@ -21,6 +23,7 @@
 //! Hostfully does not sign callbacks: the host verifies a token in the listener URL
 //! (`?token=...`), generated per account.
 
+pub mod listing;
 pub mod mapping;
 pub mod registration;
 
@@ -29,8 +32,7 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
-        sync_modes: Vec::new(),
+        sync_modes: vec![SyncMode::StayDateWindow],
         name: "hostfully".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Hostfully".into(),
@@ -48,4 +50,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: registration::subscribe,
+    sync: listing::sync,
 }

@@ -9,10 +9,13 @@
 //!   `reservation-updated`. The message carries the reservation id only; the reservation is
 //!   fetched with `GET /reservations/{id}?include_related_objects=1` (header `x-api-key`).
 //! - When the API fails for good, the reservation is reported incomplete (result FAILURE, its id).
+//! - Reconciliation (`sync`, stay-date-window): `GET /reservations` filtered to the stays overlapping
+//!   the window, each row mapped like the fetched reservation (`listing.rs`).
 //!
 //! # What it deliberately does not
 //! - `message_new` and the listing notifications are skipped as unsupported (see the README).
 
+pub mod listing;
 pub mod mapping;
 
 use stayhook_plugin_sdk::model::*;
@@ -20,8 +23,8 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // Hostify's reservation list has no modified-since filter: no sync modes (see the README).
-        sync_modes: Vec::new(),
+        // No modified-since filter: the list is swept by stay dates (see the README's "Sync").
+        sync_modes: vec![SyncMode::StayDateWindow],
         name: "hostify".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "Hostify".into(),
@@ -53,4 +56,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: subscribe,
+    sync: listing::sync,
 }

@@ -10,6 +10,9 @@
 //!   documentation gives no item schema for them. iGMS has no message webhook.
 //! - No API calls: the booking item carries what the unified record needs except the guest, which
 //!   only the guests API would give (README, open points).
+//! - Reconciliation (`sync`): not available. `GET v1/bookings?from_updated_date=` exists, but iGMS
+//!   takes its token as a query parameter, which the contract's auth schemes cannot send (README,
+//!   "Sync").
 //!
 //! iGMS documents no signature: the host verifies a token in the listener URL (`?token=...`).
 
@@ -27,6 +30,8 @@ pub fn plugin_info() -> PluginInfo {
         // No signature, header or IP list is documented: a secret token in the listener URL.
         verification: VerificationScheme::UrlToken("token".into()),
         api: None,
+        // No reconciliation: the bookings list takes the token as the `access_token` query
+        // parameter, which no contract auth scheme sends (README, "Sync").
         sync_modes: Vec::new(),
     }
 }

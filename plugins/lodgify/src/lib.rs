@@ -30,7 +30,9 @@ use stayhook_plugin_sdk::model::*;
 /// the API it calls (registration only: no normalize step needs it).
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
+        // Reconciliation not available: the v2 booking list's object (known only from third
+        // parties) is not the webhook body this plugin maps, so a listed booking would not read as
+        // its stored state (see the README's "Sync").
         sync_modes: Vec::new(),
         name: "lodgify".into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -14,9 +14,13 @@
 //! - A create/update without an inline `entity` is completed with `GET /v2/bookings/{id}` (or
 //!   `/v2/messages/{id}`); when the API fails for good the record is reported incomplete.
 //!
+//! - Reconciliation (`sync`, modified-since): `GET /v2/bookings?since_utc=` page by page, each
+//!   booking → `reservation-upserted` (see [`listing`]).
+//!
 //! OwnerRez does not sign deliveries: it sends HTTP Basic credentials set on the OAuth app,
 //! checked by the host. The API is called with the connection's OAuth access token (bearer).
 
+pub mod listing;
 pub mod mapping;
 pub mod registration;
 
@@ -25,8 +29,7 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
-        sync_modes: Vec::new(),
+        sync_modes: vec![SyncMode::ModifiedSince],
         name: "ownerrez".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pms: "OwnerRez".into(),
@@ -40,4 +43,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: registration::subscribe,
+    sync: listing::sync,
 }

@@ -11,6 +11,8 @@
 //! # What it deliberately does not
 //! - Other events (clients, rentals, inbox, availability, payments, …) are skipped as unsupported.
 //! - The client (guest) is only a link id in the booking: no guest details without an API call.
+//! - Reconciliation (`sync`): not available, for want of an authorization-code token scheme in
+//!   the contract (README, "Sync").
 //!
 //! Verification: `X-Content-Signature`, hex HMAC-SHA1 with the application's secret over the
 //! Base64 of the body as Ruby's `Base64.encode64` writes it (contract v0.2's
@@ -24,7 +26,8 @@ use stayhook_plugin_sdk::model::*;
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
         // `GET /bookings?updated_since=` would serve reconciliation, but it needs OAuth 2.0
-        // authorization-code tokens, which the contract's API schemes do not carry yet.
+        // authorization-code tokens (2-hour access tokens, rotating refresh tokens), which the
+        // contract's API schemes do not carry yet (README, "Sync").
         sync_modes: Vec::new(),
         name: "smily".into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -12,6 +12,8 @@
 //! - `newMessage` and `updateRates` are skipped as unsupported: no public source shows their
 //!   payloads, so no conversation or calendar is built from them (README, open points).
 //! - Currency: Smoobu's booking object carries none, so it stays unknown.
+//! - Reconciliation (`sync`): not available. The reservation list needs HMAC-signed requests
+//!   (`X-Timestamp`, `X-Nonce`, `X-Signature`) that no host auth scheme makes (README, "Sync").
 //!
 //! Smoobu signs nothing: the host verifies a token in the listener URL (`?token=...`).
 
@@ -23,7 +25,8 @@ use stayhook_plugin_sdk::model::*;
 /// What the plugin declares.
 pub fn plugin_info() -> PluginInfo {
     PluginInfo {
-        // No listing for reconciliation (yet): `sync` answers unsupported.
+        // No reconciliation: Smoobu's API takes only HMAC-signed requests since 2026-09-25, which
+        // the contract's auth schemes cannot make (README, "Sync"); `sync` answers unsupported.
         sync_modes: Vec::new(),
         name: "smoobu".into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -8,11 +8,16 @@
 //!
 //! # What it deliberately does not
 //! - No API calls while normalizing: the booking is complete (fat). The API is declared for the
-//!   automatic registration of the hooks (`POST /hooks`, `DELETE /hooks/{id}`).
+//!   automatic registration of the hooks (`POST /hooks`, `DELETE /hooks/{id}`) and for `sync`.
 //! - No messages or calendars: no such Uplisting hook was found.
+//!
+//! Reconciliation (`sync`, stay-date-window only: Uplisting has no "changed since" filter): the
+//! account's properties, then each property's bookings in the window, each booking →
+//! `reservation-upserted` (see [`listing`]).
 //!
 //! Uplisting signs nothing that was captured: the host verifies a token in the listener URL.
 
+pub mod listing;
 pub mod mapping;
 pub mod registration;
 
@@ -34,7 +39,7 @@ pub fn plugin_info() -> PluginInfo {
             allowed_hosts: Vec::new(),
             auth: AuthScheme::ApiKeyHeader("authorization".into()),
         }),
-        sync_modes: Vec::new(),
+        sync_modes: vec![SyncMode::StayDateWindow],
     }
 }
 
@@ -42,4 +47,5 @@ stayhook_plugin_sdk::plugin! {
     describe: plugin_info,
     normalize: mapping::normalize,
     subscribe: registration::subscribe,
+    sync: listing::sync,
 }

@@ -82,7 +82,7 @@ pub(super) fn prepare_normalized(index: &Index, batches: Vec<NormalizedBatch>) -
         let state = batch
             .state
             .iter()
-            .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_ref().map(encode_state)))
+            .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_deref().map(encode_state)))
             .collect();
         prepared.push(PreparedBatch { inbox_id: batch.inbox_id, outcome: batch.outcome, events, state, deliveries: batch.deliveries });
     }
@@ -209,7 +209,11 @@ fn apply_normalized(index: &Index, batch: PreparedBatch, changes: &mut DueChange
 fn apply_attempt(index: &Index, job: AttemptJob, changes: &mut DueChanges) -> Result<(), StoreError> {
     let AttemptJob { previous, next, attempt, now_ms, hold_lane } = job;
     changes.removed.push((previous.next_attempt_at_ms, previous.id));
-    let mut record = index.delivery_record(next.id)?.unwrap_or_else(|| fresh(&next));
+    // A delivery never attempted has the record it was enqueued with (no attempts, ordered by its
+    // id: only a revived dead letter, attempted before, is reordered), so its first attempt, the
+    // hot path's, writes without reading it back.
+    let stored = if previous.attempts == 0 { None } else { index.delivery_record(next.id)? };
+    let mut record = stored.unwrap_or_else(|| fresh(&next));
     record.delivery = next.clone();
     if let Some(attempt) = attempt {
         record.attempts.retain(|known| known.attempt != attempt.attempt);
