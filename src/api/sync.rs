@@ -66,6 +66,7 @@ fn pass_view(pass: &SyncPass) -> Value {
     json!({
         "kind": pass.kind.as_str(),
         "mode": pass.mode,
+        "modesLeft": pass.modes_left.iter().map(|(mode, _)| mode.as_str()).collect::<Vec<_>>(),
         "deliver": pass.deliver,
         "since": pass.since,
         "startedAt": pass.started_at,

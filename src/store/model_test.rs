@@ -427,6 +427,7 @@ impl Model {
                 recovered: 1,
                 errors: 0,
                 last_error: None,
+                modes_left: vec![("stay-date-window".into(), Some("2026-11-06".into()))],
             }),
             last_pass: None,
             last_error: None,

@@ -91,6 +91,11 @@ pub struct SyncPass {
     /// Why the last one failed.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The modes still to list after this one, each with its `since` (a reconciliation lists with
+    /// every mode the plugin declares, best first: one plugin may need a newest-first scan for new
+    /// records and a stay-date window for edits).
+    #[serde(default)]
+    pub modes_left: Vec<(String, Option<String>)>,
 }
 
 /// An account's sync state.

@@ -290,18 +290,23 @@ impl Syncer {
     }
 
     /// A new pass of the plugin's best mode.
+    /// A new pass: an initial sync lists with the plugin's best mode (everything it can list); a
+    /// reconciliation with every mode the plugin declares, best first, one after the other.
     fn new_pass(&self, account: &Account, kind: PassKind, deliver: bool, since: Option<String>) -> Option<SyncPass> {
         let plugin = self.ctx.plugins.get(&account.pms)?;
-        let mode = *plugin.info.sync_modes.first()?;
         let now_ms = model::time::unix_ms();
-        let since = match (mode, kind) {
+        let since_of = |mode: wit::SyncMode| match (mode, kind) {
             (wit::SyncMode::StayDateWindow, _) => Some(window_day(now_ms, -WINDOW_DAYS_BACK)),
             (_, PassKind::InitialSync) => None,
-            (_, PassKind::Reconciliation) => since,
+            (_, PassKind::Reconciliation) => since.clone(),
         };
+        let mut modes = plugin.info.sync_modes.iter().map(|mode| (mode_name(*mode).to_string(), since_of(*mode)));
+        let (mode, since) = modes.next()?;
+        let modes_left = if kind == PassKind::Reconciliation { modes.collect() } else { Vec::new() };
         Some(SyncPass {
             kind,
-            mode: mode_name(mode).to_string(),
+            mode,
+            modes_left,
             deliver,
             cursor: None,
             since,
@@ -381,7 +386,14 @@ impl Syncer {
             pass.cursor = page.next_cursor.clone();
             self.ctx.metrics.sync_page(&page.pms, if pass.kind == PassKind::Reconciliation { page.n_events } else { 0 });
             if !page.more || page.next_cursor.is_none() {
-                break Ok(());
+                if pass.modes_left.is_empty() {
+                    break Ok(());
+                }
+                // This mode is done: the next one starts at its first page.
+                let (mode, since) = pass.modes_left.remove(0);
+                pass.mode = mode;
+                pass.since = since;
+                pass.cursor = None;
             }
             state.running = Some(pass.clone());
             if let Err(error) = self.ctx.store.put_sync_state(&account_id, &state).await {
@@ -603,6 +615,7 @@ mod tests {
                 recovered: 0,
                 errors: u64::from(error.is_some()),
                 last_error: error.map(str::to_owned),
+                modes_left: Vec::new(),
             }),
             last_error: error.map(|error| (error.to_string(), String::new())),
             last_ended_at_ms: Some(ended_ms),
