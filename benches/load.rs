@@ -26,8 +26,9 @@
 //!
 //! `LOAD_RECORDS=50000` posts updates of that many reservations in turn instead of a new
 //! reservation each (the store's state then stays bounded, as an operator's does).
-//! `LOAD_RETENTION=90s` runs the daemon with that retention for delivered events and raw webhooks
-//! (the growth scenario then shows whether the data dir, memory and start-up stay flat).
+//! `LOAD_RETENTION=90s` runs the daemon with that retention for delivered events and raw webhooks,
+//! and that duplicate-suppression window (the growth scenario then shows whether the data dir,
+//! memory and start-up stay flat).
 //!
 //! `STAYHOOK_BIN=/path/to/stayhook` drives another build of the daemon (a before/after comparison
 //! in one script); by default the bench drives the binary cargo built with it.
@@ -161,9 +162,13 @@ impl Daemon {
         let binary = std::env::var_os("STAYHOOK_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stayhook")));
         let mut command = Command::new(binary);
         // LOAD_RETENTION (e.g. "90s"): keep delivered events and raw webhooks that long, pruning
-        // every second (the growth scenario with retention).
+        // every second (the growth scenario with retention), and duplicate-suppression digests
+        // as long: the scenario puts a day's webhooks into minutes, and digests kept their
+        // default 24 hours would measure a dedup set of every webhook sent instead of history.
         if let Ok(retention) = std::env::var("LOAD_RETENTION") {
+            let window = humantime::parse_duration(&retention).expect("LOAD_RETENTION is a duration such as 90s");
             command
+                .env("STAYHOOK_DEDUP_WINDOW_SECS", window.as_secs().max(1).to_string())
                 .env("STAYHOOK_RETENTION_EVENTS", &retention)
                 .env("STAYHOOK_RETENTION_INBOX", &retention)
                 .env("STAYHOOK_RETENTION_PRUNE_INTERVAL_MS", "1000")

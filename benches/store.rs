@@ -12,6 +12,9 @@
 //!   group commit (one flush acknowledges every append made before it,
 //!   `src/store/sled_backend/commit.rs`) against a flush per append. Criterion.
 //!
+//! - `growth`: the store alone growing past its retention window (see [`growth`]); run only when
+//!   named, it takes minutes.
+//!
 //! `cargo bench --bench store`, or `cargo bench --bench store -- hot_path` for one of them.
 
 use std::sync::Arc;
@@ -30,11 +33,19 @@ use stayhook::store::{
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BODY: &[u8] = include_bytes!("../plugins/hostaway/tests/cases/reservation-created/body.json");
+const EXPECTED: &[u8] = include_bytes!("../plugins/hostaway/tests/cases/reservation-created/expected.json");
+
+/// The hot path's fixed arrival time.
+const T0_MS: u64 = 1_763_000_000_000;
 
 fn entry() -> InboxEntry {
+    entry_at(T0_MS)
+}
+
+fn entry_at(received_at_ms: u64) -> InboxEntry {
     InboxEntry {
         account_id: "bench".into(),
-        received_at_ms: 1_763_000_000_000,
+        received_at_ms,
         method: "POST".into(),
         query: String::new(),
         content_type: Some("application/json".into()),
@@ -118,16 +129,25 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 
 /// One event's way through storage, as the daemon's stages make it.
 async fn one_event(store: &Store, n: u64, record: &serde_json::Value) {
-    let inbox_id: InboxId = store.append_inbox(&entry()).unwrap();
+    one_event_of(store, T0_MS, n, format!("r{n}"), record).await;
+}
+
+/// [`one_event`] for record `record_id`, arriving at `received_at_ms` with its digest remembered
+/// (as the listener does), its event id a UUID v7 of that time (as the normalizer makes it).
+async fn one_event_of(store: &Store, received_at_ms: u64, n: u64, record_id: String, record: &serde_json::Value) {
+    let inbox_id: InboxId = store.append_inbox(&entry_at(received_at_ms)).unwrap();
     store.durable().await.unwrap();
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    store.remember_digest("bench", &digest, received_at_ms).unwrap();
     let delivery_id = store.new_delivery_id().unwrap();
-    let event_id = format!("0193b0c0-0000-7000-8000-{n:012x}");
+    let event_id = format!("{:08x}-{:04x}-7000-8000-{n:012x}", received_at_ms >> 16, received_at_ms & 0xffff);
     let delivery = Delivery {
         id: delivery_id,
         event_id: event_id.clone(),
         subscription_id: "sub".into(),
         account_id: "bench".into(),
-        lane: format!("r{n}"),
+        lane: record_id.clone(),
         attempts: 0,
         retry_base: 0,
         status: DeliveryStatus::Pending,
@@ -155,7 +175,7 @@ async fn one_event(store: &Store, n: u64, record: &serde_json::Value) {
             timestamp: "2026-12-06T00:00:00.000Z".into(),
             integration_account_id: "bench".into(),
             workspace_id: "ws".into(),
-            record_id: format!("r{n}"),
+            record_id: record_id.clone(),
             record: record.clone(),
             result: EventResult::Success,
             failure_reason: None,
@@ -165,8 +185,8 @@ async fn one_event(store: &Store, n: u64, record: &serde_json::Value) {
         state: vec![StateWrite {
             account_id: "bench".into(),
             kind: RecordKind::Reservation,
-            record_id: format!("r{n}"),
-            record: Some(std::sync::Arc::new(record.clone())),
+            record_id,
+            record: Some(Arc::new(record.clone())),
         }],
         deliveries: vec![delivery.clone()],
     };
@@ -239,11 +259,154 @@ fn hot_path() {
     println!("{:<10} {:>14.1} {:>12.0} {:>16} {:>16}", "sled", per(cpu), events as f64 / wall.as_secs_f64(), bytes / events, kept / events);
 }
 
+/// Resident memory of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The store alone growing past its retention window: `STORE_GROWTH_EVENTS` (300,000) events on
+/// `STORE_RECORDS` (50,000) reservations updated in turn, in rounds of 5,000 from 64 writers, one
+/// arriving at the wall-clock time of their round; after each round a retention pass keeps the last `STORE_WINDOW`
+/// (60,000) events and raw webhooks and the digests of that window (as the daemon's pruner and
+/// digest expiry do). Printed every 50,000 events: sled's index and the segments on disk, RSS, CPU
+/// per event; at the end the time to open the store again (start-up's storage part).
+/// `STORE_CACHE_MB` (32, the daemon's default) sets sled's page cache.
+fn growth() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(512).build().unwrap();
+    let events = env_number("STORE_GROWTH_EVENTS", 300_000);
+    let records = env_number("STORE_RECORDS", 50_000).max(1);
+    let window = env_number("STORE_WINDOW", 60_000);
+    let cache_bytes = env_number("STORE_CACHE_MB", 32) << 20;
+    let (round, writers) = (5_000, 64);
+    let base = std::env::var_os("BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let path = dir.path().join("data");
+    println!(
+        "growth: {events} events on {records} records, the last {window} kept, pruned every {round}, sled cache {} MiB",
+        cache_bytes >> 20
+    );
+    println!("{:>9} {:>10} {:>13} {:>8} {:>13}", "events", "index MiB", "segments MiB", "RSS MiB", "CPU µs/event");
+    // The unified record the Hostaway plugin renders for BODY (what the daemon stores as state).
+    let expected: serde_json::Value = serde_json::from_slice(EXPECTED).unwrap();
+    let record = expected[0]["record"].clone();
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    {
+        let store = stayhook::store::open_data_dir(&path, cache_bytes, 16 << 20).unwrap();
+        let (mut cpu, mut printed) = (cpu_time(), 0);
+        // Each round's events arrive at the wall-clock time the round starts (as the listener
+        // stamps them, so segment files' ages compare with the cutoffs as in the daemon).
+        let mut round_started_ms = Vec::new();
+        // STORE_PRUNE_CONCURRENT=1: prune from a thread of its own every second while the
+        // writers go on, as the daemon's pruner does, instead of between rounds.
+        let pruner = (env_number("STORE_PRUNE_CONCURRENT", 0) == 1).then(|| {
+            let latest = Arc::new(std::sync::Mutex::new(None::<u64>));
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (store, seen, stopped) = (store.clone(), latest.clone(), stop.clone());
+            let thread = std::thread::spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let Some(cutoff) = *seen.lock().unwrap() else { continue };
+                    let now_ms = stayhook::model::time::unix_ms();
+                    let cutoffs = stayhook::store::RetentionCutoffs {
+                        events_before_ms: cutoff,
+                        inbox_before_ms: cutoff,
+                        dead_letters_before_ms: cutoff,
+                        now_ms,
+                    };
+                    while store.prune_blocking(&cutoffs, 5_000).unwrap().more {}
+                    store.expire_digests_blocking(now_ms, now_ms - cutoff).unwrap();
+                }
+            });
+            (latest, (stop, thread))
+        });
+        for start in (0..events).step_by(round as usize) {
+            let end = (start + round).min(events);
+            let round_ms = stayhook::model::time::unix_ms().max(round_started_ms.last().map_or(0, |last| last + 1));
+            round_started_ms.push(round_ms);
+            runtime.block_on(async {
+                let tasks: Vec<_> = (0..writers)
+                    .map(|writer| {
+                        let (store, record) = (store.clone(), record.clone());
+                        tokio::spawn(async move {
+                            for n in (start + writer..end).step_by(writers as usize) {
+                                one_event_of(&store, round_ms, n, format!("r{}", n % records), &record).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            });
+            // Keep the rounds holding the last `window` events: the cutoff is the arrival time of
+            // the oldest round kept.
+            let now_ms = stayhook::model::time::unix_ms();
+            let first_kept = (end.saturating_sub(window) / round) as usize;
+            let cutoff = round_started_ms[first_kept.min(round_started_ms.len() - 1)];
+            let cutoffs = stayhook::store::RetentionCutoffs {
+                events_before_ms: cutoff,
+                inbox_before_ms: cutoff,
+                dead_letters_before_ms: cutoff,
+                now_ms,
+            };
+            match &pruner {
+                Some((latest, _)) => *latest.lock().unwrap() = Some(cutoff),
+                None => {
+                    while store.prune_blocking(&cutoffs, 10_000).unwrap().more {}
+                    store.expire_digests_blocking(now_ms, now_ms - cutoff).unwrap();
+                }
+            }
+            if end % 50_000 == 0 || end == events {
+                let spent = cpu_time() - cpu;
+                cpu = cpu_time();
+                println!(
+                    "{end:>9} {:>10.0} {:>13.0} {:>8.0} {:>13.1}",
+                    mib(dir_size(&path.join("store").join("index"))),
+                    mib(dir_size(&path.join("store").join("segments"))),
+                    mib(rss_bytes()),
+                    spent.as_secs_f64() * 1e6 / (end - printed) as f64
+                );
+                printed = end;
+            }
+        }
+        if let Some((_, (stop, thread))) = pruner {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            thread.join().unwrap();
+        }
+        store.flush_blocking().unwrap();
+    }
+    // The writer thread lets go of sled's lock once it sees the last handle gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (reopened, took) = loop {
+        let started = Instant::now();
+        match stayhook::store::open_data_dir(&path, cache_bytes, 16 << 20) {
+            Ok(store) => break (store, started.elapsed()),
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("the store does not open again: {error}"),
+        }
+    };
+    println!("open again: {} ms", took.as_millis());
+    drop(reopened);
+}
+
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
     let runs = |name: &str| wanted.is_empty() || wanted.iter().any(|filter| name.contains(filter.as_str()));
     if runs("hot_path") {
         hot_path();
+    }
+    // Not part of a plain run: it takes minutes.
+    if wanted.iter().any(|filter| filter == "growth") {
+        growth();
     }
     if runs("durable_append") {
         let mut criterion = Criterion::default().configure_from_args();

@@ -277,7 +277,7 @@ fn resume_pending(store: &Store, normalizer: &normalize::Submit) -> anyhow::Resu
 /// Every ten minutes, forget the duplicate-suppression digests older than `window_ms`.
 async fn expire_digests(store: Store, window_ms: u64) {
     loop {
-        tokio::time::sleep(Duration::from_secs(600)).await;
+        tokio::time::sleep(digest_expiry_interval(window_ms)).await;
         let store = store.clone();
         let expired = tokio::task::spawn_blocking(move || store.expire_digests_blocking(model::time::unix_ms(), window_ms)).await;
         match expired {
@@ -286,6 +286,14 @@ async fn expire_digests(store: Store, window_ms: u64) {
             _ => {}
         }
     }
+}
+
+/// How often expired digests are deleted: a tenth of the window, so the set holds at most about
+/// 1.1 windows of webhooks, between a second and ten minutes (the default 24-hour window expires
+/// every ten minutes; a 60-second window every six seconds, where ten minutes would keep eleven
+/// windows of digests).
+fn digest_expiry_interval(window_ms: u64) -> Duration {
+    Duration::from_millis(window_ms / 10).clamp(Duration::from_secs(1), Duration::from_secs(600))
 }
 
 #[cfg(test)]
@@ -375,6 +383,15 @@ mod tests {
                 files.push(path);
             }
         }
+    }
+
+    #[test]
+    fn digests_expire_at_a_tenth_of_their_window_within_bounds() {
+        use std::time::Duration;
+        assert_eq!(super::digest_expiry_interval(24 * 3_600_000), Duration::from_secs(600));
+        assert_eq!(super::digest_expiry_interval(60_000), Duration::from_secs(6));
+        assert_eq!(super::digest_expiry_interval(0), Duration::from_secs(1));
+        assert_eq!(super::digest_expiry_interval(u64::MAX), Duration::from_secs(600));
     }
 
     #[test]
