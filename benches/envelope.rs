@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         result: EventResult::Success,
         failure_reason: None,
         inbox_id: "1".into(),
+        origin: stayhook::store::Origin::Webhook,
     };
     let stored = serde_json::to_vec(&event).unwrap();
     let secret = envelope::new_secret();

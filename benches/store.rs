@@ -180,6 +180,7 @@ async fn one_event_of(store: &Store, received_at_ms: u64, n: u64, record_id: Str
             result: EventResult::Success,
             failure_reason: None,
             inbox_id: inbox_id.to_string(),
+            origin: stayhook::store::Origin::Webhook,
         }],
         state: vec![StateWrite {
             account_id: "bench".into(),

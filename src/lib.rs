@@ -10,6 +10,7 @@
 //! - [`model`]: the unified records, validated and rendered as the seed's JSON.
 //! - [`deliver`]: the envelope, Standard Webhooks signatures, retries, dead letters.
 //! - [`retention`]: the pruner that deletes what retention no longer keeps.
+//! - [`sync`]: initial sync and reconciliation, listing the PMS's records through the plugins.
 //! - [`api`]: the admin API (and the [`console`] it serves); [`config`]: file and environment;
 //!   [`http`]: the shared error shape, the servers, the destination policy of outgoing requests;
 //!   [`health`]: `/healthz` and `/readyz`; [`metrics`]; [`signature`]: the HMAC of signatures.
@@ -35,6 +36,7 @@ pub mod plugin;
 pub mod retention;
 pub mod signature;
 pub mod store;
+pub mod sync;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -160,6 +162,14 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         settings: retention::PrunerSettings { retention: settings.retention.clone() },
         metrics: metrics.clone(),
     });
+    let syncer = sync::Syncer::new(sync::SyncContext {
+        store: store.clone(),
+        plugins: plugins.clone(),
+        settings: sync::SyncSettings::from(&settings),
+        metrics: metrics.clone(),
+        enricher: enricher.clone(),
+        normalizer: normalizer.submit(),
+    });
     let api = Arc::new(api::ApiContext {
         store: store.clone(),
         plugins,
@@ -171,6 +181,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         http: delivery_client,
         listener_urls,
         health: health.clone(),
+        syncer: syncer.clone(),
     });
     resume_pending(&store, &normalizer.submit())?;
 
@@ -179,6 +190,8 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     let window_ms = u64::try_from(settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
     let expiry = tokio::spawn(expire_digests(store.clone(), window_ms));
     let pruner = tokio::spawn(retention::run_pruner(pruner));
+    let stop_sync = Arc::new(Notify::new());
+    let sync_scheduler = tokio::spawn(sync::run_scheduler(syncer, stop_sync.clone()));
 
     let ingest_server_address = listeners.ingest.local_addr()?;
     let admin_server_address = listeners.admin.local_addr()?;
@@ -217,6 +230,8 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     let _ = stop_servers.send(());
     let _ = ingest_server.await;
     let _ = admin_server.await;
+    stop_sync.notify_one();
+    let _ = sync_scheduler.await;
     stop_scheduler.notify_one();
     let _ = scheduler.await;
     expiry.abort();
@@ -294,7 +309,8 @@ mod tests {
         ("ingest", &["normalize::Submit"]),
         ("normalize", &[]),
         ("deliver", &[]),
-        ("api", &["ingest", "normalize", "deliver", "console"]),
+        ("sync", &["normalize::Submit", "normalize::enrich::Enricher"]),
+        ("api", &["ingest", "normalize", "deliver", "console", "sync"]),
         ("console", &[]),
     ];
 

@@ -6,7 +6,11 @@
 //! `stayhook_delivery_seconds`, `stayhook_api_requests_total`, and for retention
 //! `stayhook_store_bytes`, `stayhook_store_oldest_event_timestamp_seconds` (0 while the log is
 //! empty), `stayhook_pruned_total{kind}` (`event`, `delivery`, `inbox`),
-//! `stayhook_pruned_bytes_total` and `stayhook_pruner_last_run_timestamp_seconds`.
+//! `stayhook_pruned_bytes_total` and `stayhook_pruner_last_run_timestamp_seconds`, and for
+//! initial sync and reconciliation `stayhook_reconcile_recovered_total{pms}` (changes a
+//! reconciliation delivered that no webhook had: the measure of how unreliable a PMS's webhooks
+//! are), `stayhook_sync_passes_total{kind,outcome}` (`initial-sync`/`reconciliation`,
+//! `finished`/`failed`) and `stayhook_sync_pages_total{pms}`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -26,6 +30,17 @@ struct KindLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PmsLabel {
+    pms: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassLabel {
+    kind: String,
     outcome: String,
 }
 
@@ -49,6 +64,9 @@ pub struct Metrics {
     pruned_bytes: Counter,
     pruner_last_run_seconds: Gauge,
     pruner: Mutex<PrunerStatus>,
+    reconcile_recovered: Family<PmsLabel, Counter>,
+    sync_passes: Family<PassLabel, Counter>,
+    sync_pages: Family<PmsLabel, Counter>,
 }
 
 /// What the pruner did since the daemon started (`GET /v1/storage`).
@@ -193,6 +211,16 @@ impl Default for Metrics {
         registry.register("pruned", "Items retention deleted, by kind (event, delivery, inbox)", pruned.clone());
         let pruned_bytes = Counter::default();
         registry.register("pruned_bytes", "Bytes of keys and values retention deleted", pruned_bytes.clone());
+        let reconcile_recovered = Family::<PmsLabel, Counter>::default();
+        registry.register(
+            "reconcile_recovered",
+            "Changes a reconciliation pass delivered that no webhook had announced, by PMS",
+            reconcile_recovered.clone(),
+        );
+        let sync_passes = Family::<PassLabel, Counter>::default();
+        registry.register("sync_passes", "Sync passes ended, by kind (initial-sync, reconciliation) and outcome", sync_passes.clone());
+        let sync_pages = Family::<PmsLabel, Counter>::default();
+        registry.register("sync_pages", "Pages of records listed by sync passes, by PMS", sync_pages.clone());
         let pruner_last_run_seconds = Gauge::default();
         registry.register(
             "pruner_last_run_timestamp_seconds",
@@ -207,6 +235,9 @@ impl Default for Metrics {
             pruned_bytes,
             pruner_last_run_seconds,
             pruner: Mutex::default(),
+            reconcile_recovered,
+            sync_passes,
+            sync_pages,
             accepted,
             normalize_seconds,
             normalize_failures,
@@ -330,6 +361,20 @@ impl Metrics {
         status.inbox += pass.inbox;
         status.bytes_freed += pass.bytes_freed;
         status.last_pass = Some(pass);
+    }
+
+    /// A sync page of a `pms` account was committed; `recovered` changes of a reconciliation
+    /// in it were delivered.
+    pub fn sync_page(&self, pms: &str, recovered: u64) {
+        self.sync_pages.get_or_create(&PmsLabel { pms: pms.to_string() }).inc();
+        if recovered > 0 {
+            self.reconcile_recovered.get_or_create(&PmsLabel { pms: pms.to_string() }).inc_by(recovered);
+        }
+    }
+
+    /// A sync pass of `kind` ended (`outcome`: `finished` or `failed`).
+    pub fn sync_pass(&self, kind: &str, outcome: &str) {
+        self.sync_passes.get_or_create(&PassLabel { kind: kind.to_string(), outcome: outcome.to_string() }).inc();
     }
 
     /// What the pruner did since the daemon started.

@@ -24,7 +24,7 @@ use crate::http::destination;
 use crate::ingest::verify;
 use crate::model::{self, RecordKind};
 use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
-use crate::store::{Account, Inserted};
+use crate::store::{Account, Inserted, SyncStates};
 
 /// Shortest verification secret accepted from an operator for HMAC, Standard Webhooks (the decoded
 /// `whsec_` key), URL-token and header-token schemes, in bytes: 128 bits, the floor for an HMAC
@@ -41,6 +41,8 @@ const MAX_MAP_KEY_BYTES: usize = 128;
 const MAX_MAP_VALUE_BYTES: usize = 16 * 1024;
 /// Longest `apiBaseUrl`, in bytes.
 const MAX_URL_BYTES: usize = 2048;
+/// Longest per-account reconciliation interval: 30 days.
+const MAX_RECONCILE_INTERVAL_SECS: u64 = 30 * 24 * 60 * 60;
 /// Default and largest page of `GET /v1/accounts`.
 const LIST_LIMITS: paging::Limits = paging::Limits { default: 100, max: 1000 };
 
@@ -68,6 +70,31 @@ struct CreateAccount {
     settings: BTreeMap<String, String>,
     api_base_url: Option<String>,
     rate_limit_per_second: Option<u32>,
+    reconcile_interval_secs: Option<u64>,
+    /// The initial sync started with the account (when its plugin can list records).
+    #[serde(default)]
+    initial_sync: InitialSync,
+}
+
+/// `initialSync` of a new account: whether to run one (default yes) and whether to deliver
+/// what it lists (default no: state only).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct InitialSync {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    deliver: bool,
+}
+
+impl Default for InitialSync {
+    fn default() -> Self {
+        Self { enabled: true, deliver: false }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -81,6 +108,7 @@ struct UpdateAccount {
     settings: Option<BTreeMap<String, String>>,
     api_base_url: Option<Option<String>>,
     rate_limit_per_second: Option<Option<u32>>,
+    reconcile_interval_secs: Option<Option<u64>>,
 }
 
 async fn create(State(daemon): State<Arc<ApiContext>>, JsonBody(body): JsonBody<CreateAccount>) -> Result<Response, ApiError> {
@@ -100,6 +128,7 @@ async fn create(State(daemon): State<Arc<ApiContext>>, JsonBody(body): JsonBody<
         api_base_url: body.api_base_url,
         rate_limit_per_second: body.rate_limit_per_second,
         registration: BTreeMap::new(),
+        reconcile_interval_secs: body.reconcile_interval_secs,
         created_at: now.clone(),
         updated_at: now,
     };
@@ -107,7 +136,16 @@ async fn create(State(daemon): State<Arc<ApiContext>>, JsonBody(body): JsonBody<
     validate(&daemon, &account)?;
     ensure_url_token(&daemon, &mut account);
     match daemon.store.insert_account(&account).await? {
-        Inserted::Created => Ok(created(view(&daemon, &account))),
+        Inserted::Created => {
+            if body.initial_sync.enabled && crate::sync::unavailable_reason(&daemon.plugins, &account).is_none() {
+                // A plugin that can list records: the account starts knowing what exists.
+                if let Err(error) = daemon.syncer.start_initial(&account, body.initial_sync.deliver).await {
+                    tracing::warn!(account_id = %account.id, %error, "the initial sync did not start");
+                }
+            }
+            daemon.syncer.wake();
+            Ok(created(view(&daemon, &account)))
+        }
         Inserted::AlreadyExists => Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("account {:?} exists already", account.id))),
     }
 }
@@ -161,10 +199,15 @@ async fn update(
     if let Some(rate_limit_per_second) = body.rate_limit_per_second {
         account.rate_limit_per_second = rate_limit_per_second;
     }
+    if let Some(reconcile_interval_secs) = body.reconcile_interval_secs {
+        account.reconcile_interval_secs = reconcile_interval_secs;
+    }
     account.updated_at = model::time::now();
     validate(&daemon, &account)?;
     ensure_url_token(&daemon, &mut account);
     daemon.store.put_account(&account).await?;
+    // The reconciliation interval may have changed.
+    daemon.syncer.wake();
     Ok(Json(view(&daemon, &account)))
 }
 
@@ -176,6 +219,8 @@ async fn remove(State(daemon): State<Arc<ApiContext>>, Path(account_id): Path<St
     if !daemon.store.remove_account(&account_id).await? {
         return Err(not_found(&account_id));
     }
+    // A pass in progress notices the account is gone at its next page and stops.
+    daemon.store.remove_sync_state(&account_id).await?;
     let store = daemon.store.clone();
     let removed_for = account_id.clone();
     let n_removed =
@@ -397,6 +442,12 @@ fn validate(daemon: &ApiContext, account: &Account) -> Result<(), ApiError> {
     if account.rate_limit_per_second == Some(0) {
         return Err(ApiError::unprocessable("invalid_field", "rateLimitPerSecond must be at least 1"));
     }
+    if account.reconcile_interval_secs.is_some_and(|secs| secs > MAX_RECONCILE_INTERVAL_SECS) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("reconcileIntervalSecs must be at most {MAX_RECONCILE_INTERVAL_SECS} (30 days); 0 turns reconciliation off"),
+        ));
+    }
     if let Some(key) = account.verification.keys().find(|key| !allowed.contains(&key.as_str())) {
         return Err(ApiError::unprocessable(
             "invalid_field",
@@ -461,6 +512,7 @@ pub(super) fn view(daemon: &ApiContext, account: &Account) -> Value {
         "settings": account.settings,
         "apiBaseUrl": account.api_base_url,
         "rateLimitPerSecond": account.rate_limit_per_second,
+        "reconcileIntervalSecs": account.reconcile_interval_secs,
         "registration": account.registration,
         "createdAt": account.created_at,
         "updatedAt": account.updated_at,

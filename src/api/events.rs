@@ -488,6 +488,7 @@ fn event_view(event: &StoredEvent) -> Value {
         "result": event.result,
         "failureReason": event.failure_reason,
         "inboxId": event.inbox_id,
+        "origin": event.origin.as_str(),
         "record": event.record,
     })
 }

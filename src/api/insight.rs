@@ -222,7 +222,7 @@ async fn test_event(
     let timestamp_secs = i64::try_from(unix_ms() / 1000).unwrap_or(i64::MAX);
     let signature = envelope::sign(&subscription.secret, &webhook_id, timestamp_secs, &body);
     let started = Instant::now();
-    let outcome = daemon.http.post(&subscription.url, &webhook_id, timestamp_secs, &signature, body).await;
+    let outcome = daemon.http.post(&subscription.url, &webhook_id, timestamp_secs, &signature, body, crate::store::Origin::Webhook).await;
     Ok(Json(json!({
         "webhookId": webhook_id,
         "eventType": event_type.as_str(),

@@ -15,6 +15,7 @@ mod plugins;
 mod registration;
 pub mod session;
 mod storage;
+mod sync;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -66,6 +67,8 @@ pub struct ApiContext {
     pub listener_urls: ListenerUrls,
     /// `/healthz` and `/readyz`.
     pub health: Arc<Health>,
+    /// Initial syncs and reconciliation: starts passes, knows which run.
+    pub syncer: Arc<crate::sync::Syncer>,
 }
 
 /// The part of [`Settings`] the API reads.
@@ -121,6 +124,7 @@ pub fn router(daemon: Arc<ApiContext>) -> Router {
         .merge(plugins::routes())
         .merge(insight::routes())
         .merge(storage::routes())
+        .merge(sync::routes())
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route_layer(middleware::from_fn_with_state((daemon.clone(), sessions.clone()), session::require_auth));

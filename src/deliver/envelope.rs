@@ -46,6 +46,9 @@ pub struct EventView<'a> {
     pub record: &'a RawValue,
     /// `data.result`.
     pub result: EventResult,
+    /// What produced the event (the `stayhook-origin` header); absent: a webhook.
+    #[serde(default)]
+    pub origin: crate::store::Origin,
 }
 
 impl<'a> EventView<'a> {
@@ -132,6 +135,7 @@ mod tests {
             result: EventResult::Success,
             failure_reason: None,
             inbox_id: "7".into(),
+            origin: crate::store::Origin::Reconciliation,
         };
         let stored = serde_json::to_vec(&event).unwrap();
         let view = EventView::parse(&stored).unwrap();

@@ -34,7 +34,7 @@ use crate::http::destination;
 use crate::metrics::Metrics;
 use crate::model;
 use crate::model::time::unix_ms;
-use crate::store::{Attempt, Delivery, DeliveryStatus, Store};
+use crate::store::{Attempt, Delivery, DeliveryStatus, Origin, Store};
 
 /// Longest response body kept in the attempt log.
 const RESPONSE_EXCERPT_BYTES: usize = 1024;
@@ -210,7 +210,7 @@ async fn attempt(daemon: &DeliverContext, delivery: Delivery, slot: Slot) {
     let attempt_number = delivery.attempts + 1;
     let started_at = model::time::now();
     let started = Instant::now();
-    let outcome = daemon.http.post(&subscription.url, &event.id, timestamp_secs, &signature, body).await;
+    let outcome = daemon.http.post(&subscription.url, &event.id, timestamp_secs, &signature, body, event.origin).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     daemon.metrics.delivery_attempted(&delivery.account_id, outcome.success, started.elapsed());
     daemon.metrics.subscription_attempted(&subscription.id, outcome.success, latency_ms);
@@ -329,12 +329,30 @@ impl Client {
     }
 
     /// POST a signed body to a receiver under the destination policy (deliveries, test events).
-    pub(crate) async fn post(&self, url: &str, webhook_id: &str, timestamp_secs: i64, signature: &str, body: Vec<u8>) -> PostOutcome {
-        post(self, url, webhook_id, timestamp_secs, signature, body).await
+    /// `origin` goes in the `stayhook-origin` header (outside the signed envelope, which stays the
+    /// seed's): `webhook`, `reconciliation` or `initial-sync`.
+    pub(crate) async fn post(
+        &self,
+        url: &str,
+        webhook_id: &str,
+        timestamp_secs: i64,
+        signature: &str,
+        body: Vec<u8>,
+        origin: Origin,
+    ) -> PostOutcome {
+        post(self, url, webhook_id, timestamp_secs, signature, body, origin).await
     }
 }
 
-async fn post(client: &Client, url: &str, webhook_id: &str, timestamp_secs: i64, signature: &str, body: Vec<u8>) -> PostOutcome {
+async fn post(
+    client: &Client,
+    url: &str,
+    webhook_id: &str,
+    timestamp_secs: i64,
+    signature: &str,
+    body: Vec<u8>,
+    origin: Origin,
+) -> PostOutcome {
     if let Err(error) = destination::check_url(url, client.allow_private_destinations) {
         return PostOutcome { success: false, status_code: None, error: Some(error), response: None };
     }
@@ -345,6 +363,7 @@ async fn post(client: &Client, url: &str, webhook_id: &str, timestamp_secs: i64,
         .header("webhook-id", webhook_id)
         .header("webhook-timestamp", timestamp_secs.to_string())
         .header("webhook-signature", signature)
+        .header("stayhook-origin", origin.as_str())
         .body(body);
     match request.send().await {
         Ok(response) => {

@@ -19,7 +19,7 @@ const ID_MAX_BYTES: usize = 512;
 pub struct InvalidOutput(pub String);
 
 /// What the plugin said about a reservation's novelty.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Statement {
     /// The PMS says it is new.
     Created,
@@ -31,8 +31,9 @@ pub enum Statement {
     NotApplicable,
 }
 
-/// One plugin event, validated and rendered, before state decides what is delivered.
-#[derive(Debug, Clone, PartialEq)]
+/// One plugin event, validated and rendered, before state decides what is delivered. Serialized
+/// only as a listed page waiting in the inbox (`store::ListedPage`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Normalized {
     /// The event type as far as the plugin knows it (state may turn created into updated).
     pub event_type: EventType,

@@ -93,7 +93,39 @@ pub struct Enricher {
     store: Store,
     policy: EnrichPolicy,
     limiters: std::sync::Mutex<HashMap<u32, Arc<DefaultKeyedRateLimiter<String>>>>,
+    /// Listing (sync) calls' own limiters, at half an account's rate (see [`Enricher::perform_listing`]).
+    listing_limiters: std::sync::Mutex<HashMap<u32, Arc<DefaultKeyedRateLimiter<String>>>>,
+    /// Webhook enrichment rounds in progress per account: listing calls wait while there are any.
+    foreground: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     token_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// How often a listing call waiting for an account's webhook enrichment to finish looks again.
+const LISTING_YIELD_POLL: Duration = Duration::from_millis(50);
+
+/// Counts one webhook enrichment round of an account while it lives.
+struct ForegroundRound {
+    counts: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    account_id: String,
+}
+
+impl ForegroundRound {
+    fn start(counts: &Arc<std::sync::Mutex<HashMap<String, usize>>>, account_id: &str) -> Self {
+        *counts.lock().expect("enrichment counts lock poisoned").entry(account_id.to_string()).or_default() += 1;
+        Self { counts: counts.clone(), account_id: account_id.to_string() }
+    }
+}
+
+impl Drop for ForegroundRound {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("enrichment counts lock poisoned");
+        if let Some(count) = counts.get_mut(&self.account_id) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.account_id);
+            }
+        }
+    }
 }
 
 /// One API base as the account sees it: the plugin's declared base, or the account's override
@@ -174,13 +206,64 @@ impl Enricher {
             .user_agent(concat!("stayhook/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(destination::GuardedResolver { allow_private: policy.allow_private_destinations }))
             .build()?;
-        Ok(Self { http, store, policy, limiters: std::sync::Mutex::new(HashMap::new()), token_locks: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            http,
+            store,
+            policy,
+            limiters: std::sync::Mutex::new(HashMap::new()),
+            listing_limiters: std::sync::Mutex::new(HashMap::new()),
+            foreground: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            token_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// [`Enricher::perform`] for a sync pass's listing calls, which must never starve webhook
+    /// enrichment of the same account: each request first waits until no webhook enrichment round
+    /// of the account is in progress, then takes a turn of a second limiter at half the account's
+    /// rate, then the account's limiter like any request. So listing uses at most half the
+    /// account's budget and yields to webhooks that wait; 429 and `Retry-After` are honoured the
+    /// same way.
+    pub async fn perform_listing(
+        self: &Arc<Self>,
+        account: &Account,
+        api: Option<&wit::ApiInfo>,
+        requests: Vec<wit::ApiRequest>,
+    ) -> Result<Vec<wit::ApiResponse>, EnrichError> {
+        let per_second = self.rate_per_second(account);
+        let limiter = {
+            let mut limiters = self.listing_limiters.lock().expect("rate limiter map lock poisoned");
+            limiters
+                .entry(per_second)
+                .or_insert_with(|| {
+                    // Half the account's rate: one request per two of its periods.
+                    let period = Duration::from_secs(2) / per_second;
+                    Arc::new(RateLimiter::keyed(Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))))
+                })
+                .clone()
+        };
+        for _ in 0..requests.len() {
+            while self.foreground.lock().expect("enrichment counts lock poisoned").contains_key(&account.id) {
+                tokio::time::sleep(LISTING_YIELD_POLL).await;
+            }
+            limiter.until_key_ready(&account.id).await;
+        }
+        self.perform_round(account, api, requests).await
     }
 
     /// Perform one round of requests for `account` against the API `api` declares. Requests run
     /// concurrently; the answer holds one response per request, in order. A request the
     /// destination policy refuses fails the round.
     pub async fn perform(
+        self: &Arc<Self>,
+        account: &Account,
+        api: Option<&wit::ApiInfo>,
+        requests: Vec<wit::ApiRequest>,
+    ) -> Result<Vec<wit::ApiResponse>, EnrichError> {
+        let _round = ForegroundRound::start(&self.foreground, &account.id);
+        self.perform_round(account, api, requests).await
+    }
+
+    async fn perform_round(
         self: &Arc<Self>,
         account: &Account,
         api: Option<&wit::ApiInfo>,
@@ -312,9 +395,12 @@ impl Enricher {
         Ok(wit::ApiResponse { id: request.id.clone(), status, headers, body: body.to_vec(), error: None })
     }
 
+    fn rate_per_second(&self, account: &Account) -> u32 {
+        account.rate_limit_per_second.unwrap_or_else(|| default_rate_per_second(&account.pms, self.policy.rate_per_second)).max(1)
+    }
+
     async fn rate_limit(&self, account: &Account) {
-        let per_second =
-            account.rate_limit_per_second.unwrap_or_else(|| default_rate_per_second(&account.pms, self.policy.rate_per_second)).max(1);
+        let per_second = self.rate_per_second(account);
         let limiter = {
             let mut limiters = self.limiters.lock().expect("rate limiter map lock poisoned");
             limiters
@@ -450,6 +536,7 @@ mod tests {
             api_base_url: override_base.map(String::from),
             rate_limit_per_second: None,
             registration: Default::default(),
+            reconcile_interval_secs: None,
             created_at: String::new(),
             updated_at: String::new(),
         }

@@ -44,7 +44,8 @@ use crate::model::{self, Normalized};
 use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::plugin::{CallError, PluginRegistry, PluginSession};
 use crate::store::{
-    Account, Delivery, DeliveryStatus, InboxEntry, InboxId, InboxOutcome, InboxStatus, NormalizedBatch, Store, StoreError, StoredEvent,
+    Account, Delivery, DeliveryStatus, InboxEntry, InboxId, InboxOutcome, InboxStatus, ListedPage, NormalizedBatch, Origin, SYNC_METHOD,
+    Store, StoreError, StoredEvent,
 };
 
 /// What the workers use. Built by `run` (`src/lib.rs`); work arrives through a [`Submit`] handle,
@@ -442,6 +443,9 @@ impl Worker {
             tracing::warn!(%inbox_id, "dispatched inbox entry does not exist");
             return Ok(Step::Finished);
         };
+        if entry.method == SYNC_METHOD {
+            return self.listed(ctx, inbox_id, &entry, generation, commits).map(|()| Step::Finished);
+        }
         let started = std::time::Instant::now();
         let mut plugin_ident = (None, None);
         let outcome = self.run_plugin(ctx, &entry, &responses, &mut plugin_ident);
@@ -449,7 +453,7 @@ impl Worker {
         match outcome {
             Ok(PluginStep::Events(account, events)) => {
                 let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation };
-                commits.add(ctx, source, &account, events, plugin_ident)?;
+                commits.add(ctx, source, &account, events, plugin_ident, None)?;
                 Ok(Step::Finished)
             }
             Ok(PluginStep::Fetch(account, api, requests)) => {
@@ -499,6 +503,31 @@ impl Worker {
             };
             dispatch.resume(&account.id, work);
         });
+    }
+
+    /// A page listed by a sync pass (`src/sync/`), waiting in the inbox like a webhook: its
+    /// rendered records are decided here, in order with the account's webhooks (the account is
+    /// held by this run), against the same state.
+    fn listed(
+        &mut self,
+        ctx: &NormalizeContext,
+        inbox_id: InboxId,
+        entry: &InboxEntry,
+        generation: u32,
+        commits: &mut Commits,
+    ) -> Result<(), StoreError> {
+        let failed = Failed { inbox_id, generation, plugin: (None, None) };
+        let page: ListedPage = match serde_json::from_slice(&entry.body) {
+            Ok(page) => page,
+            Err(error) => return self.finish_failed(ctx, failed, Failure::failed("bad_payload", format!("a listed page: {error}"))),
+        };
+        let Some(account) = ctx.store.get_account(&entry.account_id)? else {
+            let message = format!("account {:?} was deleted", entry.account_id);
+            return self.finish_failed(ctx, failed, Failure::failed("unknown_account", message));
+        };
+        let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation };
+        let listing = Listing { origin: page.origin, deliver: page.deliver };
+        commits.add(ctx, source, &account, page.events, (None, None), Some(listing))
     }
 
     fn finish_failed(&self, ctx: &NormalizeContext, failed: Failed, failure: Failure) -> Result<(), StoreError> {
@@ -621,6 +650,13 @@ fn json_len(value: &impl serde::Serialize) -> usize {
     count.0
 }
 
+/// Where listed records come from and whether their events are delivered.
+#[derive(Clone, Copy)]
+struct Listing {
+    origin: Origin,
+    deliver: bool,
+}
+
 /// Normalized webhooks decided but not yet committed, with the state they wrote.
 #[derive(Default)]
 struct Commits {
@@ -641,13 +677,22 @@ impl Commits {
         account: &Account,
         events: Vec<Normalized>,
         plugin_ident: PluginIdent,
+        listing: Option<Listing>,
     ) -> Result<(), StoreError> {
         let Source { inbox_id, received_at_ms, generation } = source;
         let store = &ctx.store;
-        let decided =
-            state::decide(&account.id, events, ctx.settings.drop_unchanged_updates, &mut self.overlay, &mut |kind, record_id| {
+        // A listing re-reads records that did not change: those never produce an event, whatever
+        // `drop_unchanged_updates` says of webhooks.
+        let drop_unchanged = ctx.settings.drop_unchanged_updates || listing.is_some();
+        let mut decided =
+            state::decide(&account.id, events, drop_unchanged, listing.is_some(), &mut self.overlay, &mut |kind, record_id| {
                 store.get_state(&account.id, kind, record_id)
             })?;
+        if listing.is_some_and(|listing| !listing.deliver) {
+            // An initial sync that stores state only: the state is written, no event is.
+            decided.events.clear();
+        }
+        let origin = listing.map_or(Origin::Webhook, |listing| listing.origin);
         let subscriptions = ctx.store.list_subscriptions(&account.id)?;
         let now_ms = model::time::unix_ms();
         let mut stored_events = Vec::with_capacity(decided.events.len());
@@ -683,6 +728,7 @@ impl Commits {
                 result: event.result,
                 failure_reason: event.failure_reason.map(|reason| model::truncate_chars(reason, MAX_MESSAGE_CHARS)),
                 inbox_id: inbox_id.to_string(),
+                origin,
             });
         }
         self.n_events += stored_events.len();

@@ -47,6 +47,11 @@ pub(super) type StateLookup<'a> = dyn FnMut(RecordKind, &str) -> Result<Option<V
 
 /// Decide what `events` (one webhook's plugin output, in order) mean against what is stored.
 ///
+/// `listed`: the events come from a listing of the PMS's records (an initial sync or a
+/// reconciliation), not a webhook. A listed deletion of a record the daemon does not hold is then
+/// dropped: the record was deleted before (its webhook was delivered, or an earlier pass saw it),
+/// or never seen at all, and a listing re-reads the same cancelled records pass after pass.
+///
 /// Pure but for `stored`, which reads a record's committed state (the store, or a table in the
 /// tests): decisions of the same run are read from `overlay` first and written to it, so each
 /// sees the ones before it. Nothing is written anywhere else; the caller commits `state`.
@@ -54,6 +59,7 @@ pub(super) fn decide(
     account_id: &str,
     events: Vec<Normalized>,
     drop_unchanged: bool,
+    listed: bool,
     overlay: &mut Overlay,
     stored: &mut StateLookup<'_>,
 ) -> Result<Decided, StoreError> {
@@ -80,6 +86,10 @@ pub(super) fn decide(
         let kind = event.record_kind();
         match event.event_type {
             EventType::ReservationDeleted => {
+                if listed && stored(kind, &event.record_id, overlay)?.is_none() {
+                    decided.n_unchanged += 1;
+                    continue;
+                }
                 overlay.insert(key(kind, &event.record_id), None);
                 decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: event.record_id.clone(), record: None });
                 decided.events.push(plain(position, event));
@@ -403,7 +413,7 @@ mod tests {
             let table: HashMap<(RecordKind, String), Value> =
                 row.stored.iter().map(|(kind, id, record)| ((*kind, id.to_string()), record.clone())).collect();
             let mut overlay = Overlay::new();
-            let decided = decide("acc", row.events, row.drop_unchanged, &mut overlay, &mut |kind, id| {
+            let decided = decide("acc", row.events, row.drop_unchanged, false, &mut overlay, &mut |kind, id| {
                 Ok(table.get(&(kind, id.to_string())).cloned())
             })
             .unwrap();
@@ -436,5 +446,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A listing (initial sync, reconciliation) goes through the same rules as a webhook, and a
+    /// listed deletion of a record the daemon does not hold is dropped (re-listed cancellations).
+    #[test]
+    fn a_listing_is_decided_like_a_webhook_and_never_deletes_twice() {
+        let (t0, t1) = ("2026-06-01T10:00:00.000Z", "2026-06-02T10:00:00.000Z");
+        let table: HashMap<(RecordKind, String), Value> = [
+            ((RecordKind::Reservation, "known".to_string()), json!({"id": "known", "arrivalDate": "2026-07-01", "departureDate": "2026-07-10", "guests": 2, "updatedAt": t1, "previousArrivalDate": "", "previousDepartureDate": ""})),
+        ]
+        .into_iter()
+        .collect();
+        let deleted = |id: &str| reservation(EventType::ReservationDeleted, Statement::NotApplicable, id, "2026-07-01", t0, 2);
+        let run = |events: Vec<Normalized>| {
+            let mut overlay = Overlay::new();
+            let decided =
+                decide("acc", events, true, true, &mut overlay, &mut |kind, id| Ok(table.get(&(kind, id.to_string())).cloned())).unwrap();
+            decided.events.iter().map(|decision| (decision.event_type, decision.record_id.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!(run(vec![upsert("known", "2026-07-01", t1, 2)]), vec![], "equal to the state: nothing");
+        assert_eq!(run(vec![upsert("known", "2026-07-05", t0, 2)]), vec![], "older than the state: never replaces it");
+        assert_eq!(run(vec![upsert("known", "2026-07-05", t1, 3)]), vec![(EventType::ReservationUpdated, "known".to_string())]);
+        assert_eq!(run(vec![upsert("new", "2026-07-05", t1, 3)]), vec![(EventType::ReservationCreated, "new".to_string())]);
+        assert_eq!(run(vec![deleted("known")]), vec![(EventType::ReservationDeleted, "known".to_string())]);
+        assert_eq!(run(vec![deleted("gone")]), vec![], "a deletion of a record not held is not delivered again");
     }
 }

@@ -25,6 +25,7 @@
 pub mod memory;
 pub mod records;
 pub mod sled_backend;
+pub mod sync;
 
 #[cfg(test)]
 mod model_test;
@@ -35,6 +36,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use records::*;
+pub use sync::{ListedPage, PassKind, SYNC_METHOD, SyncPass, SyncState, SyncStates};
 
 use crate::model::RecordKind;
 

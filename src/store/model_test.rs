@@ -197,6 +197,7 @@ impl Model {
                     result: EventResult::Success,
                     failure_reason: None,
                     inbox_id: handle.to_string(),
+                    origin: if *delete { Origin::Reconciliation } else { Origin::Webhook },
                 };
                 let write = StateWrite {
                     account_id: account.to_string(),
@@ -381,7 +382,7 @@ impl Model {
     fn catalog(&mut self, runtime: &tokio::runtime::Runtime) -> String {
         let account_id = self.pick(&ACCOUNTS);
         let subscription_id = self.pick(&SUBSCRIPTIONS);
-        let choice = self.rng.random_range(0..7);
+        let choice = self.rng.random_range(0..9);
         let account = Account {
             id: account_id.into(),
             workspace_id: "ws".into(),
@@ -393,6 +394,7 @@ impl Model {
             api_base_url: None,
             rate_limit_per_second: None,
             registration: BTreeMap::new(),
+            reconcile_interval_secs: (choice == 1).then_some(self.now_ms % 3),
             created_at: "2026-12-06T00:00:00Z".into(),
             updated_at: "2026-12-06T00:00:00Z".into(),
         };
@@ -409,6 +411,28 @@ impl Model {
             created_at: "2026-12-06T00:00:00Z".into(),
             updated_at: "2026-12-06T00:00:00Z".into(),
         };
+        let sync_state = SyncState {
+            watermark: Some(format!("w{}", self.now_ms)),
+            running: self.now_ms.is_multiple_of(2).then(|| SyncPass {
+                kind: PassKind::Reconciliation,
+                mode: "modified-since".into(),
+                deliver: true,
+                cursor: Some(format!("c{}", self.now_ms)),
+                since: None,
+                started_at: "2026-12-06T00:00:00Z".into(),
+                started_at_ms: self.now_ms,
+                finished_at: None,
+                pages_done: self.now_ms % 7,
+                records_seen: self.now_ms,
+                recovered: 1,
+                errors: 0,
+                last_error: None,
+                modes_left: vec![("stay-date-window".into(), Some("2026-11-06".into()))],
+            }),
+            last_pass: None,
+            last_error: None,
+            last_ended_at_ms: Some(self.now_ms),
+        };
         let answers: Vec<String> = self
             .both()
             .into_iter()
@@ -421,7 +445,9 @@ impl Model {
                         3 => format!("{:?}", store.put_subscription(&subscription).await.unwrap()),
                         4 => format!("{:?}", store.remove_subscription(account_id, subscription_id).await.unwrap()),
                         5 => format!("{:?}", store.insert_meta(account_id, subscription_id).await.unwrap()),
-                        _ => format!("{:?}", store.remove_meta(account_id).await.unwrap()),
+                        6 => format!("{:?}", store.remove_meta(account_id).await.unwrap()),
+                        7 => format!("{:?}", store.put_sync_state(account_id, &sync_state).await.unwrap()),
+                        _ => format!("{:?}", store.remove_sync_state(account_id).await.unwrap()),
                     }
                 })
             })
@@ -488,6 +514,7 @@ impl Model {
             .map(|subscription| serde_json::to_value(subscription).unwrap())
             .collect();
         let meta: Vec<Option<String>> = ACCOUNTS.iter().map(|key| store.get_meta(key).unwrap()).collect();
+        let sync_states: Vec<Option<SyncState>> = ACCOUNTS.iter().map(|account| store.get_sync_state(account).unwrap()).collect();
         let pending: Vec<(usize, u32)> =
             store.pending_inbox().unwrap().into_iter().map(|(id, generation)| (self.inbox_handle(side, id), generation)).collect();
         let inbox: Vec<Value> = self
@@ -567,7 +594,7 @@ impl Model {
             "inboxPrunedThrough": stats.inbox_pruned_through.map(|id| self.inbox_handle(side, id)),
         });
         json!({
-            "stats": stats, "accounts": accounts, "subscriptions": subscriptions, "meta": meta, "pending": pending, "inbox": inbox,
+            "stats": stats, "accounts": accounts, "subscriptions": subscriptions, "meta": meta, "sync": serde_json::to_value(&sync_states).unwrap(), "pending": pending, "inbox": inbox,
             "outcomes": outcomes, "byAccount": by_account, "events": events, "filtered": filtered, "state": state,
             "perEvent": per_event, "deliveries": deliveries, "lanes": lanes, "dead": dead,
             "due": self.due(store, side), "dueNow": soon, "nextDue": next_ms,

@@ -45,6 +45,10 @@ pub struct Account {
     /// is moved into `verification`).
     #[serde(default)]
     pub registration: BTreeMap<String, String>,
+    /// Seconds between reconciliation passes for this account (`0`: off); the daemon's
+    /// `reconcile_interval_secs` when absent.
+    #[serde(default)]
+    pub reconcile_interval_secs: Option<u64>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -166,6 +170,39 @@ pub struct StoredEvent {
     pub failure_reason: Option<String>,
     /// The inbox entry it came from (decimal).
     pub inbox_id: String,
+    /// What produced it: a webhook, or a listing of the PMS's records (absent in events stored
+    /// before issue 13: webhook).
+    #[serde(default, skip_serializing_if = "Origin::is_webhook")]
+    pub origin: Origin,
+}
+
+/// What produced an event; receivers see it in the `stayhook-origin` delivery header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// A webhook of the PMS.
+    #[default]
+    Webhook,
+    /// A reconciliation pass found a change no webhook announced.
+    Reconciliation,
+    /// An initial sync delivered the record (only with `deliver: true`).
+    InitialSync,
+}
+
+impl Origin {
+    /// Whether it is the default, [`Origin::Webhook`].
+    pub fn is_webhook(&self) -> bool {
+        *self == Origin::Webhook
+    }
+
+    /// The header's and the API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Webhook => "webhook",
+            Origin::Reconciliation => "reconciliation",
+            Origin::InitialSync => "initial-sync",
+        }
+    }
 }
 
 /// Where a delivery stands.

@@ -166,10 +166,13 @@ async fn a_loopback_api_base_is_refused_at_request_time_and_no_credential_leaves
     let pms = FakePms::start().await;
     let mut daemon = Daemon::start(options()).await;
     let on_loopback = pms.url.replace("127.0.0.1", "localhost");
+    // No initial sync: it would list the PMS (and fetch a token) while private destinations are
+    // still allowed, before the restart this test is about.
     daemon
         .create_account(json!({
             "id": "acc", "workspaceId": "ws", "pms": "chaos", "apiBaseUrl": on_loopback,
             "credentials": {"clientId": "chaos-client", "clientSecret": "chaos-secret"},
+            "initialSync": {"enabled": false},
         }))
         .await;
     daemon.set_env("STAYHOOK_ALLOW_PRIVATE_DESTINATIONS", "false");

@@ -27,6 +27,10 @@
 //! - `sns`: Amazon SNS deliveries verified, confirmed and unwrapped, against a local certificate host.
 //! - `smily_hostify`: Smily's HMAC-SHA1-over-Base64 signature and bad input through the daemon; a
 //!   Hostify reservation through a signed SNS notification, the handshake, and the API completion.
+//! - `sync`: initial sync and reconciliation through the chaos plugin against a fake PMS's list:
+//!   missed changes delivered once and marked, nothing twice, a silent initial sync of 1,000
+//!   records, resume at the stored cursor after SIGKILL, 429 honoured, a list API that stays down,
+//!   webhook enrichment going ahead of a running sync.
 //! - `contract`: a v0.1 component through the conversion layer; a v0.2 sync pass offline.
 //! - `console`: the operator console in a real headless Chromium (WebDriver through chromedriver):
 //!   sign-in, forms, the delivery story, playground, sign-out; sessions and CSRF through the API.
@@ -66,4 +70,5 @@ mod sandbox;
 mod slow_clients;
 mod smily_hostify;
 mod sns;
+mod sync;
 mod upgrade;

@@ -100,9 +100,11 @@ async fn recorded_pms_apis_replayed_over_http_give_the_golden_events() {
             let is_sns = matches!(plugin.info.verification, VerificationScheme::Sns);
             let (api_url, server) = replay_server(calls).await;
             let account_id = format!("replay-{n_replayed}");
+            // No initial sync: the cases expect the state of an empty account (a listing through
+            // the replay server could store the case's record first).
             let mut account = json!({
                 "id": account_id, "workspaceId": "ws", "pms": plugin.info.name, "apiBaseUrl": api_url,
-                "rateLimitPerSecond": 1000, "settings": request.settings,
+                "rateLimitPerSecond": 1000, "settings": request.settings, "initialSync": {"enabled": false},
                 "credentials": {"clientId": "id", "clientSecret": "secret", "apiKey": "key", "token": "token", "username": "user", "password": "pass"},
             });
             if is_sns {

@@ -11,8 +11,10 @@
 //! Registration: with the account setting `manual` it answers manual instructions; otherwise it
 //! registers with `POST /webhooks` and unregisters with `DELETE /webhooks/{webhookId}`.
 //! Sync (contract 0.2, mode modified-since): one `GET /reservations?updatedSince=<since>&page=<n>`
-//! per page, whose answer `{"reservations": [{"id", "arrivalDate"}], "nextPage": n|null}` becomes
-//! upserted reservations; the cursor is the next page number.
+//! per page, whose answer `{"reservations": [{"id", "arrivalDate", "updatedAt"?, "cancelled"?}],
+//! "nextPage": n|null}` becomes upserted (or, `cancelled: true`, deleted) reservations; the
+//! cursor is the next page number. Behaviour `ok` takes `arrivalDate` and `updatedAt` from the
+//! webhook's body, so a test can make a webhook and a listing describe the same record.
 
 use serde_json::Value;
 use stayhook_plugin_sdk::model::*;
@@ -23,7 +25,6 @@ struct Chaos;
 impl Guest for Chaos {
     fn describe() -> PluginInfo {
         PluginInfo {
-            // No listing for reconciliation (yet): `sync` answers unsupported.
             sync_modes: vec![SyncMode::ModifiedSince],
             name: "chaos".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -48,7 +49,10 @@ impl Guest for Chaos {
             serde_json::from_slice(&inbound.body).map_err(|error| PluginError::BadPayload(format!("body is not JSON: {error}")))?;
         let id = json::string(&body, "id").unwrap_or_else(|| "chaos-1".into());
         match json::string(&body, "behaviour").as_deref() {
-            Some("ok") => Ok(Outcome::Done(vec![Event::ReservationUpserted(reservation(id, None))])),
+            Some("ok") => Ok(Outcome::Done(vec![Event::ReservationUpserted(Reservation {
+                updated_at: json::string(&body, "updatedAt"),
+                ..reservation(id, json::string(&body, "arrivalDate"))
+            })])),
             Some("delete") => Ok(Outcome::Done(vec![Event::ReservationDeleted(id)])),
             Some("trap") => panic!("chaos plugin asked to trap"),
             Some("loop") => {
@@ -139,7 +143,14 @@ impl Guest for Chaos {
             .and_then(Value::as_array)
             .ok_or_else(|| PluginError::BadPayload("the list has no `reservations` array".into()))?
             .iter()
-            .filter_map(|item| Some(Event::ReservationUpserted(reservation(json::string(item, "id")?, json::string(item, "arrivalDate")))))
+            .filter_map(|item| {
+                let id = json::string(item, "id")?;
+                if item.get("cancelled").and_then(Value::as_bool) == Some(true) {
+                    return Some(Event::ReservationDeleted(id));
+                }
+                let updated_at = json::string(item, "updatedAt");
+                Some(Event::ReservationUpserted(Reservation { updated_at, ..reservation(id, json::string(item, "arrivalDate")) }))
+            })
             .collect();
         let next = answer.get("nextPage").and_then(Value::as_u64).map(|page| page.to_string());
         Ok(SyncOutcome::Page(SyncPage { events, more: next.is_some(), next_cursor: next }))

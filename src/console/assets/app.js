@@ -307,7 +307,7 @@ async function accountPage(id, tab) {
   const base = "#/accounts/" + encodeURIComponent(id);
   const tabs = h("div", { class: "tabs", role: "tablist" },
     [["webhooks", "Webhook"], ["setup", "Listener & set-up"], ["settings", "Settings"]].map(([key, label]) => h("a", { href: base + "/" + key, class: tab === key ? "active" : null, role: "tab", text: label })));
-  const head = [h("h1", { text: `${account.name || account.id} · ${account.pms}` }), tabs];
+  const head = [h("h1", { text: `${account.name || account.id} · ${account.pms}` }), await syncLine(account), tabs];
   if (tab === "setup") return render(...head, await setupTab(account));
   if (tab === "settings") return render(...head, accountForm(await loadPlugins(), account), deleteAccount(account));
   return render(...head, await webhooksTab(account));
@@ -331,6 +331,21 @@ async function setupTab(account) {
       : h("ol", {}, h("li", { text: `Open ${plugin ? plugin.pms : account.pms}'s webhook settings.` }), h("li", { text: "Paste the listener URL above as the webhook URL, method POST." }),
           h("li", { text: `Verification: ${account.verification.scheme}${account.verification.configured ? " (configured)" : " — set the secret in Settings if the PMS signs its webhooks"}.` })),
     h("p", {}, h("a", { href: "#/reservations?accountId=" + encodeURIComponent(account.id), text: "Look up a reservation of this account" })));
+}
+
+// One line: where the account's initial sync and reconciliation stand (GET /v1/accounts/{id}/sync).
+async function syncLine(account) {
+  let sync;
+  try { sync = await api("GET", `/v1/accounts/${encodeURIComponent(account.id)}/sync`); } catch (error) { return h("p", { class: "help", id: "sync-status", text: "Sync status unavailable: " + error.message }); }
+  const last = sync.lastPass;
+  const parts = [`Sync: ${sync.status}`];
+  if (sync.status === "unavailable") parts.push(sync.reason || "");
+  if (sync.current) parts.push(`${sync.current.kind} page ${sync.current.pagesDone + 1}, ${sync.current.recordsSeen} records so far`);
+  if (last) parts.push(`last ${last.kind} finished ${last.finishedAt} (${last.recordsSeen} records, ${last.recoveredChanges} recovered)`);
+  if (sync.lastError) parts.push(`error: ${sync.lastError.reason}`);
+  if (sync.status !== "unavailable") parts.push(sync.reconcileIntervalSecs ? `every ${sync.reconcileIntervalSecs} s` : "reconciliation off");
+  if (sync.nextRunAt) parts.push(`next ${sync.nextRunAt}`);
+  return h("p", { class: sync.status === "error" ? "help error" : "help", id: "sync-status", text: parts.join(" · ") });
 }
 
 function deleteAccount(account) {

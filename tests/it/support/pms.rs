@@ -1,11 +1,15 @@
 //! A real HTTP server playing a PMS's API for enrichment tests (the chaos plugin's API): an OAuth2
-//! token endpoint, reservations that answer, rate-limit, or stay down, and webhook registration.
-//! Every request is recorded.
+//! token endpoint, reservations that answer, rate-limit, or stay down, webhook registration, and
+//! the list the chaos plugin's `sync` reads (`GET /reservations?page=&updatedSince=`: recorded
+//! pages, which can be held, throttled once with 429, or down). Every request is recorded (list
+//! requests apart, in `list_calls`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -24,6 +28,32 @@ pub struct ApiCall {
 struct Recorded {
     calls: Vec<ApiCall>,
     n_tokens: usize,
+    listing: Listing,
+}
+
+/// What `GET /reservations` answers.
+#[derive(Default)]
+struct Listing {
+    /// Page n (from 1) is `pages[n - 1]`; an empty list when there are none.
+    pages: Vec<Vec<serde_json::Value>>,
+    /// Pages from this one on wait until `release_list` (0: none held).
+    hold_from: usize,
+    /// The next this many list requests answer 429 with `Retry-After: 1`.
+    n_throttled: usize,
+    /// Every list request answers 503.
+    down: bool,
+    /// (page, when) of every list request.
+    calls: Vec<(usize, Instant)>,
+    released: Arc<tokio::sync::Notify>,
+}
+
+/// One list request: the page it asked for and when.
+#[derive(Debug, Clone, Copy)]
+pub struct ListCall {
+    /// The `page` query parameter.
+    pub page: usize,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// The fake API; `url` is what an account's `apiBaseUrl` points at.
@@ -41,6 +71,7 @@ impl FakePms {
         let router = Router::new()
             .route("/oauth/token", post(token))
             .route("/reservations/{id}", get(reservation))
+            .route("/reservations", get(list))
             .route("/webhooks", post(register))
             .route("/webhooks/{id}", delete(unregister))
             .with_state(recorded.clone());
@@ -58,6 +89,39 @@ impl FakePms {
     /// How many tokens were handed out.
     pub fn n_tokens(&self) -> usize {
         self.recorded.lock().unwrap().n_tokens
+    }
+
+    /// Serve these pages from `GET /reservations` (items `{"id", "arrivalDate", "updatedAt"?,
+    /// "cancelled"?}`).
+    pub fn set_pages(&self, pages: Vec<Vec<serde_json::Value>>) {
+        self.recorded.lock().unwrap().listing.pages = pages;
+    }
+
+    /// Hold list requests for pages `from` and later until [`FakePms::release_list`].
+    pub fn hold_list_from(&self, from: usize) {
+        self.recorded.lock().unwrap().listing.hold_from = from;
+    }
+
+    /// Answer held list requests and hold no more.
+    pub fn release_list(&self) {
+        let mut recorded = self.recorded.lock().unwrap();
+        recorded.listing.hold_from = 0;
+        recorded.listing.released.notify_waiters();
+    }
+
+    /// Answer the next `n` list requests 429 with `Retry-After: 1`.
+    pub fn throttle_list(&self, n: usize) {
+        self.recorded.lock().unwrap().listing.n_throttled = n;
+    }
+
+    /// Answer every list request 503 (or stop doing so).
+    pub fn list_down(&self, down: bool) {
+        self.recorded.lock().unwrap().listing.down = down;
+    }
+
+    /// The list requests so far, in order.
+    pub fn list_calls(&self) -> Vec<ListCall> {
+        self.recorded.lock().unwrap().listing.calls.iter().map(|(page, at)| ListCall { page: *page, at: *at }).collect()
     }
 }
 
@@ -99,6 +163,40 @@ async fn reservation(State(recorded): State<Arc<Mutex<Recorded>>>, Path(id): Pat
         return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], axum::Json(json!({"error": "rate limited"}))).into_response();
     }
     axum::Json(json!({"id": id, "arrivalDate": "2025-03-19"})).into_response()
+}
+
+async fn list(State(recorded): State<Arc<Mutex<Recorded>>>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let authorized =
+        headers.get("authorization").and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("Bearer token-"));
+    if !authorized {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "unauthorized"}))).into_response();
+    }
+    let page: usize = query.get("page").and_then(|page| page.parse().ok()).unwrap_or(1);
+    let held = {
+        let mut recorded = recorded.lock().unwrap();
+        let listing = &mut recorded.listing;
+        listing.calls.push((page, Instant::now()));
+        if listing.down {
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": "maintenance"}))).into_response();
+        }
+        if listing.n_throttled > 0 {
+            listing.n_throttled -= 1;
+            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], axum::Json(json!({"error": "rate limited"}))).into_response();
+        }
+        (listing.hold_from > 0 && page >= listing.hold_from).then(|| listing.released.clone())
+    };
+    if let Some(released) = held {
+        let notified = released.notified();
+        // Released between the check and here: go on.
+        if recorded.lock().unwrap().listing.hold_from != 0 {
+            notified.await;
+        }
+    }
+    let recorded = recorded.lock().unwrap();
+    let pages = &recorded.listing.pages;
+    let items = pages.get(page.wrapping_sub(1)).cloned().unwrap_or_default();
+    let next = (page < pages.len()).then_some(page + 1);
+    axum::Json(json!({"reservations": items, "nextPage": next})).into_response()
 }
 
 async fn register(State(recorded): State<Arc<Mutex<Recorded>>>, headers: HeaderMap, body: String) -> Response {
