@@ -15,11 +15,13 @@ fn options() -> DaemonOptions {
         .env("STAYHOOK_ENRICHMENT_RATE_PER_SECOND", "200")
 }
 
-/// A chaos account on the fake PMS; `extra` adds fields (`initialSync`, `reconcileIntervalSecs`).
+/// A chaos account on the fake PMS, with the daemon's default initial sync (the test helper
+/// turns it off unless asked); `extra` adds fields (`initialSync`, `reconcileIntervalSecs`).
 async fn account(daemon: &Daemon, pms: &FakePms, id: &str, extra: Value) {
     let mut body = json!({
         "id": id, "workspaceId": "ws", "pms": "chaos", "apiBaseUrl": pms.url,
         "credentials": {"clientId": "chaos-client", "clientSecret": "chaos-secret"},
+        "initialSync": {"enabled": true, "deliver": false},
     });
     body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     daemon.create_account(body).await;

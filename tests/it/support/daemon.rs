@@ -357,8 +357,13 @@ impl Daemon {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Create an account and return it; panics on any error.
-    pub async fn create_account(&self, body: Value) -> Value {
+    /// Create an account and return it; panics on any error. Unless the body says otherwise, the
+    /// account starts without an initial sync: most tests' accounts name a real PMS without a
+    /// local `apiBaseUrl`, and a test must never call out of the machine.
+    pub async fn create_account(&self, mut body: Value) -> Value {
+        if let Some(fields) = body.as_object_mut() {
+            fields.entry("initialSync").or_insert_with(|| json!({"enabled": false}));
+        }
         let (status, account) = self.admin("POST", "/v1/accounts", Some(body)).await;
         assert_eq!(status, 201, "{account}");
         account
