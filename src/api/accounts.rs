@@ -76,25 +76,15 @@ struct CreateAccount {
     initial_sync: InitialSync,
 }
 
-/// `initialSync` of a new account: whether to run one (default yes) and whether to deliver
-/// what it lists (default no: state only).
-#[derive(Deserialize)]
+/// `initialSync` of a new account: whether to run one (default: the daemon's `initial_sync`,
+/// itself yes by default) and whether to deliver what it lists (default no: state only).
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct InitialSync {
-    #[serde(default = "yes")]
-    enabled: bool,
+    #[serde(default)]
+    enabled: Option<bool>,
     #[serde(default)]
     deliver: bool,
-}
-
-impl Default for InitialSync {
-    fn default() -> Self {
-        Self { enabled: true, deliver: false }
-    }
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Deserialize)]
@@ -137,7 +127,8 @@ async fn create(State(daemon): State<Arc<ApiContext>>, JsonBody(body): JsonBody<
     ensure_url_token(&daemon, &mut account);
     match daemon.store.insert_account(&account).await? {
         Inserted::Created => {
-            if body.initial_sync.enabled && crate::sync::unavailable_reason(&daemon.plugins, &account).is_none() {
+            let initial_sync = body.initial_sync.enabled.unwrap_or(daemon.syncer.initial_sync_by_default());
+            if initial_sync && crate::sync::unavailable_reason(&daemon.plugins, &account).is_none() {
                 // A plugin that can list records: the account starts knowing what exists.
                 if let Err(error) = daemon.syncer.start_initial(&account, body.initial_sync.deliver).await {
                     tracing::warn!(account_id = %account.id, %error, "the initial sync did not start");

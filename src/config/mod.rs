@@ -144,6 +144,9 @@ pub struct RawConfig {
     /// Seconds between two reconciliation passes of an account whose plugin can list its records
     /// (`0`: off); an account's `reconcileIntervalSecs` overrides it.
     pub reconcile_interval_secs: u64,
+    /// Whether a new account whose plugin can list records starts with an initial sync (state
+    /// only) when its `initialSync.enabled` does not say.
+    pub initial_sync: bool,
     /// Webhooks per second one account may post to its listener URL, with a burst of twice that;
     /// over it the listener answers 429 with `Retry-After` (0 means no limit).
     pub listener_requests_per_second: u32,
@@ -284,6 +287,7 @@ impl Default for RawConfig {
             enrichment_timeout_ms: 10_000,
             enrichment_rate_per_second: 5,
             reconcile_interval_secs: 15 * 60,
+            initial_sync: true,
             listener_requests_per_second: 500,
             listener_bytes_per_second: 32 * 1024 * 1024,
             dead_letters_hold_lane: true,
@@ -365,6 +369,8 @@ pub struct Settings {
     pub enrichment_rate_per_second: u32,
     /// See [`RawConfig::reconcile_interval_secs`]; `None`: reconciliation is off by default.
     pub reconcile_interval: Option<Duration>,
+    /// See [`RawConfig::initial_sync`].
+    pub initial_sync: bool,
     /// See [`RawConfig::listener_requests_per_second`]; `None` means no limit.
     pub listener_requests_per_second: Option<std::num::NonZeroU32>,
     /// [`RawConfig::listener_bytes_per_second`] in KiB (rounded up); `None` means no limit.
@@ -476,6 +482,7 @@ impl RawConfig {
             "ENRICHMENT_TIMEOUT_MS" => self.enrichment_timeout_ms = parse("enrichment_timeout_ms", value)?,
             "ENRICHMENT_RATE_PER_SECOND" => self.enrichment_rate_per_second = parse("enrichment_rate_per_second", value)?,
             "RECONCILE_INTERVAL_SECS" => self.reconcile_interval_secs = parse("reconcile_interval_secs", value)?,
+            "INITIAL_SYNC" => self.initial_sync = flag("initial_sync", value)?,
             "LISTENER_REQUESTS_PER_SECOND" => self.listener_requests_per_second = parse("listener_requests_per_second", value)?,
             "LISTENER_BYTES_PER_SECOND" => self.listener_bytes_per_second = parse("listener_bytes_per_second", value)?,
             "DEAD_LETTERS_HOLD_LANE" => self.dead_letters_hold_lane = flag("dead_letters_hold_lane", value)?,
@@ -590,6 +597,7 @@ impl RawConfig {
             enrichment_timeout: Duration::from_millis(self.enrichment_timeout_ms),
             enrichment_rate_per_second: self.enrichment_rate_per_second,
             reconcile_interval: (self.reconcile_interval_secs > 0).then(|| Duration::from_secs(self.reconcile_interval_secs)),
+            initial_sync: self.initial_sync,
             listener_requests_per_second: std::num::NonZeroU32::new(self.listener_requests_per_second),
             listener_kib_per_second,
             dead_letters_hold_lane: self.dead_letters_hold_lane,

@@ -61,6 +61,8 @@ const WINDOW_DAYS_AHEAD: i64 = 365;
 pub struct SyncSettings {
     /// The daemon's reconciliation interval; `None`: off unless an account sets one.
     pub reconcile_interval: Option<Duration>,
+    /// Whether a new account starts with an initial sync when it does not say.
+    pub initial_sync: bool,
     /// Most rounds of API calls for one page (as for one webhook).
     pub max_rounds: u32,
     /// Most API calls in one round.
@@ -71,6 +73,7 @@ impl From<&Settings> for SyncSettings {
     fn from(settings: &Settings) -> Self {
         Self {
             reconcile_interval: settings.reconcile_interval,
+            initial_sync: settings.initial_sync,
             max_rounds: settings.enrichment_max_rounds,
             max_requests: settings.enrichment_max_requests,
         }
@@ -216,6 +219,11 @@ impl Syncer {
             passes: Mutex::new(tokio::task::JoinSet::new()),
             wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Whether a new account starts with an initial sync when its `initialSync` does not say.
+    pub fn initial_sync_by_default(&self) -> bool {
+        self.ctx.settings.initial_sync
     }
 
     /// Make the scheduler look at every account again now (an account was created or changed).

@@ -15,8 +15,8 @@ fn options() -> DaemonOptions {
         .env("STAYHOOK_ENRICHMENT_RATE_PER_SECOND", "200")
 }
 
-/// A chaos account on the fake PMS, with the daemon's default initial sync (the test helper
-/// turns it off unless asked); `extra` adds fields (`initialSync`, `reconcileIntervalSecs`).
+/// A chaos account on the fake PMS, with an initial sync that stores state only (the test
+/// daemons start none unless asked); `extra` adds fields (`initialSync`, `reconcileIntervalSecs`).
 async fn account(daemon: &Daemon, pms: &FakePms, id: &str, extra: Value) {
     let mut body = json!({
         "id": id, "workspaceId": "ws", "pms": "chaos", "apiBaseUrl": pms.url,
@@ -339,4 +339,34 @@ async fn webhook_enrichment_goes_ahead_of_a_running_sync() {
     })
     .await
     .expect("the test ran past its bound");
+}
+
+/// `initial_sync` decides for an account whose `initialSync` does not say: off (as the test
+/// daemons run), no listing; on, the account starts knowing what the PMS lists.
+#[tokio::test]
+async fn the_daemon_default_decides_an_initial_sync_the_account_does_not_ask_for() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let pms = FakePms::start().await;
+        pms.set_pages(vec![vec![item("d-1", "2026-10-01", "2026-11-01T10:00:00Z")]]);
+        let body = |id: &str| {
+            json!({"id": id, "workspaceId": "ws", "pms": "chaos", "apiBaseUrl": pms.url, "reconcileIntervalSecs": 0,
+                   "credentials": {"clientId": "chaos-client", "clientSecret": "chaos-secret"}})
+        };
+
+        let off = Daemon::start(options()).await;
+        off.create_account(body("quiet")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(sync_status(&off, "quiet").await["status"], "idle");
+        assert!(pms.list_calls().is_empty(), "no listing: {:?}", pms.list_calls().len());
+        drop(off);
+
+        let on = Daemon::start(options().env("STAYHOOK_INITIAL_SYNC", "true")).await;
+        on.create_account(body("eager")).await;
+        let done = wait_finished(&on, "eager", "initial-sync", None).await;
+        assert_eq!(done["lastPass"]["recordsSeen"].as_u64(), Some(1), "{done}");
+        let (status, stored) = on.admin("GET", "/v1/accounts/eager/reservations/d-1", None).await;
+        assert_eq!(status, 200, "{stored}");
+    })
+    .await
+    .expect("bounded");
 }

@@ -142,6 +142,10 @@ impl Daemon {
             .env("STAYHOOK_PLUGIN_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
             .env("STAYHOOK_RETRY_SCHEDULE", &self.options.retry_schedule)
             .env("STAYHOOK_RETRY_JITTER_PERCENT", "0")
+            // Most tests' accounts name a real PMS with no local apiBaseUrl, and a test never
+            // calls out of the machine: new accounts start without an initial sync unless they
+            // ask for one (the sync tests do).
+            .env("STAYHOOK_INITIAL_SYNC", "false")
             .env("STAYHOOK_LOG", "info,stayhook=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -357,13 +361,8 @@ impl Daemon {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Create an account and return it; panics on any error. Unless the body says otherwise, the
-    /// account starts without an initial sync: most tests' accounts name a real PMS without a
-    /// local `apiBaseUrl`, and a test must never call out of the machine.
-    pub async fn create_account(&self, mut body: Value) -> Value {
-        if let Some(fields) = body.as_object_mut() {
-            fields.entry("initialSync").or_insert_with(|| json!({"enabled": false}));
-        }
+    /// Create an account and return it; panics on any error.
+    pub async fn create_account(&self, body: Value) -> Value {
         let (status, account) = self.admin("POST", "/v1/accounts", Some(body)).await;
         assert_eq!(status, 201, "{account}");
         account
