@@ -210,11 +210,12 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     };
 
     health.set_phase(health::Phase::Ready);
+    // Logged before the addresses are printed, so whoever reads them finds the log line written.
+    tracing::info!(webhooks = %ingest_server_address, admin = %admin_server_address, data_dir = %settings.data_dir.display(), "serving");
     // The daemon's contract with scripts (and the tests): where it listens, printed once it answers.
     println!("stayhook: webhooks on http://{ingest_server_address}");
     println!("stayhook: admin API on http://{admin_server_address}");
     println!("stayhook: console on http://{admin_server_address}/");
-    tracing::info!(webhooks = %ingest_server_address, admin = %admin_server_address, data_dir = %settings.data_dir.display(), "serving");
 
     let fault = store.fault().clone();
     let failed = tokio::select! {
