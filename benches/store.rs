@@ -387,10 +387,7 @@ fn growth() {
         let started = Instant::now();
         match stayhook::store::open_data_dir(&path, cache_bytes, 16 << 20) {
             Ok(store) => break (store, started.elapsed()),
-            Err(error) if Instant::now() < deadline => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             Err(error) => panic!("the store does not open again: {error}"),
         }
     };

@@ -94,14 +94,15 @@ pub fn sync(request: &SyncRequest, responses: &[ApiResponse]) -> Result<SyncOutc
     let threshold = match (position.order, request.since.as_deref()) {
         (Order::CheckIn, _) | (_, None) => None,
         (_, Some(since)) => Some(
-            epoch_seconds(since).ok_or_else(|| PluginError::BadPayload(format!("since {since:?} is not a timestamp")))? - OVERLAP_SECONDS,
+            time::epoch_seconds(since).ok_or_else(|| PluginError::BadPayload(format!("since {since:?} is not a timestamp")))?
+                - OVERLAP_SECONDS,
         ),
     };
     // Newest first: the scan ends at the first stay before the threshold. A stay without the
     // time (where a database sorts them is not documented) is skipped, never the end.
     let age = |stay: &Value| match threshold {
         None => Age::Recent,
-        Some(threshold) => match json::string(stay, position.order.word()).and_then(|at| epoch_seconds(&at)) {
+        Some(threshold) => match json::string(stay, position.order.word()).and_then(|at| time::epoch_seconds(&at)) {
             None => Age::Unknown,
             Some(at) if at >= threshold => Age::Recent,
             Some(_) => Age::Old,
@@ -163,44 +164,6 @@ pub fn list_request(request: &SyncRequest, position: Position) -> Result<ApiRequ
     Ok(ApiRequest { query, ..api::get(LIST, "/reservations") })
 }
 
-/// Seconds since 1970 of "YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|±HH:MM]" (no zone: UTC).
-pub fn epoch_seconds(text: &str) -> Option<i64> {
-    let date = time::date_part(text)?;
-    let (year, month, day) = time::parse_date(date)?;
-    let rest = &text[date.len()..];
-    let (clock, zone) = match rest.strip_prefix('T').or_else(|| rest.strip_prefix(' ')) {
-        None if rest.is_empty() => ("", ""),
-        None => return None,
-        Some(rest) => match rest.find(['Z', '+', '-']) {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
-        },
-    };
-    let mut parts = clock.split('.').next().unwrap_or("").split(':').filter(|part| !part.is_empty());
-    let mut next = || parts.next().map(|part| part.parse::<i64>().ok()).unwrap_or(Some(0));
-    let (hours, minutes, seconds) = (next()?, next()?, next()?);
-    let offset = match zone {
-        "" | "Z" => 0,
-        _ => {
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let (zone_hours, zone_minutes) = zone[1..].split_once(':').unwrap_or((&zone[1..], "0"));
-            sign * (zone_hours.parse::<i64>().ok()? * 3600 + zone_minutes.parse::<i64>().ok()? * 60)
-        }
-    };
-    Some(days_from_civil(i64::from(year), month, day) * 86_400 + hours * 3600 + minutes * 60 + seconds - offset)
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,15 +206,6 @@ mod tests {
             SyncOutcome::Fetch(mut requests) => requests.remove(0).query,
             SyncOutcome::Page(page) => panic!("expected a fetch, got {page:?}"),
         }
-    }
-
-    #[test]
-    fn timestamps_in_seconds() {
-        assert_eq!(epoch_seconds("1970-01-02T00:00:00Z"), Some(86_400));
-        assert_eq!(epoch_seconds("2026-05-22T02:50:00+00:00"), epoch_seconds("2026-05-22T04:50:00+02:00"));
-        assert_eq!(epoch_seconds("2026-05-22"), epoch_seconds("2026-05-22T00:00:00Z"));
-        assert_eq!(epoch_seconds("2024-03-01T00:00:00Z").unwrap() - epoch_seconds("2024-02-28T00:00:00Z").unwrap(), 2 * 86_400);
-        assert_eq!(epoch_seconds("not a time"), None);
     }
 
     #[test]

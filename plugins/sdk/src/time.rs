@@ -61,6 +61,34 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Seconds since 1970 of "YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|±HH:MM]" (no zone: UTC), to compare
+/// instants a PMS writes in different offsets (a listing's stop at a watermark).
+pub fn epoch_seconds(text: &str) -> Option<i64> {
+    let date = date_part(text)?;
+    let (year, month, day) = parse_date(date)?;
+    let rest = &text[date.len()..];
+    let (clock, zone) = match rest.strip_prefix('T').or_else(|| rest.strip_prefix(' ')) {
+        None if rest.is_empty() => ("", ""),
+        None => return None,
+        Some(rest) => match rest.find(['Z', '+', '-']) {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        },
+    };
+    let mut parts = clock.split('.').next().unwrap_or("").split(':').filter(|part| !part.is_empty());
+    let mut next = || parts.next().map(|part| part.parse::<i64>().ok()).unwrap_or(Some(0));
+    let (hours, minutes, seconds) = (next()?, next()?, next()?);
+    let offset = match zone {
+        "" | "Z" => 0,
+        _ => {
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let (zone_hours, zone_minutes) = zone[1..].split_once(':').unwrap_or((&zone[1..], "0"));
+            sign * (zone_hours.parse::<i64>().ok()? * 3600 + zone_minutes.parse::<i64>().ok()? * 60)
+        }
+    };
+    Some(days_from_civil(year, month, day) * 86_400 + hours * 3600 + minutes * 60 + seconds - offset)
+}
+
 /// Whether `text` is one of the timestamp forms the host accepts: "YYYY-MM-DD", or a date with
 /// "T"/" " and "HH:MM[:SS[.fff]]", optionally followed by "Z" or "±HH:MM". Guesty writes instants
 /// as "2017-10-01T16:13:25.711Z".
@@ -134,6 +162,15 @@ fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_in_seconds() {
+        assert_eq!(epoch_seconds("1970-01-02T00:00:00Z"), Some(86_400));
+        assert_eq!(epoch_seconds("2026-05-22T02:50:00+00:00"), epoch_seconds("2026-05-22T04:50:00+02:00"));
+        assert_eq!(epoch_seconds("2026-05-22"), epoch_seconds("2026-05-22T00:00:00Z"));
+        assert_eq!(epoch_seconds("2024-03-01T00:00:00Z").unwrap() - epoch_seconds("2024-02-28T00:00:00Z").unwrap(), 2 * 86_400);
+        assert_eq!(epoch_seconds("not a time"), None);
+    }
 
     #[test]
     fn days_move_across_months_years_and_leap_days() {
