@@ -159,7 +159,7 @@ fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
     stayhook::config::os::private_umask();
     let data_dir = &settings.data_dir;
     if data_dir.join("store").exists() {
-        println!("{} is already in storage format 2; nothing to migrate", data_dir.display());
+        println!("{} already holds a store of format 2 or later; nothing to migrate", data_dir.display());
         return Ok(());
     }
     if stayhook::store::sled_backend::migrate::format1_dir(data_dir).is_none() {
@@ -167,7 +167,7 @@ fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let migrated = stayhook::store::sled_backend::migrate::migrate_data_dir(data_dir, settings.store_cache_bytes)?;
     println!(
-        "migrated {} inbox entries, {} events, {} deliveries to storage format 2 in {}; the old database is kept in {} (delete it once satisfied)",
+        "migrated {} inbox entries, {} events, {} deliveries to storage format 3 in {}; the old database is kept in {} (delete it once satisfied)",
         migrated.inbox,
         migrated.events,
         migrated.deliveries,

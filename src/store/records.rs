@@ -2,7 +2,7 @@
 //!
 //! These types are the on-disk format: JSON for accounts, subscriptions and events (so a field
 //! added with `#[serde(default)]` keeps older data loading), postcard for raw webhooks. The sled
-//! backend (storage format 2) keeps [`Delivery`], [`Attempt`] and [`InboxOutcome`] inside
+//! backend (storage format 3) keeps [`Delivery`], [`Attempt`] and [`InboxOutcome`] inside
 //! postcard index records, where fields are read by position: adding a field to one of them needs a
 //! new storage format and its migration (`store/sled_backend/migrate.rs`).
 

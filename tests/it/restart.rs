@@ -154,3 +154,55 @@ async fn a_graceful_stop_waits_for_the_delivery_in_flight_and_does_not_send_it_a
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     assert_eq!(attempts[0]["success"], true);
 }
+
+/// A delivery behind a failing one in its lane is never attempted, so its only record is its
+/// webhook's inbox entry (storage format 3 writes no record of its own until something changes
+/// it). Killed then, the restarted daemon finds it there and delivers it after the head, in order.
+#[tokio::test]
+async fn a_delivery_never_attempted_before_sigkill_is_found_after_restart_and_delivered_in_order() {
+    let receiver = Receiver::failing_first(usize::MAX).await;
+    let mut daemon = Daemon::start(DaemonOptions::default().retry_schedule("2s,2s,2s,2s,2s,2s,2s,2s")).await;
+    daemon.create_account(json!({"id": "lanes", "workspaceId": "ws", "pms": "hostaway"})).await;
+    daemon.subscribe("lanes", &receiver.url).await;
+
+    let (status, answer) = daemon.post_webhook("lanes", &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    daemon.inbox_outcome(answer["inboxId"].as_str().unwrap()).await;
+    assert_eq!(receiver.next().await.answered, 500, "the head's first attempt fails");
+    let (status, answer) = daemon.post_webhook("lanes", &hostaway_body("reservation-updated-dates-moved"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let outcome = daemon.inbox_outcome(answer["inboxId"].as_str().unwrap()).await;
+    let behind = outcome["outcome"]["eventIds"][0].as_str().expect("the update made an event").to_string();
+    let (status, event) = daemon.admin("GET", &format!("/v1/events/{behind}"), None).await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["deliveries"][0]["status"], "pending", "{event}");
+    assert_eq!(event["deliveries"][0]["attempts"], 0, "waiting behind the head, never attempted: {event}");
+    // Normalized runs are made durable by the next flush (a crash before it replays them), and a
+    // webhook's acceptance is one: after it, the run above is on disk.
+    let (status, answer) = daemon.post_webhook("lanes", br#"{"not": "hostaway"}"#, &[]).await;
+    assert_eq!(status, 200, "{answer}");
+
+    daemon.kill();
+    receiver.fail_next(0);
+    daemon.restart();
+    daemon
+        .wait_for("the store's recovery to report the unwritten delivery", async |daemon| {
+            daemon.log().contains("n_unwritten=1").then_some(())
+        })
+        .await;
+    let mut delivered = Vec::new();
+    while delivered.len() < 2 {
+        let received = receiver.next().await;
+        if received.answered == 200 {
+            delivered.push(received.json()["hook"]["eventType"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(delivered, ["reservation.created", "reservation.updated"]);
+    let delivery = daemon
+        .wait_for("the delivery's attempt to be recorded", async |daemon| {
+            let (_, event) = daemon.admin("GET", &format!("/v1/events/{behind}"), None).await;
+            (event["deliveries"][0]["status"] == "delivered").then(|| event["deliveries"][0].clone())
+        })
+        .await;
+    assert_eq!(delivery["attempts"], 1, "{delivery}");
+}

@@ -1,8 +1,9 @@
 //! Upgrade: a data dir written by an earlier release opens in this one with everything in it.
 //!
 //! `tests/fixtures/datadir-v1/` was written by the release at commit 94b8f7c (storage format 1:
-//! fifteen sled trees, see its README) with `write_the_v1_fixture` below; the test opens a copy of
-//! it and checks what an operator would: accounts, webhooks, the event log, inbox outcomes, the
+//! fifteen sled trees, see its README) and `tests/fixtures/datadir-v2/` by the release at commit
+//! b8ea0bd (storage format 2: segments and small index records), both with `write_fixture` below;
+//! the tests open a copy of each and check what an operator would: accounts, webhooks, the event log, inbox outcomes, the
 //! record state (an update of a stored reservation is `reservation.updated` with its previous
 //! dates), and the delivery still owed to a receiver that was down.
 
@@ -12,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::support::{Daemon, DaemonOptions, Receiver, hostaway_body, repo_root};
 
-fn fixture() -> PathBuf {
-    repo_root().join("tests/fixtures/datadir-v1")
+fn fixture(format: u32) -> PathBuf {
+    repo_root().join(format!("tests/fixtures/datadir-v{format}"))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -33,12 +34,23 @@ fn copy_dir(from: &Path, to: &Path) {
 const DOWN: &str = "http://127.0.0.1:9/down";
 
 /// Writes `tests/fixtures/datadir-v1` with the build under test. Run by hand, only with the
-/// release whose format the fixture is to hold: `cargo test --release --test it -- --ignored
-/// write_the_v1_fixture`.
+/// release whose format the fixture is to hold (94b8f7c): `cargo test --release --test it --
+/// --ignored write_the_v1_fixture`.
 #[tokio::test]
 #[ignore = "writes the fixture; run by hand with the release whose format it holds"]
 async fn write_the_v1_fixture() {
-    let dir = fixture();
+    write_fixture(fixture(1)).await;
+}
+
+/// Writes `tests/fixtures/datadir-v2` the same way, with the release whose format it holds
+/// (b8ea0bd).
+#[tokio::test]
+#[ignore = "writes the fixture; run by hand with the release whose format it holds"]
+async fn write_the_v2_fixture() {
+    write_fixture(fixture(2)).await;
+}
+
+async fn write_fixture(dir: PathBuf) {
     let readme = std::fs::read_to_string(dir.join("README.md")).ok();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -75,18 +87,42 @@ async fn write_the_v1_fixture() {
 }
 
 #[tokio::test]
-async fn a_data_dir_of_the_previous_release_opens_with_everything_in_it() {
+async fn a_data_dir_of_storage_format_1_is_migrated_with_everything_in_it() {
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), copy.path());
+    copy_dir(&fixture(1), copy.path());
     let receiver = Receiver::start().await;
     let daemon = Daemon::start(DaemonOptions::default().retry_schedule("1h,1h").store_dir(copy.path().to_path_buf())).await;
 
-    // Migrated once to storage format 2; the format-1 database kept as the backup.
+    // Migrated once to the current storage format; the format-1 database kept as the backup.
     assert!(copy.path().join("store/index").is_dir() && copy.path().join("store/segments").is_dir());
     assert!(copy.path().join("db.format1/conf").is_file(), "the old database is kept");
     assert!(!copy.path().join("db").exists());
-    assert!(daemon.log().contains("migrated to storage format 2"), "the migration is logged");
+    assert!(daemon.log().contains("migrated to storage format 3"), "the migration is logged");
+    everything_is_there(&daemon, &receiver).await;
+}
 
+#[tokio::test]
+async fn a_store_of_format_2_opens_in_place_with_everything_in_it() {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(2), copy.path());
+    let receiver = Receiver::start().await;
+    let mut daemon = Daemon::start(DaemonOptions::default().retry_schedule("1h,1h").store_dir(copy.path().to_path_buf())).await;
+    assert!(daemon.log().contains("marking the store with the new storage format"), "the new format is logged");
+    assert!(!copy.path().join("store.migrating").exists() && !copy.path().join("db.format1").exists(), "nothing was copied");
+    everything_is_there(&daemon, &receiver).await;
+
+    // Marked once: the next start opens it as its own.
+    assert!(daemon.terminate(), "SIGTERM ends the daemon with success");
+    daemon.restart();
+    let (status, events) = daemon.admin("GET", "/v1/events?accountId=upgraded", None).await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["events"].as_array().map(Vec::len), Some(2), "{events}");
+    assert_eq!(daemon.log().matches("marking the store with the new storage format").count(), 1);
+}
+
+/// What the fixture holds, as the API shows it, and its state at work (an update of the stored
+/// reservation is `reservation.updated` with its previous dates).
+async fn everything_is_there(daemon: &Daemon, receiver: &Receiver) {
     let (status, accounts) = daemon.admin("GET", "/v1/accounts", None).await;
     assert_eq!(status, 200, "{accounts}");
     let ids: Vec<&str> = accounts["accounts"].as_array().unwrap().iter().filter_map(|account| account["id"].as_str()).collect();
@@ -142,7 +178,7 @@ async fn a_data_dir_of_the_previous_release_opens_with_everything_in_it() {
 #[tokio::test]
 async fn stayhook_migrate_moves_a_data_dir_of_the_previous_release_offline() {
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), copy.path());
+    copy_dir(&fixture(1), copy.path());
     let migrate = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_stayhook"))
             .arg("migrate")
@@ -158,7 +194,7 @@ async fn stayhook_migrate_moves_a_data_dir_of_the_previous_release_offline() {
     assert!(stdout.contains("db.format1"), "the backup is named: {stdout}");
     let again = migrate();
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already in storage format 2"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already holds a store of format 2 or later"));
 
     let daemon = Daemon::start(DaemonOptions::default().retry_schedule("1h,1h").store_dir(copy.path().to_path_buf())).await;
     assert!(!daemon.log().contains("migrating the store"), "nothing is left to migrate at start");

@@ -9,8 +9,12 @@ use super::segments::Loc;
 use crate::model::{EventResult, EventType};
 use crate::store::{Attempt, Delivery, InboxOutcome};
 
-/// The storage format this backend writes, kept in `meta` under [`FORMAT_KEY`].
-pub(crate) const FORMAT: &str = "2";
+/// The storage format this backend writes, kept in `meta` under [`FORMAT_KEY`]. Format 3 is
+/// format 2 plus [`Fate::Normalized`] (a new enum variant: every format-2 record reads as
+/// before), so a format-2 store is opened in place and marked 3.
+pub(crate) const FORMAT: &str = "3";
+/// The earlier format this release opens in place (see [`FORMAT`]).
+pub(crate) const FORMAT_OPENED_IN_PLACE: &str = "2";
 pub(crate) const FORMAT_KEY: &str = "storage_format";
 /// Added to sled's id generator (a data dir migrated from format 1 starts above its ids).
 pub(crate) const ID_BASE_KEY: &str = "id_base";
@@ -18,6 +22,9 @@ pub(crate) const ID_BASE_KEY: &str = "id_base";
 pub(crate) const INBOX_FLOOR_KEY: &str = "inbox_floor";
 /// Every delivery below this id is finished or dead (start-up reads deliveries from here).
 pub(crate) const DELIVERY_FLOOR_KEY: &str = "delivery_floor";
+/// Every inbox entry below this id holds no unwritten delivery (see [`Fate::Normalized`]);
+/// start-up reads the inbox from the lower of this and [`INBOX_FLOOR_KEY`]. Absent: none.
+pub(crate) const UNWRITTEN_FLOOR_KEY: &str = "unwritten_floor";
 
 /// `inbox` tree: a raw webhook's place, account, arrival and fate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,13 +43,19 @@ pub(crate) enum Fate {
     Pending { generation: u32, previous: Option<InboxOutcome> },
     /// Normalized, skipped or failed.
     Finished(InboxOutcome),
+    /// Normalized into events with deliveries. The deliveries are written here, as they were
+    /// created, and nowhere else until their first attempt (or any other change) writes their
+    /// own `deliveries` record: one sled write per event and subscription fewer on the hot path.
+    /// Start-up finds the unwritten ones from [`UNWRITTEN_FLOOR_KEY`]. Appended last, so records
+    /// of format 2 decode unchanged.
+    Normalized { outcome: InboxOutcome, deliveries: Vec<Delivery> },
 }
 
 impl Fate {
     pub(crate) fn outcome(&self) -> Option<&InboxOutcome> {
         match self {
             Fate::Pending { previous, .. } => previous.as_ref(),
-            Fate::Finished(outcome) => Some(outcome),
+            Fate::Finished(outcome) | Fate::Normalized { outcome, .. } => Some(outcome),
         }
     }
 }
@@ -71,6 +84,13 @@ pub(crate) struct DeliveryRecord {
     pub(crate) attempts: Vec<Attempt>,
     /// Order within the lane: the id, or a later id for a dead letter revived at the lane's tail.
     pub(crate) seq: u64,
+}
+
+impl DeliveryRecord {
+    /// A new delivery's record: no attempts yet, ordered by its id.
+    pub(crate) fn new(delivery: Delivery) -> Self {
+        Self { seq: delivery.id, delivery, attempts: Vec::new() }
+    }
 }
 
 /// `dead` tree value: whether the dead letter holds the head of its lane.

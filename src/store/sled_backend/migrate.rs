@@ -1,8 +1,9 @@
-//! Migration of a data dir from storage format 1 to format 2.
+//! Migration of a data dir from storage format 1 to the current format (3; a store of format 2
+//! opens in place, see `layout::FORMAT`).
 //!
 //! Format 1 (every release before this one) is one sled database in `<data_dir>/db` with fifteen
 //! trees and every value inside sled. Format 2 is `<data_dir>/store` (see the backend's header).
-//! The migration reads every tree of format 1 and writes format 2 into `<data_dir>/store.migrating`,
+//! The migration reads every tree of format 1 and writes the current format into `<data_dir>/store.migrating`,
 //! flushes it, renames it to `<data_dir>/store`, and only then renames the old database to
 //! `<data_dir>/db.format1` (kept as the backup: the operator deletes it once satisfied). A crash at
 //! any point leaves the old database untouched and the migration starts again at the next start.
@@ -47,7 +48,7 @@ fn failed(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("migrating from storage format 1: {what}: {error}"))
 }
 
-/// Migrate `<data_dir>/db` (format 1) to `<data_dir>/store` (format 2).
+/// Migrate `<data_dir>/db` (format 1) to `<data_dir>/store` (the current format).
 pub fn migrate_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Migrated, StoreError> {
     let old_dir = format1_dir(data_dir)
         .ok_or_else(|| failed("looking for the old store", format!("no database in {}", data_dir.join("db").display())))?;
@@ -59,7 +60,7 @@ pub fn migrate_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Migrated, S
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|error| failed("removing an interrupted migration", error))?;
     }
-    tracing::warn!(from = %old_dir.display(), to = %store_dir.display(), "migrating the store from format 1 to format 2 (once); the old database is kept as db.format1");
+    tracing::warn!(from = %old_dir.display(), to = %store_dir.display(), "migrating the store from format 1 to format 3 (once); the old database is kept as db.format1");
     let started = std::time::Instant::now();
     let old = sled::Config::new().path(&old_dir).cache_capacity(cache_bytes).open()?;
     let new = sled::Config::new().path(partial.join("index")).cache_capacity(cache_bytes).flush_every_ms(None).open()?;
@@ -84,7 +85,7 @@ pub fn migrate_data_dir(data_dir: &Path, cache_bytes: u64) -> Result<Migrated, S
         never_acknowledged = migrated.never_acknowledged,
         elapsed_ms = started.elapsed().as_millis() as u64,
         backup = %migrated.backup.display(),
-        "migrated to storage format 2; delete the backup once the daemon runs as expected"
+        "migrated to storage format 3; delete the backup once the daemon runs as expected"
     );
     Ok(migrated)
 }

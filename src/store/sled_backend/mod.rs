@@ -1,4 +1,4 @@
-//! The embedded backend (storage format 2): bodies in segment files, small index records in sled,
+//! The embedded backend (storage format 3): bodies in segment files, small index records in sled,
 //! derived indexes in memory, one writer thread for the hot path, one group commit.
 //!
 //! A store directory holds `index/` (one sled database) and `segments/` (see [`segments`]). What
@@ -7,8 +7,14 @@
 //! | when | segment appends | sled writes |
 //! |---|---|---|
 //! | accept | the raw webhook | `inbox` record (pending), `dedup` digest |
-//! | normalize | the event | `events` record, `deliveries` record, `state` (LZ4), `inbox` record (finished) |
+//! | normalize | the event | `events` record, `state` (LZ4), `inbox` record (normalized, with the new deliveries) |
 //! | attempt | | `deliveries` record (with its attempt) |
+//!
+//! A new delivery is written once, inside its inbox entry's finished record
+//! ([`layout::Fate::Normalized`]), and gets a `deliveries` record of its own only when something
+//! changes it (its first attempt, normally): with five subscriptions that is five writes per
+//! event fewer. Until then it is *unwritten*: [`Unwritten`] maps it to its inbox entry, reads
+//! find it there, and start-up finds it from the unwritten floor.
 //!
 //! No transactions: each job's writes are ordered so that a crash between any two leaves a state
 //! that start-up repairs by replaying (an inbox entry leaves pending by its last write, after its
@@ -82,6 +88,8 @@ pub(crate) struct Index {
     lanes: Mutex<HashMap<(String, String), VecDeque<u64>>>,
     /// `(due_ms, delivery_id)` of every lane head due for an attempt (see [`DueMirror`]).
     due: DueMirror,
+    /// Deliveries whose only record is their inbox entry's (see [`Unwritten`]).
+    unwritten: Mutex<Unwritten>,
     due_changed: Arc<tokio::sync::Notify>,
     fault: Fault,
 }
@@ -98,6 +106,45 @@ pub(crate) struct Open {
     next_id: u64,
     /// The floors last written to `meta`.
     written_floors: (u64, u64),
+}
+
+/// Deliveries created by a normalized run and not written on their own yet: they live in their
+/// inbox entry's [`Fate::Normalized`] record. The writer thread adds them (before their entry
+/// leaves `pending`, so the pruner, which checks `pending` first, always sees one or the other)
+/// and removes each when its own record is written, under this lock (see
+/// [`Index::put_delivery_record`]).
+#[derive(Default)]
+pub(crate) struct Unwritten {
+    /// Delivery id to its inbox entry.
+    by_delivery: HashMap<u64, u64>,
+    /// Inbox entry to how many of its deliveries are unwritten.
+    by_inbox: BTreeMap<u64, u32>,
+    /// The floor last written to `meta` (`None`: not written by this process yet).
+    written_floor: Option<u64>,
+}
+
+impl Unwritten {
+    fn add(&mut self, inbox_id: u64, delivery_id: u64) {
+        if self.by_delivery.insert(delivery_id, inbox_id).is_none() {
+            *self.by_inbox.entry(inbox_id).or_default() += 1;
+        }
+    }
+
+    fn forget(&mut self, delivery_id: u64) {
+        if let Some(inbox_id) = self.by_delivery.remove(&delivery_id)
+            && let Some(count) = self.by_inbox.get_mut(&inbox_id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.by_inbox.remove(&inbox_id);
+            }
+        }
+    }
+
+    /// Whether an inbox entry holds unwritten deliveries (its record must stay).
+    pub(crate) fn holds(&self, inbox_id: u64) -> bool {
+        self.by_inbox.contains_key(&inbox_id)
+    }
 }
 
 impl Open {
@@ -158,6 +205,10 @@ impl Index {
         self.lanes.lock().expect("lanes lock poisoned")
     }
 
+    fn unwritten(&self) -> MutexGuard<'_, Unwritten> {
+        self.unwritten.lock().expect("unwritten-deliveries lock poisoned")
+    }
+
     /// Pass `outcome` through, recording an I/O error as the store's fault.
     fn noting<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(error) = &outcome {
@@ -176,14 +227,23 @@ impl Index {
     /// Write the floors if they moved (the writer calls this after each round; ordered after the
     /// writes that finished what lies below them).
     fn write_floors(&self) -> Result<(), StoreError> {
-        let floors = {
+        let (floors, next_id) = {
             let open = self.open_state();
-            let floors = open.floors();
-            if floors == open.written_floors {
-                return Ok(());
-            }
-            floors
+            (open.floors(), open.next_id)
         };
+        // Only this thread adds unwritten deliveries, so none is added below `next_id` from here.
+        let unwritten_floor = {
+            let unwritten = self.unwritten();
+            let floor = unwritten.by_inbox.keys().next().copied().unwrap_or(next_id);
+            (unwritten.written_floor != Some(floor)).then_some(floor)
+        };
+        if let Some(floor) = unwritten_floor {
+            self.meta.insert(layout::UNWRITTEN_FLOOR_KEY, &floor.to_be_bytes())?;
+            self.unwritten().written_floor = Some(floor);
+        }
+        if floors == self.open_state().written_floors {
+            return Ok(());
+        }
         self.meta.insert(layout::INBOX_FLOOR_KEY, &floors.0.to_be_bytes())?;
         self.meta.insert(layout::DELIVERY_FLOOR_KEY, &floors.1.to_be_bytes())?;
         self.open_state().written_floors = floors;
@@ -213,8 +273,21 @@ impl Index {
         self.events.get(keys::event(event_id))?.map(|value| decode_record(tree::EVENTS, &value)).transpose()
     }
 
+    /// A delivery's record: its own, or, while it is unwritten, the one its inbox entry holds.
     fn delivery_record(&self, delivery_id: u64) -> Result<Option<DeliveryRecord>, StoreError> {
-        self.deliveries.get(delivery_id.to_be_bytes())?.map(|value| decode_record(tree::DELIVERIES, &value)).transpose()
+        // The map first: a delivery leaves it only after its own record is written, so one of
+        // the two reads finds it.
+        let inbox_id = self.unwritten().by_delivery.get(&delivery_id).copied();
+        if let Some(value) = self.deliveries.get(delivery_id.to_be_bytes())? {
+            return decode_record(tree::DELIVERIES, &value).map(Some);
+        }
+        let Some(inbox_id) = inbox_id else { return Ok(None) };
+        Ok(self.inbox_record(InboxId(inbox_id))?.and_then(|record| match record.fate {
+            Fate::Normalized { deliveries, .. } => {
+                deliveries.into_iter().find(|delivery| delivery.id == delivery_id).map(DeliveryRecord::new)
+            }
+            _ => None,
+        }))
     }
 
     /// An event's delivery records still stored, by delivery id.
@@ -239,8 +312,29 @@ impl Index {
         }
     }
 
+    /// Write a delivery's own record (it is no longer unwritten). Under the unwritten lock, so
+    /// [`Index::write_unwritten`] never writes an older version over this one.
     fn put_delivery_record(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
+        let mut unwritten = self.unwritten();
         self.deliveries.insert(record.delivery.id.to_be_bytes(), encode_record(record))?;
+        unwritten.forget(record.delivery.id);
+        Ok(())
+    }
+
+    /// Give an inbox entry's unwritten deliveries records of their own (before its record
+    /// stops holding them: a requeue rewrites its fate).
+    fn write_unwritten(&self, inbox_id: InboxId, record: &InboxRecord) -> Result<(), StoreError> {
+        let Fate::Normalized { deliveries, .. } = &record.fate else { return Ok(()) };
+        let mut unwritten = self.unwritten();
+        if !unwritten.holds(inbox_id.0) {
+            return Ok(());
+        }
+        for delivery in deliveries {
+            if unwritten.by_delivery.contains_key(&delivery.id) {
+                self.deliveries.insert(delivery.id.to_be_bytes(), encode_record(&DeliveryRecord::new(delivery.clone())))?;
+                unwritten.forget(delivery.id);
+            }
+        }
         Ok(())
     }
 }
@@ -265,6 +359,15 @@ impl SledStore {
         let meta = db.open_tree(tree::META)?;
         match meta.get(layout::FORMAT_KEY)? {
             Some(format) if format.as_ref() == layout::FORMAT.as_bytes() => {}
+            Some(format) if format.as_ref() == layout::FORMAT_OPENED_IN_PLACE.as_bytes() => {
+                tracing::info!(
+                    from = layout::FORMAT_OPENED_IN_PLACE,
+                    to = layout::FORMAT,
+                    "marking the store with the new storage format (no record changes)"
+                );
+                meta.insert(layout::FORMAT_KEY, layout::FORMAT.as_bytes())?;
+                meta.flush()?;
+            }
             Some(format) => {
                 return Err(StoreError::Backend(format!(
                     "{} holds storage format {}; this release reads format {}",
@@ -296,6 +399,7 @@ impl SledStore {
             open: Mutex::default(),
             lanes: Mutex::default(),
             due: DueMirror::default(),
+            unwritten: Mutex::default(),
             due_changed: Arc::new(tokio::sync::Notify::new()),
             fault,
         };
@@ -343,8 +447,9 @@ fn recover(index: &Index, recovery: &segments::Recovery) -> Result<(), StoreErro
     }
     for inbox_id in &renormalize {
         if let Some(mut record) = index.inbox_record(InboxId(*inbox_id))?
-            && let Fate::Finished(outcome) = &record.fate
+            && let Some(outcome) = record.fate.outcome().filter(|_| !matches!(record.fate, Fate::Pending { .. }))
         {
+            // Its unwritten deliveries go with the fate: the new run creates them again.
             let generation = outcome.generation.saturating_add(1);
             record.fate = Fate::Pending { generation, previous: Some(outcome.clone()) };
             index.inbox.insert(InboxId(*inbox_id).key(), encode_record(&record))?;
@@ -352,9 +457,12 @@ fn recover(index: &Index, recovery: &segments::Recovery) -> Result<(), StoreErro
         }
     }
     let inbox_floor = renormalize.iter().next().map_or(inbox_floor, |first| inbox_floor.min(*first));
+    let unwritten_floor = index.meta.get(layout::UNWRITTEN_FLOOR_KEY)?.and_then(|value| keys::read_u64(&value)).unwrap_or(u64::MAX);
 
     let mut digests_since: Option<u64> = None;
-    for entry in index.inbox.range(inbox_floor.to_be_bytes()..) {
+    // Deliveries an inbox entry holds that may still be unwritten: checked below.
+    let mut maybe_unwritten = Vec::new();
+    for entry in index.inbox.range(inbox_floor.min(unwritten_floor).to_be_bytes()..) {
         let (key, value) = entry?;
         let Some(inbox_id) = InboxId::from_key(&key) else { continue };
         let record: InboxRecord = decode_record(tree::INBOX, &value)?;
@@ -371,6 +479,11 @@ fn recover(index: &Index, recovery: &segments::Recovery) -> Result<(), StoreErro
                 open.pending.insert(inbox_id.0, *generation);
             }
             Fate::Finished(_) => {}
+            Fate::Normalized { deliveries, .. } => {
+                maybe_unwritten.extend(
+                    deliveries.iter().filter(|delivery| delivery.id >= delivery_floor).map(|delivery| (inbox_id.0, delivery.clone())),
+                );
+            }
         }
     }
     if let Some(since) = digests_since {
@@ -396,6 +509,17 @@ fn recover(index: &Index, recovery: &segments::Recovery) -> Result<(), StoreErro
             open.unsettled.insert(record.delivery.id);
             add(&record);
         }
+    }
+    // Unwritten: no record of its own, and its event is still there (retention deletes an event
+    // record before its deliveries' records, so a delivered delivery never looks unwritten).
+    let mut unwritten = Unwritten::default();
+    for (inbox_id, delivery) in maybe_unwritten {
+        if index.deliveries.contains_key(delivery.id.to_be_bytes())? || !index.events.contains_key(keys::event(&delivery.event_id))? {
+            continue;
+        }
+        open.unsettled.insert(delivery.id);
+        unwritten.add(inbox_id, delivery.id);
+        add(&DeliveryRecord::new(delivery));
     }
     for entry in index.dead.iter() {
         let (key, holds) = entry?;
@@ -426,6 +550,7 @@ fn recover(index: &Index, recovery: &segments::Recovery) -> Result<(), StoreErro
     tracing::info!(
         n_pending = open.pending.len(),
         n_open_deliveries = open.unsettled.len(),
+        n_unwritten = unwritten.by_delivery.len(),
         n_lanes = memory_lanes.len(),
         n_renormalized = renormalize.len(),
         cut_bytes = recovery.cut_bytes,
@@ -435,6 +560,8 @@ fn recover(index: &Index, recovery: &segments::Recovery) -> Result<(), StoreErro
     *index.open.lock().expect("open-set lock poisoned") = open;
     *index.lanes.lock().expect("lanes lock poisoned") = memory_lanes;
     *index.due.0.lock().expect("due mirror lock poisoned") = due;
+    unwritten.written_floor = Some(unwritten_floor);
+    *index.unwritten.lock().expect("unwritten-deliveries lock poisoned") = unwritten;
     if !renormalize.is_empty() || digests_since.is_some() {
         index.db.flush()?;
     }
@@ -655,8 +782,9 @@ impl Inbox for SledStore {
             generation
         };
         let previous = record.fate.outcome().cloned();
-        record.fate = Fate::Pending { generation, previous };
         index.noting((|| {
+            index.write_unwritten(inbox_id, &record)?;
+            record.fate = Fate::Pending { generation, previous };
             index.lower_floor(layout::INBOX_FLOOR_KEY, inbox_id.0)?;
             index.inbox.insert(inbox_id.key(), encode_record(&record))?;
             Ok(())

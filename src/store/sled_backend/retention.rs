@@ -1,4 +1,4 @@
-//! Retention in storage format 2: small index records deleted in key order, bodies deleted with
+//! Retention in storage format 3: small index records deleted in key order, bodies deleted with
 //! their whole segment file.
 //!
 //! Events are keyed by UUID v7 ids whose time is the webhook's arrival, and inbox entries by
@@ -48,6 +48,9 @@ impl SledStore {
                 self.writer.submit(Job::Discard { discarded, now_ms }).blocking_recv().unwrap_or(Err(StoreError::Stopped))?;
             }
         }
+        // The event record first: start-up takes a delivery without a record of its own whose
+        // event is still there for an unwritten one (see `Unwritten`).
+        index.events.remove(key)?;
         for delivery in deliveries {
             let id = delivery.id.to_be_bytes();
             index.dead.remove(id)?;
@@ -55,7 +58,6 @@ impl SledStore {
                 bytes += (id.len() + value.len()) as u64;
             }
         }
-        index.events.remove(key)?;
         Ok((deliveries.len() as u64, bytes))
     }
 
@@ -128,6 +130,8 @@ impl Retention for SledStore {
                     report.more = true;
                     break;
                 }
+                // Not pending, so no run adds unwritten deliveries to it any more.
+                index.write_unwritten(inbox_id, &record)?;
                 index.inbox.remove(&key)?;
                 report.bytes_freed += (key.len() + value.len()) as u64;
                 report.inbox += 1;
@@ -171,8 +175,10 @@ impl Retention for SledStore {
             for entry in index.inbox.iter() {
                 let (key, value) = entry?;
                 let record: InboxRecord = decode_record(tree::INBOX, &value)?;
-                let pending = InboxId::from_key(&key).is_some_and(|inbox_id| index.open_state().pending.contains_key(&inbox_id.0));
+                let Some(inbox_id) = InboxId::from_key(&key) else { continue };
+                let pending = index.open_state().pending.contains_key(&inbox_id.0);
                 if record.account_id == account_id && !pending {
+                    index.write_unwritten(inbox_id, &record)?;
                     index.inbox.remove(key)?;
                     removed += 1;
                 }

@@ -174,7 +174,7 @@ fn apply(index: &Index, job: Job, changes: &mut DueChanges) -> Result<(), StoreE
         Job::Redeliver { revived, added } => apply_redeliver(index, revived, added, changes),
         Job::Discard { discarded, now_ms } => {
             index.dead.remove(discarded.id.to_be_bytes())?;
-            let mut record = index.delivery_record(discarded.id)?.unwrap_or_else(|| fresh(&discarded));
+            let mut record = index.delivery_record(discarded.id)?.unwrap_or_else(|| DeliveryRecord::new(discarded.clone()));
             record.delivery = discarded.clone();
             index.put_delivery_record(&record)?;
             index.open_state().unsettled.remove(&discarded.id);
@@ -183,13 +183,11 @@ fn apply(index: &Index, job: Job, changes: &mut DueChanges) -> Result<(), StoreE
     }
 }
 
-/// Events, deliveries, state, then the inbox entry's fate: the entry leaves pending last.
+/// Events, state, then the inbox entry's fate with the new deliveries in it (they get records of
+/// their own when they change): the entry leaves pending last.
 fn apply_normalized(index: &Index, batch: PreparedBatch, changes: &mut DueChanges) -> Result<(), StoreError> {
     for (key, value) in batch.events {
         index.events.insert(key, value)?;
-    }
-    for delivery in &batch.deliveries {
-        enqueue(index, fresh(delivery), changes)?;
     }
     for (key, value) in batch.state {
         match value {
@@ -200,9 +198,25 @@ fn apply_normalized(index: &Index, batch: PreparedBatch, changes: &mut DueChange
     let Some(mut record) = index.inbox_record(batch.inbox_id)? else {
         return Err(StoreError::Backend(format!("inbox entry {} does not exist", batch.inbox_id)));
     };
-    record.fate = Fate::Finished(batch.outcome);
+    if batch.deliveries.is_empty() {
+        record.fate = Fate::Finished(batch.outcome);
+        index.inbox.insert(batch.inbox_id.key(), encode_record(&record))?;
+        index.open_state().pending.remove(&batch.inbox_id.0);
+        return Ok(());
+    }
+    record.fate = Fate::Normalized { outcome: batch.outcome, deliveries: batch.deliveries };
     index.inbox.insert(batch.inbox_id.key(), encode_record(&record))?;
+    let Fate::Normalized { deliveries, .. } = record.fate else { unreachable!("set above") };
+    {
+        let mut unwritten = index.unwritten();
+        for delivery in &deliveries {
+            unwritten.add(batch.inbox_id.0, delivery.id);
+        }
+    }
     index.open_state().pending.remove(&batch.inbox_id.0);
+    for delivery in &deliveries {
+        join_lane(index, delivery, changes);
+    }
     Ok(())
 }
 
@@ -213,7 +227,7 @@ fn apply_attempt(index: &Index, job: AttemptJob, changes: &mut DueChanges) -> Re
     // id: only a revived dead letter, attempted before, is reordered), so its first attempt, the
     // hot path's, writes without reading it back.
     let stored = if previous.attempts == 0 { None } else { index.delivery_record(next.id)? };
-    let mut record = stored.unwrap_or_else(|| fresh(&next));
+    let mut record = stored.unwrap_or_else(|| DeliveryRecord::new(next.clone()));
     record.delivery = next.clone();
     if let Some(attempt) = attempt {
         record.attempts.retain(|known| known.attempt != attempt.attempt);
@@ -244,7 +258,7 @@ fn apply_redeliver(index: &Index, revived: Vec<Delivery>, added: Vec<Delivery>, 
     for delivery in revived {
         index.lower_floor(layout::DELIVERY_FLOOR_KEY, delivery.id)?;
         index.open_state().unsettled.insert(delivery.id);
-        let mut record = index.delivery_record(delivery.id)?.unwrap_or_else(|| fresh(&delivery));
+        let mut record = index.delivery_record(delivery.id)?.unwrap_or_else(|| DeliveryRecord::new(delivery.clone()));
         record.delivery = delivery.clone();
         let head = index.lanes().get(&lane_key(&delivery)).and_then(|queue| queue.front().copied());
         if head == Some(delivery.id) {
@@ -265,31 +279,30 @@ fn apply_redeliver(index: &Index, revived: Vec<Delivery>, added: Vec<Delivery>, 
             event.deliveries.push(delivery.id);
             index.events.insert(keys::event(&delivery.event_id), encode_record(&event))?;
         }
-        enqueue(index, fresh(&delivery), changes)?;
+        enqueue(index, DeliveryRecord::new(delivery), changes)?;
     }
     Ok(())
-}
-
-/// A new delivery's record: no attempts yet, ordered by its id.
-fn fresh(delivery: &Delivery) -> DeliveryRecord {
-    DeliveryRecord { delivery: delivery.clone(), attempts: Vec::new(), seq: delivery.id }
 }
 
 fn lane_key(delivery: &Delivery) -> (String, String) {
     (delivery.subscription_id.clone(), delivery.lane.clone())
 }
 
-/// Write a delivery and put it at its lane's tail; the head of an empty lane becomes due.
+/// Write a delivery and put it at its lane's tail.
 fn enqueue(index: &Index, record: DeliveryRecord, changes: &mut DueChanges) -> Result<(), StoreError> {
     index.put_delivery_record(&record)?;
-    let delivery = &record.delivery;
+    join_lane(index, &record.delivery, changes);
+    Ok(())
+}
+
+/// Put a delivery at its lane's tail; the head of an empty lane becomes due.
+fn join_lane(index: &Index, delivery: &Delivery, changes: &mut DueChanges) {
     let mut lanes = index.lanes();
     let queue = lanes.entry(lane_key(delivery)).or_default();
     if queue.is_empty() {
         changes.added.push((delivery.next_attempt_at_ms, delivery.id));
     }
     queue.push_back(delivery.id);
-    Ok(())
 }
 
 /// Take a finished delivery out of its lane; the next one (if any) becomes due now.
