@@ -11,9 +11,9 @@ use stayhook::plugin::kit;
 use stayhook::plugin::offline::{self, CaseRequest};
 use stayhook::plugin::{PluginLimits, PluginRegistry};
 
-/// mimalloc instead of the system allocator: see BENCHMARKS.md ("What the profile showed").
+/// jemalloc instead of the system allocator: see BENCHMARKS.md ("What the profile showed", 2d).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Receive PMS webhooks, normalize them in WebAssembly plugins, deliver unified signed events.
 #[derive(Parser)]
