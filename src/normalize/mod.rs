@@ -33,7 +33,7 @@
 pub mod enrich;
 mod state;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -684,6 +684,7 @@ impl Commits {
         // A listing re-reads records that did not change: those never produce an event, whatever
         // `drop_unchanged_updates` says of webhooks.
         let drop_unchanged = ctx.settings.drop_unchanged_updates || listing.is_some();
+        let n_output = events.len();
         let mut decided =
             state::decide(&account.id, events, drop_unchanged, listing.is_some(), &mut self.overlay, &mut |kind, record_id| {
                 store.get_state(&account.id, kind, record_id)
@@ -692,22 +693,40 @@ impl Commits {
             // An initial sync that stores state only: the state is written, no event is.
             decided.events.clear();
         }
+        // A run that stopped after its events and state were written, before its entry left
+        // pending (a crash, a full disk), runs again under the same ids, and its decisions now
+        // find the state it wrote: its events come out unchanged. They are in the log already
+        // (the store writes a run's events before its state), so they are taken again with new
+        // deliveries, as the stopped run would have delivered them. A later generation has ids
+        // of its own, so only a repeated run finds any.
+        let mut repeated = Vec::new();
+        if decided.events.len() < n_output && listing.is_none_or(|listing| listing.deliver) {
+            let kept: HashSet<usize> = decided.events.iter().map(|event| event.position).collect();
+            for position in (0..n_output).filter(|position| !kept.contains(position)) {
+                if let Some(event) = store.get_event(&event_id(inbox_id, received_at_ms, generation, position))? {
+                    repeated.push((position, event));
+                }
+            }
+            if !repeated.is_empty() {
+                tracing::info!(%inbox_id, n_events = repeated.len(), "a repeated run takes again the events its stopped run wrote");
+                decided.n_unchanged = decided.n_unchanged.saturating_sub(u32::try_from(repeated.len()).unwrap_or(u32::MAX));
+            }
+        }
         let origin = listing.map_or(Origin::Webhook, |listing| listing.origin);
         let subscriptions = ctx.store.list_subscriptions(&account.id)?;
         let now_ms = model::time::unix_ms();
-        let mut stored_events = Vec::with_capacity(decided.events.len());
+        let mut stored_events = Vec::with_capacity(decided.events.len() + repeated.len());
         let mut deliveries = Vec::new();
-        for event in decided.events {
-            let event_id = event_id(inbox_id, received_at_ms, generation, event.position);
+        let mut deliver = |event_id: &str, event_type: crate::model::EventType, record_id: &str| -> Result<(), StoreError> {
             for subscription in
-                subscriptions.iter().filter(|subscription| subscription.enabled && subscription.event_types.contains(&event.event_type))
+                subscriptions.iter().filter(|subscription| subscription.enabled && subscription.event_types.contains(&event_type))
             {
                 deliveries.push(Delivery {
                     id: ctx.store.new_delivery_id()?,
-                    event_id: event_id.clone(),
+                    event_id: event_id.to_string(),
                     subscription_id: subscription.id.clone(),
                     account_id: account.id.clone(),
-                    lane: lane(event.event_type, &event.record_id),
+                    lane: lane(event_type, record_id),
                     attempts: 0,
                     retry_base: 0,
                     status: DeliveryStatus::Pending,
@@ -717,6 +736,17 @@ impl Commits {
                     updated_at_ms: now_ms,
                 });
             }
+            Ok(())
+        };
+        // In the plugin's order, repeated events among the decided ones.
+        let mut repeated = repeated.into_iter().peekable();
+        for event in decided.events {
+            while let Some((_, repeat)) = repeated.next_if(|(position, _)| *position < event.position) {
+                deliver(&repeat.id, repeat.event_type, &repeat.record_id)?;
+                stored_events.push(repeat);
+            }
+            let event_id = event_id(inbox_id, received_at_ms, generation, event.position);
+            deliver(&event_id, event.event_type, &event.record_id)?;
             stored_events.push(StoredEvent {
                 id: event_id,
                 event_type: event.event_type,
@@ -730,6 +760,10 @@ impl Commits {
                 inbox_id: inbox_id.to_string(),
                 origin,
             });
+        }
+        for (_, repeat) in repeated {
+            deliver(&repeat.id, repeat.event_type, &repeat.record_id)?;
+            stored_events.push(repeat);
         }
         self.n_events += stored_events.len();
         self.n_unchanged += decided.n_unchanged as usize;

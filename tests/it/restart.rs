@@ -206,3 +206,44 @@ async fn a_delivery_never_attempted_before_sigkill_is_found_after_restart_and_de
         .await;
     assert_eq!(delivery["attempts"], 1, "{delivery}");
 }
+
+/// The window a crash or a full disk can stop a commit in: the run's events and state are on
+/// disk, its webhook is still pending. The next start runs the webhook again under the same ids;
+/// its decision finds the state the stopped run wrote (so the record looks unchanged), and the
+/// event that run wrote is delivered all the same, once.
+#[tokio::test]
+async fn a_run_stopped_after_its_state_was_written_delivers_its_event_once_after_restart() {
+    let receiver = Receiver::start().await;
+    let mut daemon = Daemon::start(DaemonOptions::default()).await;
+    daemon.create_account(json!({"id": "window", "workspaceId": "ws", "pms": "hostaway"})).await;
+    daemon.subscribe("window", &receiver.url).await;
+    daemon.set_env("STAYHOOK_TEST_ABORT_AFTER_STATE", "1");
+    daemon.restart();
+
+    let (status, answer) = daemon.post_webhook("window", &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let inbox_id = answer["inboxId"].as_str().unwrap().to_string();
+    let exit = daemon.wait_exit(Duration::from_secs(30)).await;
+    assert!(exit.is_some_and(|status| !status.success()), "the daemon aborted inside the commit: {exit:?}");
+    assert!(daemon.log().contains("aborting with this run's events and state on disk"));
+
+    daemon.remove_env("STAYHOOK_TEST_ABORT_AFTER_STATE");
+    daemon.restart();
+    let envelope = receiver.next_success().await.json();
+    assert_eq!(envelope["hook"]["eventType"], "reservation.created");
+    assert_eq!(envelope["data"]["record"]["id"], "13");
+    let outcome = daemon.inbox_outcome(&inbox_id).await;
+    assert_eq!(outcome["status"], "done", "{outcome}");
+    assert_eq!(outcome["outcome"]["nUnchanged"], 0, "{outcome}");
+    let event_ids = outcome["outcome"]["eventIds"].as_array().cloned().unwrap_or_default();
+    assert_eq!(event_ids.len(), 1, "the outcome names the event: {outcome}");
+    let delivery = daemon
+        .wait_for("the delivery's attempt to be recorded", async |daemon| {
+            let (_, event) = daemon.admin("GET", &format!("/v1/events/{}", event_ids[0].as_str()?), None).await;
+            (event["deliveries"][0]["status"] == "delivered").then(|| event["deliveries"].clone())
+        })
+        .await;
+    assert_eq!(delivery.as_array().map(Vec::len), Some(1), "{delivery}");
+    assert!(daemon.log().contains("a repeated run takes again the events its stopped run wrote"));
+    assert!(receiver.next_within(Duration::from_millis(500)).await.is_none(), "delivered once");
+}

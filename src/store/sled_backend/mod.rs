@@ -92,6 +92,10 @@ pub(crate) struct Index {
     unwritten: Mutex<Unwritten>,
     due_changed: Arc<tokio::sync::Notify>,
     fault: Fault,
+    /// Fault injection for the tests (`STAYHOOK_TEST_ABORT_AFTER_STATE` set at open): the writer
+    /// makes a normalized run's events and state durable and aborts the process before the run's
+    /// inbox entry leaves pending, the window a crash or a full disk can stop a commit in.
+    abort_after_state: bool,
 }
 
 /// Open inbox entries and deliveries, and the id generator they are allocated under (so a floor
@@ -402,6 +406,7 @@ impl SledStore {
             unwritten: Mutex::default(),
             due_changed: Arc::new(tokio::sync::Notify::new()),
             fault,
+            abort_after_state: std::env::var_os("STAYHOOK_TEST_ABORT_AFTER_STATE").is_some_and(|value| !value.is_empty()),
         };
         recover(&index, &recovery)?;
         let index = Arc::new(index);

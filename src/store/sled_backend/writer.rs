@@ -195,6 +195,12 @@ fn apply_normalized(index: &Index, batch: PreparedBatch, changes: &mut DueChange
             None => index.state.remove(key)?,
         };
     }
+    if index.abort_after_state {
+        tracing::warn!(inbox_id = %batch.inbox_id, "STAYHOOK_TEST_ABORT_AFTER_STATE: aborting with this run's events and state on disk");
+        let _ = index.segments.sync();
+        let _ = index.db.flush();
+        std::process::abort();
+    }
     let Some(mut record) = index.inbox_record(batch.inbox_id)? else {
         return Err(StoreError::Backend(format!("inbox entry {} does not exist", batch.inbox_id)));
     };

@@ -316,6 +316,11 @@ impl Daemon {
         self.options.env.push((name.to_string(), value.to_string()));
     }
 
+    /// Forget a STAYHOOK_* variable set with `set_env` or the options, for the next start.
+    pub fn remove_env(&mut self, name: &str) {
+        self.options.env.retain(|(known, _)| known != name);
+    }
+
     /// Start again on the same data dir (new ports).
     pub fn restart(&mut self) {
         self.kill();
