@@ -141,11 +141,14 @@ struct Seen {
     sequence: u64,
     delivered: i64,
     payload: String,
+    /// The `Nats-Pin-Id` header: which pin the server delivered it under (pinned consumers only).
+    pin: Option<String>,
 }
 
 fn seen(message: &jetstream::Message) -> Seen {
     let info = message.info().expect("a JetStream message's reply subject");
-    Seen { sequence: info.stream_sequence, delivered: info.delivered, payload: String::from_utf8_lossy(&message.payload).into_owned() }
+    let pin = message.headers.as_ref().and_then(|headers| headers.get("Nats-Pin-Id")).map(|pin| pin.to_string());
+    Seen { sequence: info.stream_sequence, delivered: info.delivered, payload: String::from_utf8_lossy(&message.payload).into_owned(), pin }
 }
 
 /// A pull client of the `drain` consumer's `p0` group on its own connection: it forwards every
@@ -283,6 +286,14 @@ async fn pinned_takeover(max_ack_pending: Option<i64>) -> Takeover {
     println!("WORK/drain (max_ack_pending {max_ack_pending:?}) after the pinned client died: {}", order.join(", "));
     let after = js.get_stream("WORK").await.unwrap().consumer_info("drain").await.unwrap();
     println!("WORK/drain after the takeover: {} unacked, groups {:?}", after.num_ack_pending, after.priority_groups);
+    // Every delivery names its pin: A's one pin, then B's, another one (how a drainer learns that
+    // it just took a partition over).
+    let a_pins: BTreeSet<Option<String>> = to_a.iter().map(|seen| seen.pin.clone()).collect();
+    let b_pins: BTreeSet<Option<String>> = to_b.iter().map(|(seen, _)| seen.pin.clone()).collect();
+    assert_eq!(a_pins.len(), 1, "{a_pins:?}");
+    assert_eq!(b_pins.len(), 1, "{b_pins:?}");
+    assert!(a_pins.iter().chain(&b_pins).all(Option::is_some), "a delivery without Nats-Pin-Id");
+    assert_ne!(a_pins, b_pins);
     // What A had received comes again with its delivery count raised; the rest for the first time.
     for (seen, _) in &to_b {
         let index: usize = seen.payload.parse().unwrap();
@@ -345,9 +356,20 @@ async fn kv_compare_and_set_lets_exactly_one_of_two_concurrent_writers_win() {
         let key = "acct-1.reservation.r-1";
         let mut revision = writers[0].create(key, "v0".into()).await.expect("creating the key");
         // `create` on an existing key fails, from either node.
+        // (On refusal the client reads the key to tell a deleted key from a live one; in a bucket
+        // this new, that read can meet "503 no responders" while the replicas' direct-get
+        // responders come up: a transient error, retried as the backend will.)
         for writer in &writers {
-            let error = writer.create(key, "other".into()).await.expect_err("create on an existing key");
-            assert_eq!(error.kind(), kv::CreateErrorKind::AlreadyExists, "{error}");
+            let mut transient = 0;
+            let error = loop {
+                let error = writer.create(key, "other".into()).await.expect_err("create on an existing key");
+                if error.kind() != kv::CreateErrorKind::Other || transient == 20 {
+                    break error;
+                }
+                transient += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert_eq!(error.kind(), kv::CreateErrorKind::AlreadyExists, "{error} (after {transient} transient errors)");
         }
 
         let mut winners = Vec::new();
