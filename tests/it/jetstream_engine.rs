@@ -466,23 +466,28 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
             client.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.DELIVERIES.send").await.expect("subscribing to the advisory");
         client.flush().await.unwrap();
 
-        // One delivery is never answered (its ack wait runs out), the other is nacked each time.
+        // One delivery is never answered (its ack wait runs out), one is nacked each time, one is
+        // nacked with a delay of its own (as a node keeping its own retry schedule would).
         let (silent, _) = publish_until_acked(&js, "deliveries.s1", "d-silent", "silent").await;
         let (nacked, _) = publish_until_acked(&js, "deliveries.s1", "d-nacked", "nacked").await;
+        let (delayed, _) = publish_until_acked(&js, "deliveries.s1", "d-delayed", "delayed").await;
+        let nak_delay = Duration::from_secs(3);
         let consumer: consumer::PullConsumer = js.get_stream("DELIVERIES").await.unwrap().get_consumer("send").await.unwrap();
         let mut messages = consumer.messages().await.expect("a pull stream");
         let started = Instant::now();
         let mut times: std::collections::BTreeMap<u64, Vec<(i64, Duration)>> = Default::default();
-        while times.values().map(Vec::len).sum::<usize>() < 2 * max_deliver as usize {
+        while times.values().map(Vec::len).sum::<usize>() < 3 * max_deliver as usize {
             let message = bounded("a redelivery", Duration::from_secs(15), messages.next()).await.expect("a message").expect("a message");
             let delivery = seen(&message);
             times.entry(delivery.sequence).or_default().push((delivery.delivered, started.elapsed()));
-            if delivery.payload == "nacked" {
-                message.ack_with(AckKind::Nak(None)).await.expect("nacking");
+            match delivery.payload.as_str() {
+                "nacked" => message.ack_with(AckKind::Nak(None)).await.expect("nacking"),
+                "delayed" => message.ack_with(AckKind::Nak(Some(nak_delay))).await.expect("nacking with a delay"),
+                _ => {}
             }
         }
         println!("DELIVERIES/send deliveries (backoff {backoff:?}, max_deliver {max_deliver}): {times:?}");
-        for sequence in [silent.sequence, nacked.sequence] {
+        for sequence in [silent.sequence, nacked.sequence, delayed.sequence] {
             let deliveries = &times[&sequence];
             let counts: Vec<i64> = deliveries.iter().map(|(count, _)| *count).collect();
             assert_eq!(counts, [1, 2, 3], "sequence {sequence}");
@@ -499,9 +504,17 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
             );
         }
 
+        // A nak with a delay comes back no sooner than that delay, whatever the backoff says (a
+        // nak without one comes back at once: printed above).
+        let delayed_times = &times[&delayed.sequence];
+        for step in 0..2 {
+            let gap = delayed_times[step + 1].1 - delayed_times[step].1;
+            assert!(gap + Duration::from_millis(50) >= nak_delay, "redelivery {} of the delayed nak after {gap:?}", step + 2);
+        }
+
         // After max_deliver, one advisory per message with its stream sequence; no fourth delivery.
         let mut advised = BTreeSet::new();
-        while advised.len() < 2 {
+        while advised.len() < 3 {
             let advisory = bounded("the MAX_DELIVERIES advisory", Duration::from_secs(15), advisories.next()).await.expect("an advisory");
             let advisory: Value = serde_json::from_slice(&advisory.payload).expect("an advisory is JSON");
             println!("DELIVERIES/send advisory: {advisory}");
@@ -511,7 +524,7 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
             assert_eq!(advisory["deliveries"], max_deliver);
             advised.insert(advisory["stream_seq"].as_u64().expect("stream_seq"));
         }
-        assert_eq!(advised, BTreeSet::from([silent.sequence, nacked.sequence]));
+        assert_eq!(advised, BTreeSet::from([silent.sequence, nacked.sequence, delayed.sequence]));
         if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
             panic!("a delivery after max_deliver: {:?}", extra.map(|message| seen(&message)));
         }
