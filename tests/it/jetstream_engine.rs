@@ -534,3 +534,66 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
     })
     .await;
 }
+
+/// The resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// A measurement, not a test (`cargo test --release --test it duplicate_window_memory -- --ignored
+/// --nocapture`): what a long duplicate window costs the server. One node, one R1 stream, 200,000
+/// webhook-sized messages published with unique 80-character `Nats-Msg-Id`s inside a 24 h window,
+/// against the same without ids: the server's resident memory after each, and how long the node
+/// takes to be healthy again after a SIGKILL (it rebuilds the window's ids from the stream).
+#[tokio::test]
+#[ignore = "a measurement for docs/jetstream-design.md, not a test"]
+async fn duplicate_window_memory() {
+    const MESSAGES: usize = 200_000;
+    for with_ids in [false, true] {
+        let mut cluster = NatsCluster::single().await;
+        let js = jetstream::new(cluster.connect().await);
+        let config = stream::Config {
+            name: "DW".to_string(),
+            subjects: vec!["dw.>".to_string()],
+            duplicate_window: Duration::from_secs(24 * 3600),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        js.create_stream(config).await.unwrap();
+        let before = rss_kib(cluster.pid(0));
+        let body = "x".repeat(2000);
+        let started = Instant::now();
+        for chunk in 0..MESSAGES / 1000 {
+            let mut acks = Vec::with_capacity(1000);
+            for index in chunk * 1000..(chunk + 1) * 1000 {
+                let mut publish = Publish::build().payload(body.clone().into());
+                if with_ids {
+                    publish = publish.message_id(format!("acct-{:04}.{index:064x}", index % 500));
+                }
+                acks.push(js.send_publish(format!("dw.{}", index % 32), publish).await.unwrap());
+            }
+            for ack in acks {
+                ack.await.unwrap();
+            }
+        }
+        let published = started.elapsed();
+        let after = rss_kib(cluster.pid(0));
+        cluster.kill(0);
+        let killed = Instant::now();
+        cluster.restart(0).await;
+        let restart = killed.elapsed();
+        let after_restart = rss_kib(cluster.pid(0));
+        println!(
+            "duplicate window 24 h, {MESSAGES} messages of 2 KB {}: published in {published:?}; server RSS {} MiB before, {} MiB after, {} MiB after a SIGKILL and restart (healthy again in {restart:?})",
+            if with_ids { "with unique Nats-Msg-Ids" } else { "without ids" },
+            before / 1024,
+            after / 1024,
+            after_restart / 1024
+        );
+    }
+}

@@ -254,6 +254,12 @@ impl NatsCluster {
         }
     }
 
+    /// The process id of a running node.
+    #[allow(dead_code, reason = "for measurements (jetstream_engine::duplicate_window_memory)")]
+    pub fn pid(&self, node: usize) -> u32 {
+        self.nodes[node].child.as_ref().map(Child::id).unwrap_or_else(|| panic!("node {} is not running", self.nodes[node].name))
+    }
+
     /// The last lines of a node's log.
     pub fn log_tail(&self, node: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[node].log).unwrap_or_default();
