@@ -6,9 +6,14 @@
 //! - duplicates: `Nats-Msg-Id` inside the stream's duplicate window survives a SIGKILL of the R3
 //!   stream's leader, and every acknowledged publish is kept (also on the old leader once back).
 //! - pinned drainer: a pull consumer with a priority group and the `pinned_client` policy delivers
-//!   to one client; when it dies mid-batch another takes over after the pin's TTL.
-//! - compare-and-set: KV updates on an expected revision, from two nodes at once: one wins.
-//! - retries: explicit ack, `backoff`, `max_deliver`, and the MAX_DELIVERIES advisory.
+//!   to one client (each message names its pin); when it dies mid-batch another takes over after
+//!   the pin's TTL. Without a full `max_ack_pending` new messages overtake the dead one's unacked
+//!   batch; with it, the batch comes back first, in order.
+//! - compare-and-set: KV updates on an expected revision, from two nodes at once: one wins (under
+//!   either of the server's two codes); `create` on a live key fails; a watcher sees the winners.
+//! - retries: explicit ack, `backoff` for unanswered deliveries, naks with and without a delay,
+//!   `max_deliver`, and the MAX_DELIVERIES advisory with the stream sequence, also kept by a stream.
+//! - `duplicate_window_memory` (ignored): a measurement of what a long duplicate window costs.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -462,8 +467,10 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
         )
         .await
         .expect("creating the consumer with backoff");
-        let mut advisories =
-            client.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.DELIVERIES.send").await.expect("subscribing to the advisory");
+        let advisory_subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.DELIVERIES.send";
+        let mut advisories = client.subscribe(advisory_subject).await.expect("subscribing to the advisory");
+        // A stream keeps the advisories too (a core-NATS message is lost when nobody listens).
+        js.create_stream(r3_stream("ADVISORIES", &[advisory_subject])).await.expect("creating a stream of advisories");
         client.flush().await.unwrap();
 
         // One delivery is never answered (its ack wait runs out), one is nacked each time, one is
@@ -525,6 +532,15 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
             advised.insert(advisory["stream_seq"].as_u64().expect("stream_seq"));
         }
         assert_eq!(advised, BTreeSet::from([silent.sequence, nacked.sequence, delayed.sequence]));
+        let mut kept = js.get_stream("ADVISORIES").await.unwrap();
+        let kept_state = kept.info().await.unwrap().state.clone();
+        assert_eq!(kept_state.messages, 3, "the advisories stream: {kept_state:?}");
+        let mut kept_sequences = BTreeSet::new();
+        for sequence in kept_state.first_sequence..=kept_state.last_sequence {
+            let advisory: Value = serde_json::from_slice(&kept.get_raw_message(sequence).await.unwrap().payload).unwrap();
+            kept_sequences.insert(advisory["stream_seq"].as_u64().expect("stream_seq"));
+        }
+        assert_eq!(kept_sequences, advised);
         if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
             panic!("a delivery after max_deliver: {:?}", extra.map(|message| seen(&message)));
         }
