@@ -9,6 +9,8 @@
 //!   to one client (each message names its pin); when it dies mid-batch another takes over after
 //!   the pin's TTL. Without a full `max_ack_pending` new messages overtake the dead one's unacked
 //!   batch; with it, the batch comes back first, in order.
+//! - the raw pull API: a pull naming a stale pin is refused `423`; `+WPI` (in progress) keeps a
+//!   pinned message from redelivery past its ack wait.
 //! - compare-and-set: KV updates on an expected revision, from two nodes at once: one wins (under
 //!   either of the server's two codes); `create` on a live key fails; a watcher sees the winners.
 //! - retries: explicit ack, `backoff` for unanswered deliveries, naks with and without a delay,
@@ -612,4 +614,86 @@ async fn duplicate_window_memory() {
             after_restart / 1024
         );
     }
+}
+
+/// One raw pull request (`$JS.API.CONSUMER.MSG.NEXT.WORK.drain`, the JSON body the clients send)
+/// on `client`, answered on `inbox`.
+async fn raw_pull(client: &async_nats::Client, inbox: &str, body: Value) {
+    client
+        .publish_with_reply("$JS.API.CONSUMER.MSG.NEXT.WORK.drain", inbox.to_string(), body.to_string().into())
+        .await
+        .expect("sending a pull request");
+    client.flush().await.expect("flushing a pull request");
+}
+
+#[tokio::test]
+async fn a_stale_pin_is_refused_with_423_and_progress_holds_a_pinned_message_past_its_ack_wait() {
+    bounded("the raw pinned-pull test", Duration::from_secs(60), async {
+        let cluster = NatsCluster::single().await;
+        let js = jetstream::new(cluster.connect().await);
+        js.create_stream(stream::Config { num_replicas: 1, ..r3_stream("WORK", &["work.>"]) }).await.expect("creating the work stream");
+        let ack_wait = Duration::from_secs(2);
+        js.create_consumer_on_stream(
+            consumer::pull::Config {
+                durable_name: Some("drain".to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                priority_policy: consumer::PriorityPolicy::PinnedClient,
+                priority_groups: vec!["p0".to_string()],
+                priority_timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
+            "WORK",
+        )
+        .await
+        .expect("creating the pinned consumer");
+        publish_until_acked(&js, "work.p0", "w-1", "1").await;
+
+        // X pulls without a pin id and is pinned: the message names the pin.
+        let x = cluster.connect().await;
+        let x_inbox = x.new_inbox();
+        let mut x_replies = x.subscribe(x_inbox.clone()).await.unwrap();
+        raw_pull(&x, &x_inbox, serde_json::json!({"batch": 1, "expires": 1_000_000_000u64, "group": "p0"})).await;
+        let held = bounded("the first pull", Duration::from_secs(10), x_replies.next()).await.expect("a message");
+        assert_eq!(held.status, None, "{held:?}");
+        assert_eq!(held.payload, "1");
+        let pin = held.headers.as_ref().and_then(|headers| headers.get("Nats-Pin-Id")).expect("a Nats-Pin-Id").to_string();
+        let reply = held.reply.clone().expect("an ack subject");
+
+        // Y pulls with a pin id that is not the current one: refused with 423.
+        let y = cluster.connect().await;
+        let y_inbox = y.new_inbox();
+        let mut y_replies = y.subscribe(y_inbox.clone()).await.unwrap();
+        raw_pull(&y, &y_inbox, serde_json::json!({"batch": 1, "expires": 1_000_000_000u64, "group": "p0", "id": "not-the-pin"})).await;
+        let refused = bounded("the stale pin's answer", Duration::from_secs(10), y_replies.next()).await.expect("an answer");
+        println!("WORK/drain: a pull with a stale pin id is answered {:?} {:?}", refused.status, refused.description);
+        assert_eq!(refused.status.map(|status| status.as_u16()), Some(423));
+
+        // X holds the message for 2.5 ack waits, sending `+WPI` (in progress) every half ack wait and
+        // pulling with its pin id to keep the pin: the message is never redelivered.
+        let holding = Instant::now();
+        while holding.elapsed() < ack_wait * 5 / 2 {
+            x.publish(reply.clone(), "+WPI".into()).await.unwrap();
+            raw_pull(&x, &x_inbox, serde_json::json!({"batch": 1, "expires": (ack_wait.as_nanos() / 2) as u64, "group": "p0", "id": pin}))
+                .await;
+            while let Ok(Some(answer)) = tokio::time::timeout(ack_wait / 2 + Duration::from_millis(200), x_replies.next()).await {
+                assert!(answer.status.is_some(), "redelivered although in progress: {answer:?}");
+                if answer.status.is_some_and(|status| status.as_u16() == 408) {
+                    break;
+                }
+            }
+        }
+        x.publish(reply, "+ACK".into()).await.unwrap();
+        x.flush().await.unwrap();
+        let info = js.get_stream("WORK").await.unwrap().consumer_info("drain").await.unwrap();
+        assert_eq!(info.num_redelivered, 0, "{info:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut info = info;
+        while info.num_ack_pending != 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            info = js.get_stream("WORK").await.unwrap().consumer_info("drain").await.unwrap();
+        }
+        assert_eq!(info.num_ack_pending, 0, "the ack after the progress reports: {info:?}");
+    })
+    .await;
 }

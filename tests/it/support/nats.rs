@@ -71,7 +71,6 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// One node, no cluster: streams and buckets are R1.
-    #[allow(dead_code, reason = "for the NATS backend's cheaper tests (issue 14); the engine tests all run on 3 nodes")]
     pub async fn single() -> NatsCluster {
         Self::start_nodes(1).await
     }
