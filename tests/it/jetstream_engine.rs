@@ -210,7 +210,7 @@ impl PullClient {
 /// the drop.
 type Takeover = Vec<(Seen, Duration)>;
 
-/// The pinned-drainer scenario on an R3 stream and consumer (pin TTL 2 s, ack wait 10 s, at most
+/// The pinned-drainer scenario on an R3 stream and consumer (pin TTL 4 s, ack wait 10 s, at most
 /// `max_ack_pending` unacked, the server's default 1,000 when `None`): messages 1..=10, client A
 /// (on node 0) pulls first and is pinned, client B (on node 1) pulls the same group and stays on
 /// standby; 11..=13 are published while A lives; A acks 1 and 2 only, then dies (dropped with its
@@ -221,7 +221,8 @@ async fn pinned_takeover(max_ack_pending: Option<i64>) -> Takeover {
     let admin = cluster.connect().await;
     let js = jetstream::new(admin.clone());
     js.create_stream(r3_stream("WORK", &["work.>"])).await.expect("creating the R3 work stream");
-    let pin_ttl = Duration::from_secs(2);
+    // Four times the pull expiry, so a client on a busy machine renews its pin in time.
+    let pin_ttl = Duration::from_secs(4);
     js.create_consumer_on_stream(
         consumer::pull::Config {
             durable_name: Some("drain".to_string()),
@@ -256,7 +257,7 @@ async fn pinned_takeover(max_ack_pending: Option<i64>) -> Takeover {
         to_a.push(a.next_within(Duration::from_secs(10)).await.expect("the pinned client gets every message it may hold"));
     }
     // Longer than the pin's TTL: A keeps its pin by pulling, B stays on standby, A gets no more.
-    tokio::time::sleep(pin_ttl * 2).await;
+    tokio::time::sleep(pin_ttl + Duration::from_secs(1)).await;
     assert_eq!(b.drain(), Vec::new(), "the standby client received messages while the pinned one was alive");
     assert_eq!(a.drain(), Vec::new(), "the pinned client got more than its unacked limit");
     let payloads: Vec<String> = to_a.iter().map(|seen| seen.payload.clone()).collect();
