@@ -302,13 +302,16 @@ async fn pinned_takeover(max_ack_pending: Option<i64>) -> Takeover {
     assert_eq!(b_pins.len(), 1, "{b_pins:?}");
     assert!(a_pins.iter().chain(&b_pins).all(Option::is_some), "a delivery without Nats-Pin-Id");
     assert_ne!(a_pins, b_pins);
-    // What A had received comes again with its delivery count raised; the rest for the first time.
+    // What A had received comes again with its delivery count raised. The rest comes for the first
+    // time, or for the second: a message published right after A died can still be handed to a pull
+    // request A left open (the server learns of the death when the connection closes or the request
+    // expires); it comes back to B when its ack wait runs out, like A's batch.
     for (seen, _) in &to_b {
         let index: usize = seen.payload.parse().unwrap();
         if index <= held + 2 {
             assert_eq!(seen.delivered, 2, "{seen:?} was delivered to A before");
         } else {
-            assert_eq!(seen.delivered, 1, "{seen:?}");
+            assert!(seen.delivered == 1 || (seen.delivered == 2 && index > 13), "{seen:?}");
         }
     }
     to_b
