@@ -40,6 +40,10 @@
 //!   SIGKILL right after a `duplicate` answer, a receiver outage across a SIGKILL, a full disk,
 //!   SIGTERM under load, dead letters holding their record's lane; `STAYHOOK_FAULT_SCALE` runs it larger.
 //! - `upgrade`: a data dir written by the previous release (`tests/fixtures/datadir-v1`) opens with everything in it.
+//! - `jetstream_engine`: the NATS JetStream mechanisms the NATS backend (issue 14) will stand on,
+//!   against a real 3-node cluster (`support::NatsCluster`, the server from `.ci/nats-server`):
+//!   `Nats-Msg-Id` duplicates across a stream leader's SIGKILL, a pinned pull client and its
+//!   failover, KV compare-and-set, backoff and max deliveries with their advisory.
 //! - `listener_fuzz`: a seeded property test of the listener and verification over random
 //!   methods, paths, queries, headers and bodies, for every verification scheme.
 
@@ -58,6 +62,7 @@ mod golden;
 mod hot_reload;
 mod igms_uplisting;
 mod ingest;
+mod jetstream_engine;
 mod kit;
 mod listener_fuzz;
 mod plugin_crates;

@@ -1,10 +1,12 @@
 //! The harness: a real daemon process and a real receiving HTTP server.
 
 mod daemon;
+mod nats;
 mod pms;
 mod receiver;
 
 pub use daemon::{Daemon, DaemonOptions};
+pub use nats::NatsCluster;
 pub use pms::FakePms;
 pub use receiver::{Received, Receiver};
 
