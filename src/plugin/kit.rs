@@ -23,6 +23,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("src/language.rs", include_str!("../../plugins/sdk/src/language.rs")),
     ("src/money.rs", include_str!("../../plugins/sdk/src/money.rs")),
     ("src/status.rs", include_str!("../../plugins/sdk/src/status.rs")),
+    ("src/testing.rs", include_str!("../../plugins/sdk/src/testing.rs")),
     ("src/time.rs", include_str!("../../plugins/sdk/src/time.rs")),
     ("wit/stayhook.wit", include_str!("../../wit/v0.2/stayhook.wit")),
 ];

@@ -78,67 +78,50 @@ fn cursor_page(cursor: Option<&str>) -> Result<u64, PluginError> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{answer, fetch, page, sync_request};
 
     fn request(cursor: Option<&str>, since: Option<&str>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "test".into(), workspace_id: "test".into(), settings: Vec::new() },
-            mode: SyncMode::ModifiedSince,
-            cursor: cursor.map(str::to_string),
-            since: since.map(str::to_string),
-            until: None,
-            now: "2026-12-06T00:00:00Z".into(),
-        }
-    }
-
-    fn answer(status: u16, body: Value) -> Vec<ApiResponse> {
-        vec![ApiResponse { id: LIST.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }]
-    }
-
-    fn page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(requests) => panic!("expected a page, got fetch {requests:?}"),
-        }
+        sync_request(SyncMode::ModifiedSince).cursor(cursor).since(since).build()
     }
 
     #[test]
     fn asks_for_every_status_modified_since_the_watermark() {
-        let SyncOutcome::Fetch(requests) = sync(&request(Some("3"), Some("2026-12-01T00:00:00Z")), &[]).unwrap() else { panic!() };
-        let query = &requests[0].query;
+        let list = fetch(sync(&request(Some("3"), Some("2026-12-01T00:00:00Z")), &[]).unwrap());
+        let query = &list.query;
         assert!(query.contains(&("modifiedFrom".into(), "2026-12-01T00:00:00Z".into())));
         assert!(query.contains(&("status".into(), "cancelled".into())));
         assert_eq!(query.iter().filter(|(name, _)| name == "status").count(), ALL_STATUSES.len());
         assert!(query.contains(&("page".into(), "3".into())));
-        let SyncOutcome::Fetch(requests) = sync(&request(None, None), &[]).unwrap() else { panic!() };
-        assert!(requests[0].query.contains(&("modifiedFrom".into(), INITIAL_SINCE.into())));
-        assert!(requests[0].query.contains(&("page".into(), "1".into())));
+        let initial = fetch(sync(&request(None, None), &[]).unwrap());
+        assert!(initial.query.contains(&("modifiedFrom".into(), INITIAL_SINCE.into())));
+        assert!(initial.query.contains(&("page".into(), "1".into())));
     }
 
     #[test]
     fn next_page_exists_continues_and_the_last_page_says_no_more() {
         let body = json!({"success": true, "pages": {"nextPageExists": true, "nextPageLink": "https://api.beds24.com/v2/bookings?page=2"},
             "data": [{"id": 1, "status": "confirmed"}, {"id": 2, "status": "cancelled"}]});
-        let first = page(sync(&request(None, None), &answer(200, body)).unwrap());
+        let first = page(sync(&request(None, None), &[answer(LIST, 200, body)]).unwrap());
         assert!(first.more);
         assert_eq!(first.next_cursor.as_deref(), Some("2"));
         assert_eq!(first.events.len(), 2);
         let Event::ReservationUpserted(cancelled) = &first.events[1] else { panic!() };
         assert_eq!(cancelled.status, ReservationStatus::Cancelled);
         let body = json!({"success": true, "pages": {"nextPageExists": false}, "data": [{"id": 3}]});
-        let last = page(sync(&request(Some("2"), None), &answer(200, body)).unwrap());
+        let last = page(sync(&request(Some("2"), None), &[answer(LIST, 200, body)]).unwrap());
         assert!(!last.more);
         assert_eq!(last.next_cursor, None);
         // An empty page ends the pass whatever it says.
         let body = json!({"success": true, "pages": {"nextPageExists": true}, "data": []});
-        assert!(!page(sync(&request(Some("2"), None), &answer(200, body)).unwrap()).more);
+        assert!(!page(sync(&request(Some("2"), None), &[answer(LIST, 200, body)]).unwrap()).more);
     }
 
     #[test]
     fn failures_are_refused() {
-        let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &answer(429, json!({}))) else { panic!() };
+        let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &[answer(LIST, 429, json!({}))]) else { panic!() };
         assert!(message.contains("429"), "{message}");
         let body = json!({"success": false, "error": "Token not valid", "code": 401});
-        let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &answer(200, body)) else { panic!() };
+        let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &[answer(LIST, 200, body)]) else { panic!() };
         assert!(message.contains("Token not valid"), "{message}");
         assert!(matches!(sync(&request(Some("0"), None), &[]), Err(PluginError::BadPayload(_))));
     }

@@ -203,6 +203,7 @@ pub fn reservation(booking: &Value, booking_id: &str) -> Reservation {
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::answer;
 
     fn inbound(query: &str, body: &[u8]) -> Inbound {
         Inbound { query: query.into(), body: body.to_vec(), ..stayhook_plugin_sdk::json_inbound(&json!({})) }
@@ -261,13 +262,7 @@ mod tests {
 
     #[test]
     fn answers_without_the_booking_are_incomplete() {
-        let respond = |body: Value| ApiResponse {
-            id: BOOKING.into(),
-            status: 200,
-            headers: Vec::new(),
-            body: body.to_string().into_bytes(),
-            error: None,
-        };
+        let respond = |body: Value| answer(BOOKING, 200, body);
         for (body, reason) in [
             (json!({"success": false, "type": "booking", "code": 401, "error": "Token is missing"}), "Token is missing"),
             (json!({"success": true, "type": "booking", "count": 0, "data": []}), "not in the answer"),
@@ -296,8 +291,7 @@ mod tests {
     #[test]
     fn modify_is_an_upsert() {
         let answer = json!({"success": true, "data": [{"id": 7, "status": "confirmed"}]});
-        let response =
-            ApiResponse { id: BOOKING.into(), status: 200, headers: Vec::new(), body: answer.to_string().into_bytes(), error: None };
+        let response = stayhook_plugin_sdk::testing::answer(BOOKING, 200, answer);
         let Ok(Outcome::Done(events)) = normalize(&inbound("bookid=7&status=modify", b""), &[response]) else { panic!("done") };
         assert!(matches!(&events[0], Event::ReservationUpserted(r) if r.id == "7"));
     }

@@ -154,43 +154,15 @@ pub fn as_get_reservation(row: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{self, answer, fetch, query, sync_request};
 
     fn request(mode: SyncMode, cursor: Option<&str>, since: Option<&str>, until: Option<&str>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: vec![("propertyID".into(), "7".into())] },
-            mode,
-            cursor: cursor.map(String::from),
-            since: since.map(String::from),
-            until: until.map(String::from),
-            now: "2026-12-06T00:00:00Z".into(),
-        }
-    }
-
-    fn fetched(request: &SyncRequest) -> ApiRequest {
-        match sync(request, &[]).unwrap() {
-            SyncOutcome::Fetch(mut requests) => requests.remove(0),
-            SyncOutcome::Page(_) => panic!("expected a fetch"),
-        }
-    }
-
-    fn query<'a>(request: &'a ApiRequest, name: &str) -> Option<&'a str> {
-        request.query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
-    }
-
-    fn answer(status: u16, body: Value) -> ApiResponse {
-        ApiResponse { id: REQUEST_ID.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
-    }
-
-    fn unwrap_page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(_) => panic!("expected a page"),
-        }
+        sync_request(mode).setting("propertyID", "7").cursor(cursor).since(since).until(until).build()
     }
 
     #[test]
     fn modified_since_starts_a_day_early_and_pages_by_number() {
-        let first = fetched(&request(SyncMode::ModifiedSince, None, Some("2026-12-01T10:30:00.000Z"), None));
+        let first = fetch(sync(&request(SyncMode::ModifiedSince, None, Some("2026-12-01T10:30:00.000Z"), None), &[]).unwrap());
         assert_eq!(first.path, "/getReservationsWithRateDetails");
         assert_eq!(query(&first, "modifiedFrom"), Some("2026-11-30 10:30:00"));
         assert_eq!(query(&first, "includeDeleted"), Some("true"));
@@ -198,9 +170,9 @@ mod tests {
         assert_eq!(query(&first, "pageSize"), Some("100"));
         assert_eq!(query(&first, "propertyID"), Some("7"));
         assert_eq!(query(&first, "includeGuestsDetails"), Some("true"));
-        let third = fetched(&request(SyncMode::ModifiedSince, Some("3"), Some("2026-12-01T10:30:00Z"), None));
+        let third = fetch(sync(&request(SyncMode::ModifiedSince, Some("3"), Some("2026-12-01T10:30:00Z"), None), &[]).unwrap());
         assert_eq!(query(&third, "pageNumber"), Some("3"));
-        let initial = fetched(&request(SyncMode::ModifiedSince, None, None, None));
+        let initial = fetch(sync(&request(SyncMode::ModifiedSince, None, None, None), &[]).unwrap());
         assert_eq!(query(&initial, "modifiedFrom"), None);
         assert_eq!(query(&initial, "includeDeleted"), None);
     }
@@ -217,16 +189,16 @@ mod tests {
     #[test]
     fn total_decides_whether_more_pages_follow() {
         let rows: Vec<Value> = (0..100).map(|n| json!({"reservationID": n.to_string(), "status": "confirmed"})).collect();
-        let full = unwrap_page(page(&json!({"success": true, "data": rows, "count": 100, "total": 150}), 1, 100).unwrap());
+        let full = testing::page(page(&json!({"success": true, "data": rows, "count": 100, "total": 150}), 1, 100).unwrap());
         assert!(full.more);
         assert_eq!(full.next_cursor.as_deref(), Some("2"));
         let last =
-            unwrap_page(page(&json!({"success": true, "data": [{"reservationID": "x"}], "count": 1, "total": 101}), 2, 100).unwrap());
+            testing::page(page(&json!({"success": true, "data": [{"reservationID": "x"}], "count": 1, "total": 101}), 2, 100).unwrap());
         assert!(!last.more);
         assert_eq!(last.next_cursor, None);
-        let short = unwrap_page(page(&json!({"success": true, "data": [{"reservationID": "y"}]}), 1, 100).unwrap());
+        let short = testing::page(page(&json!({"success": true, "data": [{"reservationID": "y"}]}), 1, 100).unwrap());
         assert!(!short.more);
-        let empty = unwrap_page(page(&json!({"success": true, "data": [], "count": 0, "total": 0}), 1, 100).unwrap());
+        let empty = testing::page(page(&json!({"success": true, "data": [], "count": 0, "total": 0}), 1, 100).unwrap());
         assert!(!empty.more && empty.events.is_empty());
     }
 
@@ -256,11 +228,11 @@ mod tests {
     fn failures_are_refused() {
         let plain = request(SyncMode::ModifiedSince, None, None, None);
         for status in [429, 500, 503, 401] {
-            let Err(PluginError::BadPayload(message)) = sync(&plain, &[answer(status, json!({}))]) else { panic!("{status}") };
+            let Err(PluginError::BadPayload(message)) = sync(&plain, &[answer(REQUEST_ID, status, json!({}))]) else { panic!("{status}") };
             assert!(message.contains(&format!("HTTP {status}")), "{message}");
         }
         let Err(PluginError::BadPayload(message)) =
-            sync(&plain, &[answer(200, json!({"success": false, "message": "Invalid propertyID"}))])
+            sync(&plain, &[answer(REQUEST_ID, 200, json!({"success": false, "message": "Invalid propertyID"}))])
         else {
             panic!("success false")
         };

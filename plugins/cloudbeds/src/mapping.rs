@@ -180,13 +180,10 @@ fn guest(data: &Value) -> GuestInfo {
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::answer;
 
     fn inbound(body: Value) -> Inbound {
         stayhook_plugin_sdk::json_inbound(&body)
-    }
-
-    fn answer(body: Value) -> ApiResponse {
-        ApiResponse { id: RESERVATION.into(), status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
     }
 
     #[test]
@@ -238,7 +235,9 @@ mod tests {
     fn an_unsuccessful_answer_is_an_incomplete_reservation() {
         let body = json!({"event": "reservation/status_changed", "reservationID": "1", "propertyID": 2, "status": "canceled"});
         let failed = json!({"success": false, "message": "Reservation not found"});
-        let Outcome::Done(events) = normalize(&inbound(body), &[answer(failed)]).unwrap() else { panic!("expected done") };
+        let Outcome::Done(events) = normalize(&inbound(body), &[answer(RESERVATION, 200, failed)]).unwrap() else {
+            panic!("expected done")
+        };
         let [Event::Incomplete(incomplete)] = events.as_slice() else { panic!("{events:?}") };
         assert_eq!(incomplete.event_type, EventType::ReservationUpdated);
         assert!(incomplete.reason.contains("Reservation not found"));

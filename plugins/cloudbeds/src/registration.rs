@@ -133,21 +133,16 @@ fn unregister(request: &RegistrationRequest) -> Result<RegistrationStep, PluginE
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{answer, registration_request};
 
     const LISTENER: &str = "https://hooks.example.com/listen/cb?token=t";
 
     fn request(action: RegistrationAction, responses: Vec<ApiResponse>) -> RegistrationRequest {
-        RegistrationRequest {
-            account: AccountContext { id: "cb".into(), workspace_id: "ws".into(), settings: vec![("propertyID".into(), "318267".into())] },
-            action,
-            listener_url: LISTENER.into(),
-            registered: vec![("subscription-reservation/created".into(), "s1".into())],
-            responses,
-        }
-    }
-
-    fn answer(id: &str, body: Value) -> ApiResponse {
-        ApiResponse { id: id.into(), status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
+        registration_request(action, LISTENER)
+            .setting("propertyID", "318267")
+            .registered("subscription-reservation/created", "s1")
+            .responses(responses)
+            .build()
     }
 
     #[test]
@@ -156,6 +151,7 @@ mod tests {
         assert_eq!(first[0].path, "/getWebhooks");
         let list = answer(
             LIST,
+            200,
             json!({"success": true, "data": [
                 {"id": "s1", "event": {"entity": "reservation", "action": "created"}, "subscriptionType": "webhook", "subscriptionData": {"endpoint": LISTENER}},
                 {"id": "s9", "event": {"entity": "reservation", "action": "deleted"}, "subscriptionType": "webhook", "subscriptionData": {"endpoint": "https://elsewhere.example"}}
@@ -170,7 +166,7 @@ mod tests {
         );
         let mut responses = vec![list];
         for (n, post) in posts.iter().enumerate() {
-            responses.push(answer(&post.id, json!({"success": true, "data": {"subscriptionID": format!("n{n}")}})));
+            responses.push(answer(&post.id, 200, json!({"success": true, "data": {"subscriptionID": format!("n{n}")}})));
         }
         let Ok(RegistrationStep::Done(stored)) = subscribe(&request(RegistrationAction::Register, responses)) else { panic!() };
         assert_eq!(stored.len(), 4);
@@ -180,11 +176,11 @@ mod tests {
 
     #[test]
     fn a_refused_subscription_fails_registration_with_cloudbeds_message() {
-        let list = answer(LIST, json!({"success": true, "data": []}));
+        let list = answer(LIST, 200, json!({"success": true, "data": []}));
         let Ok(RegistrationStep::Fetch(posts)) = subscribe(&request(RegistrationAction::Register, vec![list.clone()])) else { panic!() };
         let mut responses = vec![list];
         for post in &posts {
-            responses.push(answer(&post.id, json!({"success": false, "message": "Invalid endpointUrl"})));
+            responses.push(answer(&post.id, 200, json!({"success": false, "message": "Invalid endpointUrl"})));
         }
         let error = subscribe(&request(RegistrationAction::Register, responses)).unwrap_err();
         assert!(matches!(error, PluginError::BadPayload(message) if message.contains("Invalid endpointUrl")));
@@ -199,7 +195,7 @@ mod tests {
             deletes[0].query,
             vec![("subscriptionID".to_string(), "s1".to_string()), ("propertyIDs".to_string(), "318267".to_string())]
         );
-        let gone = ApiResponse { status: 404, ..answer(&deletes[0].id, json!({})) };
+        let gone = answer(&deletes[0].id, 404, json!({}));
         assert!(matches!(subscribe(&request(RegistrationAction::Unregister, vec![gone])), Ok(RegistrationStep::Done(_))));
     }
 }

@@ -123,56 +123,28 @@ pub fn next_position(rows: &[Value], position: &Position) -> Position {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stayhook_plugin_sdk::testing::{self, answer, fetch, query, sync_request};
 
     fn request(cursor: Option<&str>, since: Option<&str>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: Vec::new() },
-            mode: SyncMode::ModifiedSince,
-            cursor: cursor.map(String::from),
-            since: since.map(String::from),
-            until: None,
-            now: "2026-12-06T00:00:00Z".into(),
-        }
-    }
-
-    fn answer(status: u16, body: Value) -> ApiResponse {
-        ApiResponse { id: REQUEST_ID.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
+        sync_request(SyncMode::ModifiedSince).cursor(cursor).since(since).build()
     }
 
     fn row(id: &str, updated: &str) -> Value {
         json!({"_id": id, "status": "confirmed", "lastUpdatedAt": updated})
     }
 
-    fn fetched(request: &SyncRequest) -> ApiRequest {
-        match sync(request, &[]).unwrap() {
-            SyncOutcome::Fetch(mut requests) => requests.remove(0),
-            SyncOutcome::Page(_) => panic!("expected a fetch"),
-        }
-    }
-
-    fn query<'a>(request: &'a ApiRequest, name: &str) -> Option<&'a str> {
-        request.query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
-    }
-
-    fn unwrap_page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(_) => panic!("expected a page"),
-        }
-    }
-
     #[test]
     fn the_first_page_filters_by_since_and_later_pages_by_the_cursor() {
-        let first = fetched(&request(None, Some("2026-12-01T00:00:00Z")));
+        let first = fetch(sync(&request(None, Some("2026-12-01T00:00:00Z")), &[]).unwrap());
         assert_eq!(query(&first, "filters"), Some(r#"[{"field":"lastUpdatedAt","operator":"$gte","value":"2026-12-01T00:00:00Z"}]"#));
         assert_eq!(query(&first, "skip"), Some("0"));
         assert_eq!(query(&first, "limit"), Some("100"));
         assert_eq!(query(&first, "sort"), Some("lastUpdatedAt"));
         assert!(query(&first, "fields").unwrap().contains("lastUpdatedAt"));
-        let later = fetched(&request(Some("2026-12-02T10:00:00.000Z|3"), Some("2026-12-01T00:00:00Z")));
+        let later = fetch(sync(&request(Some("2026-12-02T10:00:00.000Z|3"), Some("2026-12-01T00:00:00Z")), &[]).unwrap());
         assert_eq!(query(&later, "filters"), Some(r#"[{"field":"lastUpdatedAt","operator":"$gte","value":"2026-12-02T10:00:00.000Z"}]"#));
         assert_eq!(query(&later, "skip"), Some("3"));
-        let initial = fetched(&request(None, None));
+        let initial = fetch(sync(&request(None, None), &[]).unwrap());
         assert_eq!(query(&initial, "filters"), None);
         assert!(matches!(sync(&request(Some("garbage"), None), &[]), Err(PluginError::BadPayload(_))));
     }
@@ -180,10 +152,10 @@ mod tests {
     #[test]
     fn the_cursor_is_the_last_time_and_the_rows_that_share_it() {
         let rows = [row("a", "2026-12-01T01:00:00.000Z"), row("b", "2026-12-01T02:00:00.000Z"), row("c", "2026-12-01T02:00:00.000Z")];
-        let page = unwrap_page(
+        let page = testing::page(
             sync(
                 &request(None, Some("2026-12-01T00:00:00Z")),
-                &[answer(200, json!({"results": rows, "count": 5, "limit": 100, "skip": 0}))],
+                &[answer(REQUEST_ID, 200, json!({"results": rows, "count": 5, "limit": 100, "skip": 0}))],
             )
             .unwrap(),
         );
@@ -204,25 +176,25 @@ mod tests {
     #[test]
     fn the_last_page_says_no_more() {
         let position = Position { from: Some("2026-12-01T02:00:00.000Z".into()), skip: 2 };
-        let last = unwrap_page(page(&json!({"results": [row("x", "2026-12-03T00:00:00.000Z")], "count": 3}), &position).unwrap());
+        let last = testing::page(page(&json!({"results": [row("x", "2026-12-03T00:00:00.000Z")], "count": 3}), &position).unwrap());
         assert!(!last.more);
         assert_eq!(last.next_cursor, None);
-        let empty = unwrap_page(page(&json!({"results": [], "count": 0}), &position).unwrap());
+        let empty = testing::page(page(&json!({"results": [], "count": 0}), &position).unwrap());
         assert!(!empty.more);
         // Without `count`, a page shorter than 100 rows is the last.
-        let short = unwrap_page(page(&json!({"results": [row("y", "2026-12-03T00:00:00.000Z")]}), &position).unwrap());
+        let short = testing::page(page(&json!({"results": [row("y", "2026-12-03T00:00:00.000Z")]}), &position).unwrap());
         assert!(!short.more);
     }
 
     #[test]
     fn failures_are_refused_with_the_status() {
         for status in [429, 500, 503, 404] {
-            let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &[answer(status, json!({}))]) else {
+            let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &[answer(REQUEST_ID, status, json!({}))]) else {
                 panic!("{status}: expected a refusal")
             };
             assert!(message.contains(&format!("HTTP {status}")), "{message}");
         }
-        assert!(matches!(sync(&request(None, None), &[answer(200, json!({"data": []}))]), Err(PluginError::BadPayload(_))));
+        assert!(matches!(sync(&request(None, None), &[answer(REQUEST_ID, 200, json!({"data": []}))]), Err(PluginError::BadPayload(_))));
         assert!(matches!(
             sync(&SyncRequest { mode: SyncMode::StayDateWindow, ..request(None, None) }, &[]),
             Err(PluginError::UnsupportedEvent(_))

@@ -132,85 +132,70 @@ fn unregister(request: &RegistrationRequest) -> Result<RegistrationStep, PluginE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stayhook_plugin_sdk::testing::{answer_bytes, registration_fetches, registration_request};
 
     fn request(action: RegistrationAction, registered: Vec<(String, String)>, responses: Vec<ApiResponse>) -> RegistrationRequest {
-        RegistrationRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: Vec::new() },
-            action,
-            listener_url: "https://hooks.example.com/in/a".into(),
-            registered,
-            responses,
-        }
-    }
-
-    fn response(id: &str, status: u16, body: &str) -> ApiResponse {
-        ApiResponse { id: id.into(), status, headers: Vec::new(), body: body.as_bytes().to_vec(), error: None }
-    }
-
-    fn fetched(step: RegistrationStep) -> Vec<ApiRequest> {
-        match step {
-            RegistrationStep::Fetch(requests) => requests,
-            other => panic!("expected a fetch, got {other:?}"),
-        }
+        registration_request(action, "https://hooks.example.com/in/a").registered_values(registered).responses(responses).build()
     }
 
     #[test]
     fn register_creates_then_reads_the_secret_retrying_a_404_once() {
         let step = subscribe(&request(RegistrationAction::Register, Vec::new(), Vec::new())).unwrap();
-        let requests = fetched(step);
+        let requests = registration_fetches(step);
         assert_eq!((requests[0].id.as_str(), requests[0].method.as_str(), requests[0].path.as_str()), ("register", "POST", "/v1/webhooks"));
         let body: Value = serde_json::from_slice(requests[0].body.as_ref().unwrap()).unwrap();
         assert_eq!(body["url"], "https://hooks.example.com/in/a");
         assert_eq!(body["events"].as_array().unwrap().len(), 5);
         assert!(body["events"].as_array().unwrap().iter().any(|event| event == "reservation.updated.v2"));
 
-        let created = response("register", 200, r#"{"_id":"64f0c0ffee","url":"https://hooks.example.com/in/a"}"#);
-        let requests = fetched(subscribe(&request(RegistrationAction::Register, Vec::new(), vec![created.clone()])).unwrap());
+        let created = answer_bytes("register", 200, r#"{"_id":"64f0c0ffee","url":"https://hooks.example.com/in/a"}"#);
+        let requests = registration_fetches(subscribe(&request(RegistrationAction::Register, Vec::new(), vec![created.clone()])).unwrap());
         assert_eq!(requests[0].path, "/v1/webhooks-v2/secret");
         assert_eq!(requests[0].query, vec![("url".to_string(), "https://hooks.example.com/in/a".to_string())]);
 
-        let not_yet = response("secret", 404, r#"{"message":"Not found"}"#);
-        let requests =
-            fetched(subscribe(&request(RegistrationAction::Register, Vec::new(), vec![created.clone(), not_yet.clone()])).unwrap());
+        let not_yet = answer_bytes("secret", 404, r#"{"message":"Not found"}"#);
+        let requests = registration_fetches(
+            subscribe(&request(RegistrationAction::Register, Vec::new(), vec![created.clone(), not_yet.clone()])).unwrap(),
+        );
         assert_eq!(requests[0].id, "secret-retry");
 
-        let secret = response("secret-retry", 200, r#"{"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#);
+        let secret = answer_bytes("secret-retry", 200, r#"{"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#);
         let step = subscribe(&request(RegistrationAction::Register, Vec::new(), vec![created.clone(), not_yet.clone(), secret])).unwrap();
         let RegistrationStep::Done(stored) = step else { panic!("expected done") };
         assert_eq!(stored[0], ("webhookId".to_string(), "64f0c0ffee".to_string()));
         assert_eq!(stored[1], ("secret".to_string(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()));
 
-        let still_missing = response("secret-retry", 404, "");
+        let still_missing = answer_bytes("secret-retry", 404, "");
         let error = subscribe(&request(RegistrationAction::Register, Vec::new(), vec![created, not_yet, still_missing])).unwrap_err();
         assert!(matches!(error, PluginError::BadPayload(message) if message.contains("64f0c0ffee") && message.contains("signing secret")));
     }
 
     #[test]
     fn secret_in_every_shape() {
-        assert!(secret_of(&response("s", 200, r#"{"key":"whsec_a"}"#)).is_ok());
-        assert!(secret_of(&response("s", 200, r#"{"data":{"secret":"whsec_b"}}"#)).is_ok());
-        assert!(secret_of(&response("s", 200, "whsec_c")).is_ok());
-        assert!(secret_of(&response("s", 200, r#""whsec_d""#)).is_ok());
-        assert!(secret_of(&response("s", 200, r#"{"secret":"nope"}"#)).is_err());
-        assert!(secret_of(&response("s", 500, "")).is_err());
+        assert!(secret_of(&answer_bytes("s", 200, r#"{"key":"whsec_a"}"#)).is_ok());
+        assert!(secret_of(&answer_bytes("s", 200, r#"{"data":{"secret":"whsec_b"}}"#)).is_ok());
+        assert!(secret_of(&answer_bytes("s", 200, "whsec_c")).is_ok());
+        assert!(secret_of(&answer_bytes("s", 200, r#""whsec_d""#)).is_ok());
+        assert!(secret_of(&answer_bytes("s", 200, r#"{"secret":"nope"}"#)).is_err());
+        assert!(secret_of(&answer_bytes("s", 500, "")).is_err());
     }
 
     #[test]
     fn unregister_deletes_the_stored_id() {
         let registered = vec![("webhookId".to_string(), "64f0c0ffee".to_string())];
-        let requests = fetched(subscribe(&request(RegistrationAction::Unregister, registered.clone(), Vec::new())).unwrap());
+        let requests = registration_fetches(subscribe(&request(RegistrationAction::Unregister, registered.clone(), Vec::new())).unwrap());
         assert_eq!((requests[0].method.as_str(), requests[0].path.as_str()), ("DELETE", "/v1/webhooks/64f0c0ffee"));
-        let gone = response("unregister", 404, "");
+        let gone = answer_bytes("unregister", 404, "");
         assert!(matches!(
             subscribe(&request(RegistrationAction::Unregister, registered.clone(), vec![gone])).unwrap(),
             RegistrationStep::Done(_)
         ));
-        let ok = response("unregister", 204, "");
+        let ok = answer_bytes("unregister", 204, "");
         assert!(matches!(
             subscribe(&request(RegistrationAction::Unregister, registered.clone(), vec![ok])).unwrap(),
             RegistrationStep::Done(_)
         ));
-        let denied = response("unregister", 403, "forbidden");
+        let denied = answer_bytes("unregister", 403, "forbidden");
         assert!(subscribe(&request(RegistrationAction::Unregister, registered, vec![denied])).is_err());
         assert!(matches!(subscribe(&request(RegistrationAction::Unregister, Vec::new(), Vec::new())).unwrap(), RegistrationStep::Done(_)));
     }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 use stayhook_plugin_guesty::mapping;
 use stayhook_plugin_sdk::model::*;
+use stayhook_plugin_sdk::testing::{answer, answer_bytes};
 
 fn case_dir(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases").join(case)
@@ -514,15 +515,11 @@ fn normalize(body: &Value, settings: Vec<(String, String)>, responses: &[ApiResp
     mapping::normalize(&inbound(body.to_string().into_bytes(), settings), responses)
 }
 
-fn ok(id: &str, body: Value) -> ApiResponse {
-    ApiResponse { id: id.into(), status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
-}
-
 #[test]
 fn failures_of_later_calls_keep_the_reservation() {
     let body = read_json(&case_dir("reservation-new-legacy").join("body.json"));
-    let down = ApiResponse { id: "calendar".into(), status: 503, headers: Vec::new(), body: b"{}".to_vec(), error: None };
-    let listing_gone = ApiResponse { id: "parent-listing".into(), status: 404, headers: Vec::new(), body: Vec::new(), error: None };
+    let down = answer_bytes("calendar", 503, "{}");
+    let listing_gone = answer_bytes("parent-listing", 404, "");
     let Ok(Outcome::Done(events)) = normalize(&body, Vec::new(), &[down, listing_gone]) else { panic!("expected done") };
     assert_eq!(events.len(), 2);
     assert!(matches!(&events[0], Event::ReservationCreated(_)));
@@ -540,7 +537,9 @@ fn embedded_listing_type_and_the_setting_skip_the_lookup() {
     body["reservation"]["listing"] = json!({"_id": "59ac245d27cb310f0017afe3", "type": "MTL_CHILD", "mtl": {"p": "PARENT"}});
     let Ok(Outcome::Fetch(requests)) = normalize(&body, Vec::new(), &[]) else { panic!("fetch") };
     assert_eq!(ids(&requests), ["calendar"]);
-    let Ok(Outcome::Fetch(requests)) = normalize(&body, Vec::new(), &[ok("calendar", json!({"status": 200, "data": {"days": []}}))]) else {
+    let Ok(Outcome::Fetch(requests)) =
+        normalize(&body, Vec::new(), &[answer("calendar", 200, json!({"status": 200, "data": {"days": []}}))])
+    else {
         panic!("parent calendar")
     };
     assert_eq!(ids(&requests), ["parent-calendar"]);
@@ -563,13 +562,7 @@ fn v2_reservation_id_shapes_and_event_type_key() {
 #[test]
 fn created_v2_failure_is_an_incomplete_created_event() {
     let body = json!({"event": "reservation.created.v2", "data": {"reservationId": "A"}});
-    let gone = ApiResponse {
-        id: "reservation".into(),
-        status: 404,
-        headers: Vec::new(),
-        body: br#"{"message":"not found"}"#.to_vec(),
-        error: None,
-    };
+    let gone = answer_bytes("reservation", 404, r#"{"message":"not found"}"#);
     let Ok(Outcome::Done(events)) = normalize(&body, Vec::new(), &[gone]) else { panic!("done") };
     assert!(matches!(&events[0], Event::Incomplete(i) if i.event_type == EventType::ReservationCreated && i.record_id == "A"));
 }
@@ -581,12 +574,13 @@ fn full_pages_of_posts_are_followed() {
         json!({"status": 200, "data": {"posts": ids.iter().map(|id| json!({"_id": id, "body": id, "sentBy": "guest", "createdAt": format!("2024-01-0{}T10:00:00.000Z", id.len())})).collect::<Vec<_>>(),
             "limit": 2, "cursor": {"after": after, "before": ""}}})
     };
-    let first = vec![ok("conversation", json!({"status": 200, "data": {"_id": "C"}})), ok("posts", page(&["a", "bb"], "CUR"))];
+    let first =
+        vec![answer("conversation", 200, json!({"status": 200, "data": {"_id": "C"}})), answer("posts", 200, page(&["a", "bb"], "CUR"))];
     let Ok(Outcome::Fetch(requests)) = normalize(&body, Vec::new(), &first) else { panic!("second page") };
     assert_eq!(requests[0].id, "posts-2");
     assert_eq!(query(&requests[0], "cursorAfter"), Some("CUR"));
     let mut all = first.clone();
-    all.push(ok("posts-2", page(&["ccc"], "")));
+    all.push(answer("posts-2", 200, page(&["ccc"], "")));
     let Ok(Outcome::Done(events)) = normalize(&body, Vec::new(), &all) else { panic!("done") };
     let Event::ConversationUpdated(c) = &events[0] else { panic!("conversation") };
     let ids: Vec<&str> = c.messages.iter().map(|m| m.id.as_str()).collect();

@@ -119,15 +119,12 @@ pub fn conversation(
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::answer;
 
     fn message(platform_id: u64, sender_type: &str, created_at: &str) -> Value {
         json!({"platform": "airbnb", "platform_id": platform_id, "conversation_id": "c1", "reservation_id": "r1", "body": "Hi",
                "attachments": [], "sender_type": sender_type, "sender": {"first_name": "Jane", "full_name": "Jane Doe", "picture_url": "https://p/j.jpg"},
                "created_at": created_at})
-    }
-
-    fn response(status: u16, body: Value) -> ApiResponse {
-        ApiResponse { id: MESSAGES.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
     }
 
     #[test]
@@ -136,7 +133,7 @@ mod tests {
         let Outcome::Fetch(requests) = normalize(&body, &[]).unwrap() else { panic!("expected a fetch") };
         assert_eq!(requests[0].path, "/v2/reservations/r1/messages");
         let thread = json!({"data": [message(1, "host", "2019-07-29T19:01:14Z"), message(2, "guest", "2019-07-29T19:05:00Z")]});
-        let Outcome::Done(events) = normalize(&body, &[response(200, thread)]).unwrap() else { panic!("expected done") };
+        let Outcome::Done(events) = normalize(&body, &[answer(MESSAGES, 200, thread)]).unwrap() else { panic!("expected done") };
         let [Event::ConversationUpdated(conversation)] = events.as_slice() else { panic!("got {events:?}") };
         assert_eq!(conversation.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["3", "2", "1"]);
         assert_eq!(conversation.messages[2].sender_type, SenderType::Owner);
@@ -148,7 +145,7 @@ mod tests {
     #[test]
     fn the_api_down_gives_an_incomplete_conversation() {
         let body = json!({"action": "message.created", "data": message(3, "guest", "2019-07-29T19:10:00Z")});
-        let Outcome::Done(events) = normalize(&body, &[response(503, json!({"message": "down"}))]).unwrap() else {
+        let Outcome::Done(events) = normalize(&body, &[answer(MESSAGES, 503, json!({"message": "down"}))]).unwrap() else {
             panic!("expected done")
         };
         assert!(

@@ -190,74 +190,46 @@ pub fn page(answer: &Value, position: Position) -> Result<SyncOutcome, PluginErr
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{self, answer, fetch, query_all, sync_request};
 
     fn request(cursor: Option<&str>, settings: Vec<(String, String)>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings },
-            mode: SyncMode::StayDateWindow,
-            cursor: cursor.map(String::from),
-            since: Some("2026-12-01".into()),
-            until: Some("2027-01-01".into()),
-            now: "2026-12-06T00:00:00Z".into(),
-        }
-    }
-
-    fn answer(id: &str, status: u16, body: Value) -> ApiResponse {
-        ApiResponse { id: id.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
-    }
-
-    fn fetched(outcome: SyncOutcome) -> ApiRequest {
-        match outcome {
-            SyncOutcome::Fetch(mut requests) => requests.remove(0),
-            SyncOutcome::Page(_) => panic!("expected a fetch"),
-        }
-    }
-
-    fn unwrap_page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(_) => panic!("expected a page"),
-        }
-    }
-
-    fn query<'a>(request: &'a ApiRequest, name: &str) -> Vec<&'a str> {
-        request.query.iter().filter(|(key, _)| key == name).map(|(_, value)| value.as_str()).collect()
+        sync_request(SyncMode::StayDateWindow).settings(settings).cursor(cursor).since("2026-12-01").until("2027-01-01").build()
     }
 
     #[test]
     fn properties_come_from_the_setting_or_the_api() {
         let set = vec![(PROPERTIES_SETTING.to_string(), "p1, p2".to_string())];
-        let list = fetched(sync(&request(None, set), &[]).unwrap());
+        let list = fetch(sync(&request(None, set), &[]).unwrap());
         assert_eq!(list.path, "/v2/reservations");
-        assert_eq!(query(&list, "properties[]"), ["p1", "p2"]);
-        assert_eq!(query(&list, "date_query"), ["checkin"]);
-        assert_eq!(query(&list, "start_date"), ["2026-11-30"]);
-        assert_eq!(query(&list, "end_date"), ["2027-01-01"]);
-        assert_eq!(query(&list, "page"), ["1"]);
-        let asked = fetched(sync(&request(None, Vec::new()), &[]).unwrap());
+        assert_eq!(query_all(&list, "properties[]"), ["p1", "p2"]);
+        assert_eq!(query_all(&list, "date_query"), ["checkin"]);
+        assert_eq!(query_all(&list, "start_date"), ["2026-11-30"]);
+        assert_eq!(query_all(&list, "end_date"), ["2027-01-01"]);
+        assert_eq!(query_all(&list, "page"), ["1"]);
+        let asked = fetch(sync(&request(None, Vec::new()), &[]).unwrap());
         assert_eq!(asked.path, "/v2/properties");
         let properties = answer(PROPERTIES, 200, json!({"data": [{"id": "u1"}, {"id": "u2"}], "meta": {"last_page": 1}}));
-        let list = fetched(sync(&request(Some("checkout:2"), Vec::new()), &[properties]).unwrap());
-        assert_eq!(query(&list, "properties[]"), ["u1", "u2"]);
-        assert_eq!(query(&list, "date_query"), ["checkout"]);
-        assert_eq!(query(&list, "page"), ["2"]);
+        let list = fetch(sync(&request(Some("checkout:2"), Vec::new()), &[properties]).unwrap());
+        assert_eq!(query_all(&list, "properties[]"), ["u1", "u2"]);
+        assert_eq!(query_all(&list, "date_query"), ["checkout"]);
+        assert_eq!(query_all(&list, "page"), ["2"]);
         let many = answer(PROPERTIES, 200, json!({"data": [{"id": "u1"}], "meta": {"last_page": 3}}));
         assert!(
             matches!(sync(&request(None, Vec::new()), &[many]), Err(PluginError::BadPayload(message)) if message.contains("properties"))
         );
         let none = answer(PROPERTIES, 200, json!({"data": [], "meta": {"last_page": 1}}));
-        assert!(!unwrap_page(sync(&request(None, Vec::new()), &[none]).unwrap()).more);
+        assert!(!testing::page(sync(&request(None, Vec::new()), &[none]).unwrap()).more);
     }
 
     #[test]
     fn check_ins_then_check_outs_then_the_end() {
         let at = |phase, page| Position { phase, page };
-        let more = unwrap_page(page(&json!({"data": [], "meta": {"current_page": 1, "last_page": 2}}), at(Phase::CheckIn, 1)).unwrap());
+        let more = testing::page(page(&json!({"data": [], "meta": {"current_page": 1, "last_page": 2}}), at(Phase::CheckIn, 1)).unwrap());
         assert_eq!(more.next_cursor.as_deref(), Some("checkin:2"));
-        let switch = unwrap_page(page(&json!({"data": [], "meta": {"current_page": 2, "last_page": 2}}), at(Phase::CheckIn, 2)).unwrap());
+        let switch = testing::page(page(&json!({"data": [], "meta": {"current_page": 2, "last_page": 2}}), at(Phase::CheckIn, 2)).unwrap());
         assert_eq!(switch.next_cursor.as_deref(), Some("checkout:1"));
         assert!(switch.more);
-        let end = unwrap_page(page(&json!({"data": [], "meta": {"current_page": 1, "last_page": 1}}), at(Phase::CheckOut, 1)).unwrap());
+        let end = testing::page(page(&json!({"data": [], "meta": {"current_page": 1, "last_page": 1}}), at(Phase::CheckOut, 1)).unwrap());
         assert!(!end.more);
         assert_eq!(end.next_cursor, None);
         assert_eq!(Position::parse(Some("checkout:3")).unwrap(), at(Phase::CheckOut, 3));

@@ -105,31 +105,14 @@ pub fn page(rows: &[Value], watermark: Option<&str>) -> Result<SyncOutcome, Plug
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{self, answer, fetch, sync_request};
 
     fn request(cursor: Option<&str>, since: Option<&str>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: Vec::new() },
-            mode: SyncMode::NewestFirstScan,
-            cursor: cursor.map(String::from),
-            since: since.map(String::from),
-            until: None,
-            now: "2026-03-14T00:00:00Z".into(),
-        }
-    }
-
-    fn answer(status: u16, body: Value) -> ApiResponse {
-        ApiResponse { id: REQUEST_ID.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
+        sync_request(SyncMode::NewestFirstScan).cursor(cursor).since(since).build()
     }
 
     fn row(id: u32, updated_on: &str) -> Value {
         json!({"id": id, "status": "new", "updatedOn": updated_on, "arrivalDate": "2026-04-01", "departureDate": "2026-04-03"})
-    }
-
-    fn unwrap_page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(_) => panic!("expected a page"),
-        }
     }
 
     fn ids(page: &SyncPage) -> Vec<String> {
@@ -144,17 +127,17 @@ mod tests {
 
     #[test]
     fn first_page_has_no_after_id_and_later_pages_do() {
-        let SyncOutcome::Fetch(requests) = sync(&request(None, None), &[]).unwrap() else { panic!("expected a fetch") };
-        assert_eq!(requests[0].path, "/v1/reservations");
-        assert_eq!(requests[0].query, vec![("limit".to_string(), "100".to_string()), ("includeResources".to_string(), "1".to_string())]);
-        let SyncOutcome::Fetch(requests) = sync(&request(Some("12345"), None), &[]).unwrap() else { panic!("expected a fetch") };
-        assert!(requests[0].query.contains(&("afterId".to_string(), "12345".to_string())));
+        let first = fetch(sync(&request(None, None), &[]).unwrap());
+        assert_eq!(first.path, "/v1/reservations");
+        assert_eq!(first.query, vec![("limit".to_string(), "100".to_string()), ("includeResources".to_string(), "1".to_string())]);
+        let later = fetch(sync(&request(Some("12345"), None), &[]).unwrap());
+        assert!(later.query.contains(&("afterId".to_string(), "12345".to_string())));
     }
 
     #[test]
     fn stops_at_the_first_row_before_the_watermark() {
         let rows = json!({"status": "success", "result": [row(103, "2026-03-13 18:00:54"), row(102, "2026-02-27 00:00:00"), row(101, "2026-02-26 23:59:59"), row(100, "2026-03-01 00:00:00")]});
-        let page = unwrap_page(sync(&request(None, Some("2026-03-01T10:00:00Z")), &[answer(200, rows)]).unwrap());
+        let page = testing::page(sync(&request(None, Some("2026-03-01T10:00:00Z")), &[answer(REQUEST_ID, 200, rows)]).unwrap());
         // Watermark: 2026-02-27 (two days before since's date); 101 is older, so 101 and 100 (moved
         // while paging) are left out and the pass ends.
         assert_eq!(ids(&page), ["103", "102"]);
@@ -165,7 +148,7 @@ mod tests {
     #[test]
     fn a_page_above_the_watermark_continues_after_its_last_id() {
         let rows = json!({"status": "success", "result": [row(103, "2026-03-13 18:00:54"), row(102, "2026-03-02 08:00:00")]});
-        let page = unwrap_page(sync(&request(None, Some("2026-03-01T00:00:00Z")), &[answer(200, rows)]).unwrap());
+        let page = testing::page(sync(&request(None, Some("2026-03-01T00:00:00Z")), &[answer(REQUEST_ID, 200, rows)]).unwrap());
         assert_eq!(ids(&page), ["103", "102"]);
         assert!(page.more);
         assert_eq!(page.next_cursor.as_deref(), Some("102"));
@@ -174,10 +157,11 @@ mod tests {
     #[test]
     fn an_initial_sync_ends_only_with_an_empty_page() {
         let rows = json!({"status": "success", "result": [row(2, "2001-01-01 00:00:00")]});
-        let page = unwrap_page(sync(&request(Some("3"), None), &[answer(200, rows)]).unwrap());
+        let page = testing::page(sync(&request(Some("3"), None), &[answer(REQUEST_ID, 200, rows)]).unwrap());
         assert_eq!(ids(&page), ["2"]);
         assert!(page.more);
-        let page = unwrap_page(sync(&request(Some("2"), None), &[answer(200, json!({"status": "success", "result": []}))]).unwrap());
+        let page =
+            testing::page(sync(&request(Some("2"), None), &[answer(REQUEST_ID, 200, json!({"status": "success", "result": []}))]).unwrap());
         assert!(page.events.is_empty());
         assert!(!page.more);
         assert_eq!(page.next_cursor, None);
@@ -186,7 +170,7 @@ mod tests {
     #[test]
     fn a_row_without_updated_on_is_listed() {
         let rows = json!({"status": "success", "result": [{"id": 7, "status": "cancelled"}]});
-        let page = unwrap_page(sync(&request(None, Some("2026-03-01T00:00:00Z")), &[answer(200, rows)]).unwrap());
+        let page = testing::page(sync(&request(None, Some("2026-03-01T00:00:00Z")), &[answer(REQUEST_ID, 200, rows)]).unwrap());
         assert_eq!(ids(&page), ["7"]);
         assert!(page.more);
     }
@@ -195,15 +179,20 @@ mod tests {
     fn failures_are_refused_with_the_status() {
         let limited = json!({"status": "fail", "message": "too many requests"});
         for status in [429, 500, 503, 401] {
-            let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &[answer(status, limited.clone())]) else {
+            let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &[answer(REQUEST_ID, status, limited.clone())]) else {
                 panic!("{status}: expected a refusal")
             };
             assert!(message.contains(&format!("HTTP {status}")), "{message}");
         }
-        let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &[answer(200, limited)]) else { panic!("fail refused") };
+        let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &[answer(REQUEST_ID, 200, limited)]) else {
+            panic!("fail refused")
+        };
         assert!(message.contains("status fail"), "{message}");
-        assert!(matches!(sync(&request(None, None), &[answer(200, json!({"result": "x"}))]), Err(PluginError::BadPayload(_))));
-        assert!(matches!(sync(&request(None, Some("yesterday")), &[answer(200, json!({"result": []}))]), Err(PluginError::BadPayload(_))));
+        assert!(matches!(sync(&request(None, None), &[answer(REQUEST_ID, 200, json!({"result": "x"}))]), Err(PluginError::BadPayload(_))));
+        assert!(matches!(
+            sync(&request(None, Some("yesterday")), &[answer(REQUEST_ID, 200, json!({"result": []}))]),
+            Err(PluginError::BadPayload(_))
+        ));
     }
 
     #[test]

@@ -87,19 +87,10 @@ fn successful(response: &ApiResponse, what: &str) -> Result<Value, PluginError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stayhook_plugin_sdk::testing::{answer_bytes, registration_request};
 
     fn request(action: RegistrationAction, registered: Vec<(String, String)>, responses: Vec<ApiResponse>) -> RegistrationRequest {
-        RegistrationRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: Vec::new() },
-            action,
-            listener_url: "https://hooks.example.com/in/a".into(),
-            registered,
-            responses,
-        }
-    }
-
-    fn response(id: &str, status: u16, body: &str) -> ApiResponse {
-        ApiResponse { id: id.into(), status, headers: Vec::new(), body: body.as_bytes().to_vec(), error: None }
+        registration_request(action, "https://hooks.example.com/in/a").registered_values(registered).responses(responses).build()
     }
 
     #[test]
@@ -113,12 +104,12 @@ mod tests {
         assert_eq!(body["url"], "https://hooks.example.com/in/a");
         assert!(body["login"].is_null() && body["password"].is_null() && body["alertingEmailAddress"].is_null());
 
-        let answer = response(CREATE, 200, r#"{"status":"success","result":{"id":3021,"isEnabled":1}}"#);
+        let answer = answer_bytes(CREATE, 200, r#"{"status":"success","result":{"id":3021,"isEnabled":1}}"#);
         let step = subscribe(&request(RegistrationAction::Register, Vec::new(), vec![answer])).unwrap();
         let RegistrationStep::Done(stored) = step else { panic!("expected done") };
         assert_eq!(stored, vec![("webhookId".to_string(), "3021".to_string())]);
 
-        let failed = response(CREATE, 403, "forbidden");
+        let failed = answer_bytes(CREATE, 403, "forbidden");
         assert!(subscribe(&request(RegistrationAction::Register, Vec::new(), vec![failed])).is_err());
     }
 
@@ -129,7 +120,7 @@ mod tests {
         let RegistrationStep::Fetch(requests) = step else { panic!("expected a fetch") };
         assert_eq!(requests[0].method, "DELETE");
         assert_eq!(requests[0].path, "/v1/webhooks/unifiedWebhooks/3021");
-        let answer = response(DELETE, 200, r#"{"status":"success","result":[]}"#);
+        let answer = answer_bytes(DELETE, 200, r#"{"status":"success","result":[]}"#);
         let step = subscribe(&request(RegistrationAction::Unregister, registered, vec![answer])).unwrap();
         assert!(matches!(step, RegistrationStep::Done(stored) if stored.is_empty()));
     }

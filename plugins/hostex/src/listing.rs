@@ -168,16 +168,10 @@ pub fn list_request(request: &SyncRequest, position: Position) -> Result<ApiRequ
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{self, fetch, page, sync_request};
 
     fn request(mode: SyncMode, cursor: Option<&str>, since: Option<&str>, until: Option<&str>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "test".into(), workspace_id: "test".into(), settings: Vec::new() },
-            mode,
-            cursor: cursor.map(str::to_string),
-            since: since.map(str::to_string),
-            until: until.map(str::to_string),
-            now: "2026-12-06T00:00:00Z".into(),
-        }
+        sync_request(mode).cursor(cursor).since(since).until(until).build()
     }
 
     fn scan(cursor: Option<&str>) -> SyncRequest {
@@ -186,7 +180,7 @@ mod tests {
 
     fn answer(stays: Vec<Value>) -> Vec<ApiResponse> {
         let body = json!({"request_id": "r", "error_code": 200, "error_msg": "Success", "data": {"reservations": stays, "total": 0}});
-        vec![ApiResponse { id: LIST.into(), status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }]
+        vec![testing::answer(LIST, 200, body)]
     }
 
     fn stay(code: &str, created_at: &str, cancelled_at: Option<&str>) -> Value {
@@ -194,27 +188,13 @@ mod tests {
             "status": if cancelled_at.is_some() { "cancelled" } else { "accepted" }})
     }
 
-    fn page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(requests) => panic!("expected a page, got fetch {requests:?}"),
-        }
-    }
-
-    fn query(outcome: SyncOutcome) -> Vec<(String, String)> {
-        match outcome {
-            SyncOutcome::Fetch(mut requests) => requests.remove(0).query,
-            SyncOutcome::Page(page) => panic!("expected a fetch, got {page:?}"),
-        }
-    }
-
     #[test]
     fn the_scan_asks_newest_first_with_an_explicit_check_out_window() {
-        let query = query(sync(&scan(None), &[]).unwrap());
+        let query = fetch(sync(&scan(None), &[]).unwrap()).query;
         assert!(query.contains(&("order_by".into(), "created_at".into())));
         assert!(query.contains(&("start_check_out_date".into(), EARLIEST_CHECK_OUT.into())));
         assert!(query.contains(&("limit".into(), "100".into())));
-        let query = super::tests::query(sync(&scan(Some("cancelled_at:200")), &[]).unwrap());
+        let query = fetch(sync(&scan(Some("cancelled_at:200")), &[]).unwrap()).query;
         assert!(query.contains(&("order_by".into(), "cancelled_at".into())));
         assert!(query.contains(&("status".into(), "cancelled".into())));
         assert!(query.contains(&("offset".into(), "200".into())));
@@ -267,7 +247,7 @@ mod tests {
     #[test]
     fn a_stay_date_window_filters_check_in_and_check_out() {
         let window = request(SyncMode::StayDateWindow, None, Some("2026-06-01T00:00:00Z"), Some("2026-07-01T00:00:00Z"));
-        let query = query(sync(&window, &[]).unwrap());
+        let query = fetch(sync(&window, &[]).unwrap()).query;
         assert!(query.contains(&("order_by".into(), "check_in_date".into())));
         assert!(query.contains(&("start_check_out_date".into(), "2026-06-01".into())));
         assert!(query.contains(&("end_check_in_date".into(), "2026-06-30".into())));
@@ -281,8 +261,7 @@ mod tests {
     #[test]
     fn errors_answered_with_http_200_refuse_the_page() {
         let body = json!({"request_id": "r", "error_code": 429, "error_msg": "Too Many Requests"});
-        let responses =
-            vec![ApiResponse { id: LIST.into(), status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }];
+        let responses = vec![testing::answer(LIST, 200, body)];
         let Err(PluginError::BadPayload(message)) = sync(&scan(None), &responses) else { panic!() };
         assert!(message.contains("429"), "{message}");
         let mut failed = answer(Vec::new());

@@ -178,13 +178,10 @@ pub fn availability(fields: &Value) -> Result<Calendar, PluginError> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::answer;
 
     fn inbound(body: Value) -> Inbound {
         stayhook_plugin_sdk::json_inbound(&body)
-    }
-
-    fn answer(body: Value) -> ApiResponse {
-        ApiResponse { id: RESERVATION.into(), status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
     }
 
     #[test]
@@ -222,7 +219,7 @@ mod tests {
             {"stay_code": "0-1_1-a", "status": "accepted"},
             {"stay_code": "0-1_2-a", "status": "cancelled", "cancelled_at": "2024-01-02T00:00:00+00:00"}
         ]}});
-        let Outcome::Done(events) = normalize(&inbound(body), &[answer(stays)]).unwrap() else { panic!("expected done") };
+        let Outcome::Done(events) = normalize(&inbound(body), &[answer(RESERVATION, 200, stays)]).unwrap() else { panic!("expected done") };
         let [Event::ReservationUpdated(reservation)] = events.as_slice() else { panic!("{events:?}") };
         assert_eq!(reservation.id, "0-1_2-a");
         assert_eq!(reservation.status, ReservationStatus::Cancelled);
@@ -233,7 +230,9 @@ mod tests {
     fn an_error_answered_with_http_200_is_a_failure() {
         let body = json!({"event": "reservation_created", "reservation_code": "r", "stay_code": "s"});
         let limited = json!({"request_id": "x", "error_code": 429, "error_msg": "Too many requests"});
-        let Outcome::Done(events) = normalize(&inbound(body), &[answer(limited)]).unwrap() else { panic!("expected done") };
+        let Outcome::Done(events) = normalize(&inbound(body), &[answer(RESERVATION, 200, limited)]).unwrap() else {
+            panic!("expected done")
+        };
         let [Event::Incomplete(incomplete)] = events.as_slice() else { panic!("{events:?}") };
         assert_eq!(incomplete.record_id, "s");
         assert_eq!(incomplete.event_type, EventType::ReservationCreated);

@@ -102,70 +102,53 @@ pub fn page(answer: &Value, cursor: Option<&str>) -> Result<SyncOutcome, PluginE
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{self, answer, fetch, sync_request};
 
     fn request(cursor: Option<&str>, settings: Vec<(String, String)>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings },
-            mode: SyncMode::StayDateWindow,
-            cursor: cursor.map(String::from),
-            since: Some("2026-04-01".into()),
-            until: Some("2026-05-01".into()),
-            now: "2026-04-10T00:00:00Z".into(),
-        }
+        sync_request(SyncMode::StayDateWindow).settings(settings).cursor(cursor).since("2026-04-01").until("2026-05-01").build()
     }
 
     fn agency() -> Vec<(String, String)> {
         vec![(AGENCY_SETTING.into(), "ag-1".into())]
     }
 
-    fn unwrap_page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(_) => panic!("expected a page"),
-        }
-    }
-
-    fn answer(status: u16, body: Value) -> ApiResponse {
-        ApiResponse { id: REQUEST_ID.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
-    }
-
     #[test]
     fn the_request_filters_the_window_and_follows_the_cursor() {
-        let SyncOutcome::Fetch(requests) = sync(&request(None, agency()), &[]).unwrap() else { panic!("fetch") };
-        let query = &requests[0].query;
-        assert_eq!(requests[0].path, "/api/v3.2/leads");
+        let list = fetch(sync(&request(None, agency()), &[]).unwrap());
+        let query = &list.query;
+        assert_eq!(list.path, "/api/v3.2/leads");
         for pair in [("agencyUid", "ag-1"), ("checkOutFrom", "2026-04-01"), ("checkInTo", "2026-04-30"), ("_limit", "100")] {
             assert!(query.contains(&(pair.0.to_string(), pair.1.to_string())), "{pair:?}");
         }
         assert!(!query.iter().any(|(name, _)| name == "_cursor"));
-        let SyncOutcome::Fetch(requests) = sync(&request(Some("abc"), agency()), &[]).unwrap() else { panic!("fetch") };
-        assert!(requests[0].query.contains(&("_cursor".to_string(), "abc".to_string())));
+        let next = fetch(sync(&request(Some("abc"), agency()), &[]).unwrap());
+        assert!(next.query.contains(&("_cursor".to_string(), "abc".to_string())));
         assert!(matches!(sync(&request(None, Vec::new()), &[]), Err(PluginError::BadPayload(message)) if message.contains("agencyUid")));
     }
 
     #[test]
     fn the_next_cursor_decides_more() {
         let lead = json!({"uid": "l1", "status": "BOOKED"});
-        let more = unwrap_page(page(&json!({"leads": [lead], "_paging": {"_limit": 100, "_nextCursor": "c2"}}), None).unwrap());
+        let more = testing::page(page(&json!({"leads": [lead], "_paging": {"_limit": 100, "_nextCursor": "c2"}}), None).unwrap());
         assert!(more.more);
         assert_eq!(more.next_cursor.as_deref(), Some("c2"));
-        let last = unwrap_page(page(&json!({"leads": [lead], "_paging": {"_limit": 100}}), Some("c2")).unwrap());
+        let last = testing::page(page(&json!({"leads": [lead], "_paging": {"_limit": 100}}), Some("c2")).unwrap());
         assert!(!last.more);
-        let empty = unwrap_page(page(&json!({"leads": [], "_paging": {"_nextCursor": "c3"}}), Some("c2")).unwrap());
+        let empty = testing::page(page(&json!({"leads": [], "_paging": {"_nextCursor": "c3"}}), Some("c2")).unwrap());
         assert!(!empty.more);
-        let repeated = unwrap_page(page(&json!({"leads": [lead], "_paging": {"_nextCursor": "c2"}}), Some("c2")).unwrap());
+        let repeated = testing::page(page(&json!({"leads": [lead], "_paging": {"_nextCursor": "c2"}}), Some("c2")).unwrap());
         assert!(!repeated.more, "a cursor that does not move ends the pass");
     }
 
     #[test]
     fn refusals() {
         for status in [429, 500, 401] {
-            let Err(PluginError::BadPayload(message)) = sync(&request(None, agency()), &[answer(status, json!({}))]) else {
+            let Err(PluginError::BadPayload(message)) = sync(&request(None, agency()), &[answer(REQUEST_ID, status, json!({}))]) else {
                 panic!("{status}")
             };
             assert!(message.contains(&format!("HTTP {status}")), "{message}");
         }
-        let refused = sync(&request(None, agency()), &[answer(200, json!({"apiErrorMessage": "Agency not found"}))]);
+        let refused = sync(&request(None, agency()), &[answer(REQUEST_ID, 200, json!({"apiErrorMessage": "Agency not found"}))]);
         assert!(matches!(refused, Err(PluginError::BadPayload(message)) if message.contains("Agency not found")));
         assert!(matches!(
             sync(&SyncRequest { mode: SyncMode::ModifiedSince, ..request(None, agency()) }, &[]),

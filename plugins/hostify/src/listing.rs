@@ -117,35 +117,18 @@ pub fn page(answer: &Value, position: Position) -> Result<SyncOutcome, PluginErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stayhook_plugin_sdk::testing::{self, answer, fetch, sync_request};
 
     fn request(cursor: Option<&str>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: Vec::new() },
-            mode: SyncMode::StayDateWindow,
-            cursor: cursor.map(String::from),
-            since: Some("2026-05-01".into()),
-            until: Some("2026-06-01".into()),
-            now: "2026-05-10T00:00:00Z".into(),
-        }
-    }
-
-    fn unwrap_page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(_) => panic!("expected a page"),
-        }
-    }
-
-    fn answer(status: u16, body: Value) -> ApiResponse {
-        ApiResponse { id: REQUEST_ID.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
+        sync_request(SyncMode::StayDateWindow).cursor(cursor).since("2026-05-01").until("2026-06-01").build()
     }
 
     #[test]
     fn the_request_asks_for_stays_overlapping_the_window() {
-        let SyncOutcome::Fetch(requests) = sync(&request(Some("3|200")), &[]).unwrap() else { panic!("fetch") };
-        let query = &requests[0].query;
-        assert_eq!(requests[0].path, "/reservations");
-        let filters = &query.iter().find(|(name, _)| name == "filters").unwrap().1;
+        let list = fetch(sync(&request(Some("3|200")), &[]).unwrap());
+        let query = &list.query;
+        assert_eq!(list.path, "/reservations");
+        let filters = testing::query(&list, "filters").unwrap();
         assert_eq!(
             filters,
             r#"[{"field":"checkOut","operator":">=","value":"2026-05-01"},{"field":"checkIn","operator":"<","value":"2026-06-01"}]"#
@@ -159,15 +142,15 @@ mod tests {
     fn total_counts_rows_whatever_the_page_size() {
         let rows = |n: u64| (0..n).map(|i| json!({"id": i, "status": "accepted"})).collect::<Vec<_>>();
         // Hostify answered 20 rows although 100 were asked: the pass goes on until `total`.
-        let first = unwrap_page(page(&json!({"reservations": rows(20), "total": 45}), Position { page: 1, seen: 0 }).unwrap());
+        let first = testing::page(page(&json!({"reservations": rows(20), "total": 45}), Position { page: 1, seen: 0 }).unwrap());
         assert!(first.more);
         assert_eq!(first.next_cursor.as_deref(), Some("2|20"));
-        let last = unwrap_page(page(&json!({"reservations": rows(5), "total": 45}), Position { page: 3, seen: 40 }).unwrap());
+        let last = testing::page(page(&json!({"reservations": rows(5), "total": 45}), Position { page: 3, seen: 40 }).unwrap());
         assert!(!last.more);
         assert_eq!(last.next_cursor, None);
-        let empty = unwrap_page(page(&json!({"reservations": []}), Position { page: 2, seen: 20 }).unwrap());
+        let empty = testing::page(page(&json!({"reservations": []}), Position { page: 2, seen: 20 }).unwrap());
         assert!(!empty.more);
-        let untotalled = unwrap_page(page(&json!({"reservations": rows(3)}), Position { page: 1, seen: 0 }).unwrap());
+        let untotalled = testing::page(page(&json!({"reservations": rows(3)}), Position { page: 1, seen: 0 }).unwrap());
         assert!(untotalled.more, "without `total` only an empty page ends the pass");
         assert_eq!(Position::parse(Some("2|20")).unwrap(), Position { page: 2, seen: 20 });
         assert!(Position::parse(Some("0|0")).is_err());
@@ -177,7 +160,7 @@ mod tests {
     #[test]
     fn the_related_guest_is_read_from_the_row() {
         let row = json!({"reservations": [{"id": 7, "status": "cancelled", "guest": {"name": "Ann Lee", "email": "ann@example.com"}}], "total": 1});
-        let listed = unwrap_page(page(&row, Position { page: 1, seen: 0 }).unwrap());
+        let listed = testing::page(page(&row, Position { page: 1, seen: 0 }).unwrap());
         let [Event::ReservationUpserted(reservation)] = listed.events.as_slice() else { panic!("one upsert") };
         assert_eq!(reservation.status, ReservationStatus::Cancelled);
         assert_eq!(reservation.primary_guest.as_ref().and_then(|guest| guest.name.as_deref()), Some("Ann Lee"));
@@ -186,10 +169,12 @@ mod tests {
     #[test]
     fn refusals() {
         for status in [429, 500, 401] {
-            let Err(PluginError::BadPayload(message)) = sync(&request(None), &[answer(status, json!({}))]) else { panic!("{status}") };
+            let Err(PluginError::BadPayload(message)) = sync(&request(None), &[answer(REQUEST_ID, status, json!({}))]) else {
+                panic!("{status}")
+            };
             assert!(message.contains(&format!("HTTP {status}")), "{message}");
         }
-        let refused = sync(&request(None), &[answer(200, json!({"success": false, "error": "Invalid filter"}))]);
+        let refused = sync(&request(None), &[answer(REQUEST_ID, 200, json!({"success": false, "error": "Invalid filter"}))]);
         assert!(matches!(refused, Err(PluginError::BadPayload(message)) if message.contains("Invalid filter")));
         assert!(matches!(sync(&SyncRequest { until: None, ..request(None) }, &[]), Err(PluginError::BadPayload(_))));
         assert!(matches!(

@@ -147,13 +147,10 @@ pub fn reservation(data: &Value, guest: Option<&Value>, reservation_id: &str) ->
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::answer;
 
     fn inbound(body: Value) -> Inbound {
         stayhook_plugin_sdk::json_inbound(&body)
-    }
-
-    fn answer(body: Value) -> ApiResponse {
-        ApiResponse { id: RESERVATION.into(), status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }
     }
 
     #[test]
@@ -181,7 +178,9 @@ mod tests {
             let found = json!({"success": true, "reservation": {"id": 12345, "status": "accepted", "checkIn": "2026-05-01", "checkOut": "2026-05-04",
                 "listing_id": 1000, "guests": 3, "adults": 2, "children": 1, "planned_arrival": "15:00", "currency": "eur"},
                 "guest": {"name": "Ann Lee", "email": "ANN@example.com", "phone": "+1-541-754-3010"}});
-            let Outcome::Done(events) = normalize(&inbound(body), &[answer(found)]).unwrap() else { panic!("expected done") };
+            let Outcome::Done(events) = normalize(&inbound(body), &[answer(RESERVATION, 200, found)]).unwrap() else {
+                panic!("expected done")
+            };
             let reservation = match (kind, events.as_slice()) {
                 ("new_reservation", [Event::ReservationCreated(reservation)]) => reservation,
                 (_, [Event::ReservationUpdated(reservation)]) if kind != "new_reservation" => reservation,
@@ -200,7 +199,9 @@ mod tests {
     fn a_failed_or_empty_answer_is_an_incomplete_reservation() {
         let body = json!({"type": "update_reservation", "reservation_id": 7});
         for failed in [json!({"success": false, "error": "Reservation not found"}), json!({"success": true})] {
-            let Outcome::Done(events) = normalize(&inbound(body.clone()), &[answer(failed)]).unwrap() else { panic!("expected done") };
+            let Outcome::Done(events) = normalize(&inbound(body.clone()), &[answer(RESERVATION, 200, failed)]).unwrap() else {
+                panic!("expected done")
+            };
             let [Event::Incomplete(incomplete)] = events.as_slice() else { panic!("{events:?}") };
             assert_eq!((incomplete.event_type, incomplete.record_id.as_str()), (EventType::ReservationUpdated, "7"));
         }

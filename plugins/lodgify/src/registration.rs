@@ -185,6 +185,7 @@ fn unregister(request: &RegistrationRequest) -> Result<RegistrationStep, PluginE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stayhook_plugin_sdk::testing::{answer_bytes, registration_done, registration_fetches, registration_request};
 
     fn request(
         action: RegistrationAction,
@@ -192,37 +193,14 @@ mod tests {
         registered: Vec<(&str, &str)>,
         responses: Vec<ApiResponse>,
     ) -> RegistrationRequest {
-        let pairs = |list: Vec<(&str, &str)>| list.into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        RegistrationRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: pairs(settings) },
-            action,
-            listener_url: "https://hooks.example.com/in/a".into(),
-            registered: pairs(registered),
-            responses,
-        }
-    }
-
-    fn response(id: &str, status: u16, body: &str) -> ApiResponse {
-        ApiResponse { id: id.into(), status, headers: Vec::new(), body: body.as_bytes().to_vec(), error: None }
-    }
-
-    fn fetched(step: RegistrationStep) -> Vec<ApiRequest> {
-        match step {
-            RegistrationStep::Fetch(requests) => requests,
-            other => panic!("expected a fetch, got {other:?}"),
-        }
-    }
-
-    fn done(step: RegistrationStep) -> Vec<(String, String)> {
-        match step {
-            RegistrationStep::Done(values) => values,
-            other => panic!("expected done, got {other:?}"),
-        }
+        let request = registration_request(action, "https://hooks.example.com/in/a").responses(responses);
+        let request = settings.into_iter().fold(request, |request, (name, value)| request.setting(name, value));
+        registered.into_iter().fold(request, |request, (name, value)| request.registered(name, value)).build()
     }
 
     #[test]
     fn one_subscription_per_default_event_with_a_unique_url() {
-        let requests = fetched(subscribe(&request(RegistrationAction::Register, vec![], vec![], vec![])).unwrap());
+        let requests = registration_fetches(subscribe(&request(RegistrationAction::Register, vec![], vec![], vec![])).unwrap());
         assert_eq!(requests.len(), DEFAULT_EVENTS.len());
         let first = &requests[0];
         assert_eq!(
@@ -240,10 +218,10 @@ mod tests {
     #[test]
     fn a_single_event_hands_its_secret_to_the_host() {
         let settings = vec![("events", "booking_change")];
-        let requests = fetched(subscribe(&request(RegistrationAction::Register, settings.clone(), vec![], vec![])).unwrap());
+        let requests = registration_fetches(subscribe(&request(RegistrationAction::Register, settings.clone(), vec![], vec![])).unwrap());
         assert_eq!(requests.len(), 1);
-        let answer = response("subscribe-booking_change", 200, r#"{"id": 42, "secret": "s3cr3t"}"#);
-        let stored = done(subscribe(&request(RegistrationAction::Register, settings, vec![], vec![answer])).unwrap());
+        let answer = answer_bytes("subscribe-booking_change", 200, r#"{"id": 42, "secret": "s3cr3t"}"#);
+        let stored = registration_done(subscribe(&request(RegistrationAction::Register, settings, vec![], vec![answer])).unwrap());
         assert_eq!(stored, vec![("webhook-booking_change".to_string(), "42".to_string()), ("secret".to_string(), "s3cr3t".to_string())]);
     }
 
@@ -251,10 +229,10 @@ mod tests {
     fn different_secrets_leave_verification_off_and_say_so() {
         let settings = vec![("events", "booking_change, guest_message_received")];
         let answers = vec![
-            response("subscribe-booking_change", 200, r#"{"id": "a1", "secret": "one"}"#),
-            response("subscribe-guest_message_received", 200, r#"{"id": "a2", "secret": "two"}"#),
+            answer_bytes("subscribe-booking_change", 200, r#"{"id": "a1", "secret": "one"}"#),
+            answer_bytes("subscribe-guest_message_received", 200, r#"{"id": "a2", "secret": "two"}"#),
         ];
-        let stored = done(subscribe(&request(RegistrationAction::Register, settings, vec![], answers)).unwrap());
+        let stored = registration_done(subscribe(&request(RegistrationAction::Register, settings, vec![], answers)).unwrap());
         assert!(stored.iter().all(|(name, _)| name != "secret"));
         assert!(stored.iter().any(|(name, value)| name == VERIFICATION_NOTE && value.starts_with("off: Lodgify issued 2")));
         assert!(stored.contains(&("webhook-guest_message_received".to_string(), "a2".to_string())));
@@ -264,8 +242,8 @@ mod tests {
     fn failures_name_the_created_subscriptions() {
         let settings = vec![("events", "booking_change,guest_message_received")];
         let answers = vec![
-            response("subscribe-booking_change", 200, r#"{"id": 7, "secret": "one"}"#),
-            response("subscribe-guest_message_received", 500, r#"{"message": "target_url already exists", "code": 0}"#),
+            answer_bytes("subscribe-booking_change", 200, r#"{"id": 7, "secret": "one"}"#),
+            answer_bytes("subscribe-guest_message_received", 500, r#"{"message": "target_url already exists", "code": 0}"#),
         ];
         let error = subscribe(&request(RegistrationAction::Register, settings, vec![], answers)).unwrap_err();
         assert!(
@@ -283,17 +261,22 @@ mod tests {
     #[test]
     fn unregister_removes_every_stored_subscription() {
         let registered = vec![("webhook-booking_change", "42"), ("webhook-guest_message_received", "ab-1"), ("secret", "x")];
-        let requests = fetched(subscribe(&request(RegistrationAction::Unregister, vec![], registered.clone(), vec![])).unwrap());
+        let requests =
+            registration_fetches(subscribe(&request(RegistrationAction::Unregister, vec![], registered.clone(), vec![])).unwrap());
         assert_eq!(requests.len(), 2);
         assert_eq!((requests[0].method.as_str(), requests[0].path.as_str()), ("DELETE", "/webhooks/v1/unsubscribe"));
         let body: Value = serde_json::from_slice(requests[0].body.as_ref().unwrap()).unwrap();
         assert_eq!(body, json!({"id": 42}));
         let body: Value = serde_json::from_slice(requests[1].body.as_ref().unwrap()).unwrap();
         assert_eq!(body, json!({"id": "ab-1"}));
-        let answers = vec![response("unsubscribe-booking_change", 200, ""), response("unsubscribe-guest_message_received", 404, "")];
-        assert!(done(subscribe(&request(RegistrationAction::Unregister, vec![], registered.clone(), answers)).unwrap()).is_empty());
-        let denied = vec![response("unsubscribe-booking_change", 401, "denied"), response("unsubscribe-guest_message_received", 200, "")];
+        let answers =
+            vec![answer_bytes("unsubscribe-booking_change", 200, ""), answer_bytes("unsubscribe-guest_message_received", 404, "")];
+        assert!(
+            registration_done(subscribe(&request(RegistrationAction::Unregister, vec![], registered.clone(), answers)).unwrap()).is_empty()
+        );
+        let denied =
+            vec![answer_bytes("unsubscribe-booking_change", 401, "denied"), answer_bytes("unsubscribe-guest_message_received", 200, "")];
         assert!(subscribe(&request(RegistrationAction::Unregister, vec![], registered, denied)).is_err());
-        assert!(done(subscribe(&request(RegistrationAction::Unregister, vec![], vec![], vec![])).unwrap()).is_empty());
+        assert!(registration_done(subscribe(&request(RegistrationAction::Unregister, vec![], vec![], vec![])).unwrap()).is_empty());
     }
 }

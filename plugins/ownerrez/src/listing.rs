@@ -86,45 +86,28 @@ fn has_more(page: &Value, n_items: u64) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{answer, fetch, page, sync_request};
 
     fn request(cursor: Option<&str>, since: Option<&str>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "test".into(), workspace_id: "test".into(), settings: Vec::new() },
-            mode: SyncMode::ModifiedSince,
-            cursor: cursor.map(str::to_string),
-            since: since.map(str::to_string),
-            until: None,
-            now: "2026-12-06T00:00:00Z".into(),
-        }
-    }
-
-    fn answer(body: Value) -> Vec<ApiResponse> {
-        vec![ApiResponse { id: LIST.into(), status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }]
-    }
-
-    fn page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(requests) => panic!("expected a page, got fetch {requests:?}"),
-        }
+        sync_request(SyncMode::ModifiedSince).cursor(cursor).since(since).build()
     }
 
     #[test]
     fn first_call_asks_for_the_list_since_the_watermark() {
-        let SyncOutcome::Fetch(requests) = sync(&request(None, Some("2026-12-01T00:00:00Z")), &[]).unwrap() else { panic!() };
-        assert_eq!(requests[0].path, "/v2/bookings");
-        assert!(requests[0].query.contains(&("since_utc".into(), "2026-12-01T00:00:00Z".into())));
-        assert!(requests[0].query.contains(&("offset".into(), "0".into())));
-        let SyncOutcome::Fetch(requests) = sync(&request(Some("200"), None), &[]).unwrap() else { panic!() };
-        assert!(requests[0].query.contains(&("since_utc".into(), INITIAL_SINCE.into())));
-        assert!(requests[0].query.contains(&("offset".into(), "200".into())));
+        let first = fetch(sync(&request(None, Some("2026-12-01T00:00:00Z")), &[]).unwrap());
+        assert_eq!(first.path, "/v2/bookings");
+        assert!(first.query.contains(&("since_utc".into(), "2026-12-01T00:00:00Z".into())));
+        assert!(first.query.contains(&("offset".into(), "0".into())));
+        let later = fetch(sync(&request(Some("200"), None), &[]).unwrap());
+        assert!(later.query.contains(&("since_utc".into(), INITIAL_SINCE.into())));
+        assert!(later.query.contains(&("offset".into(), "200".into())));
     }
 
     #[test]
     fn a_next_page_url_continues_at_the_next_offset() {
         let body = json!({"count": 3, "limit": 2, "offset": 0, "nextPageUrl": "/v2/bookings?offset=2",
             "items": [{"id": 1, "status": "active"}, {"id": 2, "status": "canceled"}]});
-        let page = page(sync(&request(None, None), &answer(body)).unwrap());
+        let page = page(sync(&request(None, None), &[answer(LIST, 200, body)]).unwrap());
         assert!(page.more);
         assert_eq!(page.next_cursor.as_deref(), Some("2"));
         assert_eq!(page.events.len(), 2);
@@ -135,7 +118,7 @@ mod tests {
     #[test]
     fn the_last_page_says_no_more() {
         let body = json!({"count": 3, "limit": 2, "offset": 2, "nextPageUrl": null, "items": [{"id": 3}]});
-        let page = page(sync(&request(Some("2"), None), &answer(body)).unwrap());
+        let page = page(sync(&request(Some("2"), None), &[answer(LIST, 200, body)]).unwrap());
         assert!(!page.more);
         assert_eq!(page.next_cursor, None);
         // Without the field, a short page is the last one, a full one may not be.
@@ -147,14 +130,13 @@ mod tests {
     #[test]
     fn blocks_are_left_out() {
         let body = json!({"nextPageUrl": null, "items": [{"id": 1, "is_block": true}, {"id": 2, "type": "block"}, {"id": 3}]});
-        let page = page(sync(&request(None, None), &answer(body)).unwrap());
+        let page = page(sync(&request(None, None), &[answer(LIST, 200, body)]).unwrap());
         assert_eq!(page.events.len(), 1);
     }
 
     #[test]
     fn failed_answers_are_refused_with_their_status() {
-        let mut responses = answer(json!({"error": "rate limited"}));
-        responses[0].status = 429;
+        let responses = [answer(LIST, 429, json!({"error": "rate limited"}))];
         let Err(PluginError::BadPayload(message)) = sync(&request(None, None), &responses) else { panic!() };
         assert!(message.contains("429"), "{message}");
         assert!(matches!(sync(&request(Some("x"), None), &[]), Err(PluginError::BadPayload(_))));

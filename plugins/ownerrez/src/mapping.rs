@@ -374,13 +374,7 @@ mod tests {
         let Outcome::Fetch(requests) = normalize(&inbound(body.clone()), &[]).unwrap() else { panic!("expected fetch") };
         assert_eq!(requests[0].path, "/v2/bookings/9");
         assert!(requests[0].headers.iter().any(|(name, _)| name == "User-Agent"));
-        let answer = ApiResponse {
-            id: BOOKING.into(),
-            status: 200,
-            headers: Vec::new(),
-            body: json!({"id": 9, "status": "active", "type": "booking"}).to_string().into_bytes(),
-            error: None,
-        };
+        let answer = stayhook_plugin_sdk::testing::answer(BOOKING, 200, json!({"id": 9, "status": "active", "type": "booking"}));
         let events = done(normalize(&inbound(body), &[answer]).unwrap());
         assert!(matches!(events.as_slice(), [Event::ReservationCreated(reservation)] if reservation.id == "9"));
     }

@@ -76,19 +76,10 @@ fn unregister(request: &RegistrationRequest) -> Result<RegistrationStep, PluginE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stayhook_plugin_sdk::testing::{answer_bytes, registration_request};
 
     fn request(action: RegistrationAction, registered: Vec<(String, String)>, responses: Vec<ApiResponse>) -> RegistrationRequest {
-        RegistrationRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: Vec::new() },
-            action,
-            listener_url: "https://hooks.example.com/w/a".into(),
-            registered,
-            responses,
-        }
-    }
-
-    fn answer(id: &str, status: u16, body: &str) -> ApiResponse {
-        ApiResponse { id: id.into(), status, headers: Vec::new(), body: body.as_bytes().to_vec(), error: None }
+        registration_request(action, "https://hooks.example.com/w/a").registered_values(registered).responses(responses).build()
     }
 
     #[test]
@@ -100,7 +91,8 @@ mod tests {
         assert_eq!((requests[0].method.as_str(), requests[0].path.as_str()), ("POST", "/v2/webhooksubscriptions"));
         let body: serde_json::Value = serde_json::from_slice(requests[0].body.as_deref().unwrap()).unwrap();
         assert_eq!(body, json!({"type": "booking", "webhook_url": "https://hooks.example.com/w/a"}));
-        let responses = vec![answer("register-booking", 200, r#"{"id": 26703}"#), answer("register-message", 200, r#"{"id": 26704}"#)];
+        let responses =
+            vec![answer_bytes("register-booking", 200, r#"{"id": 26703}"#), answer_bytes("register-message", 200, r#"{"id": 26704}"#)];
         let Ok(RegistrationStep::Done(stored)) = subscribe(&request(RegistrationAction::Register, Vec::new(), responses)) else {
             panic!("expected done")
         };
@@ -115,7 +107,7 @@ mod tests {
             panic!("expected fetch")
         };
         assert_eq!((requests[0].method.as_str(), requests[0].path.as_str()), ("DELETE", "/v2/webhooksubscriptions/26703"));
-        let responses = vec![answer("delete-subscription-booking", 404, "")];
+        let responses = vec![answer_bytes("delete-subscription-booking", 404, "")];
         assert!(matches!(subscribe(&request(RegistrationAction::Unregister, registered, responses)), Ok(RegistrationStep::Done(_))));
     }
 }

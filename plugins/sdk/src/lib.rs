@@ -29,6 +29,7 @@ pub mod json;
 pub mod language;
 pub mod money;
 pub mod status;
+pub mod testing;
 pub mod time;
 
 /// Every plugin's allocator inside WebAssembly: talc, not Rust's default dlmalloc (see
@@ -64,19 +65,8 @@ pub fn json_object_body(inbound: &model::Inbound) -> Result<serde_json::Value, m
     Ok(body)
 }
 
-/// A JSON webhook as the host hands it to `normalize` (account "test", POST, no query, no headers):
-/// for a mapping's unit tests.
-pub fn json_inbound(body: &serde_json::Value) -> model::Inbound {
-    model::Inbound {
-        account: model::AccountContext { id: "test".into(), workspace_id: "test".into(), settings: Vec::new() },
-        method: "POST".into(),
-        query: String::new(),
-        content_type: Some("application/json".into()),
-        headers: Vec::new(),
-        body: body.to_string().into_bytes(),
-        received_at: "2026-01-01T00:00:00Z".into(),
-    }
-}
+/// A JSON webhook for a mapping's unit tests; [`testing`] holds it with the other test helpers.
+pub use testing::json_inbound;
 
 /// Write a line to the daemon's log. Natively (unit tests, benches) it writes to standard error.
 pub fn log(level: model::LogLevel, message: &str) {

@@ -28,13 +28,7 @@ mod tests {
     use super::*;
 
     fn request(action: RegistrationAction) -> RegistrationRequest {
-        RegistrationRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: Vec::new() },
-            action,
-            listener_url: "https://hooks.example/in/a?token=t".into(),
-            registered: Vec::new(),
-            responses: Vec::new(),
-        }
+        stayhook_plugin_sdk::testing::registration_request(action, "https://hooks.example/in/a?token=t").build()
     }
 
     #[test]

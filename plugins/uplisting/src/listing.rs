@@ -137,34 +137,10 @@ fn window(request: &SyncRequest) -> Result<(String, String), PluginError> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use stayhook_plugin_sdk::testing::{answer, fetch, page, sync_request};
 
     fn request(cursor: Option<&str>) -> SyncRequest {
-        SyncRequest {
-            account: AccountContext { id: "test".into(), workspace_id: "test".into(), settings: Vec::new() },
-            mode: SyncMode::StayDateWindow,
-            cursor: cursor.map(str::to_string),
-            since: Some("2021-12-01T00:00:00Z".into()),
-            until: Some("2022-01-01T00:00:00Z".into()),
-            now: "2021-11-30T00:00:00Z".into(),
-        }
-    }
-
-    fn answer(id: &str, status: u16, body: Value) -> Vec<ApiResponse> {
-        vec![ApiResponse { id: id.into(), status, headers: Vec::new(), body: body.to_string().into_bytes(), error: None }]
-    }
-
-    fn page(outcome: SyncOutcome) -> SyncPage {
-        match outcome {
-            SyncOutcome::Page(page) => page,
-            SyncOutcome::Fetch(requests) => panic!("expected a page, got fetch {requests:?}"),
-        }
-    }
-
-    fn fetch(outcome: SyncOutcome) -> ApiRequest {
-        match outcome {
-            SyncOutcome::Fetch(mut requests) => requests.remove(0),
-            SyncOutcome::Page(page) => panic!("expected a fetch, got {page:?}"),
-        }
+        sync_request(SyncMode::StayDateWindow).cursor(cursor).since("2021-12-01T00:00:00Z").until("2022-01-01T00:00:00Z").build()
     }
 
     #[test]
@@ -186,12 +162,12 @@ mod tests {
     fn the_pass_lists_properties_until_an_empty_page() {
         let first = fetch(sync(&request(None), &[]).unwrap());
         assert_eq!((first.path.as_str(), first.query.clone()), ("/properties", vec![("page".into(), "1".into())]));
-        let found = page(sync(&request(None), &answer(PROPERTIES, 200, json!({"data": [{"id": "2"}, {"id": 7}]}))).unwrap());
+        let found = page(sync(&request(None), &[answer(PROPERTIES, 200, json!({"data": [{"id": "2"}, {"id": 7}]}))]).unwrap());
         assert!(found.events.is_empty());
         assert_eq!(found.next_cursor.as_deref(), Some("properties:2:2,7"));
-        let over = page(sync(&request(Some("properties:2:2,7")), &answer(PROPERTIES, 200, json!({"data": []}))).unwrap());
+        let over = page(sync(&request(Some("properties:2:2,7")), &[answer(PROPERTIES, 200, json!({"data": []}))]).unwrap());
         assert_eq!(over.next_cursor.as_deref(), Some("bookings:1:2,7"));
-        let none = page(sync(&request(None), &answer(PROPERTIES, 200, json!({"data": []}))).unwrap());
+        let none = page(sync(&request(None), &[answer(PROPERTIES, 200, json!({"data": []}))]).unwrap());
         assert!(!none.more, "an account without properties has nothing to list");
     }
 
@@ -204,27 +180,27 @@ mod tests {
             vec![("from".into(), "2021-12-01".into()), ("to".into(), "2022-01-01".into()), ("page".into(), "1".into())]
         );
         let body = json!({"bookings": [{"id": 1, "status": "confirmed", "check_in": "2021-12-03"}], "meta": {"total_pages": 2}});
-        let first = page(sync(&request(Some("bookings:1:2,7")), &answer(BOOKINGS, 200, body)).unwrap());
+        let first = page(sync(&request(Some("bookings:1:2,7")), &[answer(BOOKINGS, 200, body)]).unwrap());
         assert_eq!(first.events.len(), 1);
         assert_eq!(first.next_cursor.as_deref(), Some("bookings:2:2,7"));
         let body = json!({"bookings": [{"id": 3}], "meta": {"total_pages": 2}});
-        let second = page(sync(&request(Some("bookings:2:2,7")), &answer(BOOKINGS, 200, body)).unwrap());
+        let second = page(sync(&request(Some("bookings:2:2,7")), &[answer(BOOKINGS, 200, body)]).unwrap());
         assert_eq!(second.next_cursor.as_deref(), Some("bookings:1:7"), "next property");
         let body = json!({"bookings": [], "meta": {"total_pages": 1}});
-        let last = page(sync(&request(Some("bookings:1:7")), &answer(BOOKINGS, 200, body)).unwrap());
+        let last = page(sync(&request(Some("bookings:1:7")), &[answer(BOOKINGS, 200, body)]).unwrap());
         assert!(!last.more);
         assert_eq!(last.next_cursor, None);
         // Without `meta.total_pages`, an empty page ends a property.
         let body = json!({"bookings": [{"id": 4}]});
         assert_eq!(
-            page(sync(&request(Some("bookings:1:7")), &answer(BOOKINGS, 200, body)).unwrap()).next_cursor.as_deref(),
+            page(sync(&request(Some("bookings:1:7")), &[answer(BOOKINGS, 200, body)]).unwrap()).next_cursor.as_deref(),
             Some("bookings:2:7")
         );
     }
 
     #[test]
     fn failures_and_bad_requests_are_refused() {
-        let Err(PluginError::BadPayload(message)) = sync(&request(Some("bookings:1:2")), &answer(BOOKINGS, 429, json!({}))) else {
+        let Err(PluginError::BadPayload(message)) = sync(&request(Some("bookings:1:2")), &[answer(BOOKINGS, 429, json!({}))]) else {
             panic!()
         };
         assert!(message.contains("429"), "{message}");

@@ -105,19 +105,11 @@ fn unregister(request: &RegistrationRequest) -> Result<RegistrationStep, PluginE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stayhook_plugin_sdk::testing::{answer_bytes, registration_request};
 
     fn request(action: RegistrationAction, registered: Vec<(&str, &str)>, responses: Vec<ApiResponse>) -> RegistrationRequest {
-        RegistrationRequest {
-            account: AccountContext { id: "a".into(), workspace_id: "w".into(), settings: Vec::new() },
-            action,
-            listener_url: "https://hooks.example.com/listen/a?token=t".into(),
-            registered: registered.into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
-            responses,
-        }
-    }
-
-    fn response(id: &str, status: u16, body: &str) -> ApiResponse {
-        ApiResponse { id: id.into(), status, headers: Vec::new(), body: body.as_bytes().to_vec(), error: None }
+        let request = registration_request(action, "https://hooks.example.com/listen/a?token=t").responses(responses);
+        registered.into_iter().fold(request, |request, (name, value)| request.registered(name, value)).build()
     }
 
     #[test]
@@ -133,9 +125,9 @@ mod tests {
             json!({"target_url": "https://hooks.example.com/listen/a?token=t&event=booking_removed", "event": "booking_removed"})
         );
         let answers = vec![
-            response("hook-booking_created", 201, r#"{"id": 11}"#),
-            response("hook-booking_updated", 201, r#"{"id": 12}"#),
-            response("hook-booking_removed", 201, r#"{"id": "13"}"#),
+            answer_bytes("hook-booking_created", 201, r#"{"id": 11}"#),
+            answer_bytes("hook-booking_updated", 201, r#"{"id": 12}"#),
+            answer_bytes("hook-booking_removed", 201, r#"{"id": "13"}"#),
         ];
         let Ok(RegistrationStep::Done(stored)) = subscribe(&request(RegistrationAction::Register, vec![], answers)) else {
             panic!("expected done")
@@ -147,9 +139,9 @@ mod tests {
     #[test]
     fn a_failed_hook_names_the_ones_created() {
         let answers = vec![
-            response("hook-booking_created", 201, r#"{"id": 11}"#),
-            response("hook-booking_updated", 401, "denied"),
-            response("hook-booking_removed", 201, r#"{}"#),
+            answer_bytes("hook-booking_created", 201, r#"{"id": 11}"#),
+            answer_bytes("hook-booking_updated", 401, "denied"),
+            answer_bytes("hook-booking_removed", 201, r#"{}"#),
         ];
         let error = subscribe(&request(RegistrationAction::Register, vec![], answers)).unwrap_err();
         assert!(
@@ -165,7 +157,7 @@ mod tests {
             panic!("expected a fetch")
         };
         assert_eq!((requests[1].method.as_str(), requests[1].path.as_str()), ("DELETE", "/hooks/13"));
-        let answers = vec![response("unhook-booking_created", 204, ""), response("unhook-booking_removed", 404, "")];
+        let answers = vec![answer_bytes("unhook-booking_created", 204, ""), answer_bytes("unhook-booking_removed", 404, "")];
         assert!(
             matches!(subscribe(&request(RegistrationAction::Unregister, registered, answers)), Ok(RegistrationStep::Done(v)) if v.is_empty())
         );

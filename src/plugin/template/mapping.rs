@@ -75,9 +75,11 @@ pub fn reservation(booking: &Value) -> Result<Reservation, PluginError> {
 mod tests {
     use super::*;
     use serde_json::json;
+    // The host's side of a call, for tests: requests, recorded answers, outcomes taken apart.
+    use stayhook_plugin_sdk::testing::json_inbound;
 
     fn inbound(body: Value) -> Inbound {
-        stayhook_plugin_sdk::json_inbound(&body)
+        json_inbound(&body)
     }
 
     #[test]
