@@ -337,6 +337,14 @@ impl Ledger for MemoryStore {
         Ok(all)
     }
 
+    fn put_events_blocking(&self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for event in events {
+            inner.events.insert(event.id.clone(), event);
+        }
+        Ok(())
+    }
+
     fn put_state_blocking(&self, writes: Vec<StateWrite>) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for write in writes {

@@ -350,6 +350,10 @@ pub trait Ledger: Send + Sync {
     /// Set or remove records' state outside a normalization (an import), in order; waits on the
     /// calling thread until durable. Only while no normalizer writes the same accounts (offline).
     fn put_state_blocking(&self, writes: Vec<StateWrite>) -> Result<(), StoreError>;
+    /// Add events to the log without deliveries and outside a normalization (an import of events
+    /// whose webhook is not imported with them); an event of an existing id is replaced. Waits on
+    /// the calling thread until durable.
+    fn put_events_blocking(&self, events: Vec<StoredEvent>) -> Result<(), StoreError>;
 }
 
 /// Deliveries in lanes, what is due, attempts and dead letters.

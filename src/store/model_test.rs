@@ -117,7 +117,8 @@ impl Model {
             92..=93 => self.prune(),
             94 => self.remove_account_data(),
             95..=97 => self.put_state(),
-            98..=100 => self.export_pages(),
+            98..=99 => self.export_pages(),
+            100 => self.put_event(),
             _ => {
                 self.restart();
                 "restart".into()
@@ -518,6 +519,32 @@ impl Model {
             store.put_state_blocking(vec![write.clone()]).unwrap();
         }
         format!("put state {account} {kind:?} {record_id} {}", write.record.is_some())
+    }
+
+    /// An event added to the log outside a normalization (an import), without deliveries.
+    fn put_event(&mut self) -> String {
+        let account = self.pick(&ACCOUNTS);
+        let record_id = self.pick(&RECORDS);
+        // Of the model's time, so retention prunes it like the others.
+        let id = crate::normalize::event_id(InboxId((1 << 40) + self.events.len() as u64), self.now_ms, 0, 0);
+        let event = StoredEvent {
+            id: id.clone(),
+            event_type: EventType::ReservationUpdated,
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+            integration_account_id: account.into(),
+            workspace_id: "w".into(),
+            record_id: record_id.into(),
+            record: json!({"id": record_id}),
+            result: EventResult::Success,
+            failure_reason: None,
+            inbox_id: String::new(),
+            origin: Origin::Webhook,
+        };
+        for (store, _) in self.both() {
+            store.put_events_blocking(vec![event.clone()]).unwrap();
+        }
+        self.events.push((id.clone(), account, record_id));
+        format!("put event {id} {account} {record_id}")
     }
 
     /// Pages of the inbox, the digests and an account's state from a random place: both backends

@@ -91,6 +91,36 @@ impl SledStore {
             }
             Ok(())
         })())?;
+        self.flushed()
+    }
+
+    /// [`Ledger::put_events_blocking`]: each body to a segment, then its index record (without
+    /// deliveries; the inbox id its body names, 0 when that is not a number), then a round of the
+    /// group commit.
+    pub(super) fn put_event_records(&self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        let index = &self.index;
+        index.noting((|| {
+            for event in &events {
+                let loc = index.segments.append(&encode_json(event))?;
+                let record = EventRecord {
+                    loc,
+                    inbox_id: event.inbox_id.parse().unwrap_or(0),
+                    account_id: event.integration_account_id.clone(),
+                    event_type: event.event_type,
+                    record_id: event.record_id.clone(),
+                    result: event.result,
+                    timestamp: event.timestamp.clone(),
+                    deliveries: Vec::new(),
+                };
+                index.events.insert(keys::event(&event.id), encode_record(&record))?;
+            }
+            Ok(())
+        })())?;
+        self.flushed()
+    }
+
+    /// Wait on this thread for the next round of the group commit.
+    fn flushed(&self) -> Result<(), StoreError> {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         self.commit.after_flush(move |outcome| {
             let _ = sender.send(outcome);

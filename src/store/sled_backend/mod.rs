@@ -762,6 +762,10 @@ impl Ledger for SledStore {
     fn put_state_blocking(&self, writes: Vec<StateWrite>) -> Result<(), StoreError> {
         self.put_state_records(writes)
     }
+
+    fn put_events_blocking(&self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        self.put_event_records(events)
+    }
 }
 
 impl DeliveryQueue for SledStore {
