@@ -65,7 +65,7 @@ pub struct Checked {
 /// the account and subscription ids.
 pub fn validate(reader: &mut dyn BufRead, progress: &mut dyn FnMut(u64)) -> Result<Checked, ImportError> {
     let mut text = String::new();
-    let mut number = 0;
+    let mut number = 0u64;
     let mut header = None;
     let mut end: Option<Counts> = None;
     let mut counts = Counts::default();
