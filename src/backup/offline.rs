@@ -63,9 +63,23 @@ pub fn export(settings: &Settings, out: &str, accounts: Vec<String>, webhooks: b
         let path = PathBuf::from(out);
         let file = private_file(&path)?;
         let mut writer = BufWriter::new(file);
-        let counts = export_blocking(store.as_ref(), &options, &mut writer, &mut progress)?;
-        writer.into_inner().map_err(|error| error.into_error())?.sync_all().with_context(|| format!("writing {}", path.display()))?;
-        counts
+        let written =
+            export_blocking(store.as_ref(), &options, &mut writer, &mut progress).map_err(anyhow::Error::from).and_then(|counts| {
+                writer
+                    .into_inner()
+                    .map_err(|error| error.into_error())?
+                    .sync_all()
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Ok(counts)
+            });
+        match written {
+            Ok(counts) => counts,
+            Err(error) => {
+                // A partial export would be refused by an import anyway (no `end` line): leave none.
+                let _ = std::fs::remove_file(&path);
+                return Err(error);
+            }
+        }
     };
     store.flush_blocking()?;
     let summary = format!("exported {counts} in {:.1?}", started.elapsed());
