@@ -229,7 +229,7 @@ struct LineWriter<'a> {
 
 impl LineWriter<'_> {
     fn write(&mut self, line: &Line) -> Result<(), ExportError> {
-        serde_json::to_writer(&mut *self.out, &line.to_json()).map_err(std::io::Error::from)?;
+        serde_json::to_writer(&mut *self.out, line).map_err(std::io::Error::from)?;
         self.out.write_all(b"\n")?;
         self.lines += 1;
         if self.lines.is_multiple_of(256) {

@@ -179,47 +179,80 @@ struct EndBody {
     counts: Counts,
 }
 
+/// A line on the wire: its `type` first, then the fields of what it carries.
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    fields: &'a T,
+}
+
+#[derive(Serialize)]
+struct AccountRef<'a> {
+    account: &'a Account,
+}
+
+#[derive(Serialize)]
+struct SubscriptionRef<'a> {
+    subscription: &'a Subscription,
+}
+
+#[derive(Serialize)]
+struct EventRef<'a> {
+    event: &'a StoredEvent,
+}
+
+#[derive(Serialize)]
+struct EndRef<'a> {
+    counts: &'a Counts,
+}
+
+/// Written straight to the output, without building a JSON value first.
+impl Serialize for Line {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Line::Header(header) => Tagged { kind: HEADER_TYPE, fields: header }.serialize(serializer),
+            Line::Account(account) => Tagged { kind: "account", fields: &AccountRef { account } }.serialize(serializer),
+            Line::Subscription(subscription) => {
+                Tagged { kind: "subscription", fields: &SubscriptionRef { subscription } }.serialize(serializer)
+            }
+            Line::State(state) => Tagged { kind: "state", fields: state.as_ref() }.serialize(serializer),
+            Line::Webhook(webhook) => Tagged { kind: "webhook", fields: webhook.as_ref() }.serialize(serializer),
+            Line::Event(event) => Tagged { kind: "event", fields: &EventRef { event } }.serialize(serializer),
+            Line::Digest(digest) => Tagged { kind: "digest", fields: digest }.serialize(serializer),
+            Line::End(counts) => Tagged { kind: "end", fields: &EndRef { counts } }.serialize(serializer),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
 impl Line {
     /// The line as JSON (without its newline).
     pub fn to_json(&self) -> Value {
-        let (kind, mut value) = match self {
-            Line::Header(header) => (HEADER_TYPE, serde_json::to_value(header)),
-            Line::Account(account) => ("account", serde_json::to_value(serde_json::json!({ "account": account }))),
-            Line::Subscription(subscription) => ("subscription", Ok(serde_json::json!({ "subscription": subscription }))),
-            Line::State(state) => ("state", serde_json::to_value(state)),
-            Line::Webhook(webhook) => ("webhook", serde_json::to_value(webhook)),
-            Line::Event(event) => ("event", Ok(serde_json::json!({ "event": event }))),
-            Line::Digest(digest) => ("digest", serde_json::to_value(digest)),
-            Line::End(counts) => ("end", Ok(serde_json::json!({ "counts": counts }))),
-        };
-        // These types serialize to objects whatever their content.
-        let mut object = serde_json::Map::new();
-        object.insert("type".into(), Value::String(kind.into()));
-        if let Ok(Value::Object(fields)) = value.as_mut().map(std::mem::take) {
-            object.extend(fields);
-        }
-        Value::Object(object)
+        // These types serialize to JSON objects whatever their content.
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     /// Parse one line. The error names the field (`account.createdAt`, `body`) and what is wrong
     /// with it; it does not know the line number.
     pub fn parse(text: &str) -> Result<Line, String> {
-        let value: Value = serde_json::from_str(text).map_err(|error| format!("not a JSON object: {error}"))?;
-        let Value::Object(object) = &value else { return Err("not a JSON object".into()) };
-        let kind = match object.get("type") {
-            Some(Value::String(kind)) => kind.as_str(),
-            Some(_) => return Err("field `type`: not a string".into()),
-            None => return Err("field `type`: missing".into()),
-        };
-        let line = match kind {
-            HEADER_TYPE => Line::Header(typed(&value)?),
-            "account" => Line::Account(Box::new(typed::<AccountBody>(&value)?.account)),
-            "subscription" => Line::Subscription(Box::new(typed::<SubscriptionBody>(&value)?.subscription)),
-            "state" => Line::State(Box::new(typed(&value)?)),
-            "webhook" => Line::Webhook(Box::new(typed(&value)?)),
-            "event" => Line::Event(Box::new(typed::<EventBody>(&value)?.event)),
-            "digest" => Line::Digest(typed(&value)?),
-            "end" => Line::End(typed::<EndBody>(&value)?.counts),
+        let peek: Peek<'_> = serde_json::from_str(text).map_err(|error| format!("not a JSON object: {error}"))?;
+        let Some(kind) = peek.kind else { return Err("field `type`: missing".into()) };
+        let line = match kind.as_ref() {
+            HEADER_TYPE => Line::Header(typed(text)?),
+            "account" => Line::Account(Box::new(typed::<AccountBody>(text)?.account)),
+            "subscription" => Line::Subscription(Box::new(typed::<SubscriptionBody>(text)?.subscription)),
+            "state" => Line::State(Box::new(typed(text)?)),
+            "webhook" => Line::Webhook(Box::new(typed(text)?)),
+            "event" => Line::Event(Box::new(typed::<EventBody>(text)?.event)),
+            "digest" => Line::Digest(typed(text)?),
+            "end" => Line::End(typed::<EndBody>(text)?.counts),
             other => return Err(format!("field `type`: unknown line type {other:?}")),
         };
         line.check()?;
@@ -296,9 +329,9 @@ impl Line {
     }
 }
 
-/// Deserialize `value` as `T`, naming the field path on error.
-fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+/// Parse `text` as `T`, naming the field path on error.
+fn typed<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if path == "." { format!("{inner}") } else { format!("field `{path}`: {inner}") }
