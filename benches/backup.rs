@@ -17,9 +17,6 @@ use serde_json::Value;
 use stayhook::model::{EventResult, EventType, RecordKind};
 use stayhook::store::{Account, InboxEntry, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite, StoredEvent, Subscription};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const BODY: &[u8] = include_bytes!("../plugins/hostaway/tests/cases/reservation-created/body.json");
 const EXPECTED: &[u8] = include_bytes!("../plugins/hostaway/tests/cases/reservation-created/expected.json");
 const ACCOUNTS: usize = 10;
