@@ -23,6 +23,7 @@
 //! port, which the tests use) and maps [`StorageFailed`] to exit code 75.
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod console;
 pub mod deliver;

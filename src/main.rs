@@ -38,6 +38,44 @@ enum Command {
         #[arg(long, env = "STAYHOOK_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Export accounts, subscriptions, record state and webhooks (NDJSON, docs/export-format.md)
+    /// from the data dir of a stopped daemon (`GET /v1/export` does it on a running one). The
+    /// file holds every secret of the accounts and subscriptions: it is written with mode 0600.
+    Export {
+        /// TOML configuration file (its `data_dir` is exported).
+        #[arg(long, env = "STAYHOOK_CONFIG")]
+        config: Option<PathBuf>,
+        /// The file to write, or `-` for standard output.
+        #[arg(long, default_value = "-")]
+        out: String,
+        /// Only this account (repeatable; every account when absent).
+        #[arg(long = "account", value_name = "ID")]
+        accounts: Vec<String>,
+        /// Accounts, subscriptions and state only: no webhooks, events or digests.
+        #[arg(long)]
+        no_webhooks: bool,
+        /// Only webhooks, events and digests at or after this time (RFC 3339); all state.
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+    },
+    /// Import an export into the data dir of a stopped daemon. The whole file is checked first and
+    /// nothing is written if any line is wrong or an id exists already. Webhooks are history
+    /// (stored with their outcome and events, never delivered again) unless --replay.
+    Import {
+        /// The export to read, or `-` for standard input.
+        file: String,
+        /// TOML configuration file (its `data_dir` is imported into).
+        #[arg(long, env = "STAYHOOK_CONFIG")]
+        config: Option<PathBuf>,
+        /// Store the webhooks pending, without the file's state and events: the next `serve`
+        /// normalizes them in their original order and delivers their events.
+        #[arg(long)]
+        replay: bool,
+        /// Skip accounts and subscriptions the store holds already (with every line of a skipped
+        /// account) instead of refusing the file.
+        #[arg(long)]
+        skip_existing: bool,
+    },
     /// Tools for plugin authors.
     Plugin {
         #[command(subcommand)]
@@ -110,6 +148,11 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Migrate { config } => migrate(config),
+        Command::Export { config, out, accounts, no_webhooks, since } => settings(config)
+            .and_then(|settings| stayhook::backup::offline::export(&settings, &out, accounts, !no_webhooks, since.as_deref())),
+        Command::Import { file, config, replay, skip_existing } => settings(config).and_then(|settings| {
+            stayhook::backup::offline::import(&settings, &file, stayhook::backup::import::ImportOptions { replay, skip_existing })
+        }),
         Command::Plugin { command: PluginCommand::Run { plugin, payload, content_type, plugin_dir, settings, responses } } => {
             let mut request = CaseRequest::post(Vec::new(), Some(content_type));
             request.settings = settings.into_iter().collect();
@@ -152,6 +195,14 @@ fn init_logging() {
             tracing::warn!(format = other, "unknown STAYHOOK_LOG_FORMAT (text or json); logging text");
         }
     }
+}
+
+/// The settings of an offline command (export, import): the config file and environment, and a
+/// private umask for whatever it writes.
+fn settings(config: Option<PathBuf>) -> anyhow::Result<stayhook::config::Settings> {
+    let settings = RawConfig::load(config.as_deref(), std::env::vars())?.resolve()?;
+    stayhook::config::os::private_umask();
+    Ok(settings)
 }
 
 fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {

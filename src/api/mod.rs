@@ -9,6 +9,7 @@
 
 mod accounts;
 mod events;
+mod export;
 mod insight;
 mod paging;
 mod plugins;
@@ -124,6 +125,7 @@ pub fn router(daemon: Arc<ApiContext>) -> Router {
         .merge(plugins::routes())
         .merge(insight::routes())
         .merge(storage::routes())
+        .merge(export::routes())
         .merge(sync::routes())
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))

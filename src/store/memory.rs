@@ -238,6 +238,38 @@ impl Inbox for MemoryStore {
         inner.outcomes.insert(inbox_id.0, outcome.clone());
         Ok(())
     }
+
+    fn list_inbox(&self, after: Option<InboxId>, limit: usize) -> Result<Vec<InboxListing>, StoreError> {
+        let inner = self.lock();
+        let start = after.map_or(Bound::Unbounded, |after| Bound::Excluded(after.0));
+        let found = inner.inbox.range((start, Bound::Unbounded)).take(limit);
+        Ok(found
+            .map(|(id, entry)| InboxListing {
+                id: InboxId(*id),
+                account_id: entry.account_id.clone(),
+                received_at_ms: entry.received_at_ms,
+            })
+            .collect())
+    }
+
+    fn list_digests(&self, after: Option<(&str, &[u8])>, limit: usize) -> Result<Vec<DigestRecord>, StoreError> {
+        let inner = self.lock();
+        let mut all: Vec<DigestRecord> = inner
+            .digests
+            .iter()
+            .map(|((account_id, digest), seen_ms)| DigestRecord {
+                account_id: account_id.clone(),
+                digest: digest.clone(),
+                seen_ms: *seen_ms,
+            })
+            .filter(|record| {
+                after.is_none_or(|(account, digest)| (record.account_id.as_str(), record.digest.as_slice()) > (account, digest))
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.account_id, &a.digest).cmp(&(&b.account_id, &b.digest)));
+        all.truncate(limit);
+        Ok(all)
+    }
 }
 
 impl Ledger for MemoryStore {
@@ -287,6 +319,42 @@ impl Ledger for MemoryStore {
         let found =
             inner.events.range((start, Bound::Unbounded)).map(|(_, event)| event).filter(|event| filter.matches(event)).take(filter.limit);
         Ok(found.cloned().collect())
+    }
+
+    fn list_state(&self, account_id: &str, after: Option<(RecordKind, &str)>, limit: usize) -> Result<Vec<StateRecord>, StoreError> {
+        let inner = self.lock();
+        let mut all: Vec<StateRecord> = inner
+            .state
+            .iter()
+            .filter(|((account, _, _), _)| account == account_id)
+            .filter(|((_, kind, record_id), _)| {
+                after.is_none_or(|(after_kind, after_id)| (kind.as_str(), record_id.as_str()) > (after_kind.as_str(), after_id))
+            })
+            .map(|((_, kind, record_id), record)| StateRecord { kind: *kind, record_id: record_id.clone(), record: record.clone() })
+            .collect();
+        all.sort_by(|a, b| (a.kind.as_str(), &a.record_id).cmp(&(b.kind.as_str(), &b.record_id)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn put_events_blocking(&self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for event in events {
+            inner.events.insert(event.id.clone(), event);
+        }
+        Ok(())
+    }
+
+    fn put_state_blocking(&self, writes: Vec<StateWrite>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for write in writes {
+            let key = (write.account_id, write.kind, write.record_id);
+            match write.record {
+                Some(record) => inner.state.insert(key, std::sync::Arc::unwrap_or_clone(record)),
+                None => inner.state.remove(&key),
+            };
+        }
+        Ok(())
     }
 }
 

@@ -184,6 +184,39 @@ pub struct NormalizedBatch {
     pub deliveries: Vec<Delivery>,
 }
 
+/// An inbox entry's place in [`Inbox::list_inbox`], without its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxListing {
+    /// The entry.
+    pub id: InboxId,
+    /// Its account.
+    pub account_id: String,
+    /// When it was received (Unix ms).
+    pub received_at_ms: u64,
+}
+
+/// A remembered duplicate digest ([`Inbox::list_digests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestRecord {
+    /// The account.
+    pub account_id: String,
+    /// The digest as [`Inbox::remember_digest`] got it.
+    pub digest: Vec<u8>,
+    /// When it was seen (Unix ms).
+    pub seen_ms: u64,
+}
+
+/// One record's committed state ([`Ledger::list_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRecord {
+    /// The record's kind.
+    pub kind: RecordKind,
+    /// The record id.
+    pub record_id: String,
+    /// The record.
+    pub record: serde_json::Value,
+}
+
 /// Filter of the event log listing.
 #[derive(Debug, Default)]
 pub struct EventFilter {
@@ -288,6 +321,12 @@ pub trait Inbox: Send + Sync {
     fn list_outcomes(&self, status: InboxStatus, limit: usize) -> Result<Vec<(InboxId, InboxOutcome)>, StoreError>;
     /// Record a skipped or failed entry (no events), taking it out of pending.
     fn finish_inbox(&self, inbox_id: InboxId, outcome: &InboxOutcome) -> Result<(), StoreError>;
+    /// Entries after `after` (exclusive; from the first when `None`) in id order, at most
+    /// `limit`, without their bodies: a whole inbox is walked page by page (export).
+    fn list_inbox(&self, after: Option<InboxId>, limit: usize) -> Result<Vec<InboxListing>, StoreError>;
+    /// Remembered digests after `after` (an account and a digest, exclusive) in (account, digest)
+    /// byte order, at most `limit`: every digest is walked page by page (export).
+    fn list_digests(&self, after: Option<(&str, &[u8])>, limit: usize) -> Result<Vec<DigestRecord>, StoreError>;
 }
 
 /// The event log and the current state of each record.
@@ -304,6 +343,17 @@ pub trait Ledger: Send + Sync {
     fn get_event_bytes(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Events in log order (oldest first), filtered.
     fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError>;
+    /// An account's record states after `after` (a kind and a record id, exclusive) in order of
+    /// the kind's name ([`RecordKind::as_str`]) and then the record id, at most `limit`: an
+    /// account's state is walked page by page (export).
+    fn list_state(&self, account_id: &str, after: Option<(RecordKind, &str)>, limit: usize) -> Result<Vec<StateRecord>, StoreError>;
+    /// Set or remove records' state outside a normalization (an import), in order; waits on the
+    /// calling thread until durable. Only while no normalizer writes the same accounts (offline).
+    fn put_state_blocking(&self, writes: Vec<StateWrite>) -> Result<(), StoreError>;
+    /// Add events to the log without deliveries and outside a normalization (an import of events
+    /// whose webhook is not imported with them); an event of an existing id is replaced. Waits on
+    /// the calling thread until durable.
+    fn put_events_blocking(&self, events: Vec<StoredEvent>) -> Result<(), StoreError>;
 }
 
 /// Deliveries in lanes, what is due, attempts and dead letters.

@@ -104,7 +104,7 @@ impl Model {
 
     fn step(&mut self, runtime: &tokio::runtime::Runtime) -> String {
         self.now_ms += self.rng.random_range(0..50);
-        match self.rng.random_range(0..100) {
+        match self.rng.random_range(0..106) {
             0..=14 => self.append(),
             15..=34 => self.commit(),
             35..=39 => self.finish(),
@@ -116,6 +116,9 @@ impl Model {
             87..=91 => self.digests(),
             92..=93 => self.prune(),
             94 => self.remove_account_data(),
+            95..=97 => self.put_state(),
+            98..=99 => self.export_pages(),
+            100 => self.put_event(),
             _ => {
                 self.restart();
                 "restart".into()
@@ -505,6 +508,78 @@ impl Model {
         format!("remove data of {account}: {}", answers[0])
     }
 
+    /// State set or removed outside a normalization (an import).
+    fn put_state(&mut self) -> String {
+        let account = self.pick(&ACCOUNTS);
+        let record_id = self.pick(&RECORDS);
+        let kind = self.pick(&[RecordKind::Reservation, RecordKind::Conversation, RecordKind::Calendar]);
+        let record = self.rng.random_bool(0.8).then(|| std::sync::Arc::new(json!({"id": record_id, "imported": self.now_ms})));
+        let write = StateWrite { account_id: account.into(), kind, record_id: record_id.into(), record };
+        for (store, _) in self.both() {
+            store.put_state_blocking(vec![write.clone()]).unwrap();
+        }
+        format!("put state {account} {kind:?} {record_id} {}", write.record.is_some())
+    }
+
+    /// An event added to the log outside a normalization (an import), without deliveries.
+    fn put_event(&mut self) -> String {
+        let account = self.pick(&ACCOUNTS);
+        let record_id = self.pick(&RECORDS);
+        // Of the model's time, so retention prunes it like the others.
+        let id = crate::normalize::event_id(InboxId((1 << 40) + self.events.len() as u64), self.now_ms, 0, 0);
+        let event = StoredEvent {
+            id: id.clone(),
+            event_type: EventType::ReservationUpdated,
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+            integration_account_id: account.into(),
+            workspace_id: "w".into(),
+            record_id: record_id.into(),
+            record: json!({"id": record_id}),
+            result: EventResult::Success,
+            failure_reason: None,
+            inbox_id: String::new(),
+            origin: Origin::Webhook,
+        };
+        for (store, _) in self.both() {
+            store.put_events_blocking(vec![event.clone()]).unwrap();
+        }
+        self.events.push((id.clone(), account, record_id));
+        format!("put event {id} {account} {record_id}")
+    }
+
+    /// Pages of the inbox, the digests and an account's state from a random place: both backends
+    /// answer the same page.
+    fn export_pages(&mut self) -> String {
+        let limit = self.rng.random_range(1..5);
+        let handle = (!self.inbox.is_empty() && self.rng.random_bool(0.7)).then(|| self.rng.random_range(0..self.inbox.len()));
+        let pages: Vec<Vec<(usize, String, u64)>> = self
+            .both()
+            .into_iter()
+            .map(|(store, side)| {
+                let after = handle.map(|handle| InboxId(self.inbox[handle][side as usize]));
+                let page = store.list_inbox(after, limit).unwrap();
+                page.into_iter().map(|listing| (self.inbox_handle(side, listing.id), listing.account_id, listing.received_at_ms)).collect()
+            })
+            .collect();
+        assert_eq!(pages[0], pages[1], "inbox page after {handle:?}");
+        let account = self.pick(&ACCOUNTS);
+        let digest = [self.rng.random_range(0..4u8)];
+        let after = self.rng.random_bool(0.7).then_some((account, &digest[..]));
+        let digests = self.both().map(|(store, _)| store.list_digests(after, limit).unwrap());
+        assert_eq!(digests[0], digests[1], "digest page after {after:?}");
+        let record_id = self.pick(&RECORDS);
+        let kind = self.pick(&[RecordKind::Reservation, RecordKind::Conversation, RecordKind::Calendar]);
+        let after = self.rng.random_bool(0.7).then_some((kind, record_id));
+        let states = self.both().map(|(store, _)| store.list_state(account, after, limit).unwrap());
+        assert_eq!(states[0], states[1], "state page of {account} after {after:?}");
+        format!(
+            "export pages of {limit} after {handle:?}: {} entries, {} digests, {} states",
+            pages[0].len(),
+            digests[0].len(),
+            states[0].len()
+        )
+    }
+
     /// Everything the interfaces answer, from one backend, with ids as handles.
     fn observe(&self, store: &dyn Backend, side: Side) -> Value {
         let accounts: Vec<Value> = store.list_accounts().unwrap().iter().map(|account| serde_json::to_value(account).unwrap()).collect();
@@ -586,6 +661,28 @@ impl Model {
         let (soon, next_ms) = store.due_deliveries(self.now_ms, usize::MAX, &mut |_| true);
         let mut soon: Vec<usize> = soon.into_iter().map(|id| self.delivery_handle(side, id)).collect();
         soon.sort();
+        let listed: Vec<(usize, String, u64)> = store
+            .list_inbox(None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|listing| (self.inbox_handle(side, listing.id), listing.account_id, listing.received_at_ms))
+            .collect();
+        let digests: Vec<(String, Vec<u8>, u64)> = store
+            .list_digests(None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|digest| (digest.account_id, digest.digest, digest.seen_ms))
+            .collect();
+        let all_state: Vec<(String, &str, String, Value)> = ACCOUNTS
+            .iter()
+            .flat_map(|account| {
+                store
+                    .list_state(account, None, usize::MAX)
+                    .unwrap()
+                    .into_iter()
+                    .map(move |state| (account.to_string(), state.kind.as_str(), state.record_id, state.record))
+            })
+            .collect();
         let stats = store.storage_stats().unwrap();
         let stats = json!({
             "oldestEvent": stats.oldest_event_ms,
@@ -598,6 +695,7 @@ impl Model {
             "outcomes": outcomes, "byAccount": by_account, "events": events, "filtered": filtered, "state": state,
             "perEvent": per_event, "deliveries": deliveries, "lanes": lanes, "dead": dead,
             "due": self.due(store, side), "dueNow": soon, "nextDue": next_ms,
+            "listed": listed, "digests": digests, "allState": all_state,
         })
     }
 }

@@ -200,11 +200,21 @@ async fn the_openapi_document_matches_the_routes() {
         .flat_map(|(path, methods)| methods.as_object().unwrap().keys().map(move |method| (method.to_uppercase(), path.clone())))
         .collect();
 
-    let source: String =
-        ["mod.rs", "accounts.rs", "webhooks.rs", "events.rs", "registration.rs", "plugins.rs", "insight.rs", "session.rs", "sync.rs"]
-            .iter()
-            .map(|file| std::fs::read_to_string(crate::support::repo_root().join("src/api").join(file)).unwrap())
-            .collect();
+    let source: String = [
+        "mod.rs",
+        "accounts.rs",
+        "webhooks.rs",
+        "events.rs",
+        "registration.rs",
+        "plugins.rs",
+        "insight.rs",
+        "session.rs",
+        "sync.rs",
+        "export.rs",
+    ]
+    .iter()
+    .map(|file| std::fs::read_to_string(crate::support::repo_root().join("src/api").join(file)).unwrap())
+    .collect();
     let mut routed = std::collections::BTreeSet::new();
     for chunk in source.split(".route(").skip(1) {
         let path = chunk.split('"').nth(1).unwrap().to_string();

@@ -51,6 +51,7 @@ mod support;
 
 mod admin_api;
 mod admin_lists;
+mod backup;
 mod cli;
 mod cloudbeds_hostex;
 mod console;

@@ -26,6 +26,7 @@
 //! finished), so start-up reads what is still open, not the history.
 
 mod commit;
+mod import;
 mod keys;
 mod layout;
 pub mod migrate;
@@ -832,6 +833,14 @@ impl Inbox for SledStore {
         index.open_state().pending.remove(&inbox_id.0);
         Ok(())
     }
+
+    fn list_inbox(&self, after: Option<InboxId>, limit: usize) -> Result<Vec<InboxListing>, StoreError> {
+        self.list_inbox_records(after, limit)
+    }
+
+    fn list_digests(&self, after: Option<(&str, &[u8])>, limit: usize) -> Result<Vec<DigestRecord>, StoreError> {
+        self.list_digest_records(after, limit)
+    }
 }
 
 impl Ledger for SledStore {
@@ -877,6 +886,18 @@ impl Ledger for SledStore {
             }
         }
         Ok(found)
+    }
+
+    fn list_state(&self, account_id: &str, after: Option<(RecordKind, &str)>, limit: usize) -> Result<Vec<StateRecord>, StoreError> {
+        self.list_state_records(account_id, after, limit)
+    }
+
+    fn put_state_blocking(&self, writes: Vec<StateWrite>) -> Result<(), StoreError> {
+        self.put_state_records(writes)
+    }
+
+    fn put_events_blocking(&self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        self.put_event_records(events)
     }
 }
 
