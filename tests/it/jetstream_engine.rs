@@ -328,12 +328,20 @@ async fn a_pinned_pull_client_drains_alone_and_another_takes_over_when_it_dies_m
 #[tokio::test]
 async fn with_max_ack_pending_a_dead_drainers_unacked_batch_comes_back_before_newer_work() {
     // With the unacked limit reached by the dead drainer's batch, the server hands the new drainer
-    // nothing until that batch's ack wait runs out, and then redeliveries go before new messages:
-    // the partition's order holds across the failover.
+    // nothing until that batch's ack wait runs out: its first message is one of the dead drainer's,
+    // redelivered, and so are all of them before any new one *most* of the time. Not always: each
+    // unacked message's ack wait runs out on its own clock (A received them milliseconds apart),
+    // and a slot freed by the first redelivery can take a new message before the next expiry (seen
+    // once with the machine loaded). So the backend cannot take the order as it comes; its takeover
+    // rule holds what arrives for one ack wait and sorts it by stream sequence
+    // (docs/jetstream-design.md), which needs only what is asserted here.
     let takeover = bounded("the pinned-client test with max_ack_pending", Duration::from_secs(90), pinned_takeover(Some(5))).await;
-    let payloads: Vec<String> = takeover.iter().map(|(seen, _)| seen.payload.clone()).collect();
-    let in_order: Vec<String> = (3..=16).map(|index: i32| index.to_string()).collect();
-    assert_eq!(payloads, in_order);
+    let (first, _) = &takeover[0];
+    assert_eq!(first.delivered, 2, "the new drainer's first message is a redelivery of the dead one's batch: {first:?}");
+    let redelivered: Vec<u64> = takeover.iter().filter(|(seen, _)| seen.delivered == 2).map(|(seen, _)| seen.sequence).collect();
+    assert!(redelivered.is_sorted(), "the dead drainer's batch comes back in sequence order: {redelivered:?}");
+    let new: Vec<u64> = takeover.iter().filter(|(seen, _)| seen.delivered == 1).map(|(seen, _)| seen.sequence).collect();
+    assert!(new.is_sorted(), "new messages come in sequence order: {new:?}");
 }
 
 /// The JetStream API error code in an error's source chain.
@@ -356,16 +364,42 @@ async fn kv_compare_and_set_lets_exactly_one_of_two_concurrent_writers_win() {
         js.create_key_value(kv::Config { bucket: "state".to_string(), history: 1, num_replicas: 3, ..Default::default() })
             .await
             .expect("creating the R3 state bucket");
-        // Two writers, each on its own node, as two stayhook nodes would be.
-        let writers = [
-            jetstream::new(cluster.connect_to(0).await).get_key_value("state").await.unwrap(),
-            jetstream::new(cluster.connect_to(1).await).get_key_value("state").await.unwrap(),
-        ];
-        let watcher_store = jetstream::new(cluster.connect_to(2).await).get_key_value("state").await.unwrap();
+        // Two writers, each on its own node, as two stayhook nodes would be. Opening a bucket this
+        // new from another node can time out on a loaded machine while its replicas come up:
+        // retried a few times, as the backend will.
+        let open = async |node: usize| {
+            let js = jetstream::new(cluster.connect_to(node).await);
+            let mut attempt = 0;
+            loop {
+                match js.get_key_value("state").await {
+                    Ok(store) => break store,
+                    Err(error) if attempt < 10 => {
+                        eprintln!("opening the bucket on node {node}: {error}; again");
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(error) => panic!("opening the bucket on node {node}: {error}"),
+                }
+            }
+        };
+        let writers = [open(0).await, open(1).await];
+        let watcher_store = open(2).await;
         let mut watch = watcher_store.watch("acct-1.reservation.r-1").await.expect("watching the key");
 
         let key = "acct-1.reservation.r-1";
-        let mut revision = writers[0].create(key, "v0".into()).await.expect("creating the key");
+        // A bucket this new can refuse its first write while its replicas come up (a transient
+        // error of kind `Other`, seen once in the full suite): retried, as the backend will.
+        let mut transient = 0;
+        let mut revision = loop {
+            match writers[0].create(key, "v0".into()).await {
+                Ok(revision) => break revision,
+                Err(error) if error.kind() == kv::CreateErrorKind::Other && transient < 20 => {
+                    transient += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("creating the key: {error} (after {transient} transient errors)"),
+            }
+        };
         // `create` on an existing key fails, from either node.
         // (On refusal the client reads the key to tell a deleted key from a live one; in a bucket
         // this new, that read can meet "503 no responders" while the replicas' direct-get
