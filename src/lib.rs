@@ -133,6 +133,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
             metrics: metrics.clone(),
             enricher: enricher.clone(),
             runtime: tokio::runtime::Handle::current(),
+            resumed_through: store.pending_inbox()?.into_iter().map(|(inbox_id, _)| inbox_id).max(),
         }),
         settings.normalizer_threads,
     )?;

@@ -63,6 +63,9 @@ pub struct NormalizeContext {
     pub enricher: Arc<enrich::Enricher>,
     /// The tokio runtime, for the enrichment started from worker threads.
     pub runtime: tokio::runtime::Handle,
+    /// The newest inbox entry pending when the daemon started. Only an entry pending then can be
+    /// a run an earlier process stopped midway (see `Commits::add`); later ones skip the lookup.
+    pub resumed_through: Option<InboxId>,
 }
 
 /// The part of [`Settings`] normalization reads.
@@ -698,9 +701,11 @@ impl Commits {
         // find the state it wrote: its events come out unchanged. They are in the log already
         // (the store writes a run's events before its state), so they are taken again with new
         // deliveries, as the stopped run would have delivered them. A later generation has ids
-        // of its own, so only a repeated run finds any.
+        // of its own, so only a repeated run finds any; and a stopped run stays pending until the
+        // next start, so only entries pending then are looked up (no read on the hot path).
         let mut repeated = Vec::new();
-        if decided.events.len() < n_output && listing.is_none_or(|listing| listing.deliver) {
+        let maybe_repeated = ctx.resumed_through.is_some_and(|through| inbox_id <= through);
+        if maybe_repeated && decided.events.len() < n_output && listing.is_none_or(|listing| listing.deliver) {
             let kept: HashSet<usize> = decided.events.iter().map(|event| event.position).collect();
             for position in (0..n_output).filter(|position| !kept.contains(position)) {
                 if let Some(event) = store.get_event(&event_id(inbox_id, received_at_ms, generation, position))? {
