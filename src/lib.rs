@@ -151,7 +151,6 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         settings: ingest::IngestSettings::from(&settings),
         metrics: metrics.clone(),
         normalizer: normalizer.submit(),
-        in_flight: ingest::InFlight::default(),
         listener_limits: ingest::ListenerLimits::new(
             settings.listener_requests_per_second,
             settings.listener_kib_per_second,

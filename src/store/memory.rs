@@ -26,8 +26,8 @@ struct Inner {
     accounts: BTreeMap<String, Account>,
     /// By (account, subscription id).
     subscriptions: BTreeMap<(String, String), Subscription>,
-    /// (account, digest) to when it was seen.
-    digests: HashMap<(String, Vec<u8>), u64>,
+    /// (account, digest) to when it was seen and its entry (none when imported).
+    digests: HashMap<(String, Vec<u8>), (u64, Option<u64>)>,
     inbox: BTreeMap<u64, InboxEntry>,
     /// Entry to the generation it is to run as.
     pending: BTreeMap<u64, u32>,
@@ -61,6 +61,14 @@ impl Inner {
     fn id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        id
+    }
+
+    /// A new inbox entry, pending as generation 0.
+    fn append(&mut self, entry: &InboxEntry) -> u64 {
+        let id = self.id();
+        self.inbox.insert(id, entry.clone());
+        self.pending.insert(id, 0);
         id
     }
 
@@ -164,38 +172,40 @@ impl Catalog for MemoryStore {
 }
 
 impl Inbox for MemoryStore {
-    fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError> {
-        let seen = self.lock().digests.get(&(account_id.to_string(), body_digest.to_vec())).copied();
-        Ok(seen.is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms))
-    }
-
-    fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
-        self.lock().digests.insert((account_id.to_string(), body_digest.to_vec()), now_ms);
-        Ok(())
-    }
-
-    fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError> {
-        self.lock().digests.remove(&(account_id.to_string(), body_digest.to_vec()));
-        Ok(())
+    fn append_inbox<'a>(&'a self, entry: &'a InboxEntry, dedup: Option<Dedup<'a>>) -> StoreFuture<'a, Appended> {
+        let mut inner = self.lock();
+        if let Some(dedup) = dedup {
+            let key = (entry.account_id.clone(), dedup.digest.to_vec());
+            if let Some((seen_ms, original)) = inner.digests.get(&key).copied()
+                && entry.received_at_ms.saturating_sub(seen_ms) < dedup.window_ms
+            {
+                return ready(Ok(Appended::Duplicate(original.map(InboxId))));
+            }
+            let id = inner.append(entry);
+            inner.digests.insert(key, (entry.received_at_ms, Some(id)));
+            return ready(Ok(Appended::New(InboxId(id))));
+        }
+        ready(Ok(Appended::New(InboxId(inner.append(entry)))))
     }
 
     fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
         let mut inner = self.lock();
         let before = inner.digests.len();
-        inner.digests.retain(|_, seen_ms| now_ms.saturating_sub(*seen_ms) < window_ms);
+        inner.digests.retain(|_, (seen_ms, _)| now_ms.saturating_sub(*seen_ms) < window_ms);
         Ok(before - inner.digests.len())
     }
 
-    fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
-        let mut inner = self.lock();
-        let id = inner.id();
-        inner.inbox.insert(id, entry.clone());
-        inner.pending.insert(id, 0);
-        Ok(InboxId(id))
+    fn import_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
+        Ok(InboxId(self.lock().append(entry)))
     }
 
     fn durable(&self) -> StoreFuture<'_, ()> {
         ready(Ok(()))
+    }
+
+    fn import_digest(&self, digest: &DigestRecord) -> Result<(), StoreError> {
+        self.lock().digests.insert((digest.account_id.clone(), digest.digest.clone()), (digest.seen_ms, None));
+        Ok(())
     }
 
     fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
@@ -257,7 +267,7 @@ impl Inbox for MemoryStore {
         let mut all: Vec<DigestRecord> = inner
             .digests
             .iter()
-            .map(|((account_id, digest), seen_ms)| DigestRecord {
+            .map(|((account_id, digest), (seen_ms, _))| DigestRecord {
                 account_id: account_id.clone(),
                 digest: digest.clone(),
                 seen_ms: *seen_ms,

@@ -16,7 +16,7 @@
 //!
 //! Backends: [`sled_backend::SledStore`] (the embedded store, durable) and
 //! [`memory::MemoryStore`] (in memory; the reference the model test holds the sled backend to).
-//! Invariants every backend keeps: the listener awaits [`Inbox::durable`] before answering 2xx; a
+//! Invariants every backend keeps: the listener answers 2xx only once [`Inbox::append_inbox`] has resolved (durable); a
 //! normalized run's events, state, deliveries and inbox outcomes become visible together, with the
 //! entries leaving `pending` (so a crash replays normalization exactly for what is still pending);
 //! no delivery is due before the commit that created it is durable; only a lane's head is ever
@@ -184,6 +184,24 @@ pub struct NormalizedBatch {
     pub deliveries: Vec<Delivery>,
 }
 
+/// Duplicate suppression of one append ([`Inbox::append_inbox`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Dedup<'a> {
+    /// What duplicate suppression compares (the listener's replay digest).
+    pub digest: &'a [u8],
+    /// How long a digest is remembered: an entry whose digest was stored longer ago is new.
+    pub window_ms: u64,
+}
+
+/// What [`Inbox::append_inbox`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored as this entry.
+    New(InboxId),
+    /// A duplicate of this entry (`None`: a digest remembered by an older version, without it).
+    Duplicate(Option<InboxId>),
+}
+
 /// An inbox entry's place in [`Inbox::list_inbox`], without its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxListing {
@@ -200,7 +218,7 @@ pub struct InboxListing {
 pub struct DigestRecord {
     /// The account.
     pub account_id: String,
-    /// The digest as [`Inbox::remember_digest`] got it.
+    /// The digest as [`Inbox::append_inbox`] got it.
     pub digest: Vec<u8>,
     /// When it was seen (Unix ms).
     pub seen_ms: u64,
@@ -294,19 +312,24 @@ pub trait Catalog: Send + Sync {
 
 /// Raw webhooks, their duplicate digests, what is pending and what became of each.
 pub trait Inbox: Send + Sync {
-    /// Whether the same digest reached the same account within `window_ms`, without recording.
-    fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError>;
-    /// Remember a digest for duplicate suppression; written after its entry, durable with it.
-    fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError>;
-    /// Forget a digest whose entry could not be made durable, so the PMS's retry is stored anew.
-    fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError>;
+    /// Append a raw webhook, pending as generation 0, unless `dedup` finds the same digest stored
+    /// for the same account within its window: then nothing is written and the answer names the
+    /// original. Resolves once the entry (for a duplicate: the original) is durable, so either
+    /// answer may be acknowledged. Of two appends of one digest at once, one stores the entry and
+    /// the other waits for it and is the duplicate. An entry that could not be made durable
+    /// leaves no digest behind: the PMS's retry is stored anew.
+    fn append_inbox<'a>(&'a self, entry: &'a InboxEntry, dedup: Option<Dedup<'a>>) -> StoreFuture<'a, Appended>;
     /// Drop digests older than `window_ms`; how many. Walks every digest: call it off the runtime.
     fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError>;
-    /// Append a raw webhook and mark it pending (generation 0). Not durable until
-    /// [`Inbox::durable`] resolves: never acknowledge it before.
-    fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError>;
-    /// Resolve once every write made before the call is durable (group commit).
+    /// Resolve once every write made before the call is durable (a backend whose every write is
+    /// durable when it returns resolves at once).
     fn durable(&self) -> StoreFuture<'_, ()>;
+    /// Append a raw webhook outside the listener (an import), pending as generation 0, without
+    /// duplicate suppression. Durable once [`Inbox::durable`] resolves.
+    fn import_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError>;
+    /// Remember a digest outside the listener (an import): a later webhook with this digest
+    /// within the window is a duplicate. Durable once [`Inbox::durable`] resolves.
+    fn import_digest(&self, digest: &DigestRecord) -> Result<(), StoreError>;
     /// A raw webhook.
     fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError>;
     /// Entries of one account received in `[from_ms, to_ms)`, oldest first.

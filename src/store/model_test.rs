@@ -105,7 +105,7 @@ impl Model {
     fn step(&mut self, runtime: &tokio::runtime::Runtime) -> String {
         self.now_ms += self.rng.random_range(0..50);
         match self.rng.random_range(0..106) {
-            0..=14 => self.append(),
+            0..=14 => self.append(runtime),
             15..=34 => self.commit(),
             35..=39 => self.finish(),
             40..=42 => self.requeue(),
@@ -126,7 +126,7 @@ impl Model {
         }
     }
 
-    fn append(&mut self) -> String {
+    fn append(&mut self, runtime: &tokio::runtime::Runtime) -> String {
         let account = self.pick(&ACCOUNTS);
         let entry = InboxEntry {
             account_id: account.into(),
@@ -137,9 +137,22 @@ impl Model {
             headers: vec![("x-n".into(), self.inbox.len().to_string())],
             body: format!("{{\"n\": {}}}", self.inbox.len()).into_bytes(),
         };
-        let ids = self.both().map(|(store, _)| store.append_inbox(&entry).unwrap().0);
-        self.inbox.push(ids);
-        format!("append {account}")
+        let digest = (self.rng.random_range(0..3) > 0).then(|| [self.rng.random_range(0..4u8)]);
+        let dedup = digest.as_ref().map(|digest| Dedup { digest, window_ms: 200 });
+        let [sled, memory] = self.both().map(|(store, _)| runtime.block_on(store.append_inbox(&entry, dedup)).unwrap());
+        match (sled, memory) {
+            (Appended::New(sled), Appended::New(memory)) => {
+                self.inbox.push([sled.0, memory.0]);
+                format!("append {account} {digest:?}: new")
+            }
+            (Appended::Duplicate(sled), Appended::Duplicate(memory)) => {
+                let sled = sled.map(|id| self.inbox_handle(Side::Sled, id));
+                let memory = memory.map(|id| self.inbox_handle(Side::Memory, id));
+                assert_eq!(sled, memory, "the original of a duplicate");
+                format!("append {account} {digest:?}: duplicate of {memory:?}")
+            }
+            (sled, memory) => panic!("append {account} {digest:?}: the sled backend answered {sled:?}, the reference {memory:?}"),
+        }
     }
 
     fn pending_handles(&self) -> Vec<(usize, u32)> {
@@ -462,16 +475,17 @@ impl Model {
     fn digests(&mut self) -> String {
         let account = self.pick(&ACCOUNTS);
         let digest = [self.rng.random_range(0..4u8)];
-        let choice = self.rng.random_range(0..4);
+        let choice = self.rng.random_range(0..2);
         let now_ms = self.now_ms;
         let answers: Vec<String> = self
             .both()
             .into_iter()
             .map(|(store, _)| match choice {
-                0 => format!("{:?}", store.remember_digest(account, &digest, now_ms).unwrap()),
-                1 => format!("{:?}", store.forget_digest(account, &digest).unwrap()),
-                2 => format!("{:?}", store.expire_digests_blocking(now_ms, 200).unwrap()),
-                _ => format!("{:?}", store.is_duplicate(account, &digest, now_ms, 200).unwrap()),
+                0 => {
+                    let record = DigestRecord { account_id: account.into(), digest: digest.to_vec(), seen_ms: now_ms };
+                    format!("{:?}", store.import_digest(&record).unwrap())
+                }
+                _ => format!("{:?}", store.expire_digests_blocking(now_ms, 200).unwrap()),
             })
             .collect();
         assert_eq!(answers[0], answers[1], "digest operation {choice}");

@@ -35,7 +35,7 @@ use crate::normalize::Submit;
 use crate::normalize::enrich::Enricher;
 use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::plugin::{LoadedPlugin, PluginRegistry, PluginSession};
-use crate::store::{Account, InboxEntry, ListedPage, PassKind, SYNC_METHOD, Store, StoreError, SyncPass, SyncState, SyncStates};
+use crate::store::{Account, Appended, InboxEntry, ListedPage, PassKind, SYNC_METHOD, Store, StoreError, SyncPass, SyncState, SyncStates};
 
 /// The scheduler looks at every account at least this often (a plugin reloaded with sync modes,
 /// an account changed behind the API's back), besides when a pass is due or it is woken.
@@ -487,8 +487,9 @@ impl Syncer {
                 headers: vec![("stayhook-origin".into(), pass.kind.as_str().into())],
                 body: serde_json::to_vec(&body).map_err(|error| error.to_string())?,
             };
-            let inbox_id = store.append_inbox(&entry).map_err(|error| error.to_string())?;
-            store.durable().await.map_err(|error| error.to_string())?;
+            let Appended::New(inbox_id) = store.append_inbox(&entry, None).await.map_err(|error| error.to_string())? else {
+                return Err("the store took a listed page for a duplicate, without duplicate suppression".into());
+            };
             self.ctx.normalizer.dispatch(&account.id, inbox_id, 0);
             let waiting_since = std::time::Instant::now();
             let outcome = loop {

@@ -91,6 +91,9 @@ pub(crate) struct Index {
     due: DueMirror,
     /// Deliveries whose only record is their inbox entry's (see [`Unwritten`]).
     unwritten: Mutex<Unwritten>,
+    /// Held from the check of a digest to its write ([`Inbox::append_inbox`]), by the digest's
+    /// first byte.
+    dedup_locks: [Mutex<()>; 16],
     due_changed: Arc<tokio::sync::Notify>,
     fault: Fault,
     /// Fault injection for the tests (`STAYHOOK_TEST_ABORT_AFTER_STATE` set at open): the writer
@@ -405,6 +408,7 @@ impl SledStore {
             lanes: Mutex::default(),
             due: DueMirror::default(),
             unwritten: Mutex::default(),
+            dedup_locks: Default::default(),
             due_changed: Arc::new(tokio::sync::Notify::new()),
             fault,
             abort_after_state: std::env::var_os("STAYHOOK_TEST_ABORT_AFTER_STATE").is_some_and(|value| !value.is_empty()),
@@ -688,26 +692,48 @@ impl Catalog for SledStore {
 }
 
 impl Inbox for SledStore {
-    fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError> {
-        let key = keys::dedup(account_id, body_digest);
-        Ok(self
-            .index
-            .dedup
-            .get(key)?
-            .is_some_and(|seen| keys::read_u64(&seen).is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms)))
-    }
-
-    /// Written after its entry, so a digest that survives a crash has its entry (sled recovers a
-    /// prefix of the writes).
-    fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
-        let inserted = self.index.dedup.insert(keys::dedup(account_id, body_digest), &now_ms.to_be_bytes());
-        self.index.noting(inserted.map_err(StoreError::from))?;
-        Ok(())
-    }
-
-    fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError> {
-        self.index.dedup.remove(keys::dedup(account_id, body_digest))?;
-        Ok(())
+    /// The check and the write of a digest happen under one of [`Index::dedup_locks`] (by the
+    /// digest's first byte), so two appends of one digest at once cannot both find it new. The
+    /// digest is written after its entry, so a digest that survives a crash has its entry (sled
+    /// recovers a prefix of the writes); its value is the time seen and the entry's id.
+    fn append_inbox<'a>(&'a self, entry: &'a InboxEntry, dedup: Option<Dedup<'a>>) -> StoreFuture<'a, Appended> {
+        Box::pin(async move {
+            let index = &self.index;
+            let appended = match dedup {
+                None => Appended::New(self.import_inbox(entry)?),
+                Some(dedup) => {
+                    let key = keys::dedup(&entry.account_id, dedup.digest);
+                    let stripe = dedup.digest.first().map_or(0, |byte| usize::from(*byte) % index.dedup_locks.len());
+                    let _check = index.dedup_locks[stripe].lock().expect("dedup lock poisoned");
+                    let seen = index.dedup.get(&key)?.and_then(|value| {
+                        let seen_ms = keys::read_u64(&value)?;
+                        (entry.received_at_ms.saturating_sub(seen_ms) < dedup.window_ms).then(|| value.get(8..).and_then(keys::read_u64))
+                    });
+                    match seen {
+                        Some(original) => Appended::Duplicate(original.map(InboxId)),
+                        None => {
+                            let inbox_id = self.import_inbox(entry)?;
+                            let mut value = entry.received_at_ms.to_be_bytes().to_vec();
+                            value.extend_from_slice(&inbox_id.0.to_be_bytes());
+                            index.noting(index.dedup.insert(key, value).map_err(StoreError::from))?;
+                            Appended::New(inbox_id)
+                        }
+                    }
+                }
+            };
+            if let Err(error) = self.commit.durable().await {
+                // sled refuses every write after its first I/O error, so this process cannot
+                // store the retry anyway; the next one (restarted) finds the digest only if its
+                // entry was recovered with it.
+                if let (Appended::New(_), Some(dedup)) = (appended, dedup)
+                    && let Err(forget_error) = index.dedup.remove(keys::dedup(&entry.account_id, dedup.digest))
+                {
+                    tracing::warn!(error = %forget_error, "could not forget the digest of a webhook that was not stored");
+                }
+                return Err(error);
+            }
+            Ok(appended)
+        })
     }
 
     fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
@@ -722,10 +748,10 @@ impl Inbox for SledStore {
         Ok(n_removed)
     }
 
-    /// The body goes to a segment first, then its index record, pending. Not durable until
-    /// [`Inbox::durable`] resolves. A crash between the two leaves an unreferenced body, never an
-    /// index record without one.
-    fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
+    /// The body goes to a segment first, then its index record, pending. Durable with the next
+    /// group commit. A crash between the two leaves an unreferenced body, never an index record
+    /// without one.
+    fn import_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
         let index = &self.index;
         let body = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
         index.noting((|| {
@@ -753,6 +779,12 @@ impl Inbox for SledStore {
 
     fn durable(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.commit.durable())
+    }
+
+    fn import_digest(&self, digest: &DigestRecord) -> Result<(), StoreError> {
+        let inserted = self.index.dedup.insert(keys::dedup(&digest.account_id, &digest.digest), &digest.seen_ms.to_be_bytes());
+        self.index.noting(inserted.map_err(StoreError::from))?;
+        Ok(())
     }
 
     fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
