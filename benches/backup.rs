@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stayhook::model::{EventResult, EventType, RecordKind};
 use stayhook::store::{
-    Account, DigestRecord, InboxEntry, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite, StoredEvent, Subscription,
+    Account, DigestRecord, Expected, InboxEntry, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite, StoredEvent, Subscription,
 };
 
 const BODY: &[u8] = include_bytes!("../plugins/hostaway/tests/cases/reservation-created/body.json");
@@ -129,7 +129,13 @@ fn fill(data_dir: &Path, total: usize) {
                 generation: 0,
                 at: "2026-01-01T00:00:00Z".into(),
             };
-            let state = vec![StateWrite { account_id, kind: RecordKind::Reservation, record_id, record: Some(record.clone()) }];
+            let state = vec![StateWrite {
+                account_id,
+                kind: RecordKind::Reservation,
+                record_id,
+                record: Some(record.clone()),
+                expected: Expected::Any,
+            }];
             batches.push(NormalizedBatch { inbox_id, outcome, events: vec![event], state, deliveries: Vec::new() });
         }
         store.commit_normalized_blocking(batches).unwrap();

@@ -25,8 +25,8 @@ use serde_json::json;
 use stayhook::model::{EventResult, EventType, RecordKind};
 use stayhook::store::memory::MemoryStore;
 use stayhook::store::{
-    Appended, Attempt, Dedup, Delivery, DeliveryStatus, InboxEntry, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite, Store,
-    StoredEvent,
+    Appended, Attempt, Dedup, Delivery, DeliveryStatus, Expected, InboxEntry, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite,
+    Store, StoredEvent,
 };
 
 // The daemon's allocator, so the store's costs are measured as the daemon pays them.
@@ -142,6 +142,11 @@ async fn one_event_of(store: &Store, received_at_ms: u64, n: u64, record_id: Str
     let Appended::New(inbox_id) = store.append_inbox(&entry, Some(Dedup { digest: &digest, window_ms: u64::MAX })).await.unwrap() else {
         panic!("webhook {n} taken for a duplicate");
     };
+    // The normalizer's read of the record, which its write then expects.
+    let expected = match store.get_state("bench", RecordKind::Reservation, &record_id).unwrap() {
+        Some((_, revision)) => Expected::At(revision),
+        None => Expected::Absent,
+    };
     let delivery_id = store.new_delivery_id().unwrap();
     let event_id = format!("{:08x}-{:04x}-7000-8000-{n:012x}", received_at_ms >> 16, received_at_ms & 0xffff);
     let delivery = Delivery {
@@ -189,6 +194,7 @@ async fn one_event_of(store: &Store, received_at_ms: u64, n: u64, record_id: Str
             kind: RecordKind::Reservation,
             record_id,
             record: Some(Arc::new(record.clone())),
+            expected,
         }],
         deliveries: vec![delivery.clone()],
     };

@@ -226,7 +226,7 @@ async fn record(
     kind: RecordKind,
 ) -> Result<Json<Value>, ApiError> {
     find(&daemon, &account_id)?;
-    let record = daemon
+    let (record, _) = daemon
         .store
         .get_state(&account_id, kind, &record_id)?
         .ok_or_else(|| ApiError::not_found("record_not_found", format!("no {} {record_id:?} in account {account_id:?}", kind.as_str())))?;

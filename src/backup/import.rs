@@ -11,7 +11,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use super::{Counts, FORMAT, HEADER_TYPE, Header, Line, decode_base64};
-use crate::store::{Backend, DigestRecord, InboxEntry, InboxId, Inserted, NormalizedBatch, StateWrite, StoreError, StoredEvent};
+use crate::store::{Backend, DigestRecord, Expected, InboxEntry, InboxId, Inserted, NormalizedBatch, StateWrite, StoreError, StoredEvent};
 
 /// What an import does.
 #[derive(Debug, Clone, Copy, Default)]
@@ -277,6 +277,7 @@ pub fn import_blocking(
                     kind: state.kind,
                     record_id: state.record_id,
                     record: Some(Arc::new(state.record)),
+                    expected: Expected::Any,
                 });
                 report.imported.states += 1;
                 if states.len() >= RECORD_BATCH {

@@ -411,8 +411,13 @@ impl Worker {
                 releases.push((account_id, queue, parked));
             }
             // Commit before letting go of the accounts: their next webhooks must see this state.
-            commits.commit(&ctx);
-            for (account_id, unstarted, parked) in releases {
+            let mut again = commits.commit(&ctx);
+            for (account_id, mut unstarted, parked) in releases {
+                // Entries decided on stale state go first, in their order, before the account's
+                // later ones.
+                for (inbox_id, generation) in again.remove(&account_id).unwrap_or_default().into_iter().rev() {
+                    unstarted.push_front(Work::Normalize { inbox_id, generation });
+                }
                 self.dispatch.release(&account_id, unstarted, parked);
             }
         }
@@ -664,6 +669,8 @@ struct Listing {
 #[derive(Default)]
 struct Commits {
     batches: Vec<NormalizedBatch>,
+    /// Per batch: its account and generation (to decide it again after a conflict).
+    sources: Vec<(String, InboxId, u32)>,
     overlay: state::Overlay,
     n_events: usize,
     n_unchanged: usize,
@@ -775,6 +782,7 @@ impl Commits {
         *self.n_webhooks.entry(account.id.clone()).or_default() += 1;
         tracing::debug!(%inbox_id, n_events = stored_events.len(), n_deliveries = deliveries.len(), n_unchanged = decided.n_unchanged, "normalized");
         let (plugin, plugin_version) = plugin_ident;
+        self.sources.push((account.id.clone(), inbox_id, generation));
         self.batches.push(NormalizedBatch {
             inbox_id,
             outcome: InboxOutcome {
@@ -797,19 +805,35 @@ impl Commits {
 
     /// Commit everything decided, in one transaction. The store wakes the delivery scheduler
     /// once the flush covering it is done (nothing is delivered before it is durable).
-    fn commit(self, ctx: &NormalizeContext) {
+    ///
+    /// A conflict (another writer changed a record these decisions read) writes nothing: the
+    /// entries are returned, by account in order, to be decided again from the new state.
+    fn commit(self, ctx: &NormalizeContext) -> HashMap<String, Vec<(InboxId, u32)>> {
+        let mut again: HashMap<String, Vec<(InboxId, u32)>> = HashMap::new();
         if self.batches.is_empty() {
-            return;
+            return again;
         }
         let n_webhooks = self.batches.len();
-        if let Err(error) = ctx.store.commit_normalized_blocking(self.batches) {
-            // The entries stay pending and are normalized again at the next start.
-            return tracing::error!(%error, n_webhooks, "normalization could not be committed");
+        match ctx.store.commit_normalized_blocking(self.batches) {
+            Ok(()) => {}
+            Err(StoreError::Conflict { record }) => {
+                tracing::warn!(%record, n_webhooks, "a record changed while its webhooks were decided; deciding them again");
+                for (account_id, inbox_id, generation) in self.sources {
+                    again.entry(account_id).or_default().push((inbox_id, generation));
+                }
+                return again;
+            }
+            Err(error) => {
+                // The entries stay pending and are normalized again at the next start.
+                tracing::error!(%error, n_webhooks, "normalization could not be committed");
+                return again;
+            }
         }
         ctx.metrics.events_emitted(self.n_events, self.n_unchanged);
         for (account_id, n_webhooks) in &self.n_webhooks {
             ctx.metrics.normalized_webhooks(account_id, *n_webhooks);
         }
+        again
     }
 }
 

@@ -33,7 +33,10 @@ struct Inner {
     pending: BTreeMap<u64, u32>,
     outcomes: BTreeMap<u64, InboxOutcome>,
     events: BTreeMap<String, StoredEvent>,
-    state: HashMap<(String, RecordKind, String), serde_json::Value>,
+    /// The last revision given to a state.
+    next_revision: u64,
+    /// Each record's state and revision.
+    state: HashMap<(String, RecordKind, String), (serde_json::Value, u64)>,
     deliveries: BTreeMap<u64, Delivery>,
     /// (due time, delivery id).
     due: BTreeSet<(u64, u64)>,
@@ -62,6 +65,21 @@ impl Inner {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    /// Set or remove a record's state, under a new revision.
+    fn set_state(&mut self, write: StateWrite) {
+        let key = (write.account_id, write.kind, write.record_id);
+        match write.record {
+            Some(record) => {
+                self.next_revision += 1;
+                let revision = self.next_revision;
+                self.state.insert(key, (std::sync::Arc::unwrap_or_clone(record), revision));
+            }
+            None => {
+                self.state.remove(&key);
+            }
+        }
     }
 
     /// A new inbox entry, pending as generation 0.
@@ -283,12 +301,32 @@ impl Inbox for MemoryStore {
 }
 
 impl Ledger for MemoryStore {
-    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(self.lock().state.get(&(account_id.to_string(), kind, record_id.to_string())).cloned())
+    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<(serde_json::Value, Revision)>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .state
+            .get(&(account_id.to_string(), kind, record_id.to_string()))
+            .map(|(record, revision)| (record.clone(), Revision(*revision))))
     }
 
     fn commit_normalized_blocking(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        let mut written: HashMap<(&str, RecordKind, &str), bool> = HashMap::new();
+        for write in batches.iter().flat_map(|batch| &batch.state) {
+            let key = (write.account_id.as_str(), write.kind, write.record_id.as_str());
+            let stored = || inner.state.get(&(write.account_id.clone(), write.kind, write.record_id.clone()));
+            let holds = match (write.expected, written.get(&key)) {
+                (Expected::Any, _) => true,
+                (Expected::Absent, Some(present)) => !present,
+                (Expected::At(_), Some(_)) => false,
+                (Expected::Absent, None) => stored().is_none(),
+                (Expected::At(revision), None) => stored().is_some_and(|(_, stored)| Revision(*stored) == revision),
+            };
+            if !holds {
+                return Err(StoreError::Conflict { record: format!("{}/{}/{}", write.account_id, write.kind.as_str(), write.record_id) });
+            }
+            written.insert(key, write.record.is_some());
+        }
         for batch in batches {
             inner.pending.remove(&batch.inbox_id.0);
             inner.outcomes.insert(batch.inbox_id.0, batch.outcome);
@@ -296,11 +334,7 @@ impl Ledger for MemoryStore {
                 inner.events.insert(event.id.clone(), event);
             }
             for write in batch.state {
-                let key = (write.account_id, write.kind, write.record_id);
-                match write.record {
-                    Some(record) => inner.state.insert(key, std::sync::Arc::unwrap_or_clone(record)),
-                    None => inner.state.remove(&key),
-                };
+                inner.set_state(write);
             }
             for delivery in &batch.deliveries {
                 inner.enqueue(delivery);
@@ -340,7 +374,7 @@ impl Ledger for MemoryStore {
             .filter(|((_, kind, record_id), _)| {
                 after.is_none_or(|(after_kind, after_id)| (kind.as_str(), record_id.as_str()) > (after_kind.as_str(), after_id))
             })
-            .map(|((_, kind, record_id), record)| StateRecord { kind: *kind, record_id: record_id.clone(), record: record.clone() })
+            .map(|((_, kind, record_id), (record, _))| StateRecord { kind: *kind, record_id: record_id.clone(), record: record.clone() })
             .collect();
         all.sort_by(|a, b| (a.kind.as_str(), &a.record_id).cmp(&(b.kind.as_str(), &b.record_id)));
         all.truncate(limit);
@@ -358,11 +392,7 @@ impl Ledger for MemoryStore {
     fn put_state_blocking(&self, writes: Vec<StateWrite>) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for write in writes {
-            let key = (write.account_id, write.kind, write.record_id);
-            match write.record {
-                Some(record) => inner.state.insert(key, std::sync::Arc::unwrap_or_clone(record)),
-                None => inner.state.remove(&key),
-            };
+            inner.set_state(write);
         }
         Ok(())
     }

@@ -89,6 +89,13 @@ pub enum StoreError {
     /// The store's writer or flusher thread has stopped (the daemon is shutting down).
     #[error("the store has stopped")]
     Stopped,
+    /// A state write's [`Expected`] did not hold: another writer changed the record since the
+    /// decision read it. Nothing of the commit was written; decide again from the new state.
+    #[error("the state of {record} changed since it was read")]
+    Conflict {
+        /// The record (`account/kind/record id`).
+        record: String,
+    },
 }
 
 impl StoreError {
@@ -155,6 +162,26 @@ pub enum Inserted {
     AlreadyExists,
 }
 
+/// The version of a record's state that [`Ledger::get_state`] read. Opaque: only compared with
+/// what the store holds when a write expects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Revision(pub u64);
+
+/// What a state write expects to find (compare-and-set): a decision made on state that another
+/// writer changed meanwhile must not be committed, so two nodes deciding the same record can never
+/// both announce `created`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Expected {
+    /// Whatever is there: the decision did not read the record (a deletion by webhook), an earlier
+    /// write of the same commit checked it already, or the write is an import.
+    #[default]
+    Any,
+    /// No state: the decision read none.
+    Absent,
+    /// The state at this revision.
+    At(Revision),
+}
+
 /// A state change written with a normalization: set or remove one record.
 #[derive(Debug, Clone)]
 pub struct StateWrite {
@@ -167,6 +194,8 @@ pub struct StateWrite {
     /// The new record, or `None` to remove it (shared with the decisions of the same run that
     /// read it back, so it is not copied).
     pub record: Option<std::sync::Arc<serde_json::Value>>,
+    /// What the record's state must be for the write to apply.
+    pub expected: Expected,
 }
 
 /// Everything one normalization writes, atomically with taking its inbox entry out of pending.
@@ -354,11 +383,17 @@ pub trait Inbox: Send + Sync {
 
 /// The event log and the current state of each record.
 pub trait Ledger: Send + Sync {
-    /// The committed state of one record.
-    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// The committed state of one record, with its revision.
+    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<(serde_json::Value, Revision)>, StoreError>;
     /// Write normalized runs in order: events, state, deliveries (joining their lanes) and inbox
     /// outcomes, each entry leaving pending with them. Waits on the calling thread until
     /// committed (its deliveries become due only once durable).
+    ///
+    /// Every state write's [`Expected`] is checked first, in order, against the committed state
+    /// with the commit's earlier writes applied (a record written earlier in the commit has no
+    /// revision a caller can know: only [`Expected::Any`], or [`Expected::Absent`] after a
+    /// removal, holds for it). If one does not hold, nothing is written, the entries stay pending,
+    /// and the answer is [`StoreError::Conflict`].
     fn commit_normalized_blocking(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError>;
     /// One event of the log.
     fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;

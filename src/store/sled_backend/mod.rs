@@ -876,8 +876,9 @@ impl Inbox for SledStore {
 }
 
 impl Ledger for SledStore {
-    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.index.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_state(&value)).transpose()
+    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<(serde_json::Value, Revision)>, StoreError> {
+        let Some(stored) = self.index.state.get(keys::state(account_id, kind, record_id))? else { return Ok(None) };
+        Ok(Some((decode_state(&stored)?, state_revision(&stored))))
     }
 
     /// Event bodies are encoded and appended to a segment here, on the caller's thread; the
@@ -1022,6 +1023,14 @@ impl DeliveryQueue for SledStore {
 /// writes and keeps far fewer bytes for a small value).
 fn encode_state(record: &serde_json::Value) -> Vec<u8> {
     lz4_flex::block::compress_prepend_size(&encode_json(record))
+}
+
+/// A stored state's revision: a hash of its stored bytes. A record changed and changed back has its
+/// old revision again, which is right for a decision: it was made on the same state.
+fn state_revision(stored: &[u8]) -> Revision {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hasher, stored);
+    Revision(std::hash::Hasher::finish(&hasher))
 }
 
 fn decode_state(bytes: &[u8]) -> Result<serde_json::Value, StoreError> {
