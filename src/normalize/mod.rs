@@ -734,7 +734,7 @@ impl Commits {
                 subscriptions.iter().filter(|subscription| subscription.enabled && subscription.event_types.contains(&event_type))
             {
                 deliveries.push(Delivery {
-                    id: ctx.store.new_delivery_id()?,
+                    id: ctx.store.delivery_id(event_id, &subscription.id)?,
                     event_id: event_id.to_string(),
                     subscription_id: subscription.id.clone(),
                     account_id: account.id.clone(),

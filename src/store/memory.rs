@@ -483,6 +483,10 @@ impl DeliveryQueue for MemoryStore {
         Ok(self.lock().lane_head(subscription_id, lane))
     }
 
+    fn delivery_id(&self, _event_id: &str, _subscription_id: &str) -> Result<u64, StoreError> {
+        self.new_delivery_id()
+    }
+
     fn new_delivery_id(&self) -> Result<u64, StoreError> {
         Ok(self.lock().id())
     }

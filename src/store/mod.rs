@@ -444,7 +444,12 @@ pub trait DeliveryQueue: Send + Sync {
     fn discard_dead_letter(&self, discarded: Delivery, now_ms: u64) -> StoreFuture<'_, ()>;
     /// The delivery at the head of a lane.
     fn lane_head(&self, subscription_id: &str, lane: &str) -> Result<Option<u64>, StoreError>;
-    /// A fresh delivery id.
+    /// The id of the delivery a normalization makes of `event_id` to `subscription_id`. A backend
+    /// whose commit may be repeated elsewhere (another node taking a run over) must answer the
+    /// same id for the same pair, so the repeat adds nothing twice; one whose commits are atomic
+    /// and local may hand out a fresh id (the sled backend: its ids grow, which its floors need).
+    fn delivery_id(&self, event_id: &str, subscription_id: &str) -> Result<u64, StoreError>;
+    /// A fresh delivery id (a delivery added by an operator's redelivery).
     fn new_delivery_id(&self) -> Result<u64, StoreError>;
     /// The attempts of every delivery of an event, in order.
     fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError>;

@@ -226,7 +226,7 @@ impl Model {
                 };
                 let mode = self.rng.random_range(0..10);
                 for subscription in subscriptions {
-                    let ids = self.both().map(|(store, _)| store.new_delivery_id().unwrap());
+                    let ids = self.both().map(|(store, _)| store.delivery_id(event_id, subscription).unwrap());
                     self.deliveries.push(ids);
                     for side in [0, 1] {
                         per_side[side].deliveries.push(Delivery {

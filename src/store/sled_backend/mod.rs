@@ -990,6 +990,12 @@ impl DeliveryQueue for SledStore {
 
     /// Open until it is delivered, cancelled or dead: a delivery allocated and never committed
     /// holds the delivery floor down until the next start (costing start-up a longer read).
+    /// Fresh: a commit is written by this store's one writer, never repeated elsewhere, and the
+    /// floors need ids that grow.
+    fn delivery_id(&self, _event_id: &str, _subscription_id: &str) -> Result<u64, StoreError> {
+        self.new_delivery_id()
+    }
+
     fn new_delivery_id(&self) -> Result<u64, StoreError> {
         let mut open = self.index.open_state();
         let id = self.index.next_id(&mut open)?;
