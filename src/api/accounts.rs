@@ -283,8 +283,8 @@ async fn renormalize(
         let mut queued = 0;
         let mut in_flight = 0;
         for inbox_id in worker.store.inbox_of_account(&account.id, from_ms, to_ms)? {
-            if let Some(generation) = worker.store.requeue_inbox(inbox_id)? {
-                worker.normalizer.dispatch(&account.id, inbox_id, generation);
+            // A requeued entry goes to the normalizer through the store's feed.
+            if worker.store.requeue_inbox(inbox_id)?.is_some() {
                 queued += 1;
             } else {
                 in_flight += 1;

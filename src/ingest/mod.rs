@@ -40,7 +40,6 @@ use crate::config::Settings;
 use crate::health::Health;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
-use crate::normalize::Submit;
 use crate::plugin::PluginRegistry;
 use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
 use crate::store::{Account, Appended, Dedup, InboxEntry, Store};
@@ -49,7 +48,7 @@ use crate::store::{Account, Appended, Dedup, InboxEntry, Store};
 const WITHHELD_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
 /// What the listener uses. Built by `run` (`src/lib.rs`); a stored webhook goes on to the
-/// normalizer through the [`Submit`] handle, the only thing the listener knows of normalization.
+/// normalizer through the store's feed: the listener knows nothing of normalization.
 pub struct IngestContext {
     /// Storage: accounts, the inbox, duplicate digests.
     pub store: Store,
@@ -59,8 +58,6 @@ pub struct IngestContext {
     pub settings: IngestSettings,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
-    /// Hands stored webhooks to the normalizer threads.
-    pub normalizer: Submit,
     /// Per-account limits of the listener.
     pub listener_limits: ListenerLimits,
     /// `/healthz` and `/readyz`.
@@ -311,13 +308,13 @@ async fn receive(
     }
 }
 
-/// Append `entry` unless it is a duplicate, wait until it is durable, then hand it to the normalizer.
+/// Append `entry` unless it is a duplicate and wait until it is durable (the store then hands it
+/// to the normalizer).
 async fn store(ctx: Arc<IngestContext>, entry: InboxEntry, digest: [u8; 32]) -> Result<Appended, ApiError> {
     let window_ms = u64::try_from(ctx.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
     let appended = ctx.store.append_inbox(&entry, Some(Dedup { digest: &digest, window_ms })).await?;
-    if let Appended::New(inbox_id) = appended {
+    if let Appended::New(_) = appended {
         ctx.metrics.accepted(&entry.account_id);
-        ctx.normalizer.dispatch(&entry.account_id, inbox_id, 0);
     }
     Ok(appended)
 }

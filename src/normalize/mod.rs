@@ -63,9 +63,6 @@ pub struct NormalizeContext {
     pub enricher: Arc<enrich::Enricher>,
     /// The tokio runtime, for the enrichment started from worker threads.
     pub runtime: tokio::runtime::Handle,
-    /// The newest inbox entry pending when the daemon started. Only an entry pending then can be
-    /// a run an earlier process stopped midway (see `Commits::add`); later ones skip the lookup.
-    pub resumed_through: Option<InboxId>,
 }
 
 /// The part of [`Settings`] normalization reads.
@@ -115,6 +112,9 @@ pub(crate) enum Work {
 pub(crate) struct Dispatch {
     queues: Mutex<Queues>,
     available: Condvar,
+    /// Entries the store handed over as resumed: a run of each may have stopped midway (see
+    /// `Commits::add`). Taken when the entry is decided or fails.
+    resumed: Mutex<HashSet<InboxId>>,
 }
 
 #[derive(Default)]
@@ -153,6 +153,11 @@ impl Queues {
 }
 
 impl Dispatch {
+    /// Whether `inbox_id` was handed over as resumed; forgets it.
+    fn take_resumed(&self, inbox_id: InboxId) -> bool {
+        self.resumed.lock().expect("resumed set lock poisoned").remove(&inbox_id)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         self.queues.lock().expect("normalizer queue lock poisoned")
     }
@@ -291,15 +296,18 @@ impl Drop for Normalizer {
     }
 }
 
-/// The one way into normalization: the listener hands it each webhook once it is durable, the
-/// API the webhooks it requeues, start-up the webhooks still pending. Cheap to clone.
+/// The one way into normalization: the store's feed ([`crate::store::Inbox::feed`]) hands it
+/// each entry to normalize (appended, requeued, or pending at start). Cheap to clone.
 #[derive(Clone)]
 pub struct Submit(Arc<Dispatch>);
 
-impl Submit {
+impl crate::store::Feed for Submit {
     /// Queue an inbox entry for normalization (as its `generation`th normalization), behind its
     /// account's earlier entries.
-    pub fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32) {
+    fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32, resumed: bool) {
+        if resumed {
+            self.0.resumed.lock().expect("resumed set lock poisoned").insert(inbox_id);
+        }
         self.0.push(account_id, Work::Normalize { inbox_id, generation });
     }
 }
@@ -357,6 +365,8 @@ struct Source {
     inbox_id: InboxId,
     received_at_ms: u64,
     generation: u32,
+    /// The store handed it over as resumed (a run of it may have stopped midway).
+    resumed: bool,
 }
 
 /// A webhook that produced no events, and the plugin that ran.
@@ -460,7 +470,8 @@ impl Worker {
         ctx.metrics.normalized(started.elapsed());
         match outcome {
             Ok(PluginStep::Events(account, events)) => {
-                let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation };
+                let resumed = self.dispatch.take_resumed(inbox_id);
+                let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation, resumed };
                 commits.add(ctx, source, &account, events, plugin_ident, None)?;
                 Ok(Step::Finished)
             }
@@ -533,13 +544,15 @@ impl Worker {
             let message = format!("account {:?} was deleted", entry.account_id);
             return self.finish_failed(ctx, failed, Failure::failed("unknown_account", message));
         };
-        let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation };
+        let resumed = self.dispatch.take_resumed(inbox_id);
+        let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation, resumed };
         let listing = Listing { origin: page.origin, deliver: page.deliver };
         commits.add(ctx, source, &account, page.events, (None, None), Some(listing))
     }
 
     fn finish_failed(&self, ctx: &NormalizeContext, failed: Failed, failure: Failure) -> Result<(), StoreError> {
         let Failed { inbox_id, generation, plugin: (plugin, plugin_version) } = failed;
+        self.dispatch.take_resumed(inbox_id);
         if failure.status == InboxStatus::Failed {
             tracing::warn!(%inbox_id, kind = failure.kind, error = %failure.message, "normalization failed");
             ctx.metrics.normalize_failed(&self.account_id, failure.kind);
@@ -689,7 +702,7 @@ impl Commits {
         plugin_ident: PluginIdent,
         listing: Option<Listing>,
     ) -> Result<(), StoreError> {
-        let Source { inbox_id, received_at_ms, generation } = source;
+        let Source { inbox_id, received_at_ms, generation, resumed } = source;
         let store = &ctx.store;
         // A listing re-reads records that did not change: those never produce an event, whatever
         // `drop_unchanged_updates` says of webhooks.
@@ -709,10 +722,10 @@ impl Commits {
         // (the store writes a run's events before its state), so they are taken again with new
         // deliveries, as the stopped run would have delivered them. A later generation has ids
         // of its own, so only a repeated run finds any; and a stopped run stays pending until the
-        // next start, so only entries pending then are looked up (no read on the hot path).
+        // next start, so only entries the store hands over as resumed are looked up (no read on
+        // the hot path).
         let mut repeated = Vec::new();
-        let maybe_repeated = ctx.resumed_through.is_some_and(|through| inbox_id <= through);
-        if maybe_repeated && decided.events.len() < n_output && listing.is_none_or(|listing| listing.deliver) {
+        if resumed && decided.events.len() < n_output && listing.is_none_or(|listing| listing.deliver) {
             let kept: HashSet<usize> = decided.events.iter().map(|event| event.position).collect();
             for position in (0..n_output).filter(|position| !kept.contains(position)) {
                 if let Some(event) = store.get_event(&event_id(inbox_id, received_at_ms, generation, position))? {

@@ -15,6 +15,8 @@ use super::*;
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Where entries to normalize go ([`Inbox::feed`]).
+    feed: std::sync::OnceLock<Arc<dyn Feed>>,
     due_changed: tokio::sync::Notify,
     fault: Fault,
 }
@@ -190,20 +192,41 @@ impl Catalog for MemoryStore {
 }
 
 impl Inbox for MemoryStore {
+    fn feed(&self, feed: Arc<dyn Feed>) -> Result<(), StoreError> {
+        let pending: Vec<(String, u64, u32)> = {
+            let inner = self.lock();
+            if self.feed.set(feed.clone()).is_err() {
+                return Err(StoreError::Backend("the store's feed is set already".into()));
+            }
+            inner.pending.iter().filter_map(|(id, generation)| Some((inner.inbox.get(id)?.account_id.clone(), *id, *generation))).collect()
+        };
+        for (account_id, id, generation) in pending {
+            feed.dispatch(&account_id, InboxId(id), generation, true);
+        }
+        Ok(())
+    }
+
     fn append_inbox<'a>(&'a self, entry: &'a InboxEntry, dedup: Option<Dedup<'a>>) -> StoreFuture<'a, Appended> {
         let mut inner = self.lock();
-        if let Some(dedup) = dedup {
-            let key = (entry.account_id.clone(), dedup.digest.to_vec());
-            if let Some((seen_ms, original)) = inner.digests.get(&key).copied()
-                && entry.received_at_ms.saturating_sub(seen_ms) < dedup.window_ms
-            {
-                return ready(Ok(Appended::Duplicate(original.map(InboxId))));
+        let id = match dedup {
+            Some(dedup) => {
+                let key = (entry.account_id.clone(), dedup.digest.to_vec());
+                if let Some((seen_ms, original)) = inner.digests.get(&key).copied()
+                    && entry.received_at_ms.saturating_sub(seen_ms) < dedup.window_ms
+                {
+                    return ready(Ok(Appended::Duplicate(original.map(InboxId))));
+                }
+                let id = inner.append(entry);
+                inner.digests.insert(key, (entry.received_at_ms, Some(id)));
+                id
             }
-            let id = inner.append(entry);
-            inner.digests.insert(key, (entry.received_at_ms, Some(id)));
-            return ready(Ok(Appended::New(InboxId(id))));
+            None => inner.append(entry),
+        };
+        // Under the lock the feed is set under, so the entry is handed over once.
+        if let Some(feed) = self.feed.get() {
+            feed.dispatch(&entry.account_id, InboxId(id), 0, false);
         }
-        ready(Ok(Appended::New(InboxId(inner.append(entry)))))
+        ready(Ok(Appended::New(InboxId(id))))
     }
 
     fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
@@ -243,6 +266,9 @@ impl Inbox for MemoryStore {
         }
         let generation = inner.outcomes.get(&inbox_id.0).map_or(0, |outcome| outcome.generation.saturating_add(1));
         inner.pending.insert(inbox_id.0, generation);
+        if let (Some(feed), Some(entry)) = (self.feed.get(), inner.inbox.get(&inbox_id.0)) {
+            feed.dispatch(&entry.account_id, inbox_id, generation, false);
+        }
         Ok(Some(generation))
     }
 

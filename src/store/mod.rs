@@ -339,8 +339,24 @@ pub trait Catalog: Send + Sync {
     fn remove_subscription<'a>(&'a self, account_id: &'a str, subscription_id: &'a str) -> StoreFuture<'a, bool>;
 }
 
+/// Where a backend hands the inbox entries to normalize: the normalizer's queues
+/// (`normalize::Submit`).
+pub trait Feed: Send + Sync {
+    /// Normalize `inbox_id` of `account_id` as its `generation`th normalization, after the
+    /// account's entries handed over before it. `resumed`: a run of it may have stopped midway
+    /// (it was pending when the daemon started, or another node held it), so what that run wrote
+    /// is looked for.
+    fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32, resumed: bool);
+}
+
 /// Raw webhooks, their duplicate digests, what is pending and what became of each.
 pub trait Inbox: Send + Sync {
+    /// Start handing the entries to normalize to `feed`: those pending now, oldest first (as
+    /// resumed), then each entry as it becomes pending (once [`Inbox::append_inbox`] has made it
+    /// durable, or [`Inbox::requeue_inbox`] made it pending again). The backend decides what
+    /// this process normalizes: the listener, the API and sync passes only append and requeue.
+    /// Called once, before anything appends; without it nothing is dispatched (offline commands).
+    fn feed(&self, feed: Arc<dyn Feed>) -> Result<(), StoreError>;
     /// Append a raw webhook, pending as generation 0, unless `dedup` finds the same digest stored
     /// for the same account within its window: then nothing is written and the answer names the
     /// original. Resolves once the entry (for a duplicate: the original) is durable, so either
@@ -363,7 +379,8 @@ pub trait Inbox: Send + Sync {
     fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError>;
     /// Entries of one account received in `[from_ms, to_ms)`, oldest first.
     fn inbox_of_account(&self, account_id: &str, from_ms: u64, to_ms: u64) -> Result<Vec<InboxId>, StoreError>;
-    /// Mark a finished entry pending again as its next generation; `None` when it is pending.
+    /// Mark a finished entry pending again as its next generation (and hand it to the feed);
+    /// `None` when it is pending.
     fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError>;
     /// Entries not yet normalized, oldest first, with the generation each is to run as.
     fn pending_inbox(&self) -> Result<Vec<(InboxId, u32)>, StoreError>;

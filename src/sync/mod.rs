@@ -12,7 +12,7 @@
 //!   its API calls through [`Enricher::perform_listing`], which keeps listing within half the
 //!   account's rate limit and yields to waiting webhook enrichment, 429 and `Retry-After`
 //!   honoured), renders the page's records and appends them to the inbox as one entry of method
-//!   [`SYNC_METHOD`] (a [`ListedPage`]), then dispatches it to the normalizer like a webhook. The
+//!   [`SYNC_METHOD`] (a [`ListedPage`]), which the store hands to the normalizer like a webhook. The
 //!   normalizer decides it in order with the account's webhooks, against the same state. Once the
 //!   entry's outcome is committed the pass stores its cursor ([`SyncStates::put_sync_state`]); a
 //!   crash before that replays the entry (it is pending) and re-lists that one page, whose records
@@ -31,7 +31,6 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::model::{self, Normalized};
-use crate::normalize::Submit;
 use crate::normalize::enrich::Enricher;
 use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::plugin::{LoadedPlugin, PluginRegistry, PluginSession};
@@ -92,8 +91,6 @@ pub struct SyncContext {
     pub metrics: Arc<Metrics>,
     /// Performs the plugin's API calls (the webhook enrichment client, its rate limits).
     pub enricher: Arc<Enricher>,
-    /// Hands listed pages to the normalizer.
-    pub normalizer: Submit,
 }
 
 /// Why a pass cannot start.
@@ -490,7 +487,6 @@ impl Syncer {
             let Appended::New(inbox_id) = store.append_inbox(&entry, None).await.map_err(|error| error.to_string())? else {
                 return Err("the store took a listed page for a duplicate, without duplicate suppression".into());
             };
-            self.ctx.normalizer.dispatch(&account.id, inbox_id, 0);
             let waiting_since = std::time::Instant::now();
             let outcome = loop {
                 if let Some(outcome) = store.inbox_outcome(inbox_id).map_err(|error| error.to_string())? {

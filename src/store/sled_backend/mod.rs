@@ -67,6 +67,8 @@ pub struct SledStore {
     index: Arc<Index>,
     commit: GroupCommit,
     writer: Writer,
+    /// Where entries to normalize go ([`Inbox::feed`]).
+    feed: std::sync::OnceLock<Arc<dyn Feed>>,
 }
 
 /// Everything the store's handle and its writer thread share.
@@ -418,7 +420,7 @@ impl SledStore {
         let commit = GroupCommit::start(index.db.clone(), index.segments.clone(), index.fault.clone())
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         let writer = Writer::start(index.clone(), commit.clone()).map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        Ok(Self { index, commit, writer })
+        Ok(Self { index, commit, writer, feed: std::sync::OnceLock::new() })
     }
 }
 
@@ -691,7 +693,71 @@ impl Catalog for SledStore {
     }
 }
 
+impl SledStore {
+    /// Append a raw webhook, pending. The body goes to a segment first, then its index record;
+    /// durable with the next group commit. A crash between the two leaves an unreferenced body,
+    /// never an index record without one. Also whether the feed was set when the entry became
+    /// pending (then the append hands it over; else [`Inbox::feed`]'s listing does).
+    fn append_entry(&self, entry: &InboxEntry) -> Result<(InboxId, bool), StoreError> {
+        let index = &self.index;
+        let body = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
+        index.noting((|| {
+            let loc = index.segments.append(&body)?;
+            let mut record = InboxRecord {
+                account_id: entry.account_id.clone(),
+                received_at_ms: entry.received_at_ms,
+                loc,
+                fate: Fate::Pending { generation: 0, previous: None },
+            };
+            let (inbox_id, fed) = {
+                let mut open = index.open_state();
+                let inbox_id = InboxId(index.next_id(&mut open)?);
+                open.pending.insert(inbox_id.0, 0);
+                (inbox_id, self.feed.get().is_some())
+            };
+            record.account_id.shrink_to_fit();
+            if let Err(error) = index.inbox.insert(inbox_id.key(), encode_record(&record)) {
+                index.open_state().pending.remove(&inbox_id.0);
+                return Err(error.into());
+            }
+            Ok((inbox_id, fed))
+        })())
+    }
+}
+
 impl Inbox for SledStore {
+    /// The pending set is taken under its lock and the feed set before it is let go, so an entry
+    /// appended meanwhile is handed over once: by this listing or by its append.
+    fn feed(&self, feed: Arc<dyn Feed>) -> Result<(), StoreError> {
+        let pending: Vec<(u64, u32)> = {
+            let open = self.index.open_state();
+            if self.feed.set(feed.clone()).is_err() {
+                return Err(StoreError::Backend("the store's feed is set already".into()));
+            }
+            open.pending.iter().map(|(id, generation)| (*id, *generation)).collect()
+        };
+        if !pending.is_empty() {
+            tracing::info!(n_pending = pending.len(), "resuming normalization of stored webhooks");
+        }
+        for (id, generation) in pending {
+            // An append marks its entry pending just before it writes the entry's record: one
+            // caught in between is waited for (or dropped, if its write failed).
+            let mut record = self.index.inbox_record(InboxId(id))?;
+            for _ in 0..1_000 {
+                if record.is_some() || !self.index.open_state().pending.contains_key(&id) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                record = self.index.inbox_record(InboxId(id))?;
+            }
+            match record {
+                Some(record) => feed.dispatch(&record.account_id, InboxId(id), generation, true),
+                None => tracing::warn!(inbox_id = id, "pending entry without inbox data"),
+            }
+        }
+        Ok(())
+    }
+
     /// The check and the write of a digest happen under one of [`Index::dedup_locks`] (by the
     /// digest's first byte), so two appends of one digest at once cannot both find it new. The
     /// digest is written after its entry, so a digest that survives a crash has its entry (sled
@@ -699,8 +765,13 @@ impl Inbox for SledStore {
     fn append_inbox<'a>(&'a self, entry: &'a InboxEntry, dedup: Option<Dedup<'a>>) -> StoreFuture<'a, Appended> {
         Box::pin(async move {
             let index = &self.index;
+            let mut fed = false;
             let appended = match dedup {
-                None => Appended::New(self.import_inbox(entry)?),
+                None => {
+                    let (inbox_id, was_fed) = self.append_entry(entry)?;
+                    fed = was_fed;
+                    Appended::New(inbox_id)
+                }
                 Some(dedup) => {
                     let key = keys::dedup(&entry.account_id, dedup.digest);
                     let stripe = dedup.digest.first().map_or(0, |byte| usize::from(*byte) % index.dedup_locks.len());
@@ -712,7 +783,8 @@ impl Inbox for SledStore {
                     match seen {
                         Some(original) => Appended::Duplicate(original.map(InboxId)),
                         None => {
-                            let inbox_id = self.import_inbox(entry)?;
+                            let (inbox_id, was_fed) = self.append_entry(entry)?;
+                            fed = was_fed;
                             let mut value = entry.received_at_ms.to_be_bytes().to_vec();
                             value.extend_from_slice(&inbox_id.0.to_be_bytes());
                             index.noting(index.dedup.insert(key, value).map_err(StoreError::from))?;
@@ -721,7 +793,11 @@ impl Inbox for SledStore {
                     }
                 }
             };
-            if let Err(error) = self.commit.durable().await {
+            let durable = self.commit.durable().await;
+            if let (Ok(()), Appended::New(inbox_id), true, Some(feed)) = (&durable, appended, fed, self.feed.get()) {
+                feed.dispatch(&entry.account_id, inbox_id, 0, false);
+            }
+            if let Err(error) = durable {
                 // sled refuses every write after its first I/O error, so this process cannot
                 // store the retry anyway; the next one (restarted) finds the digest only if its
                 // entry was recovered with it.
@@ -748,33 +824,8 @@ impl Inbox for SledStore {
         Ok(n_removed)
     }
 
-    /// The body goes to a segment first, then its index record, pending. Durable with the next
-    /// group commit. A crash between the two leaves an unreferenced body, never an index record
-    /// without one.
     fn import_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
-        let index = &self.index;
-        let body = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
-        index.noting((|| {
-            let loc = index.segments.append(&body)?;
-            let mut record = InboxRecord {
-                account_id: entry.account_id.clone(),
-                received_at_ms: entry.received_at_ms,
-                loc,
-                fate: Fate::Pending { generation: 0, previous: None },
-            };
-            let inbox_id = {
-                let mut open = index.open_state();
-                let inbox_id = InboxId(index.next_id(&mut open)?);
-                open.pending.insert(inbox_id.0, 0);
-                inbox_id
-            };
-            record.account_id.shrink_to_fit();
-            if let Err(error) = index.inbox.insert(inbox_id.key(), encode_record(&record)) {
-                index.open_state().pending.remove(&inbox_id.0);
-                return Err(error.into());
-            }
-            Ok(inbox_id)
-        })())
+        self.append_entry(entry).map(|(inbox_id, _)| inbox_id)
     }
 
     fn durable(&self) -> StoreFuture<'_, ()> {
@@ -810,14 +861,14 @@ impl Inbox for SledStore {
     fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError> {
         let index = &self.index;
         let Some(mut record) = index.inbox_record(inbox_id)? else { return Ok(None) };
-        let generation = {
+        let (generation, fed) = {
             let mut open = index.open_state();
             if open.pending.contains_key(&inbox_id.0) {
                 return Ok(None);
             }
             let generation = record.fate.outcome().map_or(0, |outcome| outcome.generation.saturating_add(1));
             open.pending.insert(inbox_id.0, generation);
-            generation
+            (generation, self.feed.get().is_some())
         };
         let previous = record.fate.outcome().cloned();
         index.noting((|| {
@@ -827,6 +878,9 @@ impl Inbox for SledStore {
             index.inbox.insert(inbox_id.key(), encode_record(&record))?;
             Ok(())
         })())?;
+        if let (true, Some(feed)) = (fed, self.feed.get()) {
+            feed.dispatch(&record.account_id, inbox_id, generation, false);
+        }
         Ok(Some(generation))
     }
 
