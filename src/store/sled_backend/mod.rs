@@ -628,6 +628,15 @@ impl Catalog for SledStore {
         })
     }
 
+    fn swap_meta<'a>(&'a self, key: &'a str, expected: Option<&'a str>, value: Option<&'a str>) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let swapped = self.index.meta.compare_and_swap(key, expected.map(str::as_bytes), value.map(str::as_bytes));
+            let swapped = self.index.noting(swapped.map_err(StoreError::from))?.is_ok();
+            self.commit.durable().await?;
+            Ok(swapped)
+        })
+    }
+
     fn insert_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, Inserted> {
         Box::pin(async move {
             let value = encode_json(account);
