@@ -101,6 +101,10 @@ const MAX_MESSAGE_CHARS: usize = 1_000;
 pub(crate) enum Work {
     /// Normalize a stored webhook as its `generation`th normalization.
     Normalize { inbox_id: InboxId, generation: u32 },
+    /// Normalize again a webhook whose commit found a record changed by another writer. It goes
+    /// ahead of everything of its account, a parked webhook's answers included: that webhook
+    /// arrived after it.
+    Redecide { inbox_id: InboxId, generation: u32 },
     /// Continue a parked webhook with the answers to its API calls.
     Resume { inbox_id: InboxId, generation: u32, responses: Vec<wit::ApiResponse>, n_rounds: u32 },
     /// A parked webhook's API calls could not be made at all.
@@ -174,11 +178,14 @@ impl Dispatch {
         }
     }
 
-    /// A parked webhook's answers: they go first, and the account is no longer held (or, if the
-    /// run that parked it is not committed yet, it will be let go when that run is).
+    /// A parked webhook's answers: they go first (after webhooks to decide again, which arrived
+    /// before it), and the account is no longer held (or, if the run that parked it is not
+    /// committed yet, it will be let go when that run is).
     fn resume(&self, account_id: &str, work: Work) {
         let mut queues = self.lock();
-        queues.waiting.entry(account_id.to_string()).or_default().push_front(work);
+        let queue = queues.waiting.entry(account_id.to_string()).or_default();
+        let n_redecided = queue.iter().take_while(|work| matches!(work, Work::Redecide { .. })).count();
+        queue.insert(n_redecided, work);
         if queues.held.get(account_id) == Some(&Hold::Running) {
             queues.held.insert(account_id.to_string(), Hold::AnsweredWhileRunning);
             return;
@@ -227,10 +234,12 @@ impl Dispatch {
         let hold = queues.held.get(account_id).copied();
         let queue = queues.waiting.entry(account_id.to_string()).or_default();
         // The answers of a webhook parked in this run, if already back, stay ahead of the
-        // webhooks that arrived after it.
+        // webhooks that arrived after it; webhooks to decide again go ahead of everything.
+        let n_redecided = unstarted.iter().take_while(|work| matches!(work, Work::Redecide { .. })).count();
         let n_ahead = usize::from(hold == Some(Hold::AnsweredWhileRunning));
-        for work in unstarted.into_iter().rev() {
-            queue.insert(n_ahead.min(queue.len()), work);
+        for (position, work) in unstarted.into_iter().enumerate().rev() {
+            let at = if position < n_redecided { 0 } else { n_ahead.min(queue.len()) };
+            queue.insert(at, work);
         }
         if queue.is_empty() {
             queues.waiting.remove(account_id);
@@ -426,7 +435,7 @@ impl Worker {
                 // Entries decided on stale state go first, in their order, before the account's
                 // later ones.
                 for (inbox_id, generation) in again.remove(&account_id).unwrap_or_default().into_iter().rev() {
-                    unstarted.push_front(Work::Normalize { inbox_id, generation });
+                    unstarted.push_front(Work::Redecide { inbox_id, generation });
                 }
                 self.dispatch.release(&account_id, unstarted, parked);
             }
@@ -436,7 +445,9 @@ impl Worker {
     /// One piece of work for one webhook.
     fn work(&mut self, ctx: &NormalizeContext, work: Work, commits: &mut Commits) -> Result<Step, StoreError> {
         match work {
-            Work::Normalize { inbox_id, generation } => self.step(ctx, inbox_id, generation, Vec::new(), 0, commits),
+            Work::Normalize { inbox_id, generation } | Work::Redecide { inbox_id, generation } => {
+                self.step(ctx, inbox_id, generation, Vec::new(), 0, commits)
+            }
             Work::Resume { inbox_id, generation, responses, n_rounds } => {
                 self.step(ctx, inbox_id, generation, responses, n_rounds, commits)
             }
@@ -900,6 +911,7 @@ mod tests {
                     .iter()
                     .map(|work| match work {
                         Work::Normalize { inbox_id, .. } => inbox_id.to_string(),
+                        Work::Redecide { inbox_id, .. } => format!("D{inbox_id}"),
                         Work::Resume { inbox_id, .. } => format!("R{inbox_id}"),
                         Work::FetchFailed { inbox_id, .. } => format!("F{inbox_id}"),
                     })
@@ -955,6 +967,31 @@ mod tests {
         dispatch.release("c", VecDeque::new(), false);
         dispatch.resume("a", resumed(1));
         check_run(&dispatch, &[("a", &["R1", "2", "3", "5", "6"])]);
+    }
+
+    /// Webhooks whose commit met a changed record are decided again before anything of their
+    /// account, a webhook parked in the same run included (it arrived after them), whether its
+    /// answers come back before or after the run is let go.
+    #[test]
+    fn webhooks_decided_again_go_ahead_of_a_parked_webhooks_answers() {
+        let redecide = |inbox_id: u64| Work::Redecide { inbox_id: InboxId(inbox_id), generation: 0 };
+        for answered_while_running in [false, true] {
+            let dispatch = Dispatch::default();
+            for inbox_id in [1, 2, 3] {
+                dispatch.push("a", normalize(inbox_id));
+            }
+            check_run(&dispatch, &[("a", &["1", "2", "3"])]);
+            dispatch.push("a", normalize(4));
+            // 1 and 2 were decided and their commit conflicted; 3 parked.
+            if answered_while_running {
+                dispatch.resume("a", resumed(3));
+            }
+            dispatch.release("a", VecDeque::from([redecide(1), redecide(2)]), true);
+            if !answered_while_running {
+                dispatch.resume("a", resumed(3));
+            }
+            check_run(&dispatch, &[("a", &["D1", "D2", "R3", "4"])]);
+        }
     }
 
     #[test]
