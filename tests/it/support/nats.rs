@@ -160,7 +160,6 @@ impl NatsCluster {
     }
 
     /// How many nodes.
-    #[allow(dead_code, reason = "for the NATS backend's tests (issue 14)")]
     pub fn size(&self) -> usize {
         self.nodes.len()
     }
@@ -176,7 +175,6 @@ impl NatsCluster {
     }
 
     /// The server name of a node (`n0`, `n1`, ...), as stream infos name leaders.
-    #[allow(dead_code, reason = "for the NATS backend's tests (issue 14)")]
     pub fn name(&self, node: usize) -> &str {
         &self.nodes[node].name
     }
