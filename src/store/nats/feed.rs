@@ -321,6 +321,8 @@ impl Puller {
                 }
             };
             if matches!(ended, Ended::Closed) {
+                // The connection is gone for good: nothing this node holds can be acked any more.
+                self.lease.repin(false);
                 return;
             }
             if self.hold.as_ref().is_some_and(|hold| hold.until <= Instant::now()) {
