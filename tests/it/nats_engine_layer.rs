@@ -428,6 +428,50 @@ async fn a_drainer_that_lost_its_pin_takes_nothing_new_and_its_acks_are_refused(
     .await;
 }
 
+/// A handler that panics on everything: a bug in the node's normalizer.
+struct Panicking {
+    called: AtomicBool,
+}
+
+impl FeedHandler for Panicking {
+    async fn handle(&self, batch: FeedBatch) {
+        self.called.store(true, Ordering::SeqCst);
+        panic!("the handler failed on {} items (on purpose: nats_engine_layer)", batch.items.len());
+    }
+}
+
+#[tokio::test]
+async fn a_node_whose_handler_panics_gives_the_partition_up_to_another() {
+    bounded("the panicking handler test", Duration::from_secs(90), async {
+        let cluster = NatsCluster::start(3).await;
+        let publisher = connect(config(&cluster, 1)).await;
+        let engine_a = connect(config(&cluster, 1)).await;
+        let panicking = Arc::new(Panicking { called: AtomicBool::new(false) });
+        let feed_a = Feed::start(&engine_a, panicking.clone()).await.unwrap();
+        let mut published = Vec::new();
+        let (entry, digest) = webhook("acct-1", 0);
+        published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));
+        // A is pinned, its handler panics, and A gives the partition up.
+        wait_until("A's handler called", Duration::from_secs(20), || panicking.called.load(Ordering::SeqCst)).await;
+        wait_until("A giving the partition up", Duration::from_secs(20), || feed_a.pinned().is_empty()).await;
+
+        let journal: Arc<Mutex<Journal>> = Default::default();
+        let engine_b = connect(config(&cluster, 1)).await;
+        let feed_b = Feed::start(&engine_b, Recorder::new(1, &journal)).await.unwrap();
+        for index in 1..3 {
+            let (entry, digest) = webhook("acct-1", index);
+            published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));
+        }
+        wait_until("B acking every webhook", Duration::from_secs(40), || journal.lock().unwrap().acked.len() == 3).await;
+        assert!(feed_b.is_pinned(0));
+        assert!(feed_a.pinned().is_empty());
+        let journal = journal.lock().unwrap();
+        let acked: Vec<u64> = journal.acked.iter().map(|(_, sequence, _)| *sequence).collect();
+        assert_eq!(acked, published, "B acks A's webhook first, then the rest, once each");
+    })
+    .await;
+}
+
 /// A measurement, not a test (`cargo test --release --test it nats_append_latency -- --ignored
 /// --nocapture`): the latency of one append (publish and JetStream ack, one at a time) on R1 (one
 /// server) and R3 (three servers on this machine), with the server's default `sync_interval` (2 min:

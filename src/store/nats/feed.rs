@@ -26,6 +26,9 @@
 //! it after the ack wait (after later messages of its account, so a handler that cannot commit a
 //! message must not ack later ones of that account either).
 //!
+//! A handler that panics makes the node give that partition up (its acks refused, its pulls
+//! stopped): the pin runs out and another node takes over by the takeover rule.
+//!
 //! Not done here: spreading pins evenly over nodes (the server pins whichever node pulls first).
 
 use std::collections::BTreeMap;
@@ -192,6 +195,8 @@ struct LeaseState {
     pinned: bool,
     /// Messages received and not acked yet (sequence -> ack subject), kept in progress.
     outstanding: BTreeMap<u64, Subject>,
+    /// The handler panicked: this node drains the partition no more (until the feed restarts).
+    given_up: bool,
 }
 
 impl Lease {
@@ -207,6 +212,17 @@ impl Lease {
 
     fn pinned(&self) -> bool {
         self.lock().pinned
+    }
+
+    fn given_up(&self) -> bool {
+        self.lock().given_up
+    }
+
+    /// Stop draining the partition: no ack of what was handed out lands, the puller stops, and the
+    /// pin runs out, so another node takes the partition over (by the takeover rule).
+    fn give_up(&self) {
+        self.repin(false);
+        self.lock().given_up = true;
     }
 
     fn forget(&self, epoch: u64, sequence: u64) {
@@ -266,6 +282,9 @@ impl Puller {
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let subject = format!("$JS.API.CONSUMER.MSG.NEXT.{INBOX_STREAM}.{}", inbox_consumer(self.partition));
         loop {
+            if self.lease.given_up() {
+                return;
+            }
             let mut request = serde_json::json!({
                 "batch": config.batch,
                 "expires": u64::try_from(expires.as_nanos()).unwrap_or(u64::MAX),
@@ -286,6 +305,7 @@ impl Puller {
             let sent_at = Instant::now();
             let request_deadline = sent_at + expires + Duration::from_secs(2);
             let mut received = 0;
+            let mut refused = false;
             let ended = loop {
                 let hold_until = self.hold.as_ref().map(|hold| hold.until);
                 tokio::select! {
@@ -306,7 +326,10 @@ impl Puller {
                                     done = true;
                                     self.confirm(sent_at);
                                 }
-                                Reply::RequestEnded => done = true,
+                                Reply::RequestEnded => {
+                                    done = true;
+                                    refused = true;
+                                }
                             }
                             next = subscriber.next().now_or_never().flatten();
                         }
@@ -327,6 +350,10 @@ impl Puller {
             }
             if self.hold.as_ref().is_some_and(|hold| hold.until <= Instant::now()) {
                 self.release_hold();
+            }
+            if refused && received == 0 {
+                // Refused at once (a 409, no leader, the pin lost): not again in a tight loop.
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
@@ -488,12 +515,19 @@ async fn sleep_until_some(until: Option<Instant>) {
 }
 
 /// Run the handler over one partition's batches, one at a time; batches of an epoch that ended
-/// (the pin was lost or taken again since) are dropped: their acks would be refused.
+/// (the pin was lost or taken again since) are dropped: their acks would be refused. A handler
+/// that panics (a bug) makes this node give the partition up rather than stall it or break its
+/// order: what it did not ack goes to the next drainer.
 async fn dispatch<H: FeedHandler>(lease: Arc<Lease>, mut batches: mpsc::UnboundedReceiver<FeedBatch>, handler: Arc<H>) {
     while let Some(batch) = batches.recv().await {
         if !lease.holds(batch.epoch) {
             continue;
         }
-        handler.handle(batch).await;
+        let partition = batch.partition;
+        if std::panic::AssertUnwindSafe(handler.handle(batch)).catch_unwind().await.is_err() {
+            tracing::error!(partition, "feed: the handler panicked; this node gives the partition up to another");
+            lease.give_up();
+            return;
+        }
     }
 }
