@@ -342,19 +342,23 @@ async fn the_feed_keeps_per_account_order_across_two_nodes_and_a_drainer_dying_m
         }
         assert_eq!(acked_count.keys().copied().collect::<Vec<_>>(), published, "acked sequences");
         assert!(acked_count.values().all(|count| *count == 1), "a message acked twice");
-        assert!(journal.refused.is_empty(), "acks refused: {:?}", journal.refused);
-        // Handled twice: only what A held unacked when it died.
+        // Handled twice: only what A held unacked when it died, or what a node's ack was refused for
+        // (a pin lost to the other node: none when the machine keeps up, some when it stalls a
+        // puller for longer than the pin's TTL).
+        let refused: BTreeSet<u64> = journal.refused.iter().map(|(_, sequence, _)| *sequence).collect();
+        let unacked: BTreeSet<u64> = held_by_a.union(&refused).copied().collect();
         let mut handled_count: BTreeMap<u64, usize> = BTreeMap::new();
         for (_, sequence, _, _) in &journal.handled {
             *handled_count.entry(*sequence).or_default() += 1;
         }
         let twice: BTreeSet<u64> = handled_count.iter().filter(|(_, count)| **count > 1).map(|(sequence, _)| *sequence).collect();
-        assert!(twice.is_subset(&held_by_a), "handled twice but not held by A: {:?}", twice.difference(&held_by_a));
+        assert!(twice.is_subset(&unacked), "handled twice but neither held by A nor refused: {:?}", twice.difference(&unacked));
         let by_b_redelivered = journal.handled.iter().filter(|(node, _, _, delivered)| *node == 1 && *delivered > 1).count();
         println!(
-            "{} messages, {} handled twice, B handled {} redeliveries, A acked {}, B acked {}",
+            "{} messages, {} handled twice, {} acks refused, B handled {} redeliveries, A acked {}, B acked {}",
             n_published,
             twice.len(),
+            refused.len(),
             by_b_redelivered,
             journal.acked.iter().filter(|(node, _, _)| *node == 0).count(),
             journal.acked.iter().filter(|(node, _, _)| *node == 1).count()
