@@ -296,15 +296,20 @@ async fn the_feed_keeps_per_account_order_across_two_nodes_and_a_drainer_dying_m
         }
         wait_until("A pinned on every partition", Duration::from_secs(20), || feed_a.pinned().len() == PARTITIONS as usize).await;
 
-        // Node B stands by; webhooks keep coming, round-robin over the accounts.
+        // Node B joins while webhooks keep coming, round-robin over the accounts; A lets it have
+        // two partitions (spreading), and both drain.
         let engine_b = connect(config(&cluster, PARTITIONS)).await;
         let recorder_b = Recorder::new(1, &journal);
         let feed_b = Feed::start(&engine_b, recorder_b.clone()).await.expect("feed B");
+        let stop = Arc::new(AtomicBool::new(false));
         let publishing = tokio::spawn({
-            let (publisher, accounts) = (publisher.clone(), accounts.clone());
+            let (publisher, accounts, stop) = (publisher.clone(), accounts.clone(), stop.clone());
             async move {
                 let mut published = Vec::new();
-                for index in 48..360 {
+                for index in 48.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     let (entry, digest) = webhook(&accounts[index % accounts.len()], index);
                     published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -312,18 +317,19 @@ async fn the_feed_keeps_per_account_order_across_two_nodes_and_a_drainer_dying_m
                 published
             }
         });
+        wait_until("B draining two partitions", Duration::from_secs(45), || feed_b.pinned().len() == 2).await;
 
         // A dies mid-batch: it stops acking, holds what it receives, and is dropped with its
-        // connection once it holds some.
-        let acked = || journal.lock().unwrap().acked.len();
-        wait_until("A acking under traffic", Duration::from_secs(20), || acked() >= 100).await;
+        // connection once it holds some; publishing goes on for a while.
         recorder_a.holding.store(true, Ordering::SeqCst);
         wait_until("A holding unacked messages", Duration::from_secs(20), || recorder_a.n_held() >= 3).await;
+        println!("A dies holding partitions {:?}, B holds {:?}", feed_a.pinned(), feed_b.pinned());
         drop(feed_a);
         drop(engine_a);
         let held_by_a: BTreeSet<u64> = recorder_a.held.lock().unwrap().drain(..).map(|item| item.sequence).collect();
         println!("A died holding {} unacked: {held_by_a:?}", held_by_a.len());
-
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::SeqCst);
         published.extend(publishing.await.unwrap());
         let n_published = published.len();
         wait_until("every message acked after the takeover", Duration::from_secs(60), || {
@@ -427,6 +433,50 @@ async fn a_drainer_that_lost_its_pin_takes_nothing_new_and_its_acks_are_refused(
         assert_eq!(by_b.first(), Some(&(published[0], 2)), "B handles A's webhook again, first");
         let acked: Vec<u64> = journal.acked.iter().map(|(_, sequence, _)| *sequence).collect();
         assert_eq!(acked, published, "acked by B in order, once each");
+        assert_per_account_order(&journal);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_holding_every_partition_lets_some_go_to_a_node_that_joins() {
+    bounded("the spreading test", Duration::from_secs(90), async {
+        const PARTITIONS: u32 = 4;
+        let cluster = NatsCluster::start(3).await;
+        let publisher = connect(config(&cluster, PARTITIONS)).await;
+        let accounts = accounts(PARTITIONS);
+        let journal: Arc<Mutex<Journal>> = Default::default();
+        let engine_a = connect(config(&cluster, PARTITIONS)).await;
+        let feed_a = Feed::start(&engine_a, Recorder::new(0, &journal)).await.unwrap();
+        let mut published = Vec::new();
+        for index in 0..24 {
+            let (entry, digest) = webhook(&accounts[index % accounts.len()], index);
+            published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));
+        }
+        wait_until("A pinned on every partition", Duration::from_secs(20), || feed_a.pinned().len() == PARTITIONS as usize).await;
+
+        // B joins while webhooks keep coming: A lets partitions go until each holds its share (2).
+        let engine_b = connect(config(&cluster, PARTITIONS)).await;
+        let feed_b = Feed::start(&engine_b, Recorder::new(1, &journal)).await.unwrap();
+        let mut index = 24;
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while !(feed_a.pinned().len() == 2 && feed_b.pinned().len() == 2) {
+            assert!(Instant::now() < deadline, "not spread: A holds {:?}, B {:?}", feed_a.pinned(), feed_b.pinned());
+            let (entry, digest) = webhook(&accounts[index % accounts.len()], index);
+            published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));
+            index += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!("spread after {index} webhooks: A holds {:?}, B {:?}", feed_a.pinned(), feed_b.pinned());
+        let n_published = published.len();
+        wait_until("every webhook acked", Duration::from_secs(30), || {
+            journal.lock().unwrap().acked.iter().map(|(_, sequence, _)| *sequence).collect::<BTreeSet<_>>().len() >= n_published
+        })
+        .await;
+        let journal = journal.lock().unwrap();
+        let acked: BTreeSet<u64> = journal.acked.iter().map(|(_, sequence, _)| *sequence).collect();
+        assert_eq!(acked.len(), journal.acked.len(), "a webhook acked twice");
+        assert_eq!(acked, published.iter().copied().collect(), "acked webhooks");
         assert_per_account_order(&journal);
     })
     .await;

@@ -29,7 +29,13 @@
 //! A handler that panics makes the node give that partition up (its acks refused, its pulls
 //! stopped): the pin runs out and another node takes over by the takeover rule.
 //!
-//! Not done here: spreading pins evenly over nodes (the server pins whichever node pulls first).
+//! Spreading pins: the server pins whichever node pulls first, so the first node up drains every
+//! partition. Every two pin TTLs a node estimates the number of nodes (the most pull requests
+//! waiting on one partition: each node keeps one per partition) and, while it holds more than
+//! `ceil(partitions / nodes)`, gives up one partition that has nothing outstanding (nothing handed
+//! out unacked, nothing held): it stops pulling it for one and a half pin TTLs, so the pin runs out
+//! and a node on standby is pinned, then stands by itself. Nothing is in flight, so the new drainer
+//! finds nothing unacked and does not hold.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -160,6 +166,7 @@ impl Feed {
             tasks.push(tokio::spawn(dispatch(lease.clone(), received, handler.clone())));
             leases.push(lease);
         }
+        tasks.push(tokio::spawn(balance(engine.clone(), leases.clone())));
         Ok(Feed { leases, tasks })
     }
 
@@ -197,6 +204,8 @@ struct LeaseState {
     outstanding: BTreeMap<u64, Subject>,
     /// The handler panicked: this node drains the partition no more (until the feed restarts).
     given_up: bool,
+    /// The balancer asks the puller to let the pin go (when it has nothing outstanding).
+    release: bool,
 }
 
 impl Lease {
@@ -284,6 +293,13 @@ impl Puller {
         loop {
             if self.lease.given_up() {
                 return;
+            }
+            if self.release_if_idle() {
+                // Silent for longer than the pin's TTL: the server pins a node on standby. What
+                // reached this node meanwhile (delivered to its last pull just before) is dropped
+                // unacked: it comes back to the new drainer, which holds for it.
+                tokio::time::sleep(config.pin_ttl * 3 / 2).await;
+                while let Some(Some(_)) = subscriber.next().now_or_never() {}
             }
             let mut request = serde_json::json!({
                 "batch": config.batch,
@@ -476,6 +492,24 @@ impl Puller {
         }
     }
 
+    /// Let the pin go when the balancer asked and nothing is outstanding; `true` when let go.
+    fn release_if_idle(&mut self) -> bool {
+        {
+            let mut state = self.lease.lock();
+            if !std::mem::take(&mut state.release) {
+                return false;
+            }
+            if !state.pinned || !state.outstanding.is_empty() || self.hold.is_some() || !self.collected.is_empty() {
+                return false;
+            }
+        }
+        tracing::info!(partition = self.partition, "feed: letting the pin go to spread partitions over nodes");
+        self.lease.repin(false);
+        self.pin = None;
+        self.confirmed_at = None;
+        true
+    }
+
     fn confirm(&mut self, sent_at: Instant) {
         if self.pin.is_some() && self.confirmed_at.is_none_or(|confirmed_at| confirmed_at < sent_at) {
             self.confirmed_at = Some(sent_at);
@@ -511,6 +545,38 @@ async fn sleep_until_some(until: Option<Instant>) {
     match until {
         Some(until) => tokio::time::sleep_until(until).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Every two pin TTLs: while this node holds more than its share of the partitions, ask one
+/// (the highest) to let its pin go (see the module docs).
+async fn balance(engine: Engine, leases: Vec<Arc<Lease>>) {
+    let every = engine.config().pin_ttl * 2;
+    let consumer_count = leases.len();
+    loop {
+        tokio::time::sleep(every).await;
+        let pinned: Vec<&Arc<Lease>> = leases.iter().filter(|lease| lease.pinned()).collect();
+        if pinned.len() <= 1 {
+            continue;
+        }
+        // Each node keeps one pull request waiting per partition (its pinned one too, while the
+        // partition is idle), so the most requests waiting on a partition is the node count or
+        // one less; an undercount only makes the share larger (nothing moves back and forth).
+        let mut nodes = 1;
+        let standby = leases.iter().filter(|lease| !lease.pinned());
+        for lease in standby.chain(pinned.iter().copied()).take(4) {
+            let Ok(stream) = engine.jetstream().get_stream_no_info(INBOX_STREAM).await else { break };
+            if let Ok(info) = stream.consumer_info(inbox_consumer(lease.partition)).await {
+                nodes = nodes.max(info.num_waiting);
+            }
+        }
+        let share = consumer_count.div_ceil(nodes);
+        if pinned.len() > share
+            && let Some(lease) = pinned.iter().rev().find(|lease| lease.lock().outstanding.is_empty())
+        {
+            tracing::debug!(partition = lease.partition, n_pinned = pinned.len(), nodes, share, "feed: asking to let a pin go");
+            lease.lock().release = true;
+        }
     }
 }
 
