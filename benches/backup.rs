@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stayhook::model::{EventResult, EventType, RecordKind};
-use stayhook::store::{Account, InboxEntry, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite, StoredEvent, Subscription};
+use stayhook::store::{
+    Account, DigestRecord, Expected, InboxEntry, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite, StoredEvent, Subscription,
+};
 
 const BODY: &[u8] = include_bytes!("../plugins/hostaway/tests/cases/reservation-created/body.json");
 const EXPECTED: &[u8] = include_bytes!("../plugins/hostaway/tests/cases/reservation-created/expected.json");
@@ -97,8 +99,10 @@ fn fill(data_dir: &Path, total: usize) {
                 headers: vec![("content-type".into(), "application/json".into())],
                 body: BODY.to_vec(),
             };
-            let inbox_id = store.append_inbox(&entry).unwrap();
-            store.remember_digest(&account_id, &(n as u64).to_be_bytes().repeat(4), received_at_ms).unwrap();
+            let inbox_id = store.import_inbox(&entry).unwrap();
+            let digest =
+                DigestRecord { account_id: account_id.clone(), digest: (n as u64).to_be_bytes().repeat(4), seen_ms: received_at_ms };
+            store.import_digest(&digest).unwrap();
             let record_id = format!("r{}", (n / ACCOUNTS) % RECORDS);
             let event_id = uuid::Uuid::now_v7().to_string();
             let event = StoredEvent {
@@ -125,7 +129,13 @@ fn fill(data_dir: &Path, total: usize) {
                 generation: 0,
                 at: "2026-01-01T00:00:00Z".into(),
             };
-            let state = vec![StateWrite { account_id, kind: RecordKind::Reservation, record_id, record: Some(record.clone()) }];
+            let state = vec![StateWrite {
+                account_id,
+                kind: RecordKind::Reservation,
+                record_id,
+                record: Some(record.clone()),
+                expected: Expected::Any,
+            }];
             batches.push(NormalizedBatch { inbox_id, outcome, events: vec![event], state, deliveries: Vec::new() });
         }
         store.commit_normalized_blocking(batches).unwrap();

@@ -25,7 +25,8 @@ use serde_json::json;
 use stayhook::model::{EventResult, EventType, RecordKind};
 use stayhook::store::memory::MemoryStore;
 use stayhook::store::{
-    Attempt, Delivery, DeliveryStatus, InboxEntry, InboxId, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite, Store, StoredEvent,
+    Appended, Attempt, Dedup, Delivery, DeliveryStatus, Expected, InboxEntry, InboxOutcome, InboxStatus, NormalizedBatch, StateWrite,
+    Store, StoredEvent,
 };
 
 // The daemon's allocator, so the store's costs are measured as the daemon pays them.
@@ -64,10 +65,10 @@ async fn run(store: &Store, writers: usize, total: u64, group_commit: bool) -> D
             tokio::spawn(async move {
                 let entry = entry();
                 for _ in 0..per_writer {
-                    store.append_inbox(&entry).unwrap();
                     if group_commit {
-                        store.durable().await.unwrap();
+                        store.append_inbox(&entry, None).await.unwrap();
                     } else {
+                        store.import_inbox(&entry).unwrap();
                         let store = store.clone();
                         tokio::task::spawn_blocking(move || store.flush_blocking().unwrap()).await.unwrap();
                     }
@@ -135,11 +136,17 @@ async fn one_event(store: &Store, n: u64, record: &serde_json::Value) {
 /// [`one_event`] for record `record_id`, arriving at `received_at_ms` with its digest remembered
 /// (as the listener does), its event id a UUID v7 of that time (as the normalizer makes it).
 async fn one_event_of(store: &Store, received_at_ms: u64, n: u64, record_id: String, record: &serde_json::Value) {
-    let inbox_id: InboxId = store.append_inbox(&entry_at(received_at_ms)).unwrap();
-    store.durable().await.unwrap();
     let mut digest = [0u8; 32];
     digest[..8].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-    store.remember_digest("bench", &digest, received_at_ms).unwrap();
+    let entry = entry_at(received_at_ms);
+    let Appended::New(inbox_id) = store.append_inbox(&entry, Some(Dedup { digest: &digest, window_ms: u64::MAX })).await.unwrap() else {
+        panic!("webhook {n} taken for a duplicate");
+    };
+    // The normalizer's read of the record, which its write then expects.
+    let expected = match store.get_state("bench", RecordKind::Reservation, &record_id).unwrap() {
+        Some((_, revision)) => Expected::At(revision),
+        None => Expected::Absent,
+    };
     let delivery_id = store.new_delivery_id().unwrap();
     let event_id = format!("{:08x}-{:04x}-7000-8000-{n:012x}", received_at_ms >> 16, received_at_ms & 0xffff);
     let delivery = Delivery {
@@ -187,6 +194,7 @@ async fn one_event_of(store: &Store, received_at_ms: u64, n: u64, record_id: Str
             kind: RecordKind::Reservation,
             record_id,
             record: Some(Arc::new(record.clone())),
+            expected,
         }],
         deliveries: vec![delivery.clone()],
     };

@@ -133,7 +133,6 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
             metrics: metrics.clone(),
             enricher: enricher.clone(),
             runtime: tokio::runtime::Handle::current(),
-            resumed_through: store.pending_inbox()?.into_iter().map(|(inbox_id, _)| inbox_id).max(),
         }),
         settings.normalizer_threads,
     )?;
@@ -150,8 +149,6 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         plugins: plugins.clone(),
         settings: ingest::IngestSettings::from(&settings),
         metrics: metrics.clone(),
-        normalizer: normalizer.submit(),
-        in_flight: ingest::InFlight::default(),
         listener_limits: ingest::ListenerLimits::new(
             settings.listener_requests_per_second,
             settings.listener_kib_per_second,
@@ -170,7 +167,6 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         settings: sync::SyncSettings::from(&settings),
         metrics: metrics.clone(),
         enricher: enricher.clone(),
-        normalizer: normalizer.submit(),
     });
     let api = Arc::new(api::ApiContext {
         store: store.clone(),
@@ -179,13 +175,14 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         metrics,
         admin_token,
         enricher,
-        normalizer: normalizer.submit(),
         http: delivery_client,
         listener_urls,
         health: health.clone(),
         syncer: syncer.clone(),
     });
-    resume_pending(&store, &normalizer.submit())?;
+    // From here on the store hands the normalizer what to normalize: what is pending now (after
+    // a crash or a stop), then each webhook once it is durable and each requeued one.
+    store.feed(Arc::new(normalizer.submit()))?;
 
     let stop_scheduler = Arc::new(Notify::new());
     let scheduler = tokio::spawn(deliver::run_scheduler(deliver, stop_scheduler.clone()));
@@ -262,21 +259,6 @@ async fn admin_token(settings: &Settings, store: &Store) -> anyhow::Result<Strin
     Ok(token)
 }
 
-/// Hand every stored-but-unnormalized webhook to the workers again (after a crash or a stop).
-fn resume_pending(store: &Store, normalizer: &normalize::Submit) -> anyhow::Result<()> {
-    let pending = store.pending_inbox()?;
-    if !pending.is_empty() {
-        tracing::info!(n_pending = pending.len(), "resuming normalization of stored webhooks");
-    }
-    for (inbox_id, generation) in pending {
-        match store.get_inbox(inbox_id)? {
-            Some(entry) => normalizer.dispatch(&entry.account_id, inbox_id, generation),
-            None => tracing::warn!(%inbox_id, "pending entry without inbox data"),
-        }
-    }
-    Ok(())
-}
-
 /// Every ten minutes, forget the duplicate-suppression digests older than `window_ms`.
 async fn expire_digests(store: Store, window_ms: u64) {
     loop {
@@ -309,10 +291,10 @@ mod tests {
     /// signature, retention) and may use no stage at all; `lib.rs` wires them and is exempt.
     /// ARCHITECTURE.md ("Who holds what") draws the same graph.
     const STAGES: &[(&str, &[&str])] = &[
-        ("ingest", &["normalize::Submit"]),
+        ("ingest", &[]),
         ("normalize", &[]),
         ("deliver", &[]),
-        ("sync", &["normalize::Submit", "normalize::enrich::Enricher"]),
+        ("sync", &["normalize::enrich::Enricher"]),
         ("api", &["ingest", "normalize", "deliver", "console", "sync"]),
         ("console", &[]),
     ];

@@ -226,7 +226,7 @@ async fn record(
     kind: RecordKind,
 ) -> Result<Json<Value>, ApiError> {
     find(&daemon, &account_id)?;
-    let record = daemon
+    let (record, _) = daemon
         .store
         .get_state(&account_id, kind, &record_id)?
         .ok_or_else(|| ApiError::not_found("record_not_found", format!("no {} {record_id:?} in account {account_id:?}", kind.as_str())))?;
@@ -283,8 +283,8 @@ async fn renormalize(
         let mut queued = 0;
         let mut in_flight = 0;
         for inbox_id in worker.store.inbox_of_account(&account.id, from_ms, to_ms)? {
-            if let Some(generation) = worker.store.requeue_inbox(inbox_id)? {
-                worker.normalizer.dispatch(&account.id, inbox_id, generation);
+            // A requeued entry goes to the normalizer through the store's feed.
+            if worker.store.requeue_inbox(inbox_id)?.is_some() {
                 queued += 1;
             } else {
                 in_flight += 1;

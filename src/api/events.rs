@@ -428,10 +428,8 @@ async fn inbox_renormalize(State(daemon): State<Arc<ApiContext>>, Path(inbox_id)
     if daemon.plugins.get(&account.pms).is_none() {
         return Err(ApiError::unprocessable("unknown_plugin", format!("no plugin named {:?} is loaded", account.pms)));
     }
+    // A requeued entry goes to the normalizer through the store's feed.
     let generation = daemon.store.requeue_inbox(id)?;
-    if let Some(generation) = generation {
-        daemon.normalizer.dispatch(&account.id, id, generation);
-    }
     tracing::info!(inbox_id = %id, account = %account.id, queued = generation.is_some(), "renormalizing one stored webhook");
     let body = json!({"inboxId": id.to_string(), "accountId": account.id, "queued": generation.is_some(), "generation": generation});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())

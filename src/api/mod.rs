@@ -37,14 +37,13 @@ use crate::health::Health;
 use crate::http::ApiError;
 use crate::ingest::ListenerUrls;
 use crate::metrics::Metrics;
-use crate::normalize::Submit;
 use crate::normalize::enrich::Enricher;
 use crate::plugin::PluginRegistry;
 use crate::store::{Account, Store};
 
 /// What the admin API (and the console it serves) uses. Built by `run` (`src/lib.rs`). It reaches
-/// the stages only through their handles: [`Submit`] to requeue stored webhooks (renormalize),
-/// the [`Enricher`] for registration's API calls, the delivery [`crate::deliver::Client`] for test
+/// the stages only through their handles (a requeued webhook reaches the normalizer through the
+/// store's feed): the [`Enricher`] for registration's API calls, the delivery [`crate::deliver::Client`] for test
 /// events; redeliveries and discards go through the store, which wakes the delivery scheduler.
 /// Handlers call it `daemon`: the daemon as the API sees it.
 pub struct ApiContext {
@@ -60,8 +59,6 @@ pub struct ApiContext {
     pub admin_token: String,
     /// Performs the API calls of automatic registration.
     pub enricher: Arc<Enricher>,
-    /// Hands requeued webhooks to the normalizer threads.
-    pub normalizer: Submit,
     /// The HTTP client of deliveries (test events).
     pub http: crate::deliver::Client,
     /// Where PMSs post webhooks.

@@ -11,7 +11,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use super::{Counts, FORMAT, HEADER_TYPE, Header, Line, decode_base64};
-use crate::store::{Backend, InboxEntry, InboxId, Inserted, NormalizedBatch, StateWrite, StoreError, StoredEvent};
+use crate::store::{Backend, DigestRecord, Expected, InboxEntry, InboxId, Inserted, NormalizedBatch, StateWrite, StoreError, StoredEvent};
 
 /// What an import does.
 #[derive(Debug, Clone, Copy, Default)]
@@ -277,6 +277,7 @@ pub fn import_blocking(
                     kind: state.kind,
                     record_id: state.record_id,
                     record: Some(Arc::new(state.record)),
+                    expected: Expected::Any,
                 });
                 report.imported.states += 1;
                 if states.len() >= RECORD_BATCH {
@@ -301,7 +302,7 @@ pub fn import_blocking(
                     headers: webhook.headers,
                     body,
                 };
-                let inbox_id = store.append_inbox(&entry)?;
+                let inbox_id = store.import_inbox(&entry)?;
                 if let Ok(old) = webhook.id.parse::<u64>() {
                     inbox_ids.insert(old, inbox_id.0);
                 }
@@ -352,7 +353,7 @@ pub fn import_blocking(
                 }
                 let bytes = decode_base64(&digest.digest)
                     .map_err(|error| ImportError::Line { line: number, message: format!("field `digest`: {error}") })?;
-                store.remember_digest(&digest.account_id, &bytes, digest.seen_at_ms)?;
+                store.import_digest(&DigestRecord { account_id: digest.account_id, digest: bytes, seen_ms: digest.seen_at_ms })?;
                 report.imported.digests += 1;
             }
         }

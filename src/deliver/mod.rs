@@ -85,6 +85,8 @@ impl From<&Settings> for DeliverSettings {
 pub async fn run_scheduler(daemon: Arc<DeliverContext>, shutdown: Arc<Notify>) {
     let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let capacity = daemon.settings.delivery_concurrency;
+    // Due deliveries found without a record, each reported once.
+    let mut missing: HashSet<u64> = HashSet::new();
     loop {
         if daemon.store.fault().reason().is_some() {
             // The store refuses writes: an attempt could not record its outcome. Dispatch
@@ -100,7 +102,16 @@ pub async fn run_scheduler(daemon: Arc<DeliverContext>, shutdown: Arc<Notify>) {
         for delivery_id in due {
             let delivery = match daemon.store.get_delivery(delivery_id) {
                 Ok(Some(delivery)) => delivery,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // No write path leaves one; if one did, its lane would wait behind it for good.
+                    if missing.insert(delivery_id) {
+                        tracing::error!(
+                            delivery_id,
+                            "a due delivery has no record, so its lane cannot go on; this is a bug, please report it"
+                        );
+                    }
+                    continue;
+                }
                 Err(error) => {
                     tracing::error!(%error, delivery_id, "reading a due delivery failed");
                     continue;

@@ -4,9 +4,10 @@
 //! It owns no threads of its own; it runs on the tokio runtime and hands stored entries to the
 //! normalizer by id. It never calls a plugin (the plugin's declared verification scheme is read
 //! from the registry, the check itself is the host's). Invariant: nothing is acknowledged before
-//! the group commit that covers it has flushed, and neither is a copy of it: a retry racing its
-//! original waits for the original's flush ([`InFlight`]) and is answered `duplicate` only once the
-//! original is durable. A request that fails before that gets an error and the PMS retries.
+//! the store says it is durable, and neither is a copy of it: the store checks and records the
+//! digest with the entry ([`crate::store::Inbox::append_inbox`]), so a retry racing its original
+//! is answered `duplicate` only once the original is durable. A request that fails before that
+//! gets an error and the PMS retries.
 //!
 //! Duplicate suppression covers what the signature covers ([`replay_digest`]): for a signed
 //! account the body (and the Standard Webhooks message id), so a signed body replayed with another
@@ -20,9 +21,8 @@
 mod sns;
 pub mod verify;
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -35,22 +35,20 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::health::Health;
 use crate::http::ApiError;
 use crate::metrics::Metrics;
-use crate::normalize::Submit;
 use crate::plugin::PluginRegistry;
 use crate::plugin::bindings::stayhook::plugin::types::VerificationScheme;
-use crate::store::{Account, InboxEntry, Store};
+use crate::store::{Account, Appended, Dedup, InboxEntry, Store};
 
 /// Headers never handed to a plugin: they carry credentials.
 const WITHHELD_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
 /// What the listener uses. Built by `run` (`src/lib.rs`); a stored webhook goes on to the
-/// normalizer through the [`Submit`] handle, the only thing the listener knows of normalization.
+/// normalizer through the store's feed: the listener knows nothing of normalization.
 pub struct IngestContext {
     /// Storage: accounts, the inbox, duplicate digests.
     pub store: Store,
@@ -60,10 +58,6 @@ pub struct IngestContext {
     pub settings: IngestSettings,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
-    /// Hands stored webhooks to the normalizer threads.
-    pub normalizer: Submit,
-    /// Bodies being stored right now (duplicate suppression waits for their flush).
-    pub in_flight: InFlight,
     /// Per-account limits of the listener.
     pub listener_limits: ListenerLimits,
     /// `/healthz` and `/readyz`.
@@ -147,56 +141,6 @@ impl ListenerUrls {
 
 fn url_segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>().replace('+', "%20")
-}
-
-/// An account's body digest, the key of duplicate suppression.
-type DigestKey = (String, [u8; 32]);
-
-/// Bodies being stored right now, by account and [`replay_digest`]. A copy that arrives meanwhile
-/// (a PMS's retry racing its original) waits for the original's outcome instead of being answered
-/// at once: `duplicate` once the original is durable, 503 if it could not be stored.
-#[derive(Default)]
-pub struct InFlight(Mutex<HashMap<DigestKey, watch::Receiver<Option<bool>>>>);
-
-/// The right to store one body: held by the first request with that digest until its outcome is
-/// known. Dropped unsettled (which cannot happen but by a panic), it reports failure.
-struct Claim {
-    ctx: Arc<IngestContext>,
-    key: DigestKey,
-    outcome: watch::Sender<Option<bool>>,
-}
-
-impl InFlight {
-    /// Claim `key`, or get the outcome of the request that holds it.
-    fn claim(&self, ctx: &Arc<IngestContext>, key: DigestKey) -> Result<Claim, watch::Receiver<Option<bool>>> {
-        let mut in_flight = self.0.lock().expect("in-flight digest lock poisoned");
-        if let Some(outcome) = in_flight.get(&key) {
-            return Err(outcome.clone());
-        }
-        let (outcome, receiver) = watch::channel(None);
-        in_flight.insert(key.clone(), receiver);
-        Ok(Claim { ctx: ctx.clone(), key, outcome })
-    }
-}
-
-impl Claim {
-    /// Tell the waiting copies whether the original is durable, and let go of the digest.
-    fn settle(self, durable: bool) {
-        self.outcome.send_replace(Some(durable));
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        self.outcome.send_if_modified(|outcome| {
-            let unsettled = outcome.is_none();
-            if unsettled {
-                *outcome = Some(false);
-            }
-            unsettled
-        });
-        self.ctx.in_flight.0.lock().expect("in-flight digest lock poisoned").remove(&self.key);
-    }
 }
 
 /// Per-account limits of the listener: webhooks per second and body KiB per second.
@@ -337,32 +281,9 @@ async fn receive(
     let signed = verify::is_configured(&scheme, &account.verification);
     let digest = replay_digest(&scheme, signed, &method, &plugin_query, &header_text, &body);
 
-    let claim = match ctx.in_flight.claim(&ctx, (account.id.clone(), digest)) {
-        Ok(claim) => claim,
-        Err(mut original) => {
-            let durable = original.wait_for(Option::is_some).await.map(|outcome| *outcome == Some(true)).unwrap_or(false);
-            if durable {
-                return Ok(duplicate());
-            }
-            return Err(ApiError::storage_unavailable("the same webhook arrived moments ago and could not be stored; retry"));
-        }
-    };
-    let now_ms = unix_ms();
-    let window_ms = u64::try_from(ctx.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
-    match ctx.store.is_duplicate(&account.id, &digest, now_ms, window_ms) {
-        Ok(true) => {
-            claim.settle(true);
-            return Ok(duplicate());
-        }
-        Ok(false) => {}
-        Err(error) => {
-            claim.settle(false);
-            return Err(error.into());
-        }
-    }
     let entry = InboxEntry {
         account_id: account.id.clone(),
-        received_at_ms: now_ms,
+        received_at_ms: unix_ms(),
         method: method.as_str().to_string(),
         query: plugin_query,
         content_type,
@@ -372,40 +293,30 @@ async fn receive(
     // Stored in a task of its own: a client that hangs up must not cut the request between its
     // write and its outcome (the copies waiting on the claim need the outcome, and a durable
     // entry must reach the normalizer).
-    let stored = tokio::spawn(store(ctx.clone(), entry, digest, claim)).await.map_err(ApiError::internal)?;
-    let inbox_id = stored?;
-    Ok((StatusCode::OK, axum::Json(json!({"status": "accepted", "inboxId": inbox_id.to_string()}))).into_response())
-}
-
-/// Append `entry`, wait for its flush, then settle the claim and hand the entry to the normalizer.
-async fn store(ctx: Arc<IngestContext>, entry: InboxEntry, digest: [u8; 32], claim: Claim) -> Result<crate::store::InboxId, ApiError> {
-    let appended = async {
-        let inbox_id = ctx.store.append_inbox(&entry)?;
-        ctx.store.remember_digest(&entry.account_id, &digest, entry.received_at_ms)?;
-        ctx.store.durable().await?;
-        Ok::<_, crate::store::StoreError>(inbox_id)
-    }
-    .await;
-    match appended {
-        Ok(inbox_id) => {
-            claim.settle(true);
-            ctx.metrics.accepted(&entry.account_id);
-            ctx.normalizer.dispatch(&entry.account_id, inbox_id, 0);
-            Ok(inbox_id)
+    let stored = tokio::spawn(store(ctx.clone(), entry, digest)).await.map_err(ApiError::internal)?;
+    match stored? {
+        Appended::New(inbox_id) => {
+            Ok((StatusCode::OK, axum::Json(json!({"status": "accepted", "inboxId": inbox_id.to_string()}))).into_response())
         }
-        Err(error) => {
-            // The PMS's retry must be stored anew, not answered `duplicate`.
-            if let Err(forget_error) = ctx.store.forget_digest(&entry.account_id, &digest) {
-                tracing::warn!(error = %forget_error, "could not forget the digest of a webhook that was not stored");
+        Appended::Duplicate(original) => {
+            let mut body = json!({"status": "duplicate"});
+            if let Some(original) = original {
+                body["inboxId"] = json!(original.to_string());
             }
-            claim.settle(false);
-            Err(error.into())
+            Ok((StatusCode::OK, axum::Json(body)).into_response())
         }
     }
 }
 
-fn duplicate() -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "duplicate"}))).into_response()
+/// Append `entry` unless it is a duplicate and wait until it is durable (the store then hands it
+/// to the normalizer).
+async fn store(ctx: Arc<IngestContext>, entry: InboxEntry, digest: [u8; 32]) -> Result<Appended, ApiError> {
+    let window_ms = u64::try_from(ctx.settings.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    let appended = ctx.store.append_inbox(&entry, Some(Dedup { digest: &digest, window_ms })).await?;
+    if let Appended::New(_) = appended {
+        ctx.metrics.accepted(&entry.account_id);
+    }
+    Ok(appended)
 }
 
 /// The digest duplicate suppression compares: what the account's verification covers. For a

@@ -63,9 +63,6 @@ pub struct NormalizeContext {
     pub enricher: Arc<enrich::Enricher>,
     /// The tokio runtime, for the enrichment started from worker threads.
     pub runtime: tokio::runtime::Handle,
-    /// The newest inbox entry pending when the daemon started. Only an entry pending then can be
-    /// a run an earlier process stopped midway (see `Commits::add`); later ones skip the lookup.
-    pub resumed_through: Option<InboxId>,
 }
 
 /// The part of [`Settings`] normalization reads.
@@ -115,6 +112,9 @@ pub(crate) enum Work {
 pub(crate) struct Dispatch {
     queues: Mutex<Queues>,
     available: Condvar,
+    /// Entries the store handed over as resumed: a run of each may have stopped midway (see
+    /// `Commits::add`). Taken when the entry is decided or fails.
+    resumed: Mutex<HashSet<InboxId>>,
 }
 
 #[derive(Default)]
@@ -153,6 +153,11 @@ impl Queues {
 }
 
 impl Dispatch {
+    /// Whether `inbox_id` was handed over as resumed; forgets it.
+    fn take_resumed(&self, inbox_id: InboxId) -> bool {
+        self.resumed.lock().expect("resumed set lock poisoned").remove(&inbox_id)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         self.queues.lock().expect("normalizer queue lock poisoned")
     }
@@ -291,15 +296,18 @@ impl Drop for Normalizer {
     }
 }
 
-/// The one way into normalization: the listener hands it each webhook once it is durable, the
-/// API the webhooks it requeues, start-up the webhooks still pending. Cheap to clone.
+/// The one way into normalization: the store's feed ([`crate::store::Inbox::feed`]) hands it
+/// each entry to normalize (appended, requeued, or pending at start). Cheap to clone.
 #[derive(Clone)]
 pub struct Submit(Arc<Dispatch>);
 
-impl Submit {
+impl crate::store::Feed for Submit {
     /// Queue an inbox entry for normalization (as its `generation`th normalization), behind its
     /// account's earlier entries.
-    pub fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32) {
+    fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32, resumed: bool) {
+        if resumed {
+            self.0.resumed.lock().expect("resumed set lock poisoned").insert(inbox_id);
+        }
         self.0.push(account_id, Work::Normalize { inbox_id, generation });
     }
 }
@@ -357,6 +365,8 @@ struct Source {
     inbox_id: InboxId,
     received_at_ms: u64,
     generation: u32,
+    /// The store handed it over as resumed (a run of it may have stopped midway).
+    resumed: bool,
 }
 
 /// A webhook that produced no events, and the plugin that ran.
@@ -411,8 +421,13 @@ impl Worker {
                 releases.push((account_id, queue, parked));
             }
             // Commit before letting go of the accounts: their next webhooks must see this state.
-            commits.commit(&ctx);
-            for (account_id, unstarted, parked) in releases {
+            let mut again = commits.commit(&ctx);
+            for (account_id, mut unstarted, parked) in releases {
+                // Entries decided on stale state go first, in their order, before the account's
+                // later ones.
+                for (inbox_id, generation) in again.remove(&account_id).unwrap_or_default().into_iter().rev() {
+                    unstarted.push_front(Work::Normalize { inbox_id, generation });
+                }
                 self.dispatch.release(&account_id, unstarted, parked);
             }
         }
@@ -455,7 +470,8 @@ impl Worker {
         ctx.metrics.normalized(started.elapsed());
         match outcome {
             Ok(PluginStep::Events(account, events)) => {
-                let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation };
+                let resumed = self.dispatch.take_resumed(inbox_id);
+                let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation, resumed };
                 commits.add(ctx, source, &account, events, plugin_ident, None)?;
                 Ok(Step::Finished)
             }
@@ -528,13 +544,15 @@ impl Worker {
             let message = format!("account {:?} was deleted", entry.account_id);
             return self.finish_failed(ctx, failed, Failure::failed("unknown_account", message));
         };
-        let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation };
+        let resumed = self.dispatch.take_resumed(inbox_id);
+        let source = Source { inbox_id, received_at_ms: entry.received_at_ms, generation, resumed };
         let listing = Listing { origin: page.origin, deliver: page.deliver };
         commits.add(ctx, source, &account, page.events, (None, None), Some(listing))
     }
 
     fn finish_failed(&self, ctx: &NormalizeContext, failed: Failed, failure: Failure) -> Result<(), StoreError> {
         let Failed { inbox_id, generation, plugin: (plugin, plugin_version) } = failed;
+        self.dispatch.take_resumed(inbox_id);
         if failure.status == InboxStatus::Failed {
             tracing::warn!(%inbox_id, kind = failure.kind, error = %failure.message, "normalization failed");
             ctx.metrics.normalize_failed(&self.account_id, failure.kind);
@@ -664,6 +682,8 @@ struct Listing {
 #[derive(Default)]
 struct Commits {
     batches: Vec<NormalizedBatch>,
+    /// Per batch: its account and generation (to decide it again after a conflict).
+    sources: Vec<(String, InboxId, u32)>,
     overlay: state::Overlay,
     n_events: usize,
     n_unchanged: usize,
@@ -682,7 +702,7 @@ impl Commits {
         plugin_ident: PluginIdent,
         listing: Option<Listing>,
     ) -> Result<(), StoreError> {
-        let Source { inbox_id, received_at_ms, generation } = source;
+        let Source { inbox_id, received_at_ms, generation, resumed } = source;
         let store = &ctx.store;
         // A listing re-reads records that did not change: those never produce an event, whatever
         // `drop_unchanged_updates` says of webhooks.
@@ -702,10 +722,10 @@ impl Commits {
         // (the store writes a run's events before its state), so they are taken again with new
         // deliveries, as the stopped run would have delivered them. A later generation has ids
         // of its own, so only a repeated run finds any; and a stopped run stays pending until the
-        // next start, so only entries pending then are looked up (no read on the hot path).
+        // next start, so only entries the store hands over as resumed are looked up (no read on
+        // the hot path).
         let mut repeated = Vec::new();
-        let maybe_repeated = ctx.resumed_through.is_some_and(|through| inbox_id <= through);
-        if maybe_repeated && decided.events.len() < n_output && listing.is_none_or(|listing| listing.deliver) {
+        if resumed && decided.events.len() < n_output && listing.is_none_or(|listing| listing.deliver) {
             let kept: HashSet<usize> = decided.events.iter().map(|event| event.position).collect();
             for position in (0..n_output).filter(|position| !kept.contains(position)) {
                 if let Some(event) = store.get_event(&event_id(inbox_id, received_at_ms, generation, position))? {
@@ -727,7 +747,7 @@ impl Commits {
                 subscriptions.iter().filter(|subscription| subscription.enabled && subscription.event_types.contains(&event_type))
             {
                 deliveries.push(Delivery {
-                    id: ctx.store.new_delivery_id()?,
+                    id: ctx.store.delivery_id(event_id, &subscription.id)?,
                     event_id: event_id.to_string(),
                     subscription_id: subscription.id.clone(),
                     account_id: account.id.clone(),
@@ -775,6 +795,7 @@ impl Commits {
         *self.n_webhooks.entry(account.id.clone()).or_default() += 1;
         tracing::debug!(%inbox_id, n_events = stored_events.len(), n_deliveries = deliveries.len(), n_unchanged = decided.n_unchanged, "normalized");
         let (plugin, plugin_version) = plugin_ident;
+        self.sources.push((account.id.clone(), inbox_id, generation));
         self.batches.push(NormalizedBatch {
             inbox_id,
             outcome: InboxOutcome {
@@ -797,19 +818,35 @@ impl Commits {
 
     /// Commit everything decided, in one transaction. The store wakes the delivery scheduler
     /// once the flush covering it is done (nothing is delivered before it is durable).
-    fn commit(self, ctx: &NormalizeContext) {
+    ///
+    /// A conflict (another writer changed a record these decisions read) writes nothing: the
+    /// entries are returned, by account in order, to be decided again from the new state.
+    fn commit(self, ctx: &NormalizeContext) -> HashMap<String, Vec<(InboxId, u32)>> {
+        let mut again: HashMap<String, Vec<(InboxId, u32)>> = HashMap::new();
         if self.batches.is_empty() {
-            return;
+            return again;
         }
         let n_webhooks = self.batches.len();
-        if let Err(error) = ctx.store.commit_normalized_blocking(self.batches) {
-            // The entries stay pending and are normalized again at the next start.
-            return tracing::error!(%error, n_webhooks, "normalization could not be committed");
+        match ctx.store.commit_normalized_blocking(self.batches) {
+            Ok(()) => {}
+            Err(StoreError::Conflict { record }) => {
+                tracing::warn!(%record, n_webhooks, "a record changed while its webhooks were decided; deciding them again");
+                for (account_id, inbox_id, generation) in self.sources {
+                    again.entry(account_id).or_default().push((inbox_id, generation));
+                }
+                return again;
+            }
+            Err(error) => {
+                // The entries stay pending and are normalized again at the next start.
+                tracing::error!(%error, n_webhooks, "normalization could not be committed");
+                return again;
+            }
         }
         ctx.metrics.events_emitted(self.n_events, self.n_unchanged);
         for (account_id, n_webhooks) in &self.n_webhooks {
             ctx.metrics.normalized_webhooks(account_id, *n_webhooks);
         }
+        again
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::model::{EventResult, EventType, Normalized, RecordKind, Statement};
-use crate::store::{StateWrite, StoreError};
+use crate::store::{Expected, Revision, StateWrite, StoreError};
 
 /// A decided event, ready for the log.
 pub(super) struct Decision {
@@ -37,13 +37,32 @@ pub(super) struct Decided {
 /// Keys ignored when deciding whether an update changed anything.
 const VOLATILE_KEYS: &[&str] = &["updatedAt", "previousArrivalDate", "previousDepartureDate"];
 
-/// State written by decisions not yet committed: `(account, kind, record id)` to the record (or
-/// `None`, removed). A worker decides a run of webhooks before it commits them together, so each
-/// decision must see the ones before it.
-pub(super) type Overlay = HashMap<(String, RecordKind, String), Option<Arc<Value>>>;
+/// A record: `(account, kind, record id)`.
+type Key = (String, RecordKind, String);
 
-/// Reads a record's committed state: (kind, record id) to the record, if stored.
-pub(super) type StateLookup<'a> = dyn FnMut(RecordKind, &str) -> Result<Option<Value>, StoreError> + 'a;
+/// What the decisions of a run not yet committed know. A worker decides a run of webhooks before
+/// it commits them together, so each decision must see the ones before it.
+#[derive(Default)]
+pub(super) struct Overlay {
+    /// State written by the run: the record, or `None` (removed).
+    written: HashMap<Key, Option<Arc<Value>>>,
+    /// What the run read from the store, as the first write of each record expects to find it
+    /// (compare-and-set: a record another writer changed meanwhile fails the commit).
+    read: HashMap<Key, Expected>,
+}
+
+impl Overlay {
+    /// Write a record in the run; what the write expects of the store. Only a record's first
+    /// write checks: the store checks writes in order, and a later one follows the first.
+    fn write(&mut self, key: Key, record: Option<Arc<Value>>) -> Expected {
+        let expected = if self.written.contains_key(&key) { Expected::Any } else { self.read.get(&key).copied().unwrap_or_default() };
+        self.written.insert(key, record);
+        expected
+    }
+}
+
+/// Reads a record's committed state: (kind, record id) to the record and its revision, if stored.
+pub(super) type StateLookup<'a> = dyn FnMut(RecordKind, &str) -> Result<Option<(Value, Revision)>, StoreError> + 'a;
 
 /// Decide what `events` (one webhook's plugin output, in order) mean against what is stored.
 ///
@@ -65,11 +84,14 @@ pub(super) fn decide(
 ) -> Result<Decided, StoreError> {
     let mut decided = Decided { events: Vec::new(), state: Vec::new(), n_unchanged: 0 };
     let key = |kind: RecordKind, record_id: &str| (account_id.to_string(), kind, record_id.to_string());
-    let mut stored = |kind: RecordKind, record_id: &str, overlay: &Overlay| -> Result<Option<Arc<Value>>, StoreError> {
-        match overlay.get(&key(kind, record_id)) {
-            Some(value) => Ok(value.clone()),
-            None => Ok(stored(kind, record_id)?.map(Arc::new)),
+    let mut stored = |kind: RecordKind, record_id: &str, overlay: &mut Overlay| -> Result<Option<Arc<Value>>, StoreError> {
+        let key = key(kind, record_id);
+        if let Some(value) = overlay.written.get(&key) {
+            return Ok(value.clone());
         }
+        let found = stored(kind, record_id)?;
+        overlay.read.insert(key, found.as_ref().map_or(Expected::Absent, |(_, revision)| Expected::At(*revision)));
+        Ok(found.map(|(value, _)| Arc::new(value)))
     };
     for (position, event) in events.into_iter().enumerate() {
         if event.result == EventResult::Failure {
@@ -90,8 +112,14 @@ pub(super) fn decide(
                     decided.n_unchanged += 1;
                     continue;
                 }
-                overlay.insert(key(kind, &event.record_id), None);
-                decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: event.record_id.clone(), record: None });
+                let expected = overlay.write(key(kind, &event.record_id), None);
+                decided.state.push(StateWrite {
+                    account_id: account_id.into(),
+                    kind,
+                    record_id: event.record_id.clone(),
+                    record: None,
+                    expected,
+                });
                 decided.events.push(plain(position, event));
             }
             EventType::CalendarUpdated => {
@@ -110,8 +138,8 @@ pub(super) fn decide(
                     }
                     changed.push(day.clone());
                     let day = Arc::new(day);
-                    overlay.insert(key(kind, &day_id), Some(day.clone()));
-                    decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: day_id, record: Some(day) });
+                    let expected = overlay.write(key(kind, &day_id), Some(day.clone()));
+                    decided.state.push(StateWrite { account_id: account_id.into(), kind, record_id: day_id, record: Some(day), expected });
                 }
                 if changed.is_empty() {
                     decided.n_unchanged += 1;
@@ -158,12 +186,13 @@ pub(super) fn decide(
                     }
                 }
                 let to_store = Arc::new(Value::Object(to_store));
-                overlay.insert(key(kind, &event.record_id), Some(to_store.clone()));
+                let expected = overlay.write(key(kind, &event.record_id), Some(to_store.clone()));
                 decided.state.push(StateWrite {
                     account_id: account_id.into(),
                     kind,
                     record_id: event.record_id.clone(),
                     record: Some(to_store),
+                    expected,
                 });
                 decided.events.push(Decision {
                     position,
@@ -412,9 +441,9 @@ mod tests {
         for row in rows {
             let table: HashMap<(RecordKind, String), Value> =
                 row.stored.iter().map(|(kind, id, record)| ((*kind, id.to_string()), record.clone())).collect();
-            let mut overlay = Overlay::new();
+            let mut overlay = Overlay::default();
             let decided = decide("acc", row.events, row.drop_unchanged, false, &mut overlay, &mut |kind, id| {
-                Ok(table.get(&(kind, id.to_string())).cloned())
+                Ok(table.get(&(kind, id.to_string())).cloned().map(|record| (record, Revision(7))))
             })
             .unwrap();
             let got: Vec<Seen> = decided
@@ -460,9 +489,11 @@ mod tests {
         .collect();
         let deleted = |id: &str| reservation(EventType::ReservationDeleted, Statement::NotApplicable, id, "2026-07-01", t0, 2);
         let run = |events: Vec<Normalized>| {
-            let mut overlay = Overlay::new();
-            let decided =
-                decide("acc", events, true, true, &mut overlay, &mut |kind, id| Ok(table.get(&(kind, id.to_string())).cloned())).unwrap();
+            let mut overlay = Overlay::default();
+            let decided = decide("acc", events, true, true, &mut overlay, &mut |kind, id| {
+                Ok(table.get(&(kind, id.to_string())).cloned().map(|record| (record, Revision(7))))
+            })
+            .unwrap();
             decided.events.iter().map(|decision| (decision.event_type, decision.record_id.clone())).collect::<Vec<_>>()
         };
         assert_eq!(run(vec![upsert("known", "2026-07-01", t1, 2)]), vec![], "equal to the state: nothing");
@@ -471,5 +502,25 @@ mod tests {
         assert_eq!(run(vec![upsert("new", "2026-07-05", t1, 3)]), vec![(EventType::ReservationCreated, "new".to_string())]);
         assert_eq!(run(vec![deleted("known")]), vec![(EventType::ReservationDeleted, "known".to_string())]);
         assert_eq!(run(vec![deleted("gone")]), vec![], "a deletion of a record not held is not delivered again");
+    }
+
+    /// Compare-and-set: the first write of a record expects what the run read of it, a later
+    /// write of the same record follows the first, and a webhook's deletion read nothing.
+    #[test]
+    fn a_first_write_expects_what_the_run_read_and_a_later_one_follows_it() {
+        let (t0, t1) = ("2026-06-01T10:00:00.000Z", "2026-06-02T10:00:00.000Z");
+        let deleted = reservation(EventType::ReservationDeleted, Statement::NotApplicable, "gone", "2026-07-01", t0, 2);
+        let events =
+            vec![upsert("known", "2026-07-01", t1, 3), upsert("new", "2026-07-01", t0, 2), upsert("new", "2026-07-02", t1, 2), deleted];
+        let mut overlay = Overlay::default();
+        let decided = decide("acc", events, true, false, &mut overlay, &mut |kind, id| {
+            Ok((kind == RecordKind::Reservation && id == "known").then(|| (stored_reservation("2026-07-01", t0, 2), Revision(5))))
+        })
+        .unwrap();
+        let expected: Vec<(&str, Expected)> = decided.state.iter().map(|write| (write.record_id.as_str(), write.expected)).collect();
+        assert_eq!(
+            expected,
+            vec![("known", Expected::At(Revision(5))), ("new", Expected::Absent), ("new", Expected::Any), ("gone", Expected::Any)]
+        );
     }
 }

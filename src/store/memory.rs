@@ -15,6 +15,8 @@ use super::*;
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Where entries to normalize go ([`Inbox::feed`]).
+    feed: std::sync::OnceLock<Arc<dyn Feed>>,
     due_changed: tokio::sync::Notify,
     fault: Fault,
 }
@@ -26,14 +28,17 @@ struct Inner {
     accounts: BTreeMap<String, Account>,
     /// By (account, subscription id).
     subscriptions: BTreeMap<(String, String), Subscription>,
-    /// (account, digest) to when it was seen.
-    digests: HashMap<(String, Vec<u8>), u64>,
+    /// (account, digest) to when it was seen and its entry (none when imported).
+    digests: HashMap<(String, Vec<u8>), (u64, Option<u64>)>,
     inbox: BTreeMap<u64, InboxEntry>,
     /// Entry to the generation it is to run as.
     pending: BTreeMap<u64, u32>,
     outcomes: BTreeMap<u64, InboxOutcome>,
     events: BTreeMap<String, StoredEvent>,
-    state: HashMap<(String, RecordKind, String), serde_json::Value>,
+    /// The last revision given to a state.
+    next_revision: u64,
+    /// Each record's state and revision.
+    state: HashMap<(String, RecordKind, String), (serde_json::Value, u64)>,
     deliveries: BTreeMap<u64, Delivery>,
     /// (due time, delivery id).
     due: BTreeSet<(u64, u64)>,
@@ -61,6 +66,29 @@ impl Inner {
     fn id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        id
+    }
+
+    /// Set or remove a record's state, under a new revision.
+    fn set_state(&mut self, write: StateWrite) {
+        let key = (write.account_id, write.kind, write.record_id);
+        match write.record {
+            Some(record) => {
+                self.next_revision += 1;
+                let revision = self.next_revision;
+                self.state.insert(key, (std::sync::Arc::unwrap_or_clone(record), revision));
+            }
+            None => {
+                self.state.remove(&key);
+            }
+        }
+    }
+
+    /// A new inbox entry, pending as generation 0.
+    fn append(&mut self, entry: &InboxEntry) -> u64 {
+        let id = self.id();
+        self.inbox.insert(id, entry.clone());
+        self.pending.insert(id, 0);
         id
     }
 
@@ -164,38 +192,61 @@ impl Catalog for MemoryStore {
 }
 
 impl Inbox for MemoryStore {
-    fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError> {
-        let seen = self.lock().digests.get(&(account_id.to_string(), body_digest.to_vec())).copied();
-        Ok(seen.is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms))
-    }
-
-    fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
-        self.lock().digests.insert((account_id.to_string(), body_digest.to_vec()), now_ms);
+    fn feed(&self, feed: Arc<dyn Feed>) -> Result<(), StoreError> {
+        let pending: Vec<(String, u64, u32)> = {
+            let inner = self.lock();
+            if self.feed.set(feed.clone()).is_err() {
+                return Err(StoreError::Backend("the store's feed is set already".into()));
+            }
+            inner.pending.iter().filter_map(|(id, generation)| Some((inner.inbox.get(id)?.account_id.clone(), *id, *generation))).collect()
+        };
+        for (account_id, id, generation) in pending {
+            feed.dispatch(&account_id, InboxId(id), generation, true);
+        }
         Ok(())
     }
 
-    fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError> {
-        self.lock().digests.remove(&(account_id.to_string(), body_digest.to_vec()));
-        Ok(())
+    fn append_inbox<'a>(&'a self, entry: &'a InboxEntry, dedup: Option<Dedup<'a>>) -> StoreFuture<'a, Appended> {
+        let mut inner = self.lock();
+        let id = match dedup {
+            Some(dedup) => {
+                let key = (entry.account_id.clone(), dedup.digest.to_vec());
+                if let Some((seen_ms, original)) = inner.digests.get(&key).copied()
+                    && entry.received_at_ms.saturating_sub(seen_ms) < dedup.window_ms
+                {
+                    return ready(Ok(Appended::Duplicate(original.map(InboxId))));
+                }
+                let id = inner.append(entry);
+                inner.digests.insert(key, (entry.received_at_ms, Some(id)));
+                id
+            }
+            None => inner.append(entry),
+        };
+        // Under the lock the feed is set under, so the entry is handed over once.
+        if let Some(feed) = self.feed.get() {
+            feed.dispatch(&entry.account_id, InboxId(id), 0, false);
+        }
+        ready(Ok(Appended::New(InboxId(id))))
     }
 
     fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
         let mut inner = self.lock();
         let before = inner.digests.len();
-        inner.digests.retain(|_, seen_ms| now_ms.saturating_sub(*seen_ms) < window_ms);
+        inner.digests.retain(|_, (seen_ms, _)| now_ms.saturating_sub(*seen_ms) < window_ms);
         Ok(before - inner.digests.len())
     }
 
-    fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
-        let mut inner = self.lock();
-        let id = inner.id();
-        inner.inbox.insert(id, entry.clone());
-        inner.pending.insert(id, 0);
-        Ok(InboxId(id))
+    fn import_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
+        Ok(InboxId(self.lock().append(entry)))
     }
 
     fn durable(&self) -> StoreFuture<'_, ()> {
         ready(Ok(()))
+    }
+
+    fn import_digest(&self, digest: &DigestRecord) -> Result<(), StoreError> {
+        self.lock().digests.insert((digest.account_id.clone(), digest.digest.clone()), (digest.seen_ms, None));
+        Ok(())
     }
 
     fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
@@ -215,6 +266,9 @@ impl Inbox for MemoryStore {
         }
         let generation = inner.outcomes.get(&inbox_id.0).map_or(0, |outcome| outcome.generation.saturating_add(1));
         inner.pending.insert(inbox_id.0, generation);
+        if let (Some(feed), Some(entry)) = (self.feed.get(), inner.inbox.get(&inbox_id.0)) {
+            feed.dispatch(&entry.account_id, inbox_id, generation, false);
+        }
         Ok(Some(generation))
     }
 
@@ -257,7 +311,7 @@ impl Inbox for MemoryStore {
         let mut all: Vec<DigestRecord> = inner
             .digests
             .iter()
-            .map(|((account_id, digest), seen_ms)| DigestRecord {
+            .map(|((account_id, digest), (seen_ms, _))| DigestRecord {
                 account_id: account_id.clone(),
                 digest: digest.clone(),
                 seen_ms: *seen_ms,
@@ -273,12 +327,32 @@ impl Inbox for MemoryStore {
 }
 
 impl Ledger for MemoryStore {
-    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(self.lock().state.get(&(account_id.to_string(), kind, record_id.to_string())).cloned())
+    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<(serde_json::Value, Revision)>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .state
+            .get(&(account_id.to_string(), kind, record_id.to_string()))
+            .map(|(record, revision)| (record.clone(), Revision(*revision))))
     }
 
     fn commit_normalized_blocking(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        let mut written: HashMap<(&str, RecordKind, &str), bool> = HashMap::new();
+        for write in batches.iter().flat_map(|batch| &batch.state) {
+            let key = (write.account_id.as_str(), write.kind, write.record_id.as_str());
+            let stored = || inner.state.get(&(write.account_id.clone(), write.kind, write.record_id.clone()));
+            let holds = match (write.expected, written.get(&key)) {
+                (Expected::Any, _) => true,
+                (Expected::Absent, Some(present)) => !present,
+                (Expected::At(_), Some(_)) => false,
+                (Expected::Absent, None) => stored().is_none(),
+                (Expected::At(revision), None) => stored().is_some_and(|(_, stored)| Revision(*stored) == revision),
+            };
+            if !holds {
+                return Err(StoreError::Conflict { record: format!("{}/{}/{}", write.account_id, write.kind.as_str(), write.record_id) });
+            }
+            written.insert(key, write.record.is_some());
+        }
         for batch in batches {
             inner.pending.remove(&batch.inbox_id.0);
             inner.outcomes.insert(batch.inbox_id.0, batch.outcome);
@@ -286,11 +360,7 @@ impl Ledger for MemoryStore {
                 inner.events.insert(event.id.clone(), event);
             }
             for write in batch.state {
-                let key = (write.account_id, write.kind, write.record_id);
-                match write.record {
-                    Some(record) => inner.state.insert(key, std::sync::Arc::unwrap_or_clone(record)),
-                    None => inner.state.remove(&key),
-                };
+                inner.set_state(write);
             }
             for delivery in &batch.deliveries {
                 inner.enqueue(delivery);
@@ -330,7 +400,7 @@ impl Ledger for MemoryStore {
             .filter(|((_, kind, record_id), _)| {
                 after.is_none_or(|(after_kind, after_id)| (kind.as_str(), record_id.as_str()) > (after_kind.as_str(), after_id))
             })
-            .map(|((_, kind, record_id), record)| StateRecord { kind: *kind, record_id: record_id.clone(), record: record.clone() })
+            .map(|((_, kind, record_id), (record, _))| StateRecord { kind: *kind, record_id: record_id.clone(), record: record.clone() })
             .collect();
         all.sort_by(|a, b| (a.kind.as_str(), &a.record_id).cmp(&(b.kind.as_str(), &b.record_id)));
         all.truncate(limit);
@@ -348,11 +418,7 @@ impl Ledger for MemoryStore {
     fn put_state_blocking(&self, writes: Vec<StateWrite>) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for write in writes {
-            let key = (write.account_id, write.kind, write.record_id);
-            match write.record {
-                Some(record) => inner.state.insert(key, std::sync::Arc::unwrap_or_clone(record)),
-                None => inner.state.remove(&key),
-            };
+            inner.set_state(write);
         }
         Ok(())
     }
@@ -441,6 +507,10 @@ impl DeliveryQueue for MemoryStore {
 
     fn lane_head(&self, subscription_id: &str, lane: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().lane_head(subscription_id, lane))
+    }
+
+    fn delivery_id(&self, _event_id: &str, _subscription_id: &str) -> Result<u64, StoreError> {
+        self.new_delivery_id()
     }
 
     fn new_delivery_id(&self) -> Result<u64, StoreError> {

@@ -16,7 +16,7 @@
 //!
 //! Backends: [`sled_backend::SledStore`] (the embedded store, durable) and
 //! [`memory::MemoryStore`] (in memory; the reference the model test holds the sled backend to).
-//! Invariants every backend keeps: the listener awaits [`Inbox::durable`] before answering 2xx; a
+//! Invariants every backend keeps: the listener answers 2xx only once [`Inbox::append_inbox`] has resolved (durable); a
 //! normalized run's events, state, deliveries and inbox outcomes become visible together, with the
 //! entries leaving `pending` (so a crash replays normalization exactly for what is still pending);
 //! no delivery is due before the commit that created it is durable; only a lane's head is ever
@@ -90,6 +90,13 @@ pub enum StoreError {
     /// The store's writer or flusher thread has stopped (the daemon is shutting down).
     #[error("the store has stopped")]
     Stopped,
+    /// A state write's [`Expected`] did not hold: another writer changed the record since the
+    /// decision read it. Nothing of the commit was written; decide again from the new state.
+    #[error("the state of {record} changed since it was read")]
+    Conflict {
+        /// The record (`account/kind/record id`).
+        record: String,
+    },
 }
 
 impl StoreError {
@@ -156,6 +163,26 @@ pub enum Inserted {
     AlreadyExists,
 }
 
+/// The version of a record's state that [`Ledger::get_state`] read. Opaque: only compared with
+/// what the store holds when a write expects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Revision(pub u64);
+
+/// What a state write expects to find (compare-and-set): a decision made on state that another
+/// writer changed meanwhile must not be committed, so two nodes deciding the same record can never
+/// both announce `created`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Expected {
+    /// Whatever is there: the decision did not read the record (a deletion by webhook), an earlier
+    /// write of the same commit checked it already, or the write is an import.
+    #[default]
+    Any,
+    /// No state: the decision read none.
+    Absent,
+    /// The state at this revision.
+    At(Revision),
+}
+
 /// A state change written with a normalization: set or remove one record.
 #[derive(Debug, Clone)]
 pub struct StateWrite {
@@ -168,6 +195,8 @@ pub struct StateWrite {
     /// The new record, or `None` to remove it (shared with the decisions of the same run that
     /// read it back, so it is not copied).
     pub record: Option<std::sync::Arc<serde_json::Value>>,
+    /// What the record's state must be for the write to apply.
+    pub expected: Expected,
 }
 
 /// Everything one normalization writes, atomically with taking its inbox entry out of pending.
@@ -183,6 +212,24 @@ pub struct NormalizedBatch {
     pub state: Vec<StateWrite>,
     /// One delivery per event and matching subscription.
     pub deliveries: Vec<Delivery>,
+}
+
+/// Duplicate suppression of one append ([`Inbox::append_inbox`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Dedup<'a> {
+    /// What duplicate suppression compares (the listener's replay digest).
+    pub digest: &'a [u8],
+    /// How long a digest is remembered: an entry whose digest was stored longer ago is new.
+    pub window_ms: u64,
+}
+
+/// What [`Inbox::append_inbox`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored as this entry.
+    New(InboxId),
+    /// A duplicate of this entry (`None`: a digest remembered by an older version, without it).
+    Duplicate(Option<InboxId>),
 }
 
 /// An inbox entry's place in [`Inbox::list_inbox`], without its body.
@@ -201,7 +248,7 @@ pub struct InboxListing {
 pub struct DigestRecord {
     /// The account.
     pub account_id: String,
-    /// The digest as [`Inbox::remember_digest`] got it.
+    /// The digest as [`Inbox::append_inbox`] got it.
     pub digest: Vec<u8>,
     /// When it was seen (Unix ms).
     pub seen_ms: u64,
@@ -293,26 +340,48 @@ pub trait Catalog: Send + Sync {
     fn remove_subscription<'a>(&'a self, account_id: &'a str, subscription_id: &'a str) -> StoreFuture<'a, bool>;
 }
 
+/// Where a backend hands the inbox entries to normalize: the normalizer's queues
+/// (`normalize::Submit`).
+pub trait Feed: Send + Sync {
+    /// Normalize `inbox_id` of `account_id` as its `generation`th normalization, after the
+    /// account's entries handed over before it. `resumed`: a run of it may have stopped midway
+    /// (it was pending when the daemon started, or another node held it), so what that run wrote
+    /// is looked for.
+    fn dispatch(&self, account_id: &str, inbox_id: InboxId, generation: u32, resumed: bool);
+}
+
 /// Raw webhooks, their duplicate digests, what is pending and what became of each.
 pub trait Inbox: Send + Sync {
-    /// Whether the same digest reached the same account within `window_ms`, without recording.
-    fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError>;
-    /// Remember a digest for duplicate suppression; written after its entry, durable with it.
-    fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError>;
-    /// Forget a digest whose entry could not be made durable, so the PMS's retry is stored anew.
-    fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError>;
+    /// Start handing the entries to normalize to `feed`: those pending now, oldest first (as
+    /// resumed), then each entry as it becomes pending (once [`Inbox::append_inbox`] has made it
+    /// durable, or [`Inbox::requeue_inbox`] made it pending again). The backend decides what
+    /// this process normalizes: the listener, the API and sync passes only append and requeue.
+    /// Called once, before anything appends; without it nothing is dispatched (offline commands).
+    fn feed(&self, feed: Arc<dyn Feed>) -> Result<(), StoreError>;
+    /// Append a raw webhook, pending as generation 0, unless `dedup` finds the same digest stored
+    /// for the same account within its window: then nothing is written and the answer names the
+    /// original. Resolves once the entry (for a duplicate: the original) is durable, so either
+    /// answer may be acknowledged. Of two appends of one digest at once, one stores the entry and
+    /// the other waits for it and is the duplicate. An entry that could not be made durable
+    /// leaves no digest behind: the PMS's retry is stored anew.
+    fn append_inbox<'a>(&'a self, entry: &'a InboxEntry, dedup: Option<Dedup<'a>>) -> StoreFuture<'a, Appended>;
     /// Drop digests older than `window_ms`; how many. Walks every digest: call it off the runtime.
     fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError>;
-    /// Append a raw webhook and mark it pending (generation 0). Not durable until
-    /// [`Inbox::durable`] resolves: never acknowledge it before.
-    fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError>;
-    /// Resolve once every write made before the call is durable (group commit).
+    /// Resolve once every write made before the call is durable (a backend whose every write is
+    /// durable when it returns resolves at once).
     fn durable(&self) -> StoreFuture<'_, ()>;
+    /// Append a raw webhook outside the listener (an import), pending as generation 0, without
+    /// duplicate suppression. Durable once [`Inbox::durable`] resolves.
+    fn import_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError>;
+    /// Remember a digest outside the listener (an import): a later webhook with this digest
+    /// within the window is a duplicate. Durable once [`Inbox::durable`] resolves.
+    fn import_digest(&self, digest: &DigestRecord) -> Result<(), StoreError>;
     /// A raw webhook.
     fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError>;
     /// Entries of one account received in `[from_ms, to_ms)`, oldest first.
     fn inbox_of_account(&self, account_id: &str, from_ms: u64, to_ms: u64) -> Result<Vec<InboxId>, StoreError>;
-    /// Mark a finished entry pending again as its next generation; `None` when it is pending.
+    /// Mark a finished entry pending again as its next generation (and hand it to the feed);
+    /// `None` when it is pending.
     fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError>;
     /// Entries not yet normalized, oldest first, with the generation each is to run as.
     fn pending_inbox(&self) -> Result<Vec<(InboxId, u32)>, StoreError>;
@@ -332,11 +401,17 @@ pub trait Inbox: Send + Sync {
 
 /// The event log and the current state of each record.
 pub trait Ledger: Send + Sync {
-    /// The committed state of one record.
-    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// The committed state of one record, with its revision.
+    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<(serde_json::Value, Revision)>, StoreError>;
     /// Write normalized runs in order: events, state, deliveries (joining their lanes) and inbox
     /// outcomes, each entry leaving pending with them. Waits on the calling thread until
     /// committed (its deliveries become due only once durable).
+    ///
+    /// Every state write's [`Expected`] is checked first, in order, against the committed state
+    /// with the commit's earlier writes applied (a record written earlier in the commit has no
+    /// revision a caller can know: only [`Expected::Any`], or [`Expected::Absent`] after a
+    /// removal, holds for it). If one does not hold, nothing is written, the entries stay pending,
+    /// and the answer is [`StoreError::Conflict`].
     fn commit_normalized_blocking(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError>;
     /// One event of the log.
     fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;
@@ -387,7 +462,12 @@ pub trait DeliveryQueue: Send + Sync {
     fn discard_dead_letter(&self, discarded: Delivery, now_ms: u64) -> StoreFuture<'_, ()>;
     /// The delivery at the head of a lane.
     fn lane_head(&self, subscription_id: &str, lane: &str) -> Result<Option<u64>, StoreError>;
-    /// A fresh delivery id.
+    /// The id of the delivery a normalization makes of `event_id` to `subscription_id`. A backend
+    /// whose commit may be repeated elsewhere (another node taking a run over) must answer the
+    /// same id for the same pair, so the repeat adds nothing twice; one whose commits are atomic
+    /// and local may hand out a fresh id (the sled backend: its ids grow, which its floors need).
+    fn delivery_id(&self, event_id: &str, subscription_id: &str) -> Result<u64, StoreError>;
+    /// A fresh delivery id (a delivery added by an operator's redelivery).
     fn new_delivery_id(&self) -> Result<u64, StoreError>;
     /// The attempts of every delivery of an event, in order.
     fn attempts_of_event(&self, event_id: &str) -> Result<Vec<Attempt>, StoreError>;

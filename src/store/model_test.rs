@@ -6,7 +6,7 @@
 //! entry and delivery by a handle (its creation order) and translates each backend's ids to
 //! handles before comparing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -105,7 +105,7 @@ impl Model {
     fn step(&mut self, runtime: &tokio::runtime::Runtime) -> String {
         self.now_ms += self.rng.random_range(0..50);
         match self.rng.random_range(0..106) {
-            0..=14 => self.append(),
+            0..=14 => self.append(runtime),
             15..=34 => self.commit(),
             35..=39 => self.finish(),
             40..=42 => self.requeue(),
@@ -126,7 +126,7 @@ impl Model {
         }
     }
 
-    fn append(&mut self) -> String {
+    fn append(&mut self, runtime: &tokio::runtime::Runtime) -> String {
         let account = self.pick(&ACCOUNTS);
         let entry = InboxEntry {
             account_id: account.into(),
@@ -137,9 +137,22 @@ impl Model {
             headers: vec![("x-n".into(), self.inbox.len().to_string())],
             body: format!("{{\"n\": {}}}", self.inbox.len()).into_bytes(),
         };
-        let ids = self.both().map(|(store, _)| store.append_inbox(&entry).unwrap().0);
-        self.inbox.push(ids);
-        format!("append {account}")
+        let digest = (self.rng.random_range(0..3) > 0).then(|| [self.rng.random_range(0..4u8)]);
+        let dedup = digest.as_ref().map(|digest| Dedup { digest, window_ms: 200 });
+        let [sled, memory] = self.both().map(|(store, _)| runtime.block_on(store.append_inbox(&entry, dedup)).unwrap());
+        match (sled, memory) {
+            (Appended::New(sled), Appended::New(memory)) => {
+                self.inbox.push([sled.0, memory.0]);
+                format!("append {account} {digest:?}: new")
+            }
+            (Appended::Duplicate(sled), Appended::Duplicate(memory)) => {
+                let sled = sled.map(|id| self.inbox_handle(Side::Sled, id));
+                let memory = memory.map(|id| self.inbox_handle(Side::Memory, id));
+                assert_eq!(sled, memory, "the original of a duplicate");
+                format!("append {account} {digest:?}: duplicate of {memory:?}")
+            }
+            (sled, memory) => panic!("append {account} {digest:?}: the sled backend answered {sled:?}, the reference {memory:?}"),
+        }
     }
 
     fn pending_handles(&self) -> Vec<(usize, u32)> {
@@ -170,6 +183,8 @@ impl Model {
         }
         // Delivery ids come from each backend; handles are shared.
         let mut batches: [Vec<NormalizedBatch>; 2] = [Vec::new(), Vec::new()];
+        // Records written earlier in this commit, per side: whether each is there after it.
+        let mut written: [HashMap<(&str, &str), bool>; 2] = [HashMap::new(), HashMap::new()];
         for (handle, generation, account, events) in &plans {
             let mut per_side: [NormalizedBatch; 2] = [0, 1].map(|side| NormalizedBatch {
                 inbox_id: InboxId(self.inbox[*handle][side]),
@@ -207,9 +222,11 @@ impl Model {
                     kind: RecordKind::Reservation,
                     record_id: record.to_string(),
                     record: (!delete).then(|| std::sync::Arc::new(json!({"id": record, "event": event_id}))),
+                    expected: Expected::Any,
                 };
+                let mode = self.rng.random_range(0..10);
                 for subscription in subscriptions {
-                    let ids = self.both().map(|(store, _)| store.new_delivery_id().unwrap());
+                    let ids = self.both().map(|(store, _)| store.delivery_id(event_id, subscription).unwrap());
                     self.deliveries.push(ids);
                     for side in [0, 1] {
                         per_side[side].deliveries.push(Delivery {
@@ -228,9 +245,13 @@ impl Model {
                         });
                     }
                 }
-                for batch in &mut per_side {
+                for (side, batch) in per_side.iter_mut().enumerate() {
+                    let current = self.both()[side].0.get_state(account, RecordKind::Reservation, record).unwrap();
+                    let earlier = written[side].insert((*account, *record), !delete);
+                    let mut write = write.clone();
+                    write.expected = expectation(mode, current.map(|(_, revision)| revision), earlier);
                     batch.events.push(stored.clone());
-                    batch.state.push(write.clone());
+                    batch.state.push(write);
                 }
             }
             let [sled_batch, memory_batch] = per_side;
@@ -238,9 +259,16 @@ impl Model {
             batches[1].push(memory_batch);
         }
         let [sled_batches, memory_batches] = batches;
-        self.sled().commit_normalized_blocking(sled_batches).unwrap();
-        self.memory.commit_normalized_blocking(memory_batches).unwrap();
-        format!("commit {n_entries}")
+        let sled = self.sled().commit_normalized_blocking(sled_batches);
+        let memory = self.memory.commit_normalized_blocking(memory_batches);
+        match (sled, memory) {
+            (Ok(()), Ok(())) => format!("commit {n_entries}"),
+            (Err(StoreError::Conflict { record: sled }), Err(StoreError::Conflict { record: memory })) => {
+                assert_eq!(sled, memory, "the record in conflict");
+                format!("commit {n_entries}: conflict on {memory}")
+            }
+            (sled, memory) => panic!("commit {n_entries}: the sled backend answered {sled:?}, the reference {memory:?}"),
+        }
     }
 
     fn finish(&mut self) -> String {
@@ -462,16 +490,17 @@ impl Model {
     fn digests(&mut self) -> String {
         let account = self.pick(&ACCOUNTS);
         let digest = [self.rng.random_range(0..4u8)];
-        let choice = self.rng.random_range(0..4);
+        let choice = self.rng.random_range(0..2);
         let now_ms = self.now_ms;
         let answers: Vec<String> = self
             .both()
             .into_iter()
             .map(|(store, _)| match choice {
-                0 => format!("{:?}", store.remember_digest(account, &digest, now_ms).unwrap()),
-                1 => format!("{:?}", store.forget_digest(account, &digest).unwrap()),
-                2 => format!("{:?}", store.expire_digests_blocking(now_ms, 200).unwrap()),
-                _ => format!("{:?}", store.is_duplicate(account, &digest, now_ms, 200).unwrap()),
+                0 => {
+                    let record = DigestRecord { account_id: account.into(), digest: digest.to_vec(), seen_ms: now_ms };
+                    format!("{:?}", store.import_digest(&record).unwrap())
+                }
+                _ => format!("{:?}", store.expire_digests_blocking(now_ms, 200).unwrap()),
             })
             .collect();
         assert_eq!(answers[0], answers[1], "digest operation {choice}");
@@ -514,7 +543,7 @@ impl Model {
         let record_id = self.pick(&RECORDS);
         let kind = self.pick(&[RecordKind::Reservation, RecordKind::Conversation, RecordKind::Calendar]);
         let record = self.rng.random_bool(0.8).then(|| std::sync::Arc::new(json!({"id": record_id, "imported": self.now_ms})));
-        let write = StateWrite { account_id: account.into(), kind, record_id: record_id.into(), record };
+        let write = StateWrite { account_id: account.into(), kind, record_id: record_id.into(), record, expected: Expected::Any };
         for (store, _) in self.both() {
             store.put_state_blocking(vec![write.clone()]).unwrap();
         }
@@ -633,7 +662,7 @@ impl Model {
         let state: Vec<Option<Value>> = ACCOUNTS
             .iter()
             .flat_map(|account| RECORDS.iter().map(move |record| (account, record)))
-            .map(|(account, record)| store.get_state(account, RecordKind::Reservation, record).unwrap())
+            .map(|(account, record)| store.get_state(account, RecordKind::Reservation, record).unwrap().map(|(record, _)| record))
             .collect();
         let per_event: Vec<Value> = self
             .events
@@ -724,6 +753,21 @@ fn first_difference(left: &Value, right: &Value, path: &str) -> String {
     }
 }
 
+/// What a state write of the model's commits expects: mostly nothing or the truth (the revision the
+/// side holds, or what an earlier write of the same commit left), one time in ten a stale revision
+/// or a record that is not there, which must fail the whole commit on both sides alike.
+/// `earlier`: whether the record was there after an earlier write of this commit, if any.
+fn expectation(mode: u32, current: Option<Revision>, earlier: Option<bool>) -> Expected {
+    match (mode, earlier) {
+        (0..=4, _) => Expected::Any,
+        (5..=8, Some(true)) => Expected::Any,
+        (5..=8, Some(false)) => Expected::Absent,
+        (5..=8, None) => current.map_or(Expected::Absent, Expected::At),
+        (_, Some(_)) => Expected::At(Revision(u64::MAX)),
+        (_, None) => current.map_or(Expected::At(Revision(u64::MAX)), |_| Expected::Absent),
+    }
+}
+
 #[test]
 fn the_sled_backend_agrees_with_the_in_memory_reference() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -754,5 +798,7 @@ fn the_sled_backend_agrees_with_the_in_memory_reference() {
         let pruned =
             history.iter().filter(|step| step.starts_with("prune ") && !step.ends_with("events 0 deliveries 0 inbox 0 more false")).count();
         assert!(pruned > 0, "seed {seed} never pruned anything: {history:?}");
+        let conflicts = history.iter().filter(|step| step.starts_with("commit ") && step.contains(": conflict on ")).count();
+        assert!(conflicts > 0, "seed {seed} never failed a commit on a stale expectation: {history:?}");
     }
 }

@@ -12,7 +12,7 @@
 //!   its API calls through [`Enricher::perform_listing`], which keeps listing within half the
 //!   account's rate limit and yields to waiting webhook enrichment, 429 and `Retry-After`
 //!   honoured), renders the page's records and appends them to the inbox as one entry of method
-//!   [`SYNC_METHOD`] (a [`ListedPage`]), then dispatches it to the normalizer like a webhook. The
+//!   [`SYNC_METHOD`] (a [`ListedPage`]), which the store hands to the normalizer like a webhook. The
 //!   normalizer decides it in order with the account's webhooks, against the same state. Once the
 //!   entry's outcome is committed the pass stores its cursor ([`SyncStates::put_sync_state`]); a
 //!   crash before that replays the entry (it is pending) and re-lists that one page, whose records
@@ -31,11 +31,10 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::model::{self, Normalized};
-use crate::normalize::Submit;
 use crate::normalize::enrich::Enricher;
 use crate::plugin::bindings::stayhook::plugin::types as wit;
 use crate::plugin::{LoadedPlugin, PluginRegistry, PluginSession};
-use crate::store::{Account, InboxEntry, ListedPage, PassKind, SYNC_METHOD, Store, StoreError, SyncPass, SyncState, SyncStates};
+use crate::store::{Account, Appended, InboxEntry, ListedPage, PassKind, SYNC_METHOD, Store, StoreError, SyncPass, SyncState, SyncStates};
 
 /// The scheduler looks at every account at least this often (a plugin reloaded with sync modes,
 /// an account changed behind the API's back), besides when a pass is due or it is woken.
@@ -92,8 +91,6 @@ pub struct SyncContext {
     pub metrics: Arc<Metrics>,
     /// Performs the plugin's API calls (the webhook enrichment client, its rate limits).
     pub enricher: Arc<Enricher>,
-    /// Hands listed pages to the normalizer.
-    pub normalizer: Submit,
 }
 
 /// Why a pass cannot start.
@@ -487,9 +484,9 @@ impl Syncer {
                 headers: vec![("stayhook-origin".into(), pass.kind.as_str().into())],
                 body: serde_json::to_vec(&body).map_err(|error| error.to_string())?,
             };
-            let inbox_id = store.append_inbox(&entry).map_err(|error| error.to_string())?;
-            store.durable().await.map_err(|error| error.to_string())?;
-            self.ctx.normalizer.dispatch(&account.id, inbox_id, 0);
+            let Appended::New(inbox_id) = store.append_inbox(&entry, None).await.map_err(|error| error.to_string())? else {
+                return Err("the store took a listed page for a duplicate, without duplicate suppression".into());
+            };
             let waiting_since = std::time::Instant::now();
             let outcome = loop {
                 if let Some(outcome) = store.inbox_outcome(inbox_id).map_err(|error| error.to_string())? {

@@ -67,6 +67,8 @@ pub struct SledStore {
     index: Arc<Index>,
     commit: GroupCommit,
     writer: Writer,
+    /// Where entries to normalize go ([`Inbox::feed`]).
+    feed: std::sync::OnceLock<Arc<dyn Feed>>,
 }
 
 /// Everything the store's handle and its writer thread share.
@@ -91,6 +93,9 @@ pub(crate) struct Index {
     due: DueMirror,
     /// Deliveries whose only record is their inbox entry's (see [`Unwritten`]).
     unwritten: Mutex<Unwritten>,
+    /// Held from the check of a digest to its write ([`Inbox::append_inbox`]), by the digest's
+    /// first byte.
+    dedup_locks: [Mutex<()>; 16],
     due_changed: Arc<tokio::sync::Notify>,
     fault: Fault,
     /// Fault injection for the tests (`STAYHOOK_TEST_ABORT_AFTER_STATE` set at open): the writer
@@ -405,6 +410,7 @@ impl SledStore {
             lanes: Mutex::default(),
             due: DueMirror::default(),
             unwritten: Mutex::default(),
+            dedup_locks: Default::default(),
             due_changed: Arc::new(tokio::sync::Notify::new()),
             fault,
             abort_after_state: std::env::var_os("STAYHOOK_TEST_ABORT_AFTER_STATE").is_some_and(|value| !value.is_empty()),
@@ -414,7 +420,7 @@ impl SledStore {
         let commit = GroupCommit::start(index.db.clone(), index.segments.clone(), index.fault.clone())
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         let writer = Writer::start(index.clone(), commit.clone()).map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        Ok(Self { index, commit, writer })
+        Ok(Self { index, commit, writer, feed: std::sync::OnceLock::new() })
     }
 }
 
@@ -687,27 +693,123 @@ impl Catalog for SledStore {
     }
 }
 
+impl SledStore {
+    /// Append a raw webhook, pending. The body goes to a segment first, then its index record;
+    /// durable with the next group commit. A crash between the two leaves an unreferenced body,
+    /// never an index record without one. Also whether the feed was set when the entry became
+    /// pending (then the append hands it over; else [`Inbox::feed`]'s listing does).
+    fn append_entry(&self, entry: &InboxEntry) -> Result<(InboxId, bool), StoreError> {
+        let index = &self.index;
+        let body = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
+        index.noting((|| {
+            let loc = index.segments.append(&body)?;
+            let mut record = InboxRecord {
+                account_id: entry.account_id.clone(),
+                received_at_ms: entry.received_at_ms,
+                loc,
+                fate: Fate::Pending { generation: 0, previous: None },
+            };
+            let (inbox_id, fed) = {
+                let mut open = index.open_state();
+                let inbox_id = InboxId(index.next_id(&mut open)?);
+                open.pending.insert(inbox_id.0, 0);
+                (inbox_id, self.feed.get().is_some())
+            };
+            record.account_id.shrink_to_fit();
+            if let Err(error) = index.inbox.insert(inbox_id.key(), encode_record(&record)) {
+                index.open_state().pending.remove(&inbox_id.0);
+                return Err(error.into());
+            }
+            Ok((inbox_id, fed))
+        })())
+    }
+}
+
 impl Inbox for SledStore {
-    fn is_duplicate(&self, account_id: &str, body_digest: &[u8], now_ms: u64, window_ms: u64) -> Result<bool, StoreError> {
-        let key = keys::dedup(account_id, body_digest);
-        Ok(self
-            .index
-            .dedup
-            .get(key)?
-            .is_some_and(|seen| keys::read_u64(&seen).is_some_and(|seen_ms| now_ms.saturating_sub(seen_ms) < window_ms)))
-    }
-
-    /// Written after its entry, so a digest that survives a crash has its entry (sled recovers a
-    /// prefix of the writes).
-    fn remember_digest(&self, account_id: &str, body_digest: &[u8], now_ms: u64) -> Result<(), StoreError> {
-        let inserted = self.index.dedup.insert(keys::dedup(account_id, body_digest), &now_ms.to_be_bytes());
-        self.index.noting(inserted.map_err(StoreError::from))?;
+    /// The pending set is taken under its lock and the feed set before it is let go, so an entry
+    /// appended meanwhile is handed over once: by this listing or by its append.
+    fn feed(&self, feed: Arc<dyn Feed>) -> Result<(), StoreError> {
+        let pending: Vec<(u64, u32)> = {
+            let open = self.index.open_state();
+            if self.feed.set(feed.clone()).is_err() {
+                return Err(StoreError::Backend("the store's feed is set already".into()));
+            }
+            open.pending.iter().map(|(id, generation)| (*id, *generation)).collect()
+        };
+        if !pending.is_empty() {
+            tracing::info!(n_pending = pending.len(), "resuming normalization of stored webhooks");
+        }
+        for (id, generation) in pending {
+            // An append marks its entry pending just before it writes the entry's record: one
+            // caught in between is waited for (or dropped, if its write failed).
+            let mut record = self.index.inbox_record(InboxId(id))?;
+            for _ in 0..1_000 {
+                if record.is_some() || !self.index.open_state().pending.contains_key(&id) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                record = self.index.inbox_record(InboxId(id))?;
+            }
+            match record {
+                Some(record) => feed.dispatch(&record.account_id, InboxId(id), generation, true),
+                None => tracing::warn!(inbox_id = id, "pending entry without inbox data"),
+            }
+        }
         Ok(())
     }
 
-    fn forget_digest(&self, account_id: &str, body_digest: &[u8]) -> Result<(), StoreError> {
-        self.index.dedup.remove(keys::dedup(account_id, body_digest))?;
-        Ok(())
+    /// The check and the write of a digest happen under one of [`Index::dedup_locks`] (by the
+    /// digest's first byte), so two appends of one digest at once cannot both find it new. The
+    /// digest is written after its entry, so a digest that survives a crash has its entry (sled
+    /// recovers a prefix of the writes); its value is the time seen and the entry's id.
+    fn append_inbox<'a>(&'a self, entry: &'a InboxEntry, dedup: Option<Dedup<'a>>) -> StoreFuture<'a, Appended> {
+        Box::pin(async move {
+            let index = &self.index;
+            let mut fed = false;
+            let appended = match dedup {
+                None => {
+                    let (inbox_id, was_fed) = self.append_entry(entry)?;
+                    fed = was_fed;
+                    Appended::New(inbox_id)
+                }
+                Some(dedup) => {
+                    let key = keys::dedup(&entry.account_id, dedup.digest);
+                    let stripe = dedup.digest.first().map_or(0, |byte| usize::from(*byte) % index.dedup_locks.len());
+                    let _check = index.dedup_locks[stripe].lock().expect("dedup lock poisoned");
+                    let seen = index.dedup.get(&key)?.and_then(|value| {
+                        let seen_ms = keys::read_u64(&value)?;
+                        (entry.received_at_ms.saturating_sub(seen_ms) < dedup.window_ms).then(|| value.get(8..).and_then(keys::read_u64))
+                    });
+                    match seen {
+                        Some(original) => Appended::Duplicate(original.map(InboxId)),
+                        None => {
+                            let (inbox_id, was_fed) = self.append_entry(entry)?;
+                            fed = was_fed;
+                            let mut value = entry.received_at_ms.to_be_bytes().to_vec();
+                            value.extend_from_slice(&inbox_id.0.to_be_bytes());
+                            index.noting(index.dedup.insert(key, value).map_err(StoreError::from))?;
+                            Appended::New(inbox_id)
+                        }
+                    }
+                }
+            };
+            let durable = self.commit.durable().await;
+            if let (Ok(()), Appended::New(inbox_id), true, Some(feed)) = (&durable, appended, fed, self.feed.get()) {
+                feed.dispatch(&entry.account_id, inbox_id, 0, false);
+            }
+            if let Err(error) = durable {
+                // sled refuses every write after its first I/O error, so this process cannot
+                // store the retry anyway; the next one (restarted) finds the digest only if its
+                // entry was recovered with it.
+                if let (Appended::New(_), Some(dedup)) = (appended, dedup)
+                    && let Err(forget_error) = index.dedup.remove(keys::dedup(&entry.account_id, dedup.digest))
+                {
+                    tracing::warn!(error = %forget_error, "could not forget the digest of a webhook that was not stored");
+                }
+                return Err(error);
+            }
+            Ok(appended)
+        })
     }
 
     fn expire_digests_blocking(&self, now_ms: u64, window_ms: u64) -> Result<usize, StoreError> {
@@ -722,37 +824,18 @@ impl Inbox for SledStore {
         Ok(n_removed)
     }
 
-    /// The body goes to a segment first, then its index record, pending. Not durable until
-    /// [`Inbox::durable`] resolves. A crash between the two leaves an unreferenced body, never an
-    /// index record without one.
-    fn append_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
-        let index = &self.index;
-        let body = postcard::to_stdvec(entry).map_err(|error| StoreError::Codec { tree: tree::INBOX, message: error.to_string() })?;
-        index.noting((|| {
-            let loc = index.segments.append(&body)?;
-            let mut record = InboxRecord {
-                account_id: entry.account_id.clone(),
-                received_at_ms: entry.received_at_ms,
-                loc,
-                fate: Fate::Pending { generation: 0, previous: None },
-            };
-            let inbox_id = {
-                let mut open = index.open_state();
-                let inbox_id = InboxId(index.next_id(&mut open)?);
-                open.pending.insert(inbox_id.0, 0);
-                inbox_id
-            };
-            record.account_id.shrink_to_fit();
-            if let Err(error) = index.inbox.insert(inbox_id.key(), encode_record(&record)) {
-                index.open_state().pending.remove(&inbox_id.0);
-                return Err(error.into());
-            }
-            Ok(inbox_id)
-        })())
+    fn import_inbox(&self, entry: &InboxEntry) -> Result<InboxId, StoreError> {
+        self.append_entry(entry).map(|(inbox_id, _)| inbox_id)
     }
 
     fn durable(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.commit.durable())
+    }
+
+    fn import_digest(&self, digest: &DigestRecord) -> Result<(), StoreError> {
+        let inserted = self.index.dedup.insert(keys::dedup(&digest.account_id, &digest.digest), &digest.seen_ms.to_be_bytes());
+        self.index.noting(inserted.map_err(StoreError::from))?;
+        Ok(())
     }
 
     fn get_inbox(&self, inbox_id: InboxId) -> Result<Option<InboxEntry>, StoreError> {
@@ -778,14 +861,14 @@ impl Inbox for SledStore {
     fn requeue_inbox(&self, inbox_id: InboxId) -> Result<Option<u32>, StoreError> {
         let index = &self.index;
         let Some(mut record) = index.inbox_record(inbox_id)? else { return Ok(None) };
-        let generation = {
+        let (generation, fed) = {
             let mut open = index.open_state();
             if open.pending.contains_key(&inbox_id.0) {
                 return Ok(None);
             }
             let generation = record.fate.outcome().map_or(0, |outcome| outcome.generation.saturating_add(1));
             open.pending.insert(inbox_id.0, generation);
-            generation
+            (generation, self.feed.get().is_some())
         };
         let previous = record.fate.outcome().cloned();
         index.noting((|| {
@@ -795,6 +878,9 @@ impl Inbox for SledStore {
             index.inbox.insert(inbox_id.key(), encode_record(&record))?;
             Ok(())
         })())?;
+        if let (true, Some(feed)) = (fed, self.feed.get()) {
+            feed.dispatch(&record.account_id, inbox_id, generation, false);
+        }
         Ok(Some(generation))
     }
 
@@ -844,8 +930,9 @@ impl Inbox for SledStore {
 }
 
 impl Ledger for SledStore {
-    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.index.state.get(keys::state(account_id, kind, record_id))?.map(|value| decode_state(&value)).transpose()
+    fn get_state(&self, account_id: &str, kind: RecordKind, record_id: &str) -> Result<Option<(serde_json::Value, Revision)>, StoreError> {
+        let Some(stored) = self.index.state.get(keys::state(account_id, kind, record_id))? else { return Ok(None) };
+        Ok(Some((decode_state(&stored)?, state_revision(&stored))))
     }
 
     /// Event bodies are encoded and appended to a segment here, on the caller's thread; the
@@ -957,6 +1044,12 @@ impl DeliveryQueue for SledStore {
 
     /// Open until it is delivered, cancelled or dead: a delivery allocated and never committed
     /// holds the delivery floor down until the next start (costing start-up a longer read).
+    /// Fresh: a commit is written by this store's one writer, never repeated elsewhere, and the
+    /// floors need ids that grow.
+    fn delivery_id(&self, _event_id: &str, _subscription_id: &str) -> Result<u64, StoreError> {
+        self.new_delivery_id()
+    }
+
     fn new_delivery_id(&self) -> Result<u64, StoreError> {
         let mut open = self.index.open_state();
         let id = self.index.next_id(&mut open)?;
@@ -990,6 +1083,14 @@ impl DeliveryQueue for SledStore {
 /// writes and keeps far fewer bytes for a small value).
 fn encode_state(record: &serde_json::Value) -> Vec<u8> {
     lz4_flex::block::compress_prepend_size(&encode_json(record))
+}
+
+/// A stored state's revision: a hash of its stored bytes. A record changed and changed back has its
+/// old revision again, which is right for a decision: it was made on the same state.
+fn state_revision(stored: &[u8]) -> Revision {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hasher, stored);
+    Revision(std::hash::Hasher::finish(&hasher))
 }
 
 fn decode_state(bytes: &[u8]) -> Result<serde_json::Value, StoreError> {

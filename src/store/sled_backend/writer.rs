@@ -56,6 +56,8 @@ pub(super) struct PreparedBatch {
     outcome: InboxOutcome,
     events: Vec<(Vec<u8>, Vec<u8>)>,
     state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Per state write: what it expects, and the record it names (for the conflict's message).
+    expected: Vec<(Expected, String)>,
     deliveries: Vec<Delivery>,
 }
 
@@ -84,7 +86,19 @@ pub(super) fn prepare_normalized(index: &Index, batches: Vec<NormalizedBatch>) -
             .iter()
             .map(|write| (keys::state(&write.account_id, write.kind, &write.record_id), write.record.as_deref().map(encode_state)))
             .collect();
-        prepared.push(PreparedBatch { inbox_id: batch.inbox_id, outcome: batch.outcome, events, state, deliveries: batch.deliveries });
+        let expected = batch
+            .state
+            .iter()
+            .map(|write| (write.expected, format!("{}/{}/{}", write.account_id, write.kind.as_str(), write.record_id)))
+            .collect();
+        prepared.push(PreparedBatch {
+            inbox_id: batch.inbox_id,
+            outcome: batch.outcome,
+            events,
+            state,
+            expected,
+            deliveries: batch.deliveries,
+        });
     }
     Ok(Job::Normalized(prepared))
 }
@@ -165,6 +179,7 @@ fn answer(index: &Index, commit: &GroupCommit, changes: DueChanges, answers: Vec
 fn apply(index: &Index, job: Job, changes: &mut DueChanges) -> Result<(), StoreError> {
     match job {
         Job::Normalized(batches) => {
+            check_expected(index, &batches)?;
             for batch in batches {
                 apply_normalized(index, batch, changes)?;
             }
@@ -181,6 +196,29 @@ fn apply(index: &Index, job: Job, changes: &mut DueChanges) -> Result<(), StoreE
             leave_lane(index, &discarded, now_ms, changes)
         }
     }
+}
+
+/// Check a commit's state writes against the state before any of them is applied (the writer
+/// thread is the only writer of state while the daemon runs, so nothing changes in between).
+fn check_expected(index: &Index, batches: &[PreparedBatch]) -> Result<(), StoreError> {
+    // Records written earlier in the commit: whether each is there after that write.
+    let mut written: HashMap<&[u8], bool> = HashMap::new();
+    for batch in batches {
+        for ((key, value), (expected, record)) in batch.state.iter().zip(&batch.expected) {
+            let holds = match (expected, written.get(key.as_slice())) {
+                (Expected::Any, _) => true,
+                (Expected::Absent, Some(present)) => !present,
+                (Expected::At(_), Some(_)) => false,
+                (Expected::Absent, None) => !index.state.contains_key(key)?,
+                (Expected::At(revision), None) => index.state.get(key)?.is_some_and(|stored| state_revision(&stored) == *revision),
+            };
+            if !holds {
+                return Err(StoreError::Conflict { record: record.clone() });
+            }
+            written.insert(key, value.is_some());
+        }
+    }
+    Ok(())
 }
 
 /// Events, state, then the inbox entry's fate with the new deliveries in it (they get records of
