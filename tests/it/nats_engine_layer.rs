@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use stayhook::store::InboxEntry;
 use stayhook::store::nats::engine::INBOX_STREAM;
-use stayhook::store::nats::{Appended, Engine, Feed, FeedBatch, FeedHandler, FeedItem, NatsConfig, NatsError, partition_of};
+use stayhook::store::nats::{Engine, FeedBatch, FeedHandler, FeedItem, NatsConfig, NatsError, PartitionFeed, partition_of};
+use stayhook::store::{Appended, InboxEntry, InboxId};
 
 use crate::support::NatsCluster;
 
@@ -79,7 +79,8 @@ async fn append_until_acked(engine: &Engine, entry: &InboxEntry, digest: &[u8]) 
 
 fn sequence(appended: Appended) -> u64 {
     match appended {
-        Appended::New(sequence) | Appended::Duplicate(sequence) => sequence,
+        Appended::New(InboxId(sequence)) | Appended::Duplicate(Some(InboxId(sequence))) => sequence,
+        Appended::Duplicate(None) => panic!("a duplicate without its original"),
     }
 }
 
@@ -136,12 +137,14 @@ async fn appends_are_deduplicated_and_every_acknowledged_one_survives_a_sigkill_
         // A second append of one digest answers the first one's sequence and stores nothing.
         let (entry, digest) = webhook("acct-1", 0);
         let first = engine.append(&entry, &digest).await.expect("the first append");
-        let Appended::New(first_sequence) = first else { panic!("the first append: {first:?}") };
-        assert_eq!(engine.append(&entry, &digest).await.expect("the second append"), Appended::Duplicate(first_sequence));
+        let Appended::New(InboxId(first_sequence)) = first else { panic!("the first append: {first:?}") };
+        assert_eq!(engine.append(&entry, &digest).await.expect("the second append"), Appended::Duplicate(Some(InboxId(first_sequence))));
         // The same digest for another account is another webhook.
         let (mut other, _) = webhook("acct 2.odd", 0);
         other.body = entry.body.clone();
-        let Appended::New(other_sequence) = engine.append(&other, &digest).await.unwrap() else { panic!("another account's append") };
+        let Appended::New(InboxId(other_sequence)) = engine.append(&other, &digest).await.unwrap() else {
+            panic!("another account's append")
+        };
         let stored = engine.get_inbox(first_sequence).await.unwrap().expect("the first entry");
         assert_eq!(format!("{:?}", stored.entry), format!("{entry:?}"));
         assert_eq!(stored.partition, partition_of("acct-1", 4));
@@ -288,7 +291,7 @@ async fn the_feed_keeps_per_account_order_across_two_nodes_and_a_drainer_dying_m
         // Node A drains alone at first: it is pinned on every partition.
         let engine_a = connect(config(&cluster, PARTITIONS)).await;
         let recorder_a = Recorder::new(0, &journal);
-        let feed_a = Feed::start(&engine_a, recorder_a.clone()).await.expect("feed A");
+        let feed_a = PartitionFeed::start(&engine_a, recorder_a.clone()).await.expect("feed A");
         let mut published: Vec<u64> = Vec::new();
         for index in 0..48 {
             let (entry, digest) = webhook(&accounts[index % accounts.len()], index);
@@ -300,7 +303,7 @@ async fn the_feed_keeps_per_account_order_across_two_nodes_and_a_drainer_dying_m
         // two partitions (spreading), and both drain.
         let engine_b = connect(config(&cluster, PARTITIONS)).await;
         let recorder_b = Recorder::new(1, &journal);
-        let feed_b = Feed::start(&engine_b, recorder_b.clone()).await.expect("feed B");
+        let feed_b = PartitionFeed::start(&engine_b, recorder_b.clone()).await.expect("feed B");
         let stop = Arc::new(AtomicBool::new(false));
         let publishing = tokio::spawn({
             let (publisher, accounts, stop) = (publisher.clone(), accounts.clone(), stop.clone());
@@ -390,7 +393,7 @@ async fn a_drainer_that_lost_its_pin_takes_nothing_new_and_its_acks_are_refused(
         let engine_a = connect(NatsConfig { urls: vec![cluster.url(a_server)], ..config(&cluster, 1) }).await;
         let recorder_a = Recorder::new(0, &journal);
         recorder_a.holding.store(true, Ordering::SeqCst);
-        let feed_a = Feed::start(&engine_a, recorder_a.clone()).await.unwrap();
+        let feed_a = PartitionFeed::start(&engine_a, recorder_a.clone()).await.unwrap();
         let mut published = Vec::new();
         let (entry, digest) = webhook("acct-1", 0);
         published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));
@@ -402,7 +405,7 @@ async fn a_drainer_that_lost_its_pin_takes_nothing_new_and_its_acks_are_refused(
         // it from the 423 its first pull naming the old pin gets.
         let engine_b = connect(NatsConfig { urls: b_servers, ..config(&cluster, 1) }).await;
         let recorder_b = Recorder::new(1, &journal);
-        let feed_b = Feed::start(&engine_b, recorder_b.clone()).await.unwrap();
+        let feed_b = PartitionFeed::start(&engine_b, recorder_b.clone()).await.unwrap();
         cluster.kill(a_server);
         let (entry, digest) = webhook("acct-1", 1);
         published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));
@@ -447,7 +450,7 @@ async fn a_node_holding_every_partition_lets_some_go_to_a_node_that_joins() {
         let accounts = accounts(PARTITIONS);
         let journal: Arc<Mutex<Journal>> = Default::default();
         let engine_a = connect(config(&cluster, PARTITIONS)).await;
-        let feed_a = Feed::start(&engine_a, Recorder::new(0, &journal)).await.unwrap();
+        let feed_a = PartitionFeed::start(&engine_a, Recorder::new(0, &journal)).await.unwrap();
         let mut published = Vec::new();
         for index in 0..24 {
             let (entry, digest) = webhook(&accounts[index % accounts.len()], index);
@@ -457,7 +460,7 @@ async fn a_node_holding_every_partition_lets_some_go_to_a_node_that_joins() {
 
         // B joins while webhooks keep coming: A lets partitions go until each holds its share (2).
         let engine_b = connect(config(&cluster, PARTITIONS)).await;
-        let feed_b = Feed::start(&engine_b, Recorder::new(1, &journal)).await.unwrap();
+        let feed_b = PartitionFeed::start(&engine_b, Recorder::new(1, &journal)).await.unwrap();
         let mut index = 24;
         let deadline = Instant::now() + Duration::from_secs(45);
         while !(feed_a.pinned().len() == 2 && feed_b.pinned().len() == 2) {
@@ -501,7 +504,7 @@ async fn a_node_whose_handler_panics_gives_the_partition_up_to_another() {
         let publisher = connect(config(&cluster, 1)).await;
         let engine_a = connect(config(&cluster, 1)).await;
         let panicking = Arc::new(Panicking { called: AtomicBool::new(false) });
-        let feed_a = Feed::start(&engine_a, panicking.clone()).await.unwrap();
+        let feed_a = PartitionFeed::start(&engine_a, panicking.clone()).await.unwrap();
         let mut published = Vec::new();
         let (entry, digest) = webhook("acct-1", 0);
         published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));
@@ -511,7 +514,7 @@ async fn a_node_whose_handler_panics_gives_the_partition_up_to_another() {
 
         let journal: Arc<Mutex<Journal>> = Default::default();
         let engine_b = connect(config(&cluster, 1)).await;
-        let feed_b = Feed::start(&engine_b, Recorder::new(1, &journal)).await.unwrap();
+        let feed_b = PartitionFeed::start(&engine_b, Recorder::new(1, &journal)).await.unwrap();
         for index in 1..3 {
             let (entry, digest) = webhook("acct-1", index);
             published.push(sequence(append_until_acked(&publisher, &entry, &digest).await.0));

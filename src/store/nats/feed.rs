@@ -132,14 +132,14 @@ impl Drop for FeedAck {
 }
 
 /// The feed of every partition on this node; dropping it stops the feed (without acking anything).
-pub struct Feed {
+pub struct PartitionFeed {
     leases: Vec<Arc<Lease>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Feed {
+impl PartitionFeed {
     /// Start pulling every partition and handing what this node is pinned for to `handler`.
-    pub async fn start<H: FeedHandler>(engine: &Engine, handler: Arc<H>) -> Result<Feed, NatsError> {
+    pub async fn start<H: FeedHandler>(engine: &Engine, handler: Arc<H>) -> Result<PartitionFeed, NatsError> {
         let mut leases = Vec::new();
         let mut tasks = Vec::new();
         for partition in 0..engine.partitions() {
@@ -167,7 +167,7 @@ impl Feed {
             leases.push(lease);
         }
         tasks.push(tokio::spawn(balance(engine.clone(), leases.clone())));
-        Ok(Feed { leases, tasks })
+        Ok(PartitionFeed { leases, tasks })
     }
 
     /// The partitions this node holds the pin of right now (as far as it knows).
@@ -181,7 +181,7 @@ impl Feed {
     }
 }
 
-impl Drop for Feed {
+impl Drop for PartitionFeed {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();

@@ -14,17 +14,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::message::PublishMessage;
 
 use super::engine::{Engine, INBOX_STREAM, NatsError, classify, inbox_subject, token_id};
-use crate::store::InboxEntry;
-
-/// What an append did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Appended {
-    /// Stored under this sequence (the inbox id).
-    New(u64),
-    /// The same account and digest were appended inside the duplicate window, under this sequence;
-    /// nothing was stored.
-    Duplicate(u64),
-}
+use crate::store::{Appended, InboxEntry, InboxId};
 
 /// An inbox message decoded: the entry and where it is.
 #[derive(Debug, Clone)]
@@ -49,7 +39,9 @@ pub fn message_id(account_id: &str, digest: &[u8]) -> String {
 }
 
 impl Engine {
-    /// Append a webhook (see the module docs). A publish that fails transiently (no ack in time,
+    /// Append a webhook (see the module docs): [`Appended::New`] with the stream sequence as the
+    /// inbox id, or [`Appended::Duplicate`] naming the original's when the same account and digest
+    /// were appended inside the duplicate window (nothing stored). A publish that fails transiently (no ack in time,
     /// no leader while the stream elects one) is sent again with the same `Nats-Msg-Id` until
     /// `publish_retry_bound` has passed, then [`NatsError::Unavailable`]: nothing was acknowledged.
     pub async fn append(&self, entry: &InboxEntry, digest: &[u8]) -> Result<Appended, NatsError> {
@@ -64,8 +56,8 @@ impl Engine {
                 Err(error) => Err(classify("publishing to the inbox", &error)),
             };
             match result {
-                Ok(ack) if ack.duplicate => return Ok(Appended::Duplicate(ack.sequence)),
-                Ok(ack) => return Ok(Appended::New(ack.sequence)),
+                Ok(ack) if ack.duplicate => return Ok(Appended::Duplicate(Some(InboxId(ack.sequence)))),
+                Ok(ack) => return Ok(Appended::New(InboxId(ack.sequence))),
                 Err(NatsError::Unavailable(reason)) if Instant::now() < deadline => {
                     tracing::debug!(%reason, "inbox publish: again with the same id");
                     tokio::time::sleep(Duration::from_millis(200)).await;

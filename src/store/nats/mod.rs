@@ -19,5 +19,5 @@ pub mod feed;
 pub mod inbox;
 
 pub use engine::{Engine, NatsConfig, NatsError, partition_of, subject_token, token_id};
-pub use feed::{Feed, FeedAck, FeedBatch, FeedHandler, FeedItem};
-pub use inbox::{Appended, NatsInboxEntry};
+pub use feed::{FeedAck, FeedBatch, FeedHandler, FeedItem, PartitionFeed};
+pub use inbox::NatsInboxEntry;
