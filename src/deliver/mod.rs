@@ -21,8 +21,8 @@
 pub mod envelope;
 pub mod retry;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -34,7 +34,7 @@ use crate::http::destination;
 use crate::metrics::Metrics;
 use crate::model;
 use crate::model::time::unix_ms;
-use crate::store::{Attempt, Delivery, DeliveryStatus, Origin, Store};
+use crate::store::{Attempt, DeliveryStatus, Leased, Origin, Store};
 
 /// Longest response body kept in the attempt log.
 const RESPONSE_EXCERPT_BYTES: usize = 1024;
@@ -83,44 +83,28 @@ impl From<&Settings> for DeliverSettings {
 
 /// Run the scheduler until `shutdown` is notified.
 pub async fn run_scheduler(daemon: Arc<DeliverContext>, shutdown: Arc<Notify>) {
-    let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
+    let n_in_flight = Arc::new(AtomicUsize::new(0));
     let capacity = daemon.settings.delivery_concurrency;
-    // Due deliveries found without a record, each reported once.
-    let mut missing: HashSet<u64> = HashSet::new();
     loop {
         if daemon.store.fault().reason().is_some() {
             // The store refuses writes: an attempt could not record its outcome. Dispatch
             // nothing; the daemon is stopping so a supervisor restarts it.
             shutdown.notified().await;
-            return finish_in_flight(&daemon, &in_flight).await;
+            return finish_in_flight(&daemon, &n_in_flight).await;
         }
-        let free = capacity.saturating_sub(in_flight.lock().expect("in-flight set lock poisoned").len());
-        let (due, next_due_ms) = {
-            let in_flight = in_flight.lock().expect("in-flight set lock poisoned");
-            daemon.store.due_deliveries(unix_ms(), free, &mut |delivery_id| !in_flight.contains(&delivery_id))
+        let free = capacity.saturating_sub(n_in_flight.load(Ordering::Acquire));
+        let (leased, next_due_ms) = match daemon.store.next_work(unix_ms(), free) {
+            Ok(work) => work,
+            Err(error) => {
+                tracing::error!(%error, "reading due deliveries failed");
+                (Vec::new(), Some(unix_ms().saturating_add(1_000)))
+            }
         };
-        for delivery_id in due {
-            let delivery = match daemon.store.get_delivery(delivery_id) {
-                Ok(Some(delivery)) => delivery,
-                Ok(None) => {
-                    // No write path leaves one; if one did, its lane would wait behind it for good.
-                    if missing.insert(delivery_id) {
-                        tracing::error!(
-                            delivery_id,
-                            "a due delivery has no record, so its lane cannot go on; this is a bug, please report it"
-                        );
-                    }
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!(%error, delivery_id, "reading a due delivery failed");
-                    continue;
-                }
-            };
-            in_flight.lock().expect("in-flight set lock poisoned").insert(delivery_id);
-            let slot = Slot { daemon: daemon.clone(), in_flight: in_flight.clone(), delivery_id };
+        for leased in leased {
+            n_in_flight.fetch_add(1, Ordering::AcqRel);
+            let slot = Slot { daemon: daemon.clone(), n_in_flight: n_in_flight.clone(), leased: Some(leased) };
             let daemon = daemon.clone();
-            tokio::spawn(async move { attempt(&daemon, delivery, slot).await });
+            tokio::spawn(async move { attempt(&daemon, slot).await });
         }
         // Due now but every slot taken: a finishing attempt wakes us. Otherwise sleep until the
         // next retry is due (a normalizer or a redelivery wakes us for new work).
@@ -131,7 +115,7 @@ pub async fn run_scheduler(daemon: Arc<DeliverContext>, shutdown: Arc<Notify>) {
             _ = daemon.store.due_changed().notified() => {}
             _ = tokio::time::sleep(sleep_for) => {}
             _ = fault.wait() => {}
-            _ = shutdown.notified() => return finish_in_flight(&daemon, &in_flight).await,
+            _ = shutdown.notified() => return finish_in_flight(&daemon, &n_in_flight).await,
         }
     }
 }
@@ -139,10 +123,10 @@ pub async fn run_scheduler(daemon: Arc<DeliverContext>, shutdown: Arc<Notify>) {
 /// On shutdown: start nothing new, and wait (at most one delivery timeout and a second) for the
 /// attempts in flight to record their outcome, so a graceful restart does not send again what
 /// the receivers already have. What is still in flight after that is repeated at the next start.
-async fn finish_in_flight(daemon: &DeliverContext, in_flight: &Mutex<HashSet<u64>>) {
+async fn finish_in_flight(daemon: &DeliverContext, n_in_flight: &AtomicUsize) {
     let deadline = tokio::time::Instant::now() + daemon.settings.delivery_timeout + Duration::from_secs(1);
     loop {
-        let n_in_flight = in_flight.lock().expect("in-flight set lock poisoned").len();
+        let n_in_flight = n_in_flight.load(Ordering::Acquire);
         if n_in_flight == 0 {
             return;
         }
@@ -155,18 +139,27 @@ async fn finish_in_flight(daemon: &DeliverContext, in_flight: &Mutex<HashSet<u64
     }
 }
 
-/// A delivery's place among the attempts in flight. Dropping it frees the place and wakes the
-/// scheduler; an attempt drops it once its outcome is recorded and on disk (the delivery has then
-/// left `due` or moved in it, also in the store's in-memory mirror).
+/// A leased delivery's place among the attempts in flight. Dropping it gives the lease back, then
+/// frees the place and wakes the scheduler; an attempt drops it once its outcome is recorded and
+/// on disk (the delivery has then left `due` or moved in it, also in the store's in-memory mirror).
 struct Slot {
     daemon: Arc<DeliverContext>,
-    in_flight: Arc<Mutex<HashSet<u64>>>,
-    delivery_id: u64,
+    n_in_flight: Arc<AtomicUsize>,
+    /// Always set until dropped.
+    leased: Option<Leased>,
+}
+
+impl Slot {
+    fn leased(&self) -> &Leased {
+        self.leased.as_ref().expect("a slot holds its lease until dropped")
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.in_flight.lock().expect("in-flight set lock poisoned").remove(&self.delivery_id);
+        // The lease first: the scheduler this wakes must find the delivery free.
+        drop(self.leased.take());
+        self.n_in_flight.fetch_sub(1, Ordering::AcqRel);
         self.daemon.scheduler_wakeup.notify_one();
     }
 }
@@ -179,8 +172,10 @@ const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// scheduler may try it again: the receiver may already have it, so it is not sent again at once.
 const RECORD_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
-/// Make one attempt of `delivery` and record it.
-async fn attempt(daemon: &DeliverContext, delivery: Delivery, slot: Slot) {
+/// Make one attempt of the slot's delivery and record it.
+async fn attempt(daemon: &DeliverContext, slot: Slot) {
+    let leased = slot.leased();
+    let delivery = &leased.delivery;
     let now_ms = unix_ms();
     let subscription = match daemon.store.get_subscription(&delivery.account_id, &delivery.subscription_id) {
         Ok(subscription) => subscription,
@@ -208,7 +203,7 @@ async fn attempt(daemon: &DeliverContext, delivery: Delivery, slot: Slot) {
         next.status = DeliveryStatus::Cancelled;
         next.last_error = Some("the subscription was deleted or disabled".into());
         next.updated_at_ms = now_ms;
-        if let Err(error) = daemon.store.record_attempt(&delivery, &next, None, now_ms, daemon.settings.dead_letters_hold_lane).await {
+        if let Err(error) = daemon.store.record_attempt(leased, &next, None, now_ms, daemon.settings.dead_letters_hold_lane).await {
             tracing::error!(%error, "recording a cancelled delivery failed");
             tokio::time::sleep(RECORD_ERROR_PAUSE).await;
         }
@@ -258,7 +253,7 @@ async fn attempt(daemon: &DeliverContext, delivery: Delivery, slot: Slot) {
         success: outcome.success,
     };
     let hold_lane = daemon.settings.dead_letters_hold_lane;
-    if let Err(error) = daemon.store.record_attempt(&delivery, &next, Some(&record), unix_ms(), hold_lane).await {
+    if let Err(error) = daemon.store.record_attempt(leased, &next, Some(&record), unix_ms(), hold_lane).await {
         tracing::error!(%error, delivery_id = delivery.id, "recording a delivery attempt failed; it will be repeated later");
         tokio::time::sleep(RECORD_ERROR_PAUSE).await;
         return;

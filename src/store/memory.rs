@@ -17,6 +17,8 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// Where entries to normalize go ([`Inbox::feed`]).
     feed: std::sync::OnceLock<Arc<dyn Feed>>,
+    /// Deliveries leased for an attempt ([`DeliveryQueue::next_work`]).
+    leases: Leases,
     due_changed: tokio::sync::Notify,
     fault: Fault,
 }
@@ -433,6 +435,10 @@ impl DeliveryQueue for MemoryStore {
         (found, next_ms)
     }
 
+    fn next_work(&self, now_ms: u64, limit: usize) -> Result<(Vec<Leased>, Option<u64>), StoreError> {
+        self.leases.lease_due(self, now_ms, limit)
+    }
+
     fn due_changed(&self) -> &tokio::sync::Notify {
         &self.due_changed
     }
@@ -447,12 +453,13 @@ impl DeliveryQueue for MemoryStore {
 
     fn record_attempt<'a>(
         &'a self,
-        previous: &'a Delivery,
+        leased: &'a Leased,
         next: &'a Delivery,
         attempt: Option<&'a Attempt>,
         now_ms: u64,
         hold_lane: bool,
     ) -> StoreFuture<'a, ()> {
+        let previous = &leased.delivery;
         let mut inner = self.lock();
         inner.due.remove(&(previous.next_attempt_at_ms, previous.id));
         inner.deliveries.insert(next.id, next.clone());

@@ -432,24 +432,105 @@ pub trait Ledger: Send + Sync {
     fn put_events_blocking(&self, events: Vec<StoredEvent>) -> Result<(), StoreError>;
 }
 
+/// A delivery handed to this process for one attempt ([`DeliveryQueue::next_work`]): no other
+/// attempt of it starts while the lease is held. [`DeliveryQueue::record_attempt`] moves it on;
+/// dropping the lease gives it back (due again if nothing was recorded). A JetStream backend's
+/// lease is the work message, acknowledged by the recorded attempt.
+pub struct Leased {
+    /// The delivery as it was when leased.
+    pub delivery: Delivery,
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Leased {
+    /// A lease of `delivery` that runs `release` when dropped.
+    pub fn new(delivery: Delivery, release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self { delivery, release: Some(Box::new(release)) }
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Leased {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Leased").field("delivery", &self.delivery.id).finish()
+    }
+}
+
+/// The leases of a backend that keeps its due set in this process (both embedded backends): the
+/// ids leased, and the due ids found without a record (reported once each).
+#[derive(Clone, Default)]
+pub struct Leases(Arc<std::sync::Mutex<(std::collections::HashSet<u64>, std::collections::HashSet<u64>)>>);
+
+impl Leases {
+    /// [`DeliveryQueue::next_work`] over `queue`'s due set.
+    pub fn lease_due(&self, queue: &dyn DeliveryQueue, now_ms: u64, limit: usize) -> Result<(Vec<Leased>, Option<u64>), StoreError> {
+        let (ids, next_ms) = {
+            let mut held = self.0.lock().expect("lease set lock poisoned");
+            let (ids, next_ms) = queue.due_deliveries(now_ms, limit, &mut |id| !held.0.contains(&id));
+            held.0.extend(ids.iter().copied());
+            (ids, next_ms)
+        };
+        let mut leased = Vec::with_capacity(ids.len());
+        for id in ids {
+            let found = queue.get_delivery(id);
+            match found {
+                Ok(Some(delivery)) => {
+                    let leases = self.0.clone();
+                    leased.push(Leased::new(delivery, move || {
+                        leases.lock().expect("lease set lock poisoned").0.remove(&id);
+                    }));
+                }
+                Ok(None) => {
+                    let mut held = self.0.lock().expect("lease set lock poisoned");
+                    held.0.remove(&id);
+                    // No write path leaves one; if one did, its lane would wait behind it for good.
+                    if held.1.insert(id) {
+                        tracing::error!(
+                            delivery_id = id,
+                            "a due delivery has no record, so its lane cannot go on; this is a bug, please report it"
+                        );
+                    }
+                }
+                Err(error) => {
+                    self.0.lock().expect("lease set lock poisoned").0.remove(&id);
+                    return Err(error);
+                }
+            }
+        }
+        Ok((leased, next_ms))
+    }
+}
+
 /// Deliveries in lanes, what is due, attempts and dead letters.
 pub trait DeliveryQueue: Send + Sync {
     /// Deliveries due at or before `now_ms` for which `wanted` holds, earliest first, at most
-    /// `limit`; and when the earliest delivery due after `now_ms` is due. From memory.
+    /// `limit`; and when the earliest delivery due after `now_ms` is due. From memory. An
+    /// inspection (the console's backlog, the model test): the scheduler leases its work with
+    /// [`DeliveryQueue::next_work`].
     fn due_deliveries(&self, now_ms: u64, limit: usize, wanted: &mut dyn FnMut(u64) -> bool) -> (Vec<u64>, Option<u64>);
+    /// Lease deliveries due at or before `now_ms` that no lease holds, earliest first, at most
+    /// `limit`; and when the earliest delivery due after `now_ms` is due.
+    fn next_work(&self, now_ms: u64, limit: usize) -> Result<(Vec<Leased>, Option<u64>), StoreError>;
     /// Notified whenever deliveries became due (after the write that made them durable).
     fn due_changed(&self) -> &tokio::sync::Notify;
     /// A delivery.
     fn get_delivery(&self, delivery_id: u64) -> Result<Option<Delivery>, StoreError>;
     /// Every delivery of an event.
     fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError>;
-    /// Record an attempt and move the delivery on (`next`: its new status and due time). A
-    /// delivered or cancelled delivery leaves its lane and the lane's next becomes due at
+    /// Record an attempt of a leased delivery and move it on (`next`: its new status and due
+    /// time). A delivered or cancelled delivery leaves its lane and the lane's next becomes due at
     /// `now_ms`; a dead one keeps the head of its lane when `hold_lane` is set. Resolves once the
-    /// outcome is durable.
+    /// outcome is durable; drop the lease after it.
     fn record_attempt<'a>(
         &'a self,
-        previous: &'a Delivery,
+        leased: &'a Leased,
         next: &'a Delivery,
         attempt: Option<&'a Attempt>,
         now_ms: u64,

@@ -328,7 +328,11 @@ impl Model {
         let retry_at = self.now_ms + self.rng.random_range(1..40);
         for (store, side) in self.both() {
             let id = self.deliveries[handle][side as usize];
-            let previous = store.get_delivery(id).unwrap().unwrap();
+            // Every due delivery is leased; the one attempted is recorded, the others given back.
+            let (leases, _) = store.next_work(u64::MAX / 2, usize::MAX).unwrap();
+            let leased = leases.iter().find(|leased| leased.delivery.id == id).expect("the chosen delivery is leased");
+            assert!(store.next_work(u64::MAX / 2, usize::MAX).unwrap().0.is_empty(), "a leased delivery is leased once");
+            let previous = &leased.delivery;
             let mut next = previous.clone();
             next.attempts += 1;
             next.updated_at_ms = self.now_ms;
@@ -350,7 +354,7 @@ impl Model {
                 response: None,
                 success: outcome == 0,
             };
-            runtime.block_on(store.record_attempt(&previous, &next, Some(&attempt), self.now_ms, hold_lane)).unwrap();
+            runtime.block_on(store.record_attempt(leased, &next, Some(&attempt), self.now_ms, hold_lane)).unwrap();
         }
         format!("attempt {handle} outcome {outcome} hold {hold_lane}")
     }

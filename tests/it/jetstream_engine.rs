@@ -523,13 +523,21 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
         let mut messages = consumer.messages().await.expect("a pull stream");
         let started = Instant::now();
         let mut times: std::collections::BTreeMap<u64, Vec<(i64, Duration)>> = Default::default();
+        // Per delayed delivery, when its nak went out (the server's delay starts then).
+        let mut naked_at: Vec<Duration> = Vec::new();
+        // Each message's publish time on the server's clock (this machine's), in ns since the epoch.
+        let mut published_ns: std::collections::BTreeMap<u64, i128> = Default::default();
         while times.values().map(Vec::len).sum::<usize>() < 3 * max_deliver as usize {
             let message = bounded("a redelivery", Duration::from_secs(15), messages.next()).await.expect("a message").expect("a message");
             let delivery = seen(&message);
             times.entry(delivery.sequence).or_default().push((delivery.delivered, started.elapsed()));
+            published_ns.insert(delivery.sequence, message.info().expect("a JetStream message").published.unix_timestamp_nanos());
             match delivery.payload.as_str() {
                 "nacked" => message.ack_with(AckKind::Nak(None)).await.expect("nacking"),
-                "delayed" => message.ack_with(AckKind::Nak(Some(nak_delay))).await.expect("nacking with a delay"),
+                "delayed" => {
+                    message.ack_with(AckKind::Nak(Some(nak_delay))).await.expect("nacking with a delay");
+                    naked_at.push(started.elapsed());
+                }
                 _ => {}
             }
         }
@@ -539,24 +547,34 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
             let counts: Vec<i64> = deliveries.iter().map(|(count, _)| *count).collect();
             assert_eq!(counts, [1, 2, 3], "sequence {sequence}");
         }
-        // The unanswered delivery comes back no sooner than its backoff step (the server never
-        // redelivers early; how much later depends on the machine, so only the lower bound).
+        // The unanswered delivery comes back no sooner than its backoff steps (the server never
+        // redelivers early; how much later depends on the machine, so only the lower bound). A
+        // step starts when the server sends a delivery, which this task may see late on a loaded
+        // machine, so the bound is taken from the message's publish time (the server's clock, on
+        // this machine): delivery k+1 is seen no sooner than the first k steps after it.
         let silent_times = &times[&silent.sequence];
-        for (step, wait) in backoff.iter().enumerate() {
-            let gap = silent_times[step + 1].1 - silent_times[step].1;
+        let since_epoch = |instant: Duration| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            i128::try_from((now - started.elapsed() + instant).as_nanos()).unwrap()
+        };
+        for step in 0..backoff.len() {
+            let due: Duration = backoff[..=step].iter().sum();
+            let seen_after_ns = since_epoch(silent_times[step + 1].1) - published_ns[&silent.sequence];
             assert!(
-                gap + Duration::from_millis(50) >= *wait,
-                "redelivery {} of the unanswered message after {gap:?}, backoff {wait:?}",
-                step + 2
+                seen_after_ns + 50_000_000 >= i128::try_from(due.as_nanos()).unwrap(),
+                "redelivery {} of the unanswered message {} ms after its publication, backoff steps {backoff:?}",
+                step + 2,
+                seen_after_ns / 1_000_000
             );
         }
 
         // A nak with a delay comes back no sooner than that delay, whatever the backoff says (a
         // nak without one comes back at once: printed above).
+        // Measured from when the nak went out, when the server's delay starts.
         let delayed_times = &times[&delayed.sequence];
         for step in 0..2 {
-            let gap = delayed_times[step + 1].1 - delayed_times[step].1;
-            assert!(gap + Duration::from_millis(50) >= nak_delay, "redelivery {} of the delayed nak after {gap:?}", step + 2);
+            let gap = delayed_times[step + 1].1 - naked_at[step];
+            assert!(gap + Duration::from_millis(50) >= nak_delay, "redelivery {} of the delayed nak {gap:?} after the nak", step + 2);
         }
 
         // After max_deliver, one advisory per message with its stream sequence; no fourth delivery.

@@ -69,6 +69,8 @@ pub struct SledStore {
     writer: Writer,
     /// Where entries to normalize go ([`Inbox::feed`]).
     feed: std::sync::OnceLock<Arc<dyn Feed>>,
+    /// Deliveries leased for an attempt ([`DeliveryQueue::next_work`]).
+    leases: Leases,
 }
 
 /// Everything the store's handle and its writer thread share.
@@ -420,7 +422,7 @@ impl SledStore {
         let commit = GroupCommit::start(index.db.clone(), index.segments.clone(), index.fault.clone())
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         let writer = Writer::start(index.clone(), commit.clone()).map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        Ok(Self { index, commit, writer, feed: std::sync::OnceLock::new() })
+        Ok(Self { index, commit, writer, feed: std::sync::OnceLock::new(), leases: Leases::default() })
     }
 }
 
@@ -996,6 +998,10 @@ impl DeliveryQueue for SledStore {
         (found, next_ms)
     }
 
+    fn next_work(&self, now_ms: u64, limit: usize) -> Result<(Vec<Leased>, Option<u64>), StoreError> {
+        self.leases.lease_due(self, now_ms, limit)
+    }
+
     fn due_changed(&self) -> &tokio::sync::Notify {
         &self.index.due_changed
     }
@@ -1011,12 +1017,13 @@ impl DeliveryQueue for SledStore {
     /// Merged with other writes by the store's writer thread; resolves once on disk.
     fn record_attempt<'a>(
         &'a self,
-        previous: &'a Delivery,
+        leased: &'a Leased,
         next: &'a Delivery,
         attempt: Option<&'a Attempt>,
         now_ms: u64,
         hold_lane: bool,
     ) -> StoreFuture<'a, ()> {
+        let previous = &leased.delivery;
         let job = Job::Attempt(Box::new(AttemptJob {
             previous: previous.clone(),
             next: next.clone(),
