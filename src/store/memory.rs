@@ -143,6 +143,18 @@ impl Catalog for MemoryStore {
         ready(Ok(()))
     }
 
+    fn swap_meta<'a>(&'a self, key: &'a str, expected: Option<&'a str>, value: Option<&'a str>) -> StoreFuture<'a, bool> {
+        let mut inner = self.lock();
+        if inner.meta.get(key).map(String::as_str) != expected {
+            return ready(Ok(false));
+        }
+        match value {
+            Some(value) => inner.meta.insert(key.into(), value.into()),
+            None => inner.meta.remove(key),
+        };
+        ready(Ok(true))
+    }
+
     fn insert_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, Inserted> {
         let mut inner = self.lock();
         let inserted = if inner.accounts.contains_key(&account.id) {

@@ -320,6 +320,9 @@ pub trait Catalog: Send + Sync {
     fn insert_meta<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()>;
     /// Remove a daemon-wide value.
     fn remove_meta<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+    /// Set (or with `None` remove) a daemon-wide value if it is `expected` now (`None`: absent),
+    /// compare-and-set; whether it was. Resolves once durable.
+    fn swap_meta<'a>(&'a self, key: &'a str, expected: Option<&'a str>, value: Option<&'a str>) -> StoreFuture<'a, bool>;
     /// Store a new account; refuses an existing id.
     fn insert_account<'a>(&'a self, account: &'a Account) -> StoreFuture<'a, Inserted>;
     /// Replace an account.

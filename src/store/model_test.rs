@@ -468,6 +468,8 @@ impl Model {
             last_error: None,
             last_ended_at_ms: Some(self.now_ms),
         };
+        // A sync state write expects what is stored (it wins) or nothing (it loses when a state exists).
+        let swap_fresh = self.rng.random_bool(0.7);
         let answers: Vec<String> = self
             .both()
             .into_iter()
@@ -481,7 +483,10 @@ impl Model {
                         4 => format!("{:?}", store.remove_subscription(account_id, subscription_id).await.unwrap()),
                         5 => format!("{:?}", store.insert_meta(account_id, subscription_id).await.unwrap()),
                         6 => format!("{:?}", store.remove_meta(account_id).await.unwrap()),
-                        7 => format!("{:?}", store.put_sync_state(account_id, &sync_state).await.unwrap()),
+                        7 => {
+                            let previous = if swap_fresh { store.get_sync_state(account_id).unwrap() } else { None };
+                            format!("{:?}", store.put_sync_state(account_id, previous.as_ref(), &sync_state).await.unwrap())
+                        }
                         _ => format!("{:?}", store.remove_sync_state(account_id).await.unwrap()),
                     }
                 })

@@ -125,10 +125,16 @@ pub struct SyncState {
 pub trait SyncStates {
     /// The account's sync state, if any pass ever started.
     fn get_sync_state(&self, account_id: &str) -> Result<Option<SyncState>, StoreError>;
-    /// Replace the account's sync state; resolves once durable.
-    fn put_sync_state<'a>(&'a self, account_id: &'a str, state: &'a SyncState) -> StoreFuture<'a, ()>;
+    /// Replace the account's sync state if it is still `previous` (what this pass read or last
+    /// wrote; `None`: none), compare-and-set; whether it was. `false` means another writer (a
+    /// pass on another node) changed it: this pass stops. Resolves once durable.
+    fn put_sync_state<'a>(&'a self, account_id: &'a str, previous: Option<&'a SyncState>, state: &'a SyncState) -> StoreFuture<'a, bool>;
     /// Forget the account's sync state (the account is deleted).
     fn remove_sync_state<'a>(&'a self, account_id: &'a str) -> StoreFuture<'a, ()>;
+}
+
+fn parse(text: &str) -> Result<SyncState, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Codec { tree: "meta", message: error.to_string() })
 }
 
 fn key(account_id: &str) -> String {
@@ -137,15 +143,21 @@ fn key(account_id: &str) -> String {
 
 impl<T: Catalog + ?Sized> SyncStates for T {
     fn get_sync_state(&self, account_id: &str) -> Result<Option<SyncState>, StoreError> {
-        self.get_meta(&key(account_id))?
-            .map(|text| serde_json::from_str(&text).map_err(|error| StoreError::Codec { tree: "meta", message: error.to_string() }))
-            .transpose()
+        self.get_meta(&key(account_id))?.as_deref().map(parse).transpose()
     }
 
-    fn put_sync_state<'a>(&'a self, account_id: &'a str, state: &'a SyncState) -> StoreFuture<'a, ()> {
+    /// Compares the stored state with `previous` as values (a text an older release wrote may
+    /// differ in form), then swaps against the stored text, so a write in between still fails.
+    fn put_sync_state<'a>(&'a self, account_id: &'a str, previous: Option<&'a SyncState>, state: &'a SyncState) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            let key = key(account_id);
+            let stored = self.get_meta(&key)?;
+            let current = stored.as_deref().map(parse).transpose()?;
+            if current.as_ref() != previous {
+                return Ok(false);
+            }
             let text = serde_json::to_string(state).map_err(|error| StoreError::Backend(error.to_string()))?;
-            self.insert_meta(&key(account_id), &text).await
+            self.swap_meta(&key, stored.as_deref(), Some(&text)).await
         })
     }
 

@@ -259,22 +259,31 @@ impl Syncer {
         if !self.claim(&account.id) {
             return Err(StartError::Running);
         }
-        let mut state = match self.ctx.store.get_sync_state(&account.id) {
-            Ok(state) => state.unwrap_or_default(),
+        let previous = match self.ctx.store.get_sync_state(&account.id) {
+            Ok(state) => state,
             Err(error) => {
                 self.release(&account.id);
                 return Err(StartError::Store(error.to_string()));
             }
         };
+        let mut state = previous.clone().unwrap_or_default();
         let Some(pass) = self.new_pass(account, PassKind::InitialSync, deliver, None) else {
             self.release(&account.id);
             return Err(StartError::NotAvailable("the plugin declares no sync modes".into()));
         };
         state.running = Some(pass);
         state.last_error = None;
-        if let Err(error) = self.ctx.store.put_sync_state(&account.id, &state).await {
-            self.release(&account.id);
-            return Err(StartError::Store(error.to_string()));
+        match self.ctx.store.put_sync_state(&account.id, previous.as_ref(), &state).await {
+            Ok(true) => {}
+            // Another writer (a pass elsewhere) changed the state since it was read.
+            Ok(false) => {
+                self.release(&account.id);
+                return Err(StartError::Running);
+            }
+            Err(error) => {
+                self.release(&account.id);
+                return Err(StartError::Store(error.to_string()));
+            }
         }
         self.spawn_pass(account.id.clone(), state);
         Ok(())
@@ -336,6 +345,7 @@ impl Syncer {
                 continue;
             }
             let state = self.ctx.store.get_sync_state(&account.id)?;
+            let previous = state.clone();
             let created = created_ms(&account);
             let mut state = match next(state.as_ref(), interval_of(&account, self.ctx.settings.reconcile_interval), created, now_ms) {
                 Next::Wait(due) => {
@@ -361,11 +371,15 @@ impl Syncer {
                 continue;
             }
             state.last_error = None;
-            if let Err(error) = self.ctx.store.put_sync_state(&account.id, &state).await {
-                self.release(&account.id);
-                return Err(error);
+            match self.ctx.store.put_sync_state(&account.id, previous.as_ref(), &state).await {
+                Ok(true) => self.spawn_pass(account.id.clone(), state),
+                // Another writer (a pass elsewhere) changed the state since it was read.
+                Ok(false) => self.release(&account.id),
+                Err(error) => {
+                    self.release(&account.id);
+                    return Err(error);
+                }
             }
-            self.spawn_pass(account.id.clone(), state);
         }
         Ok(earliest)
     }
@@ -373,6 +387,9 @@ impl Syncer {
     /// Run the state's pass to its end or its first failure; the account is claimed.
     async fn run_pass(self: Arc<Self>, account_id: String, mut state: SyncState) {
         let Some(mut pass) = state.running.clone() else { return self.release(&account_id) };
+        // What this pass wrote last: each write expects it (compare-and-set), so a pass another
+        // writer took over stops here.
+        let mut written = state.clone();
         tracing::info!(%account_id, kind = pass.kind.as_str(), mode = %pass.mode, cursor = ?pass.cursor, "sync pass");
         let mut session: Option<(u64, PluginSession)> = None;
         let ended = loop {
@@ -401,8 +418,13 @@ impl Syncer {
                 pass.cursor = None;
             }
             state.running = Some(pass.clone());
-            if let Err(error) = self.ctx.store.put_sync_state(&account_id, &state).await {
-                break Err(format!("storing the cursor: {error}"));
+            match self.ctx.store.put_sync_state(&account_id, Some(&written), &state).await {
+                Ok(true) => written = state.clone(),
+                Ok(false) => {
+                    tracing::warn!(%account_id, "the account's sync state changed under this pass (another writer); it stops here");
+                    return self.release(&account_id);
+                }
+                Err(error) => break Err(format!("storing the cursor: {error}")),
             }
         };
         let now_ms = model::time::unix_ms();
@@ -427,10 +449,14 @@ impl Syncer {
             }
         }
         // The account may have been deleted meanwhile: then its state is not written back.
-        if matches!(self.ctx.store.get_account(&account_id), Ok(Some(_)))
-            && let Err(error) = self.ctx.store.put_sync_state(&account_id, &state).await
-        {
-            tracing::error!(%account_id, %error, "storing the sync state failed");
+        if matches!(self.ctx.store.get_account(&account_id), Ok(Some(_))) {
+            match self.ctx.store.put_sync_state(&account_id, Some(&written), &state).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(%account_id, "the account's sync state changed under this pass (another writer); its end is not stored")
+                }
+                Err(error) => tracing::error!(%account_id, %error, "storing the sync state failed"),
+            }
         }
         self.release(&account_id);
         // Its next pass is due an interval from now (or a retry): the scheduler computes when.

@@ -753,3 +753,58 @@ async fn a_stale_pin_is_refused_with_423_and_progress_holds_a_pinned_message_pas
     })
     .await;
 }
+
+/// A measurement, not a test (`cargo test --release --test it dedup_bucket_memory -- --ignored
+/// --nocapture`): the design's alternative for a duplicate window longer than the stream's, a KV
+/// bucket with a per-key TTL where each webhook's digest is one atomic `create` (the loser of two
+/// nodes racing on one digest gets `AlreadyExists`). One node, 200,000 unique 80-character keys
+/// with an 8-byte value (the inbox id) and a 24 h TTL, created 1,000 at a time: the time, the
+/// server's resident memory, and its restart after a SIGKILL, to set beside
+/// `duplicate_window_memory`.
+#[tokio::test]
+#[ignore = "a measurement for docs/jetstream-design.md, not a test"]
+async fn dedup_bucket_memory() {
+    const KEYS: usize = 200_000;
+    let mut cluster = NatsCluster::single().await;
+    let js = jetstream::new(cluster.connect().await);
+    let bucket = js
+        .create_key_value(kv::Config {
+            bucket: "SH_DEDUP".to_string(),
+            history: 1,
+            storage: stream::StorageType::File,
+            limit_markers: Some(Duration::from_secs(60)),
+            ..Default::default()
+        })
+        .await
+        .expect("a bucket with per-key TTLs");
+    let before = rss_kib(cluster.pid(0));
+    let started = Instant::now();
+    for chunk in 0..KEYS / 1000 {
+        let creates = (chunk * 1000..(chunk + 1) * 1000).map(|index| {
+            let bucket = bucket.clone();
+            async move {
+                let key = format!("acct-{:04}.{index:064x}", index % 500);
+                bucket.create_with_ttl(key, bytes::Bytes::from((index as u64).to_be_bytes().to_vec()), Duration::from_secs(24 * 3600)).await
+            }
+        });
+        for created in futures_util::future::join_all(creates).await {
+            created.expect("a new digest is created");
+        }
+    }
+    let created = started.elapsed();
+    // A second create of a stored digest is refused: the duplicate answer.
+    let again = bucket.create_with_ttl(format!("acct-0000.{:064x}", 0), bytes::Bytes::from_static(b"x"), Duration::from_secs(60)).await;
+    assert!(again.is_err(), "a stored digest is created once");
+    let after = rss_kib(cluster.pid(0));
+    cluster.kill(0);
+    let killed = Instant::now();
+    cluster.restart(0).await;
+    let restart = killed.elapsed();
+    let after_restart = rss_kib(cluster.pid(0));
+    println!(
+        "dedup bucket, {KEYS} keys with a 24 h TTL: created in {created:?}; server RSS {} MiB before, {} MiB after, {} MiB after a SIGKILL and restart (healthy again in {restart:?})",
+        before / 1024,
+        after / 1024,
+        after_restart / 1024
+    );
+}

@@ -247,3 +247,32 @@ async fn a_run_stopped_after_its_state_was_written_delivers_its_event_once_after
     assert!(daemon.log().contains("a repeated run takes again the events its stopped run wrote"));
     assert!(receiver.next_within(Duration::from_millis(500)).await.is_none(), "delivered once");
 }
+
+/// Compare-and-set on state: a record another writer changes between the normalizer's decision
+/// and its commit (a second node committing the same reservation; `STAYHOOK_TEST_CONFLICT_ONCE`
+/// writes that change inside the real commit path) fails the commit, and the webhook is decided
+/// again against the new state: an update of the other writer's version, never a second
+/// `created`, delivered once.
+#[tokio::test]
+async fn a_record_changed_by_another_writer_before_the_commit_is_decided_again_against_the_new_state() {
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(DaemonOptions::default().env("STAYHOOK_TEST_CONFLICT_ONCE", "1")).await;
+    daemon.create_account(json!({"id": "raced", "workspaceId": "ws", "pms": "hostaway"})).await;
+    daemon.subscribe("raced", &receiver.url).await;
+
+    let (status, answer) = daemon.post_webhook("raced", &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    let inbox_id = answer["inboxId"].as_str().unwrap().to_string();
+    let envelope = receiver.next_success().await.json();
+    assert_eq!(envelope["hook"]["eventType"], "reservation.updated", "decided against the other writer's version: {envelope}");
+    assert_eq!(envelope["data"]["record"]["id"], "13");
+    assert_eq!(envelope["data"]["record"]["previousArrivalDate"], "2000-01-01", "{envelope}");
+    assert_ne!(envelope["data"]["record"]["arrivalDate"], "2000-01-01", "{envelope}");
+    let log = daemon.log();
+    assert!(log.contains("another writer changes the record before the commit"), "the hook ran");
+    assert!(log.contains("deciding them again"), "the commit failed on the changed record");
+    let outcome = daemon.inbox_outcome(&inbox_id).await;
+    assert_eq!(outcome["status"], "done", "{outcome}");
+    assert_eq!(outcome["outcome"]["eventIds"].as_array().map(Vec::len), Some(1), "{outcome}");
+    assert!(receiver.next_within(Duration::from_millis(500)).await.is_none(), "delivered once");
+}

@@ -104,6 +104,11 @@ pub(crate) struct Index {
     /// makes a normalized run's events and state durable and aborts the process before the run's
     /// inbox entry leaves pending, the window a crash or a full disk can stop a commit in.
     abort_after_state: bool,
+    /// Fault injection for the tests (`STAYHOOK_TEST_CONFLICT_ONCE` set at open): the first
+    /// normalized commit that checks a record finds it changed by another writer (the check
+    /// writes a version of the record with `arrivalDate` 2000-01-01 first), as a second node
+    /// committing the same record would leave it.
+    conflict_once: std::sync::atomic::AtomicBool,
 }
 
 /// Open inbox entries and deliveries, and the id generator they are allocated under (so a floor
@@ -416,6 +421,7 @@ impl SledStore {
             due_changed: Arc::new(tokio::sync::Notify::new()),
             fault,
             abort_after_state: std::env::var_os("STAYHOOK_TEST_ABORT_AFTER_STATE").is_some_and(|value| !value.is_empty()),
+            conflict_once: std::env::var_os("STAYHOOK_TEST_CONFLICT_ONCE").is_some_and(|value| !value.is_empty()).into(),
         };
         recover(&index, &recovery)?;
         let index = Arc::new(index);
@@ -619,6 +625,15 @@ impl Catalog for SledStore {
         Box::pin(async move {
             self.index.noting(self.index.meta.remove(key).map_err(StoreError::from))?;
             self.commit.durable().await
+        })
+    }
+
+    fn swap_meta<'a>(&'a self, key: &'a str, expected: Option<&'a str>, value: Option<&'a str>) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let swapped = self.index.meta.compare_and_swap(key, expected.map(str::as_bytes), value.map(str::as_bytes));
+            let swapped = self.index.noting(swapped.map_err(StoreError::from))?.is_ok();
+            self.commit.durable().await?;
+            Ok(swapped)
         })
     }
 

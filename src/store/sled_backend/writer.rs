@@ -201,6 +201,9 @@ fn apply(index: &Index, job: Job, changes: &mut DueChanges) -> Result<(), StoreE
 /// Check a commit's state writes against the state before any of them is applied (the writer
 /// thread is the only writer of state while the daemon runs, so nothing changes in between).
 fn check_expected(index: &Index, batches: &[PreparedBatch]) -> Result<(), StoreError> {
+    if index.conflict_once.load(std::sync::atomic::Ordering::Relaxed) {
+        write_as_another_writer(index, batches)?;
+    }
     // Records written earlier in the commit: whether each is there after that write.
     let mut written: HashMap<&[u8], bool> = HashMap::new();
     for batch in batches {
@@ -218,6 +221,22 @@ fn check_expected(index: &Index, batches: &[PreparedBatch]) -> Result<(), StoreE
             written.insert(key, value.is_some());
         }
     }
+    Ok(())
+}
+
+/// `STAYHOOK_TEST_CONFLICT_ONCE`: write the first checked record of the commit as another writer
+/// would, once (a version of what this commit writes with `arrivalDate` 2000-01-01).
+fn write_as_another_writer(index: &Index, batches: &[PreparedBatch]) -> Result<(), StoreError> {
+    let checked = batches
+        .iter()
+        .flat_map(|batch| batch.state.iter().zip(&batch.expected))
+        .find(|((_, value), (expected, _))| value.is_some() && *expected != Expected::Any);
+    let Some(((key, Some(value)), (_, record))) = checked else { return Ok(()) };
+    index.conflict_once.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut theirs = decode_state(value)?;
+    theirs["arrivalDate"] = serde_json::Value::String("2000-01-01".into());
+    tracing::warn!(%record, "STAYHOOK_TEST_CONFLICT_ONCE: another writer changes the record before the commit");
+    index.state.insert(key.as_slice(), encode_state(&theirs))?;
     Ok(())
 }
 
