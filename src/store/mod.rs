@@ -23,6 +23,7 @@
 //! due. A crash may repeat a delivery; it never loses one.
 
 pub mod memory;
+pub mod nats;
 pub mod records;
 pub mod sled_backend;
 pub mod sync;

@@ -72,17 +72,23 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// One node, no cluster: streams and buckets are R1.
     pub async fn single() -> NatsCluster {
-        Self::start_nodes(1).await
+        Self::start_nodes(1, "").await
     }
 
     /// `size` nodes (at least 3 for R3 streams) in one cluster, each with its own JetStream
     /// store; returns once every node is healthy (JetStream up, a meta leader known, caught up).
     pub async fn start(size: usize) -> NatsCluster {
         assert!(size >= 2, "a cluster needs at least 2 nodes; use NatsCluster::single()");
-        Self::start_nodes(size).await
+        Self::start_nodes(size, "").await
     }
 
-    async fn start_nodes(size: usize) -> NatsCluster {
+    /// `size` nodes (1: no cluster) with extra lines in each node's `jetstream` block (for
+    /// measurements: `sync_interval: always` makes every write fsync before it is acknowledged).
+    pub async fn start_with_jetstream_options(size: usize, options: &str) -> NatsCluster {
+        Self::start_nodes(size, options).await
+    }
+
+    async fn start_nodes(size: usize, jetstream_options: &str) -> NatsCluster {
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().expect("a temp dir for the NATS cluster");
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
@@ -102,7 +108,7 @@ impl NatsCluster {
             let config = node_dir.join("nats.conf");
             let text = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{monitor_port}\n\
-                 jetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}\n{cluster}",
+                 jetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 256MB\n  max_file_store: 2GB\n  {jetstream_options}\n}}\n{cluster}",
                 store = node_dir.join("jetstream").display(),
             );
             std::fs::write(&config, text).expect("writing a node's config");
@@ -160,7 +166,6 @@ impl NatsCluster {
     }
 
     /// How many nodes.
-    #[allow(dead_code, reason = "for the NATS backend's tests (issue 14)")]
     pub fn size(&self) -> usize {
         self.nodes.len()
     }
@@ -176,7 +181,6 @@ impl NatsCluster {
     }
 
     /// The server name of a node (`n0`, `n1`, ...), as stream infos name leaders.
-    #[allow(dead_code, reason = "for the NATS backend's tests (issue 14)")]
     pub fn name(&self, node: usize) -> &str {
         &self.nodes[node].name
     }
