@@ -11,7 +11,8 @@
 //! `Nats-Msg-Id`, compare-and-set from KV revisions.
 //!
 //! The invariant it keeps: an append answers only after JetStream acknowledged the publish (an R3
-//! ack means a quorum has it on disk), and a feed item's ack is refused once its node lost the
+//! ack means a quorum has it, in the servers' page cache: fsynced within their `sync_interval`, see
+//! the design note's "Durability of an ack"), and a feed item's ack is refused once its node lost the
 //! partition's pin.
 
 pub mod engine;
