@@ -320,6 +320,12 @@ pub trait Catalog: Send + Sync {
     fn insert_meta<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()>;
     /// Remove a daemon-wide value.
     fn remove_meta<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+    /// A daemon-wide value as the store holds it now, for a compare-and-set to decide on: a
+    /// backend whose plain reads answer from this node's copy (JetStream) asks the store itself.
+    fn get_meta_latest<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>> {
+        let value = self.get_meta(key);
+        Box::pin(async move { value })
+    }
     /// Set (or with `None` remove) a daemon-wide value if it is `expected` now (`None`: absent),
     /// compare-and-set; whether it was. Resolves once durable.
     fn swap_meta<'a>(&'a self, key: &'a str, expected: Option<&'a str>, value: Option<&'a str>) -> StoreFuture<'a, bool>;

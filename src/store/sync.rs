@@ -151,7 +151,7 @@ impl<T: Catalog + ?Sized> SyncStates for T {
     fn put_sync_state<'a>(&'a self, account_id: &'a str, previous: Option<&'a SyncState>, state: &'a SyncState) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let key = key(account_id);
-            let stored = self.get_meta(&key)?;
+            let stored = self.get_meta_latest(&key).await?;
             let current = stored.as_deref().map(parse).transpose()?;
             if current.as_ref() != previous {
                 return Ok(false);

@@ -44,6 +44,8 @@
 //!   against a real 3-node cluster (`support::NatsCluster`, the server from `.ci/nats-server`):
 //!   `Nats-Msg-Id` duplicates across a stream leader's SIGKILL, a pinned pull client and its
 //!   failover, KV compare-and-set, backoff and max deliveries with their advisory.
+//! - `nats_catalog`: the catalog on JetStream (`store::nats::NatsCatalog`), two nodes' catalogs on a
+//!   real 3-node cluster: each other's writes, one creation of an id, compare-and-set of values.
 //! - `nats_engine_layer`: the NATS backend's engine layer (`store::nats`) on a real 3-node cluster:
 //!   provisioning from nodes starting at once, appends deduplicated and kept across a SIGKILL of
 //!   the inbox leader, the partition feed's per-account order across nodes, a drainer's death
@@ -70,6 +72,7 @@ mod ingest;
 mod jetstream_engine;
 mod kit;
 mod listener_fuzz;
+mod nats_catalog;
 mod nats_engine_layer;
 mod plugin_crates;
 mod plugins;

@@ -1,5 +1,6 @@
 //! The layer the NATS JetStream backend (issue 14, `docs/jetstream-design.md`) stands on: a
 //! connection that provisions the streams, buckets and consumers of the design ([`engine`]), the
+//! catalog on the `SH_CATALOG` bucket (the first storage interface it implements, [`catalog`]), the
 //! durable append of raw webhooks with JetStream's duplicate window ([`inbox`]) and the partition
 //! feed that hands each partition's webhooks to one node at a time, in per-account order across
 //! nodes and across a drainer's death ([`feed`]).
@@ -15,10 +16,12 @@
 //! the design note's "Durability of an ack"), and a feed item's ack is refused once its node lost the
 //! partition's pin.
 
+pub mod catalog;
 pub mod engine;
 pub mod feed;
 pub mod inbox;
 
+pub use catalog::NatsCatalog;
 pub use engine::{Engine, NatsConfig, NatsError, partition_of, subject_token, token_id};
 pub use feed::{FeedAck, FeedBatch, FeedHandler, FeedItem, PartitionFeed};
 pub use inbox::NatsInboxEntry;
