@@ -590,8 +590,17 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
             advised.insert(advisory["stream_seq"].as_u64().expect("stream_seq"));
         }
         assert_eq!(advised, BTreeSet::from([silent.sequence, nacked.sequence, delayed.sequence]));
+        // The stream stores each advisory by a replicated write that can land a moment after the
+        // subscriber above received it: wait (bounded) for the third.
         let mut kept = js.get_stream("ADVISORIES").await.unwrap();
-        let kept_state = kept.info().await.unwrap().state.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let kept_state = loop {
+            let state = kept.info().await.unwrap().state.clone();
+            if state.messages >= 3 || Instant::now() > deadline {
+                break state;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(kept_state.messages, 3, "the advisories stream: {kept_state:?}");
         let mut kept_sequences = BTreeSet::new();
         for sequence in kept_state.first_sequence..=kept_state.last_sequence {
