@@ -290,9 +290,9 @@ async fn receive(
         headers: plugin_headers,
         body: body.to_vec(),
     };
-    // Stored in a task of its own: a client that hangs up must not cut the request between its
-    // write and its outcome (the copies waiting on the claim need the outcome, and a durable
-    // entry must reach the normalizer).
+    // Stored in a task of its own: a client that hangs up must not cut the append between its
+    // write and its end (a copy of the webhook waits on that flush, and the store hands the
+    // durable entry to the normalizer only at the end of the append).
     let stored = tokio::spawn(store(ctx.clone(), entry, digest)).await.map_err(ApiError::internal)?;
     match stored? {
         Appended::New(inbox_id) => {

@@ -475,32 +475,40 @@ impl std::fmt::Debug for Leased {
 /// The leases of a backend that keeps its due set in this process (both embedded backends): the
 /// ids leased, and the due ids found without a record (reported once each).
 #[derive(Clone, Default)]
-pub struct Leases(Arc<std::sync::Mutex<(std::collections::HashSet<u64>, std::collections::HashSet<u64>)>>);
+pub struct Leases(Arc<std::sync::Mutex<LeaseSets>>);
+
+#[derive(Default)]
+struct LeaseSets {
+    /// Deliveries leased now.
+    held: std::collections::HashSet<u64>,
+    /// Due deliveries found without a record, reported once each.
+    reported: std::collections::HashSet<u64>,
+}
 
 impl Leases {
     /// [`DeliveryQueue::next_work`] over `queue`'s due set.
     pub fn lease_due(&self, queue: &dyn DeliveryQueue, now_ms: u64, limit: usize) -> Result<(Vec<Leased>, Option<u64>), StoreError> {
         let (ids, next_ms) = {
             let mut held = self.0.lock().expect("lease set lock poisoned");
-            let (ids, next_ms) = queue.due_deliveries(now_ms, limit, &mut |id| !held.0.contains(&id));
-            held.0.extend(ids.iter().copied());
+            let (ids, next_ms): (Vec<u64>, _) = queue.due_deliveries(now_ms, limit, &mut |id| !held.held.contains(&id));
+            held.held.extend(ids.iter().copied());
             (ids, next_ms)
         };
         let mut leased = Vec::with_capacity(ids.len());
-        for id in ids {
+        for (position, &id) in ids.iter().enumerate() {
             let found = queue.get_delivery(id);
             match found {
                 Ok(Some(delivery)) => {
                     let leases = self.0.clone();
                     leased.push(Leased::new(delivery, move || {
-                        leases.lock().expect("lease set lock poisoned").0.remove(&id);
+                        leases.lock().expect("lease set lock poisoned").held.remove(&id);
                     }));
                 }
                 Ok(None) => {
                     let mut held = self.0.lock().expect("lease set lock poisoned");
-                    held.0.remove(&id);
+                    held.held.remove(&id);
                     // No write path leaves one; if one did, its lane would wait behind it for good.
-                    if held.1.insert(id) {
+                    if held.reported.insert(id) {
                         tracing::error!(
                             delivery_id = id,
                             "a due delivery has no record, so its lane cannot go on; this is a bug, please report it"
@@ -508,7 +516,11 @@ impl Leases {
                     }
                 }
                 Err(error) => {
-                    self.0.lock().expect("lease set lock poisoned").0.remove(&id);
+                    // This one and those not read yet go back (those read go with `leased`).
+                    let mut held = self.0.lock().expect("lease set lock poisoned");
+                    for id in &ids[position..] {
+                        held.held.remove(id);
+                    }
                     return Err(error);
                 }
             }

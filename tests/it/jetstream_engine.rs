@@ -618,6 +618,16 @@ async fn unacked_and_nacked_work_is_redelivered_on_the_backoff_schedule_then_a_m
     .await;
 }
 
+/// SIGKILL the single node and start it again on its store: how long until it is healthy, and
+/// its resident memory then (KiB).
+async fn sigkill_and_restart(cluster: &mut NatsCluster) -> (Duration, u64) {
+    cluster.kill(0);
+    let killed = Instant::now();
+    cluster.restart(0).await;
+    let restart = killed.elapsed();
+    (restart, rss_kib(cluster.pid(0)))
+}
+
 /// The resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");
@@ -666,11 +676,7 @@ async fn duplicate_window_memory() {
         }
         let published = started.elapsed();
         let after = rss_kib(cluster.pid(0));
-        cluster.kill(0);
-        let killed = Instant::now();
-        cluster.restart(0).await;
-        let restart = killed.elapsed();
-        let after_restart = rss_kib(cluster.pid(0));
+        let (restart, after_restart) = sigkill_and_restart(&mut cluster).await;
         println!(
             "duplicate window 24 h, {MESSAGES} messages of 2 KB {}: published in {published:?}; server RSS {} MiB before, {} MiB after, {} MiB after a SIGKILL and restart (healthy again in {restart:?})",
             if with_ids { "with unique Nats-Msg-Ids" } else { "without ids" },
@@ -805,11 +811,7 @@ async fn dedup_bucket_memory() {
     let again = bucket.create_with_ttl(format!("acct-0000.{:064x}", 0), bytes::Bytes::from_static(b"x"), Duration::from_secs(60)).await;
     assert!(again.is_err(), "a stored digest is created once");
     let after = rss_kib(cluster.pid(0));
-    cluster.kill(0);
-    let killed = Instant::now();
-    cluster.restart(0).await;
-    let restart = killed.elapsed();
-    let after_restart = rss_kib(cluster.pid(0));
+    let (restart, after_restart) = sigkill_and_restart(&mut cluster).await;
     println!(
         "dedup bucket, {KEYS} keys with a 24 h TTL: created in {created:?}; server RSS {} MiB before, {} MiB after, {} MiB after a SIGKILL and restart (healthy again in {restart:?})",
         before / 1024,
