@@ -88,7 +88,36 @@ impl NatsCluster {
         Self::start_nodes(size, options).await
     }
 
+    /// Start the nodes; a start that fails (a port another process took between its probe and
+    /// the server's bind, a node not healthy in time on a loaded machine) is tried again on fresh
+    /// ports, three times at most.
     async fn start_nodes(size: usize, jetstream_options: &str) -> NatsCluster {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut cluster = Self::configure(size, jetstream_options);
+            for node in 0..size {
+                cluster.spawn(node);
+            }
+            let mut healthy = Ok(());
+            for node in 0..size {
+                healthy = cluster.try_wait_healthy(node).await;
+                if healthy.is_err() {
+                    break;
+                }
+            }
+            match healthy {
+                Ok(()) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("a NATS cluster of {size} did not start in three tries:\n{}", failures.join("\n---\n"));
+    }
+
+    /// Ports, store dirs and config files of a new cluster. Its name is unique, so that a route
+    /// reaching another test's cluster (a port taken in between) is refused, never merged.
+    fn configure(size: usize, jetstream_options: &str) -> NatsCluster {
+        static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let cluster_name = format!("stayhook-{}-{}", std::process::id(), CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().expect("a temp dir for the NATS cluster");
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
@@ -101,7 +130,7 @@ impl NatsCluster {
             let client_port = free_port();
             let monitor_port = free_port();
             let cluster = if size > 1 {
-                format!("cluster {{\n  name: stayhook\n  listen: 127.0.0.1:{route_port}\n  routes: [{routes}]\n}}\n")
+                format!("cluster {{\n  name: {cluster_name}\n  listen: 127.0.0.1:{route_port}\n  routes: [{routes}]\n}}\n")
             } else {
                 String::new()
             };
@@ -114,14 +143,7 @@ impl NatsCluster {
             std::fs::write(&config, text).expect("writing a node's config");
             nodes.push(Node { name, client_port, monitor_port, config, log: node_dir.join("nats.log"), child: None });
         }
-        let mut cluster = NatsCluster { nodes, binary, _dir: dir };
-        for node in 0..size {
-            cluster.spawn(node);
-        }
-        for node in 0..size {
-            cluster.wait_healthy(node).await;
-        }
-        cluster
+        NatsCluster { nodes, binary, _dir: dir }
     }
 
     fn spawn(&mut self, node: usize) {
@@ -143,6 +165,13 @@ impl NatsCluster {
     /// Wait until a node's `/healthz` answers 200: JetStream is enabled, the node knows the meta
     /// leader and every stream and consumer assigned to it is current.
     pub async fn wait_healthy(&mut self, node: usize) {
+        if let Err(failure) = self.try_wait_healthy(node).await {
+            panic!("{failure}");
+        }
+    }
+
+    /// [`NatsCluster::wait_healthy`], answering why not instead of panicking.
+    async fn try_wait_healthy(&mut self, node: usize) -> Result<(), String> {
         let url = format!("http://127.0.0.1:{}/healthz", self.nodes[node].monitor_port);
         let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("an HTTP client");
         let deadline = Instant::now() + START_BOUND;
@@ -151,15 +180,21 @@ impl NatsCluster {
             if let Some(child) = self.nodes[node].child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("nats node {} exited ({status}) while starting:\n{}", self.nodes[node].name, self.log_tail(node));
+                return Err(format!("nats node {} exited ({status}) while starting:\n{}", self.nodes[node].name, self.log_tail(node)));
             }
             match client.get(&url).send().await {
-                Ok(response) if response.status().is_success() => return,
+                Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => last = format!("{} {}", response.status(), response.text().await.unwrap_or_default()),
                 Err(error) => last = error.to_string(),
             }
             if Instant::now() > deadline {
-                panic!("nats node {} not healthy within {START_BOUND:?} (last: {last}):\n{}", self.nodes[node].name, self.log_tail(node));
+                let tail: Vec<String> =
+                    self.log_tail(node).lines().filter(|line| !line.contains("Healthcheck failed")).map(String::from).collect();
+                return Err(format!(
+                    "nats node {} not healthy within {START_BOUND:?} (last: {last}):\n{}",
+                    self.nodes[node].name,
+                    tail.join("\n")
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -267,7 +302,7 @@ impl NatsCluster {
     pub fn log_tail(&self, node: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[node].log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        lines[lines.len().saturating_sub(200)..].join("\n")
     }
 }
 
