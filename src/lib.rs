@@ -88,7 +88,11 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
     config::os::private_dir(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
     // Opening may migrate an older format first (minutes for a large store): off the runtime.
     let (data_dir, cache_bytes, segment_bytes) = (settings.data_dir.clone(), settings.store_cache_bytes, settings.store_segment_bytes);
-    let store = match tokio::task::spawn_blocking(move || store::open_data_dir(&data_dir, cache_bytes, segment_bytes)).await? {
+    let opened = match settings.store {
+        config::StoreKind::Nats => store::nats::open(settings.nats.clone()).await,
+        config::StoreKind::Sled => tokio::task::spawn_blocking(move || store::open_data_dir(&data_dir, cache_bytes, segment_bytes)).await?,
+    };
+    let store = match opened {
         Ok(store) => store,
         Err(store::StoreError::Unavailable(reason)) => return Err(StorageFailed(format!("opening the store: {reason}")).into()),
         Err(error) => return Err(anyhow::Error::new(error).context("opening the store")),

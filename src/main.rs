@@ -32,11 +32,20 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Migrate the data dir's store to this release's storage format and exit (`serve` does the
-    /// same at start; this does it without starting the daemon).
+    /// same at start; this does it without starting the daemon). With `--to nats://...`: move a
+    /// stopped single node's store (accounts, subscriptions, state, webhooks, events, owed
+    /// deliveries and dead letters) into a NATS JetStream cluster (README, "Scale out").
     Migrate {
-        /// TOML configuration file (its `data_dir` is migrated).
+        /// TOML configuration file (its `data_dir` is migrated; its `[nats]` section gives the
+        /// cluster's other settings with `--to`).
         #[arg(long, env = "STAYHOOK_CONFIG")]
         config: Option<PathBuf>,
+        /// The store to move: `sled:DIR` (a data dir); default: the configuration's `data_dir`.
+        #[arg(long, value_name = "sled:DIR", requires = "to")]
+        from: Option<String>,
+        /// The cluster to move it into: its client URLs, comma-separated (`nats://host:4222,...`).
+        #[arg(long, value_name = "nats://HOST:PORT,...")]
+        to: Option<String>,
     },
     /// Export accounts, subscriptions, record state and webhooks (NDJSON, docs/export-format.md)
     /// from the data dir of a stopped daemon (`GET /v1/export` does it on a running one). The
@@ -147,7 +156,11 @@ fn main() -> ExitCode {
     init_logging();
     let outcome = match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Migrate { config } => migrate(config),
+        Command::Migrate { config, from, to: None } => match from {
+            Some(_) => Err(anyhow::anyhow!("--from needs --to")),
+            None => migrate(config),
+        },
+        Command::Migrate { config, from, to: Some(to) } => migrate_to_nats(config, from.as_deref(), &to),
         Command::Export { config, out, accounts, no_webhooks, since } => settings(config)
             .and_then(|settings| stayhook::backup::offline::export(&settings, &out, accounts, !no_webhooks, since.as_deref())),
         Command::Import { file, config, replay, skip_existing } => settings(config).and_then(|settings| {
@@ -226,6 +239,21 @@ fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
         migrated.backup.display()
     );
     Ok(())
+}
+
+fn migrate_to_nats(config: Option<PathBuf>, from: Option<&str>, to: &str) -> anyhow::Result<()> {
+    let mut raw = RawConfig::load(config.as_deref(), std::env::vars())?;
+    raw.nats.urls = to.split(',').map(str::trim).filter(|url| !url.is_empty()).map(String::from).collect();
+    let settings = raw.resolve()?;
+    stayhook::config::os::private_umask();
+    let from = match from {
+        None => settings.data_dir.clone(),
+        Some(from) => match from.strip_prefix("sled:") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => anyhow::bail!("--from {from:?}: give the store to move as sled:DIR"),
+        },
+    };
+    stayhook::backup::offline::migrate_to_nats(&settings, &from, settings.nats.clone())
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {

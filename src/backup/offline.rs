@@ -9,15 +9,42 @@ use anyhow::Context as _;
 
 use super::export::{ExportOptions, export_blocking};
 use super::import::{ImportOptions, import_blocking, plan, validate};
-use crate::config::Settings;
+use crate::config::{Settings, StoreKind};
+use crate::store::nats::{NatsConfig, NatsStore};
 use crate::store::{self, Store, StoreError};
+use std::sync::Arc;
 
 /// How often a long export or import says how far it is (on standard error).
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
-/// Open the data dir's store, or say clearly that a running daemon holds it.
-fn open(settings: &Settings) -> anyhow::Result<Store> {
-    let data_dir = &settings.data_dir;
+/// The configured store, with the runtime the NATS backend runs on (dropped after the store).
+pub struct Opened {
+    /// The store.
+    pub store: Store,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Open the configured store: the data dir's sled store (saying clearly when a running daemon
+/// holds it), or the NATS cluster (which running daemons share).
+fn open(settings: &Settings) -> anyhow::Result<Opened> {
+    match settings.store {
+        StoreKind::Sled => Ok(Opened { store: open_sled(&settings.data_dir, settings)?, _runtime: None }),
+        StoreKind::Nats => {
+            let (store, runtime) = open_nats(settings.nats.clone())?;
+            Ok(Opened { store, _runtime: Some(runtime) })
+        }
+    }
+}
+
+/// The NATS backend on a runtime of its own (the offline commands have none).
+fn open_nats(config: NatsConfig) -> anyhow::Result<(Arc<NatsStore>, tokio::runtime::Runtime)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting a runtime")?;
+    let urls = config.urls.join(",");
+    let store = runtime.block_on(NatsStore::open(config)).with_context(|| format!("opening the NATS store at {urls}"))?;
+    Ok((Arc::new(store), runtime))
+}
+
+fn open_sled(data_dir: &Path, settings: &Settings) -> anyhow::Result<Store> {
     match store::open_data_dir(data_dir, settings.store_cache_bytes, settings.store_segment_bytes) {
         Ok(store) => Ok(store),
         Err(error) if is_locked(&error) => anyhow::bail!(
@@ -38,10 +65,14 @@ fn is_locked(error: &StoreError) -> bool {
 pub fn export(settings: &Settings, out: &str, accounts: Vec<String>, webhooks: bool, since: Option<&str>) -> anyhow::Result<()> {
     let since_ms = since.map(parse_since).transpose()?;
     let data_dir = &settings.data_dir;
-    if !data_dir.join("store").exists() && store::sled_backend::migrate::format1_dir(data_dir).is_none() {
+    if settings.store == StoreKind::Sled
+        && !data_dir.join("store").exists()
+        && store::sled_backend::migrate::format1_dir(data_dir).is_none()
+    {
         anyhow::bail!("{} holds no store to export", data_dir.display());
     }
-    let store = open(settings)?;
+    let opened = open(settings)?;
+    let store = &opened.store;
     let options = ExportOptions { accounts, webhooks, since_ms };
     let started = Instant::now();
     let mut last = Instant::now();
@@ -123,20 +154,79 @@ fn import_file(settings: &Settings, input: &mut File, name: &str, options: Impor
     };
     let checked = validate(&mut BufReader::new(&mut *input), &mut |lines| say("checking", lines))
         .with_context(|| format!("{name} is refused; nothing was imported"))?;
-    let store = open(settings)?;
+    let opened = open(settings)?;
+    let store = &opened.store;
     let plan = plan(store.as_ref(), &checked, &options)?;
     input.rewind()?;
     let report =
         import_blocking(store.as_ref(), &mut BufReader::new(&mut *input), &plan, &options, &mut |lines| say("importing", lines))
             .context("the import stopped; what was written so far stays (import into a fresh data dir, and delete it to start over)")?;
     let skipped = &report.skipped;
-    println!("imported {} in {:.1?} into {}", report.imported, started.elapsed(), settings.data_dir.display());
+    println!("imported {} in {:.1?} into {}", report.imported, started.elapsed(), describe(settings));
     if *skipped != super::Counts::default() {
         println!("skipped {skipped}");
     }
     if report.pending > 0 {
         println!("{} webhooks are pending: the next `stayhook serve` normalizes them (and delivers their events)", report.pending);
     }
+    Ok(())
+}
+
+/// Where the configured store is, for people.
+fn describe(settings: &Settings) -> String {
+    match settings.store {
+        StoreKind::Sled => settings.data_dir.display().to_string(),
+        StoreKind::Nats => format!("the NATS store at {}", settings.nats.urls.join(",")),
+    }
+}
+
+/// `stayhook migrate --from sled:DIR --to nats://...`: everything of a single node's stopped
+/// store into a NATS cluster: an export of it (accounts, subscriptions, state, webhooks with their
+/// outcomes and events, pending webhooks) imported into the cluster, then the deliveries it still
+/// owes and its dead letters ([`NatsStore::adopt_deliveries_blocking`]). The export goes through a
+/// private file in `from`, removed at the end whether the move worked or not (it holds secrets).
+pub fn migrate_to_nats(settings: &Settings, from: &Path, nats: NatsConfig) -> anyhow::Result<()> {
+    let spool = from.join(format!("migrate-{}.ndjson", std::process::id()));
+    let moved = move_to_nats(settings, from, nats, &spool);
+    let _ = std::fs::remove_file(&spool);
+    moved
+}
+
+fn move_to_nats(settings: &Settings, from: &Path, nats: NatsConfig, spool: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if !from.join("store").exists() {
+        anyhow::bail!("{} holds no store to migrate (run `stayhook migrate` on it first if it is of an older format)", from.display());
+    }
+    let source = open_sled(from, settings)?;
+    let urls = nats.urls.join(",");
+    let (target, _runtime) = open_nats(nats)?;
+    let mut file = private_file(spool)?;
+    let options = ExportOptions { accounts: Vec::new(), webhooks: true, since_ms: None };
+    let exported = {
+        let mut writer = std::io::BufWriter::new(&mut file);
+        let counts = export_blocking(source.as_ref(), &options, &mut writer, &mut |_| {})?;
+        writer.flush()?;
+        counts
+    };
+    file.sync_all().with_context(|| format!("writing {}", spool.display()))?;
+    println!("exported {exported} from {}", from.display());
+    file.rewind()?;
+    let checked = validate(&mut BufReader::new(&mut file), &mut |_| {}).context("the export does not read back")?;
+    let target_store: Store = target.clone();
+    let import = ImportOptions::default();
+    let plan = plan(target_store.as_ref(), &checked, &import).context("the cluster refuses the import; nothing was written")?;
+    file.rewind()?;
+    let report = import_blocking(target_store.as_ref(), &mut BufReader::new(&mut file), &plan, &import, &mut |_| {})
+        .context("the import into the cluster stopped; what was written so far stays")?;
+    println!("imported {} into the NATS store at {urls}", report.imported);
+    let adopted = target.adopt_deliveries_blocking(source.as_ref()).context("moving the owed deliveries")?;
+    println!(
+        "moved {} owed deliveries (attempted by the cluster) and {} dead letters in {:.1?}; {} pending webhooks are normalized by the first node that serves",
+        adopted.pending,
+        adopted.dead,
+        started.elapsed(),
+        report.pending
+    );
     Ok(())
 }
 

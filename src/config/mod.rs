@@ -159,6 +159,75 @@ pub struct RawConfig {
     pub dead_letters_hold_lane: bool,
     /// What the store keeps and how the pruner deletes the rest (the `[retention]` section).
     pub retention: RetentionConfig,
+    /// Where the daemon keeps its data: `sled` (embedded, in `data_dir`) or `nats` (a JetStream
+    /// cluster shared by any number of nodes, the `[nats]` section).
+    pub store: StoreKind,
+    /// The JetStream cluster of `store = "nats"` (the `[nats]` section).
+    pub nats: NatsSection,
+}
+
+/// The storage backend (`store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded sled store in `data_dir`: one node.
+    #[default]
+    Sled,
+    /// A NATS JetStream cluster: any number of nodes (README, "Scale out").
+    Nats,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "sled" => Ok(StoreKind::Sled),
+            "nats" => Ok(StoreKind::Nats),
+            other => Err(format!("{other:?} is not a store (sled or nats)")),
+        }
+    }
+}
+
+/// The `[nats]` section: how a node reaches the JetStream cluster (used with `store = "nats"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSection {
+    /// The cluster's client URLs; the client fails over between them.
+    pub urls: Vec<String>,
+    /// Replicas of every stream and bucket: 3 (survives one NATS server's death) or 1 (a single
+    /// server, for trying it out).
+    pub replicas: usize,
+    /// Inbox partitions (the unit of per-account order and of spreading normalization over
+    /// nodes); fixed by the first node that initialises the cluster.
+    pub partitions: u32,
+    /// How long a webhook handed to a node may stay unacknowledged before another node gets it.
+    pub ack_wait_ms: u64,
+    /// How long a node keeps a partition after it stops pulling (its death): the failover time.
+    pub pin_ttl_ms: u64,
+    /// The inbox's duplicate window (`Nats-Msg-Id`): a PMS retry within it is answered
+    /// `duplicate`; later ones are normalized and dropped as unchanged updates.
+    pub duplicate_window_secs: u64,
+    /// How long the deliveries a node was attempting wait for another node after it died.
+    pub work_ack_wait_ms: u64,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        let defaults = crate::store::nats::NatsConfig::default();
+        Self {
+            urls: defaults.urls,
+            replicas: defaults.replicas,
+            partitions: defaults.partitions,
+            ack_wait_ms: millis(defaults.ack_wait),
+            pin_ttl_ms: millis(defaults.pin_ttl),
+            duplicate_window_secs: defaults.duplicate_window.as_secs(),
+            work_ack_wait_ms: millis(defaults.work_ack_wait),
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How long something is kept: a number of days, a duration with a unit (`"36h"`, `"30d"`,
@@ -292,6 +361,8 @@ impl Default for RawConfig {
             listener_bytes_per_second: 32 * 1024 * 1024,
             dead_letters_hold_lane: true,
             retention: RetentionConfig::default(),
+            store: StoreKind::Sled,
+            nats: NatsSection::default(),
         }
     }
 }
@@ -379,6 +450,11 @@ pub struct Settings {
     pub dead_letters_hold_lane: bool,
     /// See [`RawConfig::retention`].
     pub retention: Retention,
+    /// See [`RawConfig::store`].
+    pub store: StoreKind,
+    /// The cluster of `store = "nats"`: the `[nats]` section, with the retention periods as the
+    /// streams' ages and the delivery timeout in the work's ack wait.
+    pub nats: crate::store::nats::NatsConfig,
 }
 
 /// Retention as the daemon runs it.
@@ -491,6 +567,14 @@ impl RawConfig {
             "RETENTION_DEAD_LETTERS" => self.retention.dead_letters = period("retention.dead_letters", value)?,
             "RETENTION_PRUNE_INTERVAL_MS" => self.retention.prune_interval_ms = parse("retention.prune_interval_ms", value)?,
             "RETENTION_PRUNE_BUDGET" => self.retention.prune_budget = parse("retention.prune_budget", value)?,
+            "STORE" => self.store = parse("store", value)?,
+            "NATS_URLS" => self.nats.urls = comma_list(value),
+            "NATS_REPLICAS" => self.nats.replicas = parse("nats.replicas", value)?,
+            "NATS_PARTITIONS" => self.nats.partitions = parse("nats.partitions", value)?,
+            "NATS_ACK_WAIT_MS" => self.nats.ack_wait_ms = parse("nats.ack_wait_ms", value)?,
+            "NATS_PIN_TTL_MS" => self.nats.pin_ttl_ms = parse("nats.pin_ttl_ms", value)?,
+            "NATS_DUPLICATE_WINDOW_SECS" => self.nats.duplicate_window_secs = parse("nats.duplicate_window_secs", value)?,
+            "NATS_WORK_ACK_WAIT_MS" => self.nats.work_ack_wait_ms = parse("nats.work_ack_wait_ms", value)?,
             // STAYHOOK_CONFIG names the file itself; STAYHOOK_LOG is read by the logger.
             "CONFIG" | "LOG" => {}
             other => tracing::warn!(variable = %format!("STAYHOOK_{other}"), "unknown configuration variable ignored"),
@@ -559,6 +643,7 @@ impl RawConfig {
             .then(|| u32::try_from(listener_kib_per_second).ok().and_then(std::num::NonZeroU32::new))
             .map(|limit| limit.ok_or(ConfigError::Invalid { key: "listener_bytes_per_second", message: "must be below 4 TiB/s".into() }))
             .transpose()?;
+        let nats = self.nats_config()?;
         let plugin_cache_dir = self.plugin_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("plugin-cache"));
         let plugin_dir = self.plugin_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"));
         Ok(Settings {
@@ -608,6 +693,59 @@ impl RawConfig {
                 prune_interval: Duration::from_millis(self.retention.prune_interval_ms),
                 prune_budget: self.retention.prune_budget,
             },
+            store: self.store,
+            nats,
+        })
+    }
+
+    /// The `[nats]` section checked, as the backend's configuration. The streams delete by age
+    /// what retention would (events and attempts live as long as dead letters do: a dead letter
+    /// names its event).
+    fn nats_config(&self) -> Result<crate::store::nats::NatsConfig, ConfigError> {
+        let section = &self.nats;
+        if section.urls.is_empty() {
+            return Err(ConfigError::Invalid { key: "nats.urls", message: "name at least one server (nats://host:4222)".into() });
+        }
+        for url in &section.urls {
+            let scheme_ok = ["nats://", "tls://", "ws://", "wss://"].iter().any(|scheme| url.starts_with(scheme));
+            if !scheme_ok || url.split("://").nth(1).is_none_or(str::is_empty) {
+                return Err(ConfigError::Invalid { key: "nats.urls", message: format!("{url:?} is not a NATS URL (nats://host:port)") });
+            }
+        }
+        if section.replicas != 1 && section.replicas != 3 {
+            return Err(ConfigError::Invalid { key: "nats.replicas", message: format!("{} is neither 1 nor 3", section.replicas) });
+        }
+        if !(1..=1024).contains(&section.partitions) {
+            return Err(ConfigError::Invalid { key: "nats.partitions", message: "must be between 1 and 1024".into() });
+        }
+        for (key, value) in [
+            ("nats.ack_wait_ms", section.ack_wait_ms),
+            ("nats.pin_ttl_ms", section.pin_ttl_ms),
+            ("nats.duplicate_window_secs", section.duplicate_window_secs),
+            ("nats.work_ack_wait_ms", section.work_ack_wait_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid { key, message: "must be positive".into() });
+            }
+        }
+        let age = |period: Period| period.0.unwrap_or(Duration::ZERO);
+        let longest = |a: Period, b: Period| match (a.0, b.0) {
+            (Some(a), Some(b)) => a.max(b),
+            _ => Duration::ZERO,
+        };
+        let kept = longest(self.retention.events, self.retention.dead_letters);
+        Ok(crate::store::nats::NatsConfig {
+            urls: section.urls.clone(),
+            replicas: section.replicas,
+            partitions: section.partitions,
+            ack_wait: Duration::from_millis(section.ack_wait_ms),
+            pin_ttl: Duration::from_millis(section.pin_ttl_ms),
+            duplicate_window: Duration::from_secs(section.duplicate_window_secs),
+            inbox_max_age: age(self.retention.inbox),
+            events_max_age: kept,
+            attempts_max_age: kept,
+            work_ack_wait: Duration::from_millis(section.work_ack_wait_ms),
+            ..Default::default()
         })
     }
 }

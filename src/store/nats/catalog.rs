@@ -3,8 +3,9 @@
 //!
 //! Every node holds the whole bucket in memory, so the catalog's plain `fn` reads stay memory
 //! reads: [`NatsCatalog::open`] loads it and a watch keeps it current (another node's write is
-//! seen once the watch delivers it, milliseconds later). A node's own write goes to the bucket and
-//! then into its copy at once, so the node that wrote reads its write. `insert_account` is a KV
+//! seen once the watch delivers it, milliseconds later; an account or subscription this node has
+//! not seen yet is read from the bucket). A node's own write goes to the bucket and then into its
+//! copy at once, so the node that wrote reads its write. `insert_account` is a KV
 //! `create` (of two nodes creating one id, one gets `AlreadyExists`) and `swap_meta` an `update`
 //! on the revision read fresh from the bucket: compare-and-set by the engine, never by this copy.
 //!
@@ -13,18 +14,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::engine::{CATALOG_BUCKET, Engine, NatsError, classify, subject_token};
+use super::follow::follow_bucket;
 use crate::store::{Account, Catalog, Inserted, StoreError, StoreFuture, Subscription};
-
-/// How long [`NatsCatalog::open`] waits for the bucket's current contents.
-const LOAD_BOUND: Duration = Duration::from_secs(30);
 
 /// Key to (revision, value; `None` once deleted).
 type Entries = HashMap<String, (u64, Option<Vec<u8>>)>;
@@ -39,15 +36,6 @@ pub struct NatsCatalog {
 impl Drop for NatsCatalog {
     fn drop(&mut self) {
         self.watch.abort();
-    }
-}
-
-impl From<NatsError> for StoreError {
-    fn from(error: NatsError) -> Self {
-        match error {
-            NatsError::Unavailable(message) => StoreError::Unavailable(message),
-            other => StoreError::Backend(other.to_string()),
-        }
     }
 }
 
@@ -94,47 +82,36 @@ impl NatsCatalog {
     /// Open the catalog of `engine`'s cluster: load the bucket's current contents, then follow it.
     pub async fn open(engine: &Engine) -> Result<NatsCatalog, NatsError> {
         let kv = engine.bucket(CATALOG_BUCKET).await?;
-        let status = kv.status().await.map_err(|error| classify("reading the catalog's status", &error))?;
-        let last = status.info.state.last_sequence;
-        let mut watch = kv.watch_with_history(">").await.map_err(|error| classify("watching the catalog", &error))?;
         let entries = Arc::new(RwLock::new(Entries::new()));
-        // The watch gives each key's last entry first, the bucket's last sequence among them.
-        let loaded = tokio::time::timeout(LOAD_BOUND, async {
-            let mut seen = 0;
-            while seen < last {
-                match watch.next().await {
-                    Some(Ok(entry)) => {
-                        seen = seen.max(entry.revision);
-                        apply_entry(&entries, entry);
-                    }
-                    Some(Err(error)) => return Err(classify("loading the catalog", &error)),
-                    None => return Err(NatsError::Unavailable("the catalog's watch ended while loading".into())),
-                }
-            }
-            Ok(())
-        })
-        .await;
-        match loaded {
-            Ok(outcome) => outcome?,
-            Err(_) => return Err(NatsError::Unavailable(format!("the catalog did not load within {LOAD_BOUND:?}"))),
-        }
         let copy = entries.clone();
-        let watch = tokio::spawn(async move {
-            while let Some(entry) = watch.next().await {
-                match entry {
-                    Ok(entry) => apply_entry(&copy, entry),
-                    Err(error) => tracing::warn!(%error, "the catalog's watch"),
-                }
-            }
-            tracing::warn!("the catalog's watch ended: this node no longer sees other nodes' catalog writes");
-        });
+        let watch = follow_bucket(&kv, "the catalog", move |entry| apply_entry(&copy, entry)).await?;
         let n_keys = entries.read().expect("catalog copy lock poisoned").len();
-        tracing::debug!(n_keys, last_revision = last, "catalog loaded");
+        tracing::debug!(n_keys, "catalog loaded");
         Ok(NatsCatalog { kv, entries, watch })
     }
 
     fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.entries.read().expect("catalog copy lock poisoned").get(key).and_then(|(_, value)| value.clone())
+    }
+
+    /// `get`, and for a key this node's copy has never seen, the bucket's value: another node may
+    /// have written it a moment ago (behind a load balancer, an account created on one node is
+    /// used on the next request, anywhere). A key the copy knows deleted is not read again.
+    /// Only on a multi-thread runtime (the read blocks the thread); elsewhere the copy answers.
+    fn get_or_fetch(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.entries.read().expect("catalog copy lock poisoned").contains_key(key) {
+            return Ok(self.get(key));
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return Ok(None) };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Ok(None);
+        }
+        let entry = tokio::task::block_in_place(|| handle.block_on(self.kv.entry(key)))
+            .map_err(|error| StoreError::from(classify(&format!("reading {key}"), &error)))?;
+        let Some(entry) = entry else { return Ok(None) };
+        let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
+        apply(&self.entries, key.to_string(), entry.revision, value.clone());
+        Ok(value)
     }
 
     /// Live values of the keys starting with `prefix`, decoded, in key order.
@@ -272,7 +249,7 @@ impl Catalog for NatsCatalog {
 
     fn get_account(&self, account_id: &str) -> Result<Option<Account>, StoreError> {
         let key = account_key(account_id);
-        self.get(&key).map(|bytes| decode(&key, &bytes)).transpose()
+        self.get_or_fetch(&key)?.map(|bytes| decode(&key, &bytes)).transpose()
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
@@ -304,7 +281,7 @@ impl Catalog for NatsCatalog {
 
     fn get_subscription(&self, account_id: &str, subscription_id: &str) -> Result<Option<Subscription>, StoreError> {
         let key = subscription_key(account_id, subscription_id);
-        self.get(&key).map(|bytes| decode(&key, &bytes)).transpose()
+        self.get_or_fetch(&key)?.map(|bytes| decode(&key, &bytes)).transpose()
     }
 
     fn list_subscriptions(&self, account_id: &str) -> Result<Vec<Subscription>, StoreError> {

@@ -79,9 +79,11 @@ pub struct NatsConfig {
     pub events_max_age: Duration,
     /// How long attempts are kept (`retention.dead_letters`); zero keeps them forever.
     pub attempts_max_age: Duration,
-    /// The `work` consumer's ack wait: a delivery's timeout plus a margin.
+    /// The `work` consumer's ack wait: how long a dead node's deliveries wait before another node
+    /// gets them (a live node reports progress on what it holds, however long an attempt takes).
     pub work_ack_wait: Duration,
-    /// The `work` consumer's deliveries per message: the retry schedule's attempts plus one.
+    /// The `work` consumer's deliveries per message; -1 (unlimited, the default): the daemon's
+    /// retry schedule decides when a delivery is dead, and every attempt nacks or acks its message.
     pub work_max_deliver: i64,
     /// The `work` consumer's unacked limit: the cluster's in-flight deliveries.
     pub work_max_ack_pending: i64,
@@ -106,9 +108,9 @@ impl Default for NatsConfig {
             duplicate_window: Duration::from_secs(600),
             inbox_max_age: Duration::from_secs(30 * 24 * 3600),
             events_max_age: Duration::from_secs(90 * 24 * 3600),
-            attempts_max_age: Duration::from_secs(30 * 24 * 3600),
-            work_ack_wait: Duration::from_secs(45),
-            work_max_deliver: 12,
+            attempts_max_age: Duration::from_secs(90 * 24 * 3600),
+            work_ack_wait: Duration::from_secs(10),
+            work_max_deliver: -1,
             work_max_ack_pending: 1000,
             connect_attempts: 5,
             request_timeout: Duration::from_secs(5),
@@ -307,7 +309,16 @@ impl Engine {
             Ok(_) => Ok(()),
             Err(error) if jetstream_code(&error) == Some(jetstream::ErrorCode::STREAM_NAME_EXIST) => {
                 let existing = self.existing_stream_config(&name).await?;
-                compare(&name, &stream_fields(&existing), &stream_fields(&wanted))
+                compare(&name, &stream_fields(&existing), &stream_fields(&wanted))?;
+                // What the retention settings give may change between releases of a deployment:
+                // the stream takes the new ages (later nodes with the old ones do the same back,
+                // so every node of a deployment must share its retention settings).
+                if existing.max_age != wanted.max_age || existing.duplicate_window != wanted.duplicate_window {
+                    tracing::info!(stream = %name, max_age = ?wanted.max_age, duplicate_window = ?wanted.duplicate_window, "updating the stream's ages");
+                    let updated = stream::Config { max_age: wanted.max_age, duplicate_window: wanted.duplicate_window, ..existing };
+                    self.jetstream.update_stream(updated).await.map_err(|error| classify(&format!("updating stream {name}"), &error))?;
+                }
+                Ok(())
             }
             Err(error) => Err(classify(&format!("creating stream {name}"), &error)),
         }
@@ -534,8 +545,6 @@ fn stream_fields(config: &stream::Config) -> Vec<(&'static str, String)> {
         ("num_replicas", config.num_replicas.to_string()),
         ("storage", format!("{:?}", config.storage)),
         ("retention", format!("{:?}", config.retention)),
-        ("duplicate_window", format!("{:?}", config.duplicate_window)),
-        ("max_age", format!("{:?}", config.max_age)),
         ("discard", format!("{:?}", config.discard)),
         ("allow_direct", config.allow_direct.to_string()),
     ]

@@ -23,11 +23,18 @@ pub struct NatsInboxEntry {
     pub sequence: u64,
     /// The partition its subject names.
     pub partition: u32,
-    /// The webhook as received.
+    /// The webhook as received (for a requeue request: only its account).
     pub entry: InboxEntry,
+    /// A request to normalize an earlier entry again ([`Engine::requeue`]): its id and the
+    /// generation to run as. Such a message is not an inbox entry of its own.
+    pub requeue: Option<(InboxId, u32)>,
 }
 
-const RECEIVED_AT: &str = "Sh-Received-At";
+pub(crate) const RECEIVED_AT: &str = "Sh-Received-At";
+/// On a requeue request: the inbox id to normalize again.
+pub(crate) const REQUEUE: &str = "Sh-Requeue";
+/// On a requeue request: the generation to run it as.
+const GENERATION: &str = "Sh-Generation";
 const METHOD: &str = "Sh-Method";
 const QUERY: &str = "Sh-Query";
 const CONTENT_TYPE: &str = "Sh-Content-Type";
@@ -68,6 +75,19 @@ impl Engine {
                 Err(other) => return Err(other),
             }
         }
+    }
+
+    /// Ask the partition's drainer to normalize `inbox_id` of `account_id` again as `generation`:
+    /// a message on the account's subject, so it is ordered with the account's webhooks.
+    pub async fn requeue(&self, account_id: &str, inbox_id: InboxId, generation: u32) -> Result<(), NatsError> {
+        let subject = inbox_subject(self.partition(account_id), account_id);
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEUE, inbox_id.0.to_string());
+        headers.insert(GENERATION, generation.to_string());
+        let publish = PublishMessage::build().headers(headers).payload(bytes::Bytes::new());
+        let ack = self.jetstream().send_publish(subject, publish).await.map_err(|error| classify("publishing a requeue", &error))?;
+        ack.await.map_err(|error| classify("awaiting a requeue's ack", &error))?;
+        Ok(())
     }
 
     /// The inbox entry stored under `sequence` (a direct get, answered by any replica); `None`
@@ -114,6 +134,21 @@ pub(crate) fn decode(sequence: u64, subject: &str, headers: Option<&HeaderMap>, 
     let partition: u32 = partition.parse().map_err(|_| bad("no partition in the subject".to_string()))?;
     let account_id = token_id(account).ok_or_else(|| bad("the account token does not decode".to_string()))?;
     let headers = headers.ok_or_else(|| bad("no headers".to_string()))?;
+    if let Some(target) = headers.get(REQUEUE) {
+        let target: u64 = target.as_str().parse().map_err(|_| bad(format!("{REQUEUE} is not an inbox id")))?;
+        let generation = headers.get(GENERATION).and_then(|value| value.as_str().parse::<u32>().ok());
+        let generation = generation.ok_or_else(|| bad(format!("{GENERATION} missing or not a number")))?;
+        let entry = InboxEntry {
+            account_id,
+            received_at_ms: 0,
+            method: String::new(),
+            query: String::new(),
+            content_type: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        return Ok(NatsInboxEntry { sequence, partition, entry, requeue: Some((InboxId(target), generation)) });
+    }
     let text = |name: &str| headers.get(name).map(|value| value.as_str().to_string()).ok_or_else(|| bad(format!("no {name}")));
     let received_at_ms: u64 = text(RECEIVED_AT)?.parse().map_err(|_| bad(format!("{RECEIVED_AT} is not a number")))?;
     let method = text(METHOD)?;
@@ -125,6 +160,7 @@ pub(crate) fn decode(sequence: u64, subject: &str, headers: Option<&HeaderMap>, 
         sequence,
         partition,
         entry: InboxEntry { account_id, received_at_ms, method, query, content_type, headers: entry_headers, body: body.to_vec() },
+        requeue: None,
     })
 }
 

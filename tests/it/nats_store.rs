@@ -1,0 +1,52 @@
+//! The daemon on the NATS JetStream backend (`src/store/nats/`), one node against a real server:
+//! the same promises as on the embedded store, end to end.
+
+use serde_json::json;
+
+use crate::support::{Daemon, DaemonOptions, NatsCluster, Receiver, hostaway_body};
+
+fn on_nats(cluster: &NatsCluster, replicas: usize) -> DaemonOptions {
+    DaemonOptions::default()
+        .env("STAYHOOK_STORE", "nats")
+        .env("STAYHOOK_NATS_URLS", &cluster.urls().join(","))
+        .env("STAYHOOK_NATS_REPLICAS", &replicas.to_string())
+        .env("STAYHOOK_NATS_PARTITIONS", "4")
+        .env("STAYHOOK_NATS_ACK_WAIT_MS", "4000")
+        .env("STAYHOOK_NATS_PIN_TTL_MS", "2000")
+        .env("STAYHOOK_NATS_WORK_ACK_WAIT_MS", "3000")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_nats_delivers_created_then_updated_and_keeps_everything_across_a_sigkill() {
+    let cluster = NatsCluster::single().await;
+    let receiver = Receiver::start().await;
+    let mut daemon = Daemon::start(on_nats(&cluster, 1)).await;
+    let account = daemon.create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
+    let account_id = account["id"].as_str().unwrap().to_string();
+    daemon.subscribe(&account_id, &receiver.url).await;
+
+    let (status, answer) = daemon.post_webhook(&account_id, &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let created = receiver.next().await.json();
+    assert_eq!(created["hook"]["eventType"], "reservation.created");
+    let (status, again) = daemon.post_webhook(&account_id, &hostaway_body("reservation-created"), &[]).await;
+    assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")), "{again}");
+    assert_eq!(again["inboxId"], answer["inboxId"], "a duplicate names the original");
+
+    daemon.kill();
+    daemon.start_again();
+    let (status, _) = daemon.post_webhook(&account_id, &hostaway_body("reservation-updated-dates-moved"), &[]).await;
+    assert_eq!(status, 200);
+    let updated = receiver.next().await.json();
+    assert_eq!(updated["hook"]["eventType"], "reservation.updated", "the state survived the restart: {updated}");
+    assert_eq!(updated["data"]["record"]["previousArrivalDate"], "2017-07-15T00:00:00.000Z");
+
+    let (status, events) = daemon.admin("GET", &format!("/v1/events?accountId={account_id}"), None).await;
+    assert_eq!(status, 200, "{events}");
+    let types: Vec<&str> = events["events"].as_array().unwrap().iter().map(|event| event["eventType"].as_str().unwrap()).collect();
+    assert_eq!(types, ["reservation.created", "reservation.updated"], "{events}");
+    let (status, state) = daemon.admin("GET", &format!("/v1/accounts/{account_id}/reservations/13"), None).await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["arrivalDate"], updated["data"]["record"]["arrivalDate"]);
+    receiver.expect_nothing(std::time::Duration::from_millis(500)).await;
+}

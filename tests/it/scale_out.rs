@@ -1,0 +1,306 @@
+//! Scale-out (README "Scale out"): several real `stayhook serve` processes on one real 3-node NATS
+//! JetStream cluster (R3), each taking webhooks, normalizing, delivering and answering the admin
+//! API. The faults are real: a stayhook node SIGKILLed while its partitions hold work, a NATS
+//! server (a stream's leader) SIGKILLed while webhooks arrive. And `stayhook migrate --to`, from a
+//! single node's sled store into the cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, DaemonOptions, NatsCluster, Receiver, hostaway_body};
+
+/// The cluster's settings every node (and `migrate`) shares: 6 partitions, a quick failover (a
+/// pin lives 2 s, a dead node's deliveries wait 3 s).
+const CLUSTER_ENV: [(&str, &str); 4] = [
+    ("STAYHOOK_NATS_PARTITIONS", "6"),
+    ("STAYHOOK_NATS_ACK_WAIT_MS", "4000"),
+    ("STAYHOOK_NATS_PIN_TTL_MS", "2000"),
+    ("STAYHOOK_NATS_WORK_ACK_WAIT_MS", "3000"),
+];
+
+/// A node of the cluster.
+fn node_options(cluster: &NatsCluster, replicas: usize) -> DaemonOptions {
+    let options = DaemonOptions::default()
+        .env("STAYHOOK_STORE", "nats")
+        .env("STAYHOOK_NATS_URLS", &cluster.urls().join(","))
+        .env("STAYHOOK_NATS_REPLICAS", &replicas.to_string());
+    CLUSTER_ENV.iter().fold(options, |options, (name, value)| options.env(name, value))
+}
+
+/// A Hostaway body of reservation `id`: `created`, or its dates moved (`updated`).
+fn reservation(id: u64, updated: bool) -> Vec<u8> {
+    let case = if updated { "reservation-updated-dates-moved" } else { "reservation-created" };
+    let mut body: Value = serde_json::from_slice(&hostaway_body(case)).unwrap();
+    body["data"]["id"] = json!(id);
+    serde_json::to_vec(&body).unwrap()
+}
+
+/// Post like a PMS: retry on 429/5xx and on a connection refused (a dead node: the next one),
+/// until a node acknowledges it (`accepted` or `duplicate`). Bounded.
+async fn post_until_acknowledged(nodes: &[&Daemon], account_id: &str, body: &[u8]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut turn = 0;
+    loop {
+        let node = nodes[turn % nodes.len()];
+        turn += 1;
+        let response = node
+            .http
+            .post(format!("{}/listen/{account_id}", node.ingest_url))
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await;
+        if let Ok(response) = response {
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            if status == 200 {
+                return answer;
+            }
+            assert!(status == 429 || status >= 500, "a webhook refused with {status}: {answer}");
+        }
+        assert!(Instant::now() < deadline, "no node acknowledged a webhook within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deliveries received until `expected` distinct events arrived (at least once each: a node
+/// killed between a receiver's 2xx and its record repeats one), by (account, record), each
+/// record's event ids in the order they first arrived, with their types.
+async fn collect(receiver: &Receiver, expected: usize) -> BTreeMap<(String, String), Vec<(String, String)>> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = BTreeSet::new();
+    let mut records: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+    while seen.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(received) = receiver.next_within(left).await else {
+            panic!("{} of {expected} events delivered within 90 s: {records:?}", seen.len());
+        };
+        let hook = received.json();
+        let event_id = received.header("webhook-id");
+        let account_id = hook["data"]["integrationAccountId"].as_str().unwrap_or_default().to_string();
+        let key = (account_id, hook["data"]["record"]["id"].as_str().unwrap_or_default().to_string());
+        let event_type = hook["hook"]["eventType"].as_str().unwrap().to_string();
+        if seen.insert(event_id.clone()) {
+            records.entry(key).or_default().push((event_id, event_type));
+        }
+    }
+    records
+}
+
+fn types(events: &[(String, String)]) -> Vec<&str> {
+    events.iter().map(|(_, event_type)| event_type.as_str()).collect()
+}
+
+/// The event ids of an account as one node's admin API lists them.
+async fn listed_events(node: &Daemon, account_id: &str) -> Vec<String> {
+    let (status, page) = node.admin("GET", &format!("/v1/events?accountId={account_id}&limit=500"), None).await;
+    assert_eq!(status, 200, "{page}");
+    let mut ids: Vec<String> = page["events"].as_array().unwrap().iter().map(|event| event["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_one_view_and_deliver_every_change_once_in_order_through_a_node_s_sigkill() {
+    let cluster = NatsCluster::start(3).await;
+    let receiver = Receiver::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Daemon::start(node_options(&cluster, 3)).await);
+    }
+    // Accounts made on one node, subscribed on another: one catalog.
+    let mut accounts = Vec::new();
+    for index in 0..4 {
+        let account = nodes[index % 3].create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
+        let account_id = account["id"].as_str().unwrap().to_string();
+        nodes[(index + 1) % 3].subscribe(&account_id, &receiver.url).await;
+        accounts.push(account_id);
+    }
+    nodes[2]
+        .wait_for("the third node to list every account", async |node| {
+            let (_, listed) = node.admin("GET", "/v1/accounts", None).await;
+            (listed["accounts"].as_array().map_or(0, Vec::len) == 4).then_some(())
+        })
+        .await;
+
+    // Each record's creation, then its update, posted to different nodes in turn.
+    for (index, account_id) in accounts.iter().enumerate() {
+        for record in 1..=3u64 {
+            let first = (index + record as usize) % 3;
+            let all: Vec<&Daemon> = nodes.iter().collect();
+            let created = post_until_acknowledged(&all[first..=first], account_id, &reservation(record, false)).await;
+            assert_eq!(created["status"], "accepted", "{created}");
+            let next = (first + 1) % 3;
+            post_until_acknowledged(&all[next..=next], account_id, &reservation(record, true)).await;
+        }
+    }
+    // SIGKILL a node while the cluster works through that (its pinned partitions hold webhooks
+    // and deliveries): the others take its partitions and work over.
+    nodes[0].kill();
+    let alive: Vec<&Daemon> = nodes[1..].iter().collect();
+    for account_id in &accounts {
+        for record in 4..=5u64 {
+            let answer = post_until_acknowledged(&alive, account_id, &reservation(record, false)).await;
+            assert_eq!(answer["status"], "accepted", "{answer}");
+        }
+        // A PMS retry reaching another node: the stream's duplicate window answers it.
+        let again = post_until_acknowledged(&alive[1..], account_id, &reservation(5, false)).await;
+        assert_eq!(again["status"], "duplicate", "{again}");
+    }
+
+    let records = collect(&receiver, accounts.len() * (3 * 2 + 2)).await;
+    assert_eq!(records.len(), accounts.len() * 5, "{records:?}");
+    for ((account_id, record_id), events) in &records {
+        let expected: &[&str] =
+            if record_id == "4" || record_id == "5" { &["reservation.created"] } else { &["reservation.created", "reservation.updated"] };
+        if types(events) != expected {
+            let (_, listed) = nodes[1].admin("GET", &format!("/v1/events?accountId={account_id}&limit=500"), None).await;
+            let listed: Vec<String> = listed["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|event| format!("{} {} {} inbox {}", event["id"], event["recordId"], event["eventType"], event["inboxId"]))
+                .collect();
+            panic!(
+                "{account_id}/{record_id}: {events:?}, not {expected:?} (created once, then updated, in order); node 1 lists {listed:#?}"
+            );
+        }
+    }
+    receiver.expect_nothing(Duration::from_secs(2)).await;
+
+    // Every node answers the same: the two alive, and the killed one started again.
+    nodes[0].start_again();
+    for account_id in &accounts {
+        let delivered: BTreeSet<String> = records
+            .iter()
+            .filter(|((account, _), _)| account == account_id)
+            .flat_map(|(_, events)| events.iter().map(|(id, _)| id.clone()))
+            .collect();
+        let delivered: Vec<String> = delivered.into_iter().collect();
+        for node in &nodes {
+            let listed = node
+                .wait_for("a node to list the account's events", async |node| {
+                    let listed = listed_events(node, account_id).await;
+                    (listed == delivered).then_some(listed)
+                })
+                .await;
+            assert_eq!(listed.len(), 8);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_server_killed_under_load_loses_no_acknowledged_webhook() {
+    let mut cluster = NatsCluster::start(3).await;
+    let receiver = Receiver::start().await;
+    let nodes = [Daemon::start(node_options(&cluster, 3)).await, Daemon::start(node_options(&cluster, 3)).await];
+    let account = nodes[0].create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
+    let account_id = account["id"].as_str().unwrap().to_string();
+    nodes[1].subscribe(&account_id, &receiver.url).await;
+    nodes[1]
+        .wait_for("the second node to know the account", async |node| {
+            let (status, _) = node.admin("GET", &format!("/v1/accounts/{account_id}"), None).await;
+            (status == 200).then_some(())
+        })
+        .await;
+
+    let client = cluster.connect().await;
+    let leader = cluster.stream_leader(&client, "SH_INBOX").await;
+    let all: Vec<&Daemon> = nodes.iter().collect();
+    let mut acknowledged = 0;
+    for record in 1..=20u64 {
+        if record == 6 {
+            // The inbox stream's leader dies: its followers elect another; appends meanwhile
+            // answer 503 (the PMS retries) and nothing acknowledged is lost.
+            cluster.kill(cluster.node_named(&leader));
+        }
+        let answer = post_until_acknowledged(&all[(record % 2) as usize..], &account_id, &reservation(record, false)).await;
+        assert_eq!(answer["status"], "accepted", "{answer}");
+        acknowledged += 1;
+    }
+    let records = collect(&receiver, acknowledged).await;
+    assert_eq!(records.len(), 20, "{records:?}");
+    assert!(records.values().all(|events| types(events) == ["reservation.created"]), "{records:?}");
+}
+
+fn stayhook(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stayhook"));
+    command.args(args).env_remove("STAYHOOK_CONFIG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn say(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_moves_a_single_node_with_its_owed_deliveries_into_the_cluster() {
+    let cluster = NatsCluster::single().await;
+    let receiver = Receiver::start().await;
+    // The receiver is down: the single node owes the creation's delivery when it stops.
+    receiver.fail_next(usize::MAX);
+    let mut single = Daemon::start(DaemonOptions::default().retry_schedule("1h")).await;
+    let account = single.create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
+    let account_id = account["id"].as_str().unwrap().to_string();
+    single.subscribe(&account_id, &receiver.url).await;
+    let (status, _) = single.post_webhook(&account_id, &reservation(7, false), &[]).await;
+    assert_eq!(status, 200);
+    let failed = receiver.next().await;
+    assert_eq!(failed.answered, 500);
+    let owed_event = failed.header("webhook-id");
+    assert!(single.terminate(), "the single node stops cleanly");
+    let data_dir = single.data_dir();
+
+    // Refusals name the problem and move nothing.
+    let refused = stayhook(&["migrate", "--from", "dir-without-scheme", "--to", &cluster.url(0)], &[]);
+    assert!(!refused.status.success() && say(&refused).contains("sled:DIR"), "{}", say(&refused));
+    let from = format!("sled:{}", data_dir.display());
+    let mut env = CLUSTER_ENV.to_vec();
+    env.push(("STAYHOOK_NATS_REPLICAS", "1"));
+    let moved = stayhook(&["migrate", "--from", &from, "--to", &cluster.url(0)], &env);
+    assert!(moved.status.success(), "{}", say(&moved));
+    let printed = String::from_utf8_lossy(&moved.stdout).to_string();
+    assert!(printed.contains("moved 1 owed deliveries"), "{printed}");
+    // Twice: the cluster holds the account now, so the import refuses and names it.
+    let again = stayhook(&["migrate", "--from", &from, "--to", &cluster.url(0)], &env);
+    assert!(!again.status.success() && say(&again).contains(&account_id), "{}", say(&again));
+    no_export_left(&data_dir);
+
+    // A node on the cluster: the owed delivery goes out (the same event), the state came along
+    // (the next change is an update), and the account, its subscription and events are listed.
+    receiver.fail_next(0);
+    let node = Daemon::start(node_options(&cluster, 1)).await;
+    let owed = receiver.next().await;
+    assert_eq!(owed.header("webhook-id"), owed_event, "the owed delivery is of the same event");
+    assert_eq!(owed.json()["hook"]["eventType"], "reservation.created");
+    let (status, _) = node.post_webhook(&account_id, &reservation(7, true), &[]).await;
+    assert_eq!(status, 200);
+    let updated = receiver.next().await.json();
+    assert_eq!(updated["hook"]["eventType"], "reservation.updated", "{updated}");
+    let (status, subscriptions) = node.admin("GET", &format!("/v1/accounts/{account_id}/webhooks"), None).await;
+    assert_eq!(status, 200, "{subscriptions}");
+    assert_eq!(listed_events(&node, &account_id).await.len(), 2);
+}
+
+/// The export `migrate` goes through (it holds every secret) is removed whether it worked or not.
+fn no_export_left(data_dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(data_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with("migrate-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
