@@ -23,6 +23,12 @@
 //!   start-up time with that store.
 //! - `startup`: time from spawning the daemon to its first `/healthz` 200, with an empty
 //!   compiled-plugin cache (cold) and with the cache warm; 5 runs each, median.
+//! - `scale`: end to end with one subscription on the embedded store (the baseline), then on
+//!   NATS JetStream (`store = "nats"`): one node on one server (R1), one node on a 3-server
+//!   cluster (R3), three nodes on that cluster (posts spread over them). Per setup: events/s
+//!   from the first post to the last receipt, and CPU time per event of the stayhook processes
+//!   and of the NATS servers (from `/proc`), the figure that means something on a shared
+//!   2-core machine. The servers come from `.ci/nats-server` (or `STAYHOOK_NATS_SERVER`).
 //!
 //! `LOAD_RECORDS=50000` posts updates of that many reservations in turn instead of a new
 //! reservation each (the store's state then stays bounded, as an operator's does).
@@ -83,6 +89,10 @@ async fn main() {
     }
     if runs("growth") {
         growth(&settings).await;
+    }
+    // Not in the default run: it needs a NATS server (installed on first use).
+    if wanted.iter().any(|arg| arg == "scale") {
+        scale(&settings).await;
     }
 }
 
@@ -158,9 +168,15 @@ struct Daemon {
 impl Daemon {
     /// Start `stayhook serve` on `data_dir` (kept: growth reuses it) with this plugin cache.
     async fn start(data_dir: &Path, cache_dir: &Path) -> (Daemon, Duration) {
+        Self::start_with(data_dir, cache_dir, &[]).await
+    }
+
+    /// [`Daemon::start`] with more `STAYHOOK_*` variables.
+    async fn start_with(data_dir: &Path, cache_dir: &Path, env: &[(&str, String)]) -> (Daemon, Duration) {
         let started = Instant::now();
         let binary = std::env::var_os("STAYHOOK_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stayhook")));
         let mut command = Command::new(binary);
+        command.envs(env.iter().map(|(name, value)| (*name, value.as_str())));
         // LOAD_RETENTION (e.g. "90s"): keep delivered events and raw webhooks that long, pruning
         // every second (the growth scenario with retention), and duplicate-suppression digests
         // as long: the scenario puts a day's webhooks into minutes, and digests kept their
@@ -241,19 +257,33 @@ impl Daemon {
 
     /// CPU time the daemon has used so far (user + system, from `/proc/<pid>/stat`).
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // The fields after the command name (which may hold spaces) start at its closing paren.
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-        let ticks: u64 = [11, 12].iter().filter_map(|index| fields.get(*index).and_then(|field| field.parse::<u64>().ok())).sum();
-        // SAFETY: sysconf reads a constant of the running system.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_micros(ticks * 1_000_000 / per_second)
+        process_cpu(self.child.id())
     }
 
     fn stop(mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
+}
+
+/// A daemon left running by a scenario that panicked is killed, not left delivering to a port
+/// the next run's receiver may get (and taking the machine's CPU from it).
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time a process has used so far (user + system, from `/proc/<pid>/stat`).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at its closing paren.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|index| fields.get(*index).and_then(|field| field.parse::<u64>().ok())).sum();
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
 fn client(pool: usize) -> reqwest::Client {
@@ -594,6 +624,181 @@ async fn growth(settings: &Settings) {
     let (daemon, ready) = Daemon::start(&data_dir, &warm_cache()).await;
     println!("start-up with this store, cache warm, restarted again: {:.0} ms; RSS after start {:.0} MiB\n", ms(ready), daemon.rss_mib());
     daemon.stop();
+}
+
+// ---- scale-out: NATS JetStream servers and several nodes -----------------------------------------
+
+/// NATS servers on loopback (one, or a cluster), killed on drop.
+struct NatsServers {
+    children: Vec<Child>,
+    urls: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|address| address.port()).unwrap()
+}
+
+impl NatsServers {
+    /// `size` servers with JetStream (a cluster when more than one), healthy when this returns.
+    async fn start(size: usize) -> NatsServers {
+        let binary = match std::env::var_os("STAYHOOK_NATS_SERVER") {
+            Some(binary) => PathBuf::from(binary),
+            None => {
+                let output = Command::new(".ci/nats-server").stderr(Stdio::inherit()).output().expect("run .ci/nats-server");
+                assert!(output.status.success(), ".ci/nats-server failed: no NATS server for the scale scenario");
+                PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+            }
+        };
+        let dir = bench_dir();
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let route_list = routes.iter().map(|port| format!("nats://127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
+        let cluster_name = format!("bench-{}", std::process::id());
+        let (mut children, mut urls, mut monitors) = (Vec::new(), Vec::new(), Vec::new());
+        for (index, route) in routes.iter().enumerate() {
+            let (client_port, monitor_port) = (free_port(), free_port());
+            let mut command = Command::new(&binary);
+            command
+                .args(["-n", &format!("n{index}"), "-a", "127.0.0.1", "-p", &client_port.to_string(), "-m", &monitor_port.to_string()])
+                .args(["-js", "-sd"])
+                .arg(dir.path().join(format!("n{index}")));
+            if size > 1 {
+                command.args(["--cluster_name", &cluster_name, "--cluster", &format!("nats://127.0.0.1:{route}"), "--routes", &route_list]);
+            }
+            let log = std::fs::File::create(dir.path().join(format!("n{index}.log"))).unwrap();
+            children.push(command.stdout(Stdio::null()).stderr(log).spawn().expect("start nats-server"));
+            urls.push(format!("nats://127.0.0.1:{client_port}"));
+            monitors.push(format!("http://127.0.0.1:{monitor_port}/healthz"));
+        }
+        let http = client(4);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for monitor in monitors {
+            while !http.get(&monitor).send().await.is_ok_and(|response| response.status().is_success()) {
+                assert!(Instant::now() < deadline, "NATS servers not healthy within 60 s (logs in {})", dir.path().display());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        NatsServers { children, urls, _dir: dir }
+    }
+
+    fn cpu(&self) -> Duration {
+        self.children.iter().map(|child| process_cpu(child.id())).sum()
+    }
+}
+
+impl Drop for NatsServers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One setup of the scale scenario: events/s and CPU per event.
+struct Scaled {
+    events_per_second: f64,
+    stayhook_cpu_us: f64,
+    nats_cpu_us: f64,
+}
+
+/// End to end with one subscription on `n_nodes` daemons (`store = "nats"` when `nats` is given,
+/// else the embedded store), posts spread over the nodes.
+async fn scale_run(settings: &Settings, n_nodes: usize, nats: Option<(&NatsServers, usize)>) -> Scaled {
+    let duration = Duration::from_secs_f64(settings.seconds);
+    let bodies = Arc::new(Bodies::new());
+    let http = client(settings.concurrency);
+    let receipts = Arc::new(Receipts::default());
+    let receiver_url = noop_server(receipts.clone()).await;
+    let dir = bench_dir();
+    // A delivery that fails under the load (the receiver on the same two cores) is retried
+    // within seconds, not after the default schedule's five minutes.
+    let mut env: Vec<(&str, String)> = vec![("STAYHOOK_RETRY_SCHEDULE", "1s,2s,5s,10s,30s".into())];
+    if let Some((servers, replicas)) = nats {
+        env.push(("STAYHOOK_STORE", "nats".into()));
+        env.push(("STAYHOOK_NATS_URLS", servers.urls.join(",")));
+        env.push(("STAYHOOK_NATS_REPLICAS", replicas.to_string()));
+    }
+    let mut nodes = Vec::new();
+    for node in 0..n_nodes {
+        nodes.push(Daemon::start_with(&dir.path().join(format!("node{node}")), &warm_cache(), &env).await.0);
+    }
+    let listener = nodes[0].account(&receiver_url, 1).await;
+    let listeners: Vec<String> = nodes.iter().map(|node| format!("{}/listen/bench", node.ingest_url)).collect();
+    assert_eq!(listeners[0], listener);
+    // Every node must know the account before the load (the catalog follows the bucket).
+    for node in &nodes {
+        while node
+            .http
+            .get(format!("{}/v1/accounts/bench", node.admin_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let cpu = |nodes: &[Daemon]| -> (Duration, Duration) {
+        (nodes.iter().map(Daemon::cpu).sum(), nats.map_or(Duration::ZERO, |(servers, _)| servers.cpu()))
+    };
+    let (stayhook_before, nats_before) = cpu(&nodes);
+    let started = Instant::now();
+    let per_node = (settings.concurrency / n_nodes).max(1);
+    let loops = listeners.iter().map(|url| closed_loop(&http, url, &bodies, per_node, duration, u64::MAX));
+    let n_posted: u64 = futures_util::future::join_all(loops).await.into_iter().map(|(n, _, _)| n).sum();
+    let drain_deadline = Instant::now() + Duration::from_secs(300);
+    while receipts.count.load(Ordering::Relaxed) < n_posted && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let delivered = receipts.count.load(Ordering::Relaxed);
+    if delivered < n_posted {
+        for path in ["/v1/dead-letters", "/v1/inbox?status=failed", "/v1/stats", "/metrics"] {
+            let answer =
+                nodes[0].http.get(format!("{}{path}", nodes[0].admin_url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+            println!("{path}: {}", answer.chars().take(6000).collect::<String>());
+        }
+    }
+    assert!(delivered >= n_posted, "only {delivered} of {n_posted} events delivered within 300 s");
+    let (stayhook_after, nats_after) = cpu(&nodes);
+    for node in nodes {
+        node.stop();
+    }
+    let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / n_posted.max(1) as f64;
+    Scaled {
+        events_per_second: n_posted as f64 / elapsed.as_secs_f64(),
+        stayhook_cpu_us: per_event(stayhook_after.saturating_sub(stayhook_before)),
+        nats_cpu_us: per_event(nats_after.saturating_sub(nats_before)),
+    }
+}
+
+async fn scale(settings: &Settings) {
+    println!("== (6) scale-out: the embedded store against NATS JetStream, one subscription ==");
+    println!("| setup | events/s | stayhook CPU per event | NATS CPU per event | total CPU per event | total against sled |");
+    println!("|---|---|---|---|---|---|");
+    let row = |name: &str, run: &Scaled, baseline: f64| {
+        let total = run.stayhook_cpu_us + run.nats_cpu_us;
+        println!(
+            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {total:.0} µs | {:.2}x |",
+            run.events_per_second,
+            run.stayhook_cpu_us,
+            run.nats_cpu_us,
+            total / baseline
+        );
+    };
+    let baseline = scale_run(settings, 1, None).await;
+    let sled_total = baseline.stayhook_cpu_us;
+    row("sled, 1 node (baseline)", &baseline, sled_total);
+    // Each setup on servers of its own (the account and its streams start empty).
+    for (name, servers, replicas, nodes) in [("nats R1, 1 node", 1, 1, 1), ("nats R3, 1 node", 3, 3, 1), ("nats R3, 3 nodes", 3, 3, 3)] {
+        let cluster = NatsServers::start(servers).await;
+        let run = scale_run(settings, nodes, Some((&cluster, replicas))).await;
+        row(name, &run, sled_total);
+    }
+    println!();
 }
 
 fn cpu_model() -> String {

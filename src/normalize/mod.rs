@@ -111,6 +111,22 @@ pub(crate) enum Work {
     FetchFailed { inbox_id: InboxId, generation: u32, plugin: PluginIdent, kind: &'static str, message: String },
 }
 
+impl Work {
+    /// The inbox entry and the generation this work is of.
+    fn entry(&self) -> (InboxId, u32) {
+        match self {
+            Work::Normalize { inbox_id, generation }
+            | Work::Redecide { inbox_id, generation }
+            | Work::Resume { inbox_id, generation, .. }
+            | Work::FetchFailed { inbox_id, generation, .. } => (*inbox_id, *generation),
+        }
+    }
+}
+
+/// How long a worker waits before deciding again a webhook whose store read found the store
+/// unavailable.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(250);
+
 /// The queues between the listener (and the enrichment tasks) and the workers.
 #[derive(Default)]
 pub(crate) struct Dispatch {
@@ -417,10 +433,20 @@ impl Worker {
                     let Some(work) = queue.pop_front() else { break };
                     n_started += 1;
                     self.account_id.clone_from(&account_id);
+                    let (inbox_id, generation) = work.entry();
                     match self.work(&ctx, work, &mut commits) {
                         Ok(Step::Finished) => {}
                         Ok(Step::Parked) => {
                             parked = true;
+                            break;
+                        }
+                        // The store cannot be reached for now (a clustered store electing a
+                        // leader): the webhook is decided again, first of its account, after a
+                        // pause, so none of the account's later webhooks overtakes it.
+                        Err(StoreError::Unavailable(reason)) => {
+                            tracing::warn!(%inbox_id, %reason, "the store is unavailable; deciding the webhook again shortly");
+                            queue.push_front(Work::Redecide { inbox_id, generation });
+                            std::thread::sleep(UNAVAILABLE_PAUSE);
                             break;
                         }
                         // A store failure: the entry stays pending and is replayed at the next start.
@@ -435,6 +461,11 @@ impl Worker {
                 // Entries decided on stale state go first, in their order, before the account's
                 // later ones.
                 for (inbox_id, generation) in again.remove(&account_id).unwrap_or_default().into_iter().rev() {
+                    // As resumed: on a store whose commit is not atomic (a clustered one), the
+                    // conflict may be with this run's own write, whose answer was lost (a leader
+                    // change); deciding it again then finds its own state and takes its events
+                    // again instead of dropping them as unchanged.
+                    self.dispatch.resumed.lock().expect("resumed set lock poisoned").insert(inbox_id);
                     unstarted.push_front(Work::Redecide { inbox_id, generation });
                 }
                 self.dispatch.release(&account_id, unstarted, parked);

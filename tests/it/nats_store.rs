@@ -50,3 +50,50 @@ async fn a_node_on_nats_delivers_created_then_updated_and_keeps_everything_acros
     assert_eq!(state["arrivalDate"], updated["data"]["record"]["arrivalDate"]);
     receiver.expect_nothing(std::time::Duration::from_millis(500)).await;
 }
+
+/// Dead letters, attempts and redelivery through the admin API, as on the embedded store
+/// (`retry::exhausted_retries_dead_letter_and_redelivery_recovers`), on the NATS backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_a_dead_letter_is_listed_with_its_attempts_and_redelivered() {
+    let cluster = NatsCluster::single().await;
+    let receiver = Receiver::failing_first(usize::MAX).await;
+    let daemon = Daemon::start(on_nats(&cluster, 1).retry_schedule("20ms,20ms").with_chaos()).await;
+    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "chaos"})).await;
+    let account_id = account["id"].as_str().unwrap();
+    daemon.subscribe(account_id, &receiver.url).await;
+    daemon.post_webhook(account_id, br#"{"behaviour": "ok", "id": "R2"}"#, &[]).await;
+
+    let dead = daemon
+        .wait_for("a dead letter", async |daemon| {
+            let (_, body) = daemon.admin("GET", "/v1/dead-letters", None).await;
+            body["deadLetters"].as_array().and_then(|dead| dead.first().cloned())
+        })
+        .await;
+    assert_eq!(dead["attempts"], 3, "one attempt plus one per delay: {dead}");
+    assert_eq!((dead["status"].as_str(), dead["lastError"].as_str()), (Some("dead"), Some("HTTP 500")), "{dead}");
+    for _ in 0..3 {
+        assert_eq!(receiver.next().await.answered, 500);
+    }
+    let event_id = dead["eventId"].as_str().unwrap();
+    let attempts = daemon
+        .wait_for("the three attempts to be listed", async |daemon| {
+            let (_, body) = daemon.admin("GET", &format!("/v1/events/{event_id}/attempts"), None).await;
+            let attempts = body["attempts"].as_array().cloned().unwrap_or_default();
+            (attempts.len() == 3).then_some(attempts)
+        })
+        .await;
+    let numbers: Vec<u64> = attempts.iter().map(|attempt| attempt["attempt"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+
+    receiver.fail_next(0);
+    let (status, answer) = daemon.admin("POST", &format!("/v1/events/{event_id}/redeliver"), None).await;
+    assert_eq!(status, 202, "{answer}");
+    let delivered = receiver.next().await;
+    assert_eq!((delivered.answered, delivered.header("webhook-id")), (200, event_id.to_string()), "the same event, delivered");
+    daemon
+        .wait_for("the dead letters to be empty", async |daemon| {
+            let (_, after) = daemon.admin("GET", "/v1/dead-letters", None).await;
+            (after["deadLetters"] == json!([])).then_some(())
+        })
+        .await;
+}

@@ -332,8 +332,32 @@ impl Engine {
         Ok(info.config.clone())
     }
 
-    /// Create a KV bucket (R = replicas, history 1), or check the existing one.
+    /// Create a KV bucket (R = replicas, history 1), or check the existing one; then make its
+    /// reads go to the stream's leader ([`Engine::read_from_leader`]).
     async fn ensure_bucket(&self, bucket: &str) -> Result<(), NatsError> {
+        self.create_bucket(bucket).await?;
+        self.read_from_leader(&format!("KV_{bucket}")).await
+    }
+
+    /// Turn a stream's direct gets off, so the KV reads of its bucket ask the leader: a direct get
+    /// may be answered by a follower that has not applied the latest acknowledged write yet, and
+    /// the backend reads back what it just wrote (a delivery's record when its work message
+    /// arrives, a lane's next head, a record's state before its compare-and-set). Found by the
+    /// scale bench: a work message whose record a follower did not have yet was taken for one of
+    /// a deleted account and dropped, leaving its delivery pending for good.
+    async fn read_from_leader(&self, name: &str) -> Result<(), NatsError> {
+        let existing = self.existing_stream_config(name).await?;
+        if !existing.allow_direct {
+            return Ok(());
+        }
+        let updated = stream::Config { allow_direct: false, ..existing };
+        retry_transient(&format!("updating stream {name}"), || self.jetstream.update_stream(updated.clone()))
+            .await
+            .map(|_| ())
+            .map_err(|error| classify(&format!("updating stream {name}"), &error))
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<(), NatsError> {
         let wanted = kv::Config { bucket: bucket.to_string(), history: 1, num_replicas: self.config.replicas, ..Default::default() };
         let created = retry_transient(&format!("creating bucket {bucket}"), || self.jetstream.create_key_value(wanted.clone())).await;
         match created {

@@ -15,11 +15,12 @@
 //! 4. the deliveries join their lanes ([`super::work`]);
 //! 5. the outcomes are stored and the inbox messages acked.
 //!
-//! Step 1 covers the whole run; steps 2 to 5 go webhook by webhook, so a node that dies
-//! mid-commit leaves at most one webhook half done. Its repeat (by the node that takes the
-//! partition over, handed the entry as resumed) finds the state that webhook wrote and takes its
-//! events again; were the steps run for the whole run at once, it could find the state of a later
-//! webhook of the run and decide the earlier one against it (a creation announced as an update).
+//! Step 1 covers the whole run; steps 2 to 5 go webhook by webhook within each chain of webhooks
+//! that share a record or a lane (the chains at once), so a node that dies mid-commit leaves at
+//! most one webhook of a chain half done. Its repeat (by the node that takes the partition over,
+//! handed the entry as resumed) finds the state that webhook wrote and takes its events again;
+//! were the steps run for the whole run at once, it could find the state of a later webhook of
+//! the run and decide the earlier one against it (a creation announced as an update).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,6 +82,36 @@ enum Holds {
     At(u64),
 }
 
+/// The run's webhooks (by index) grouped into chains: two webhooks that write one record's state
+/// or add to one lane are in the same chain, in run order; chains share nothing.
+fn chains(batches: &[NormalizedBatch]) -> Vec<Vec<usize>> {
+    fn root(parent: &mut [usize], mut index: usize) -> usize {
+        while parent[index] != index {
+            parent[index] = parent[parent[index]];
+            index = parent[index];
+        }
+        index
+    }
+    let mut parent: Vec<usize> = (0..batches.len()).collect();
+    let mut last_of_key: HashMap<String, usize> = HashMap::new();
+    for (index, batch) in batches.iter().enumerate() {
+        let state = batch.state.iter().map(|write| state_key(&write.account_id, write.kind, &write.record_id));
+        let lanes = batch.deliveries.iter().map(|delivery| format!("lane\0{}\0{}", delivery.subscription_id, delivery.lane));
+        for key in state.chain(lanes) {
+            if let Some(earlier) = last_of_key.insert(key, index) {
+                let (a, b) = (root(&mut parent, earlier), root(&mut parent, index));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut chains: HashMap<usize, Vec<usize>> = HashMap::new();
+    for index in 0..batches.len() {
+        let chain = root(&mut parent, index);
+        chains.entry(chain).or_default().push(index);
+    }
+    chains.into_values().collect()
+}
+
 impl NatsStore {
     /// A record's live state and its revision, from the bucket.
     async fn state_entry(&self, key: &str) -> Result<Option<(bytes::Bytes, u64)>, StoreError> {
@@ -114,6 +145,23 @@ impl NatsStore {
             self.view.apply_event(bytes.clone());
         }
         Ok(stored)
+    }
+
+    /// An event read from `SH_EVENTS` by its id (any account: the subject's account token is a
+    /// wildcard), applied to the read model.
+    async fn event_from_log(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let what = format!("reading event {event_id}");
+        let stream =
+            self.engine.jetstream().get_stream_no_info(super::engine::EVENTS_STREAM).await.map_err(|error| classify(&what, &error))?;
+        match stream.direct_get_last_for_subject(format!("sh.ev.*.{}", subject_token(event_id))).await {
+            Ok(message) => {
+                let bytes = Arc::new(message.payload.to_vec());
+                self.view.apply_event(bytes.clone());
+                Ok(Some(bytes.as_ref().clone()))
+            }
+            Err(error) if error.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(error) => Err(classify(&what, &error).into()),
+        }
     }
 
     /// Write one record's state as `holds` expects; its new revision (`None` once removed).
@@ -168,14 +216,32 @@ impl NatsStore {
             }
             present.insert(key, write.record.is_some());
         }
-        // 2-5, webhook by webhook: a run stopped midway (its node died) leaves at most one
-        // webhook half committed, whose repeat finds only its own state (and takes its events
-        // again), never the state of a later webhook of the run it would decide against.
-        let mut written: HashMap<String, Option<u64>> = HashMap::new();
-        for batch in &batches {
-            self.commit_one(batch, &mut written).await?;
+        // 2-5, webhook by webhook within each chain of webhooks that share a record (or a
+        // lane), the chains at once: a run stopped midway (its node died) leaves at most one
+        // webhook per chain half committed, whose repeat finds only its own state of its records
+        // (and takes its events again), never the state a later webhook of the run wrote.
+        let chains = chains(&batches);
+        let committed = futures_util::future::join_all(chains.into_iter().map(|chain| {
+            let batches = &batches;
+            async move {
+                let mut written: HashMap<String, Option<u64>> = HashMap::new();
+                for index in chain {
+                    self.commit_one(&batches[index], &mut written).await?;
+                }
+                Ok::<(), StoreError>(())
+            }
+        }))
+        .await;
+        // A conflict first, so the normalizer decides the run again.
+        let mut failed = None;
+        for result in committed {
+            match result {
+                Ok(()) => {}
+                Err(error @ StoreError::Conflict { .. }) => return Err(error),
+                Err(error) => failed = failed.or(Some(error)),
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Steps 2 to 5 of one webhook's batch; `written` holds the revisions the commit wrote so far.
@@ -241,10 +307,14 @@ impl Ledger for NatsStore {
             .map_err(|error| StoreError::Codec { tree: "SH_EVENTS", message: format!("{event_id}: {error}") })
     }
 
-    /// From the read model, or from a work message this node holds (it carries its event).
+    /// From the read model, or from a work message this node holds (it carries its event), else
+    /// from the log itself: the read model may not have followed yet an event another node wrote
+    /// (a node taking over a run whose events its dead drainer published takes them again).
     fn get_event_bytes(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let bytes = self.view.event_bytes(event_id).or_else(|| self.work.event_bytes(event_id));
-        Ok(bytes.map(|bytes| bytes.as_ref().clone()))
+        if let Some(bytes) = self.view.event_bytes(event_id).or_else(|| self.work.event_bytes(event_id)) {
+            return Ok(Some(bytes.as_ref().clone()));
+        }
+        self.block(self.event_from_log(event_id))
     }
 
     fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {

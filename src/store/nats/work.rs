@@ -37,6 +37,10 @@ use crate::store::*;
 /// The header naming a work message's delivery.
 const DELIVERY: &str = "Sh-Delivery";
 
+/// Deliveries of a work message whose delivery has no record before it is dropped (the record
+/// is written before the message is published, so only an account's deletion leaves none).
+const GONE_AFTER: i64 = 5;
+
 /// A work message read and waiting for the scheduler.
 struct Ready {
     message: jetstream::Message,
@@ -50,7 +54,7 @@ pub struct WorkQueue {
     deliveries: kv::Store,
     lanes: kv::Store,
     view: Arc<View>,
-    /// Read, not leased yet.
+    /// Read, not leased yet. Locked after `leased` when both are (never the other way).
     buffer: Mutex<VecDeque<Ready>>,
     /// Leased: delivery id to its message (stream sequence kept to tell a redelivery of it).
     leased: Mutex<HashMap<u64, jetstream::Message>>,
@@ -310,8 +314,16 @@ impl WorkQueue {
                 }
                 ack(message, AckKind::Ack).await;
             }
-            // Its account's data was deleted.
-            None => ack(message, AckKind::Ack).await,
+            // No record: its account's data was deleted, or (defensively: reads go to the
+            // leader) the record is not visible yet. A few tries before it is taken for gone.
+            None => {
+                let delivered = message.info().map(|info| info.delivered).unwrap_or(i64::MAX);
+                if delivered < GONE_AFTER {
+                    return ack(message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+                tracing::warn!(delivery_id, delivered, "a work message of a delivery without a record; dropping it");
+                ack(message, AckKind::Ack).await
+            }
         }
     }
 
@@ -334,12 +346,14 @@ impl WorkQueue {
     fn lease(self: &Arc<Self>, limit: usize) -> Vec<Leased> {
         self.wanted.store(limit, Ordering::Release);
         self.wake.notify_one();
+        // Lock order: `leased`, then `buffer` (as `accept` and `keep_in_progress` take them).
+        let mut held = self.leased.lock().expect("work lock poisoned");
         let mut buffer = self.buffer.lock().expect("work lock poisoned");
         let mut leased = Vec::new();
         while leased.len() < limit {
             let Some(ready) = buffer.pop_front() else { break };
             let (id, event_id) = (ready.delivery.id, ready.delivery.event_id.clone());
-            self.leased.lock().expect("work lock poisoned").insert(id, ready.message);
+            held.insert(id, ready.message);
             let queue = self.clone();
             leased.push(Leased::new(ready.delivery, move || queue.release(id, &event_id)));
             drop(ready.event);
