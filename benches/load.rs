@@ -697,6 +697,8 @@ impl Drop for NatsServers {
 
 /// One setup of the scale scenario: events/s and CPU per event.
 struct Scaled {
+    /// Webhooks acknowledged per second while posting (the listener's 2xx).
+    accepted_per_second: f64,
     events_per_second: f64,
     stayhook_cpu_us: f64,
     nats_cpu_us: f64,
@@ -749,6 +751,7 @@ async fn scale_run(settings: &Settings, n_nodes: usize, nats: Option<(&NatsServe
     let per_node = (settings.concurrency / n_nodes).max(1);
     let loops = listeners.iter().map(|url| closed_loop(&http, url, &bodies, per_node, duration, u64::MAX));
     let n_posted: u64 = futures_util::future::join_all(loops).await.into_iter().map(|(n, _, _)| n).sum();
+    let accepted_per_second = n_posted as f64 / started.elapsed().as_secs_f64();
     let drain_deadline = Instant::now() + Duration::from_secs(300);
     while receipts.count.load(Ordering::Relaxed) < n_posted && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -769,6 +772,7 @@ async fn scale_run(settings: &Settings, n_nodes: usize, nats: Option<(&NatsServe
     }
     let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / n_posted.max(1) as f64;
     Scaled {
+        accepted_per_second,
         events_per_second: n_posted as f64 / elapsed.as_secs_f64(),
         stayhook_cpu_us: per_event(stayhook_after.saturating_sub(stayhook_before)),
         nats_cpu_us: per_event(nats_after.saturating_sub(nats_before)),
@@ -777,12 +781,13 @@ async fn scale_run(settings: &Settings, n_nodes: usize, nats: Option<(&NatsServe
 
 async fn scale(settings: &Settings) {
     println!("== (6) scale-out: the embedded store against NATS JetStream, one subscription ==");
-    println!("| setup | events/s | stayhook CPU per event | NATS CPU per event | total CPU per event | total against sled |");
-    println!("|---|---|---|---|---|---|");
+    println!("| setup | accepted/s | events/s | stayhook CPU per event | NATS CPU per event | total CPU per event | total against sled |");
+    println!("|---|---|---|---|---|---|---|");
     let row = |name: &str, run: &Scaled, baseline: f64| {
         let total = run.stayhook_cpu_us + run.nats_cpu_us;
         println!(
-            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {total:.0} µs | {:.2}x |",
+            "| {name} | {:.0} | {:.0} | {:.0} µs | {:.0} µs | {total:.0} µs | {:.2}x |",
+            run.accepted_per_second,
             run.events_per_second,
             run.stayhook_cpu_us,
             run.nats_cpu_us,
