@@ -698,9 +698,11 @@ impl RawConfig {
         })
     }
 
-    /// The `[nats]` section checked, as the backend's configuration. The streams delete by age
-    /// what retention would (events and attempts live as long as dead letters do: a dead letter
-    /// names its event).
+    /// The `[nats]` section checked, as the backend's configuration. Each node's pruner deletes
+    /// what retention no longer keeps, as on the embedded store; the streams also delete by age, a
+    /// backstop: events and attempts at the longer of the events' and dead letters' periods (a
+    /// dead letter names its event), the inbox at the longest of the three (it also holds the
+    /// renormalization requests, which no pruner walks).
     fn nats_config(&self) -> Result<crate::store::nats::NatsConfig, ConfigError> {
         let section = &self.nats;
         if section.urls.is_empty() {
@@ -728,12 +730,12 @@ impl RawConfig {
                 return Err(ConfigError::Invalid { key, message: "must be positive".into() });
             }
         }
-        let age = |period: Period| period.0.unwrap_or(Duration::ZERO);
         let longest = |a: Period, b: Period| match (a.0, b.0) {
             (Some(a), Some(b)) => a.max(b),
             _ => Duration::ZERO,
         };
         let kept = longest(self.retention.events, self.retention.dead_letters);
+        let inbox_kept = if kept.is_zero() { kept } else { longest(self.retention.inbox, Period(Some(kept))) };
         Ok(crate::store::nats::NatsConfig {
             urls: section.urls.clone(),
             replicas: section.replicas,
@@ -741,7 +743,7 @@ impl RawConfig {
             ack_wait: Duration::from_millis(section.ack_wait_ms),
             pin_ttl: Duration::from_millis(section.pin_ttl_ms),
             duplicate_window: Duration::from_secs(section.duplicate_window_secs),
-            inbox_max_age: age(self.retention.inbox),
+            inbox_max_age: inbox_kept,
             events_max_age: kept,
             attempts_max_age: kept,
             work_ack_wait: Duration::from_millis(section.work_ack_wait_ms),

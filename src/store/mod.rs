@@ -684,6 +684,49 @@ pub fn event_is_prunable(event_ms: u64, deliveries: &[Delivery], cutoffs: &Reten
         })
 }
 
+/// Fault injection for the tests, read from the environment when a backend opens; every backend
+/// has the same two, so the shared tests run against each.
+#[derive(Debug, Default)]
+pub struct TestFaults {
+    /// `STAYHOOK_TEST_ABORT_AFTER_STATE`: a normalized run's events and state are made durable and
+    /// the process aborts before the run's inbox entry leaves pending, the window a crash or a full
+    /// disk can stop a commit in.
+    pub abort_after_state: bool,
+    /// `STAYHOOK_TEST_CONFLICT_ONCE`: the first normalized commit that checks a record finds it
+    /// changed by another writer ([`TestFaults::another_writer`]), as a second node committing the
+    /// same record would leave it.
+    conflict_once: std::sync::atomic::AtomicBool,
+}
+
+impl TestFaults {
+    /// The faults the environment asks for (none, outside the tests).
+    pub fn from_env() -> TestFaults {
+        let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+        TestFaults { abort_after_state: set("STAYHOOK_TEST_ABORT_AFTER_STATE"), conflict_once: set("STAYHOOK_TEST_CONFLICT_ONCE").into() }
+    }
+
+    /// Whether the next commit that checks a record meets another writer.
+    pub fn conflict_pending(&self) -> bool {
+        self.conflict_once.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The version of `ours` another writer stores (`arrivalDate` 2000-01-01), once: later commits
+    /// meet no one.
+    pub fn another_writer(&self, record: &str, ours: &serde_json::Value) -> serde_json::Value {
+        self.conflict_once.store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%record, "STAYHOOK_TEST_CONFLICT_ONCE: another writer changes the record before the commit");
+        let mut theirs = ours.clone();
+        theirs["arrivalDate"] = serde_json::Value::String("2000-01-01".into());
+        theirs
+    }
+
+    /// Abort the process, its run's events and state stored (the caller made them durable).
+    pub fn abort_after_state(&self, inbox_id: InboxId) -> ! {
+        tracing::warn!(%inbox_id, "STAYHOOK_TEST_ABORT_AFTER_STATE: aborting with this run's events and state on disk");
+        std::process::abort();
+    }
+}
+
 /// A whole storage backend: the four concerns, retention, its health and a final flush.
 pub trait Backend: Catalog + Inbox + Ledger + DeliveryQueue + Retention {
     /// The backend's health (see [`Fault`]).

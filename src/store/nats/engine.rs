@@ -248,13 +248,13 @@ impl Engine {
         };
         let streams = [
             stream::Config {
-                duplicate_window: self.config.duplicate_window,
+                duplicate_window: window_within(self.config.duplicate_window, self.config.inbox_max_age),
                 max_age: self.config.inbox_max_age,
                 discard: stream::DiscardPolicy::Old,
                 ..base(INBOX_STREAM, vec!["sh.in.>".to_string()])
             },
             stream::Config {
-                duplicate_window: Duration::from_secs(600),
+                duplicate_window: window_within(Duration::from_secs(600), self.config.events_max_age),
                 max_age: self.config.events_max_age,
                 ..base(EVENTS_STREAM, vec!["sh.ev.>".to_string()])
             },
@@ -597,6 +597,12 @@ fn compare(object: &str, existing: &[(&str, String)], wanted: &[(&str, String)])
         .map(|((field, existing), (_, wanted))| format!("{field}: existing {existing}, this node wants {wanted}"))
         .collect();
     if differences.is_empty() { Ok(()) } else { Err(NatsError::Incompatible { object: object.to_string(), differences }) }
+}
+
+/// A stream's duplicate window no longer than its `max_age` (the server refuses a longer one):
+/// retention shorter than the window means a retry arriving after its original was deleted is new.
+fn window_within(window: Duration, max_age: Duration) -> Duration {
+    if max_age.is_zero() { window } else { window.min(max_age) }
 }
 
 #[cfg(test)]

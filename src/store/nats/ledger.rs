@@ -197,6 +197,9 @@ impl NatsStore {
 
     /// The commit of normalized runs (see the module docs).
     async fn commit(&self, batches: Vec<NormalizedBatch>) -> Result<(), StoreError> {
+        if self.test_faults.conflict_pending() {
+            self.write_as_another_writer(&batches).await?;
+        }
         // 1. Expectations, against the bucket with the commit's earlier writes applied.
         let mut present: HashMap<String, bool> = HashMap::new();
         for write in batches.iter().flat_map(|batch| &batch.state) {
@@ -244,6 +247,15 @@ impl NatsStore {
         failed.map_or(Ok(()), Err)
     }
 
+    /// `STAYHOOK_TEST_CONFLICT_ONCE`: the first record the commit checks is written by another
+    /// writer first ([`TestFaults::another_writer`]).
+    async fn write_as_another_writer(&self, batches: &[NormalizedBatch]) -> Result<(), StoreError> {
+        let checked = batches.iter().flat_map(|batch| &batch.state).find(|write| write.expected != Expected::Any && write.record.is_some());
+        let Some((write, Some(ours))) = checked.map(|write| (write, write.record.as_ref())) else { return Ok(()) };
+        let theirs = self.test_faults.another_writer(&record_name(write), ours);
+        self.write_state(&StateWrite { record: Some(Arc::new(theirs)), ..write.clone() }, Holds::Any).await.map(|_| ())
+    }
+
     /// Steps 2 to 5 of one webhook's batch; `written` holds the revisions the commit wrote so far.
     async fn commit_one(&self, batch: &NormalizedBatch, written: &mut HashMap<String, Option<u64>>) -> Result<(), StoreError> {
         // 2. Events.
@@ -261,6 +273,10 @@ impl NatsStore {
             };
             let revision = self.write_state(write, holds).await?;
             written.insert(key, revision);
+        }
+        if self.test_faults.abort_after_state {
+            // Every write above was acknowledged by the cluster: stored.
+            self.test_faults.abort_after_state(batch.inbox_id);
         }
         // 4. Deliveries.
         for delivery in &batch.deliveries {

@@ -11,6 +11,7 @@
 //! - [`view`] and [`follow`]: each node's read model of the listings, kept by following the
 //!   streams and buckets;
 //! - [`store`]: [`NatsStore`], which puts them together behind the traits;
+//! - [`retention`]: deleting what retention no longer keeps, on every node;
 //! - [`migrate`]: taking over the deliveries a single node owes (`stayhook migrate --to`).
 //!
 //! It owns no thread of its own (tasks on the tokio runtime) and runs no consensus, lease or queue
@@ -29,6 +30,7 @@ pub mod follow;
 pub mod inbox;
 pub mod ledger;
 pub mod migrate;
+pub mod retention;
 pub mod store;
 pub mod view;
 pub mod work;

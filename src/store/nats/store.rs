@@ -40,6 +40,8 @@ pub struct NatsStore {
     feed: OnceLock<PartitionFeed>,
     fault: Fault,
     followers: Vec<tokio::task::JoinHandle<()>>,
+    /// Fault injection for the tests (see [`TestFaults`]).
+    pub(super) test_faults: TestFaults,
 }
 
 /// An inbox message this node was handed and has not committed yet.
@@ -102,6 +104,7 @@ impl NatsStore {
             feed: OnceLock::new(),
             fault: Fault::default(),
             followers,
+            test_faults: TestFaults::from_env(),
         })
     }
 
@@ -390,9 +393,9 @@ impl Inbox for NatsStore {
 }
 
 impl Retention for NatsStore {
-    /// Streams delete by `max_age` (`retention.*`): nothing to do.
-    fn prune_blocking(&self, _cutoffs: &RetentionCutoffs, _budget: usize) -> Result<PruneReport, StoreError> {
-        Ok(PruneReport::default())
+    /// See [`super::retention`].
+    fn prune_blocking(&self, cutoffs: &RetentionCutoffs, budget: usize) -> Result<PruneReport, StoreError> {
+        self.block(self.prune(cutoffs, budget))
     }
 
     fn storage_stats(&self) -> Result<StorageStats, StoreError> {
@@ -413,11 +416,15 @@ impl Retention for NatsStore {
                     self.engine.jetstream().get_stream(name).await.map_err(|error| classify(&format!("reading {name}"), &error))?;
                 let info = stream.info().await.map_err(|error| classify(&format!("reading {name}"), &error))?;
                 stats.bytes_on_disk += info.state.bytes;
-                if name == super::engine::INBOX_STREAM && info.state.messages > 0 {
+                if name == super::engine::INBOX_STREAM {
+                    // Retention deletes from the start (an empty stream's first sequence is the
+                    // next one): everything below the first was deleted.
                     let first = info.state.first_sequence;
-                    stats.oldest_inbox_id = Some(InboxId(first));
-                    stats.oldest_inbox_ms = u64::try_from(info.state.first_timestamp.unix_timestamp_nanos() / 1_000_000).ok();
                     stats.inbox_pruned_through = first.checked_sub(1).filter(|through| *through > 0).map(InboxId);
+                    if info.state.messages > 0 {
+                        stats.oldest_inbox_id = Some(InboxId(first));
+                        stats.oldest_inbox_ms = u64::try_from(info.state.first_timestamp.unix_timestamp_nanos() / 1_000_000).ok();
+                    }
                 }
             }
             Ok(stats)

@@ -6,7 +6,8 @@
 //! What it holds: the event log (each event's stored JSON and the fields a listing filters on),
 //! the attempts, the deliveries' records, the inbox outcomes and, for each inbox entry, its
 //! account and arrival time (from a headers-only consumer: bodies stay in the engine). Deletions
-//! by `max_age` and by another node's account purge are not seen until the node starts again.
+//! by another node's account purge are not seen until the node starts again; retention's are,
+//! each node's pruner forgetting what it prunes ([`super::retention`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -34,8 +35,9 @@ struct Deliveries {
     by_id: HashMap<u64, (u64, Delivery)>,
     /// Event to its deliveries.
     by_event: HashMap<String, BTreeSet<u64>>,
-    /// Dead letters by (time they died, id).
-    dead: BTreeSet<(u64, u64)>,
+    /// The ids of dead letters (the admin API lists them newest, highest id, first and pages by
+    /// id, as the embedded store does).
+    dead: BTreeSet<u64>,
 }
 
 /// An event's attempts by (delivery, attempt number).
@@ -102,11 +104,11 @@ impl View {
             if *known > revision {
                 return;
             }
-            let previous = (previous.updated_at_ms, previous.id);
+            let previous = previous.id;
             deliveries.dead.remove(&previous);
         }
         if delivery.status == DeliveryStatus::Dead {
-            deliveries.dead.insert((delivery.updated_at_ms, delivery.id));
+            deliveries.dead.insert(delivery.id);
         }
         deliveries.by_event.entry(delivery.event_id.clone()).or_default().insert(delivery.id);
         deliveries.by_id.insert(delivery.id, (revision, delivery));
@@ -186,6 +188,36 @@ impl View {
         (removed + gone.len()) as u64
     }
 
+    /// Events whose id's time is before `cutoff_ms`, oldest first: (id, account, stored size).
+    pub fn events_before(&self, cutoff_ms: u64) -> Vec<(String, String, usize)> {
+        let events = self.events.read().expect(POISONED);
+        let old = events.iter().take_while(|(id, _)| crate::store::event_time_ms(id).is_none_or(|time_ms| time_ms < cutoff_ms));
+        old.map(|(id, event)| (id.clone(), event.account_id.clone(), event.bytes.len())).collect()
+    }
+
+    /// Forget an event with its attempts and deliveries (retention deleted them).
+    pub fn forget_event(&self, event_id: &str) {
+        self.events.write().expect(POISONED).remove(event_id);
+        self.attempts.write().expect(POISONED).remove(event_id);
+        let mut deliveries = self.deliveries.write().expect(POISONED);
+        for id in deliveries.by_event.remove(event_id).unwrap_or_default() {
+            deliveries.by_id.remove(&id);
+            deliveries.dead.remove(&id);
+        }
+    }
+
+    /// Inbox entries received before `cutoff_ms`, oldest first.
+    pub fn inbox_before(&self, cutoff_ms: u64) -> Vec<u64> {
+        let inbox = self.inbox.read().expect(POISONED);
+        inbox.iter().filter(|(_, (_, received_ms))| *received_ms < cutoff_ms).map(|(id, _)| *id).collect()
+    }
+
+    /// Forget an inbox entry and its outcome (retention deleted them).
+    pub fn forget_inbox(&self, inbox_id: u64) {
+        self.inbox.write().expect(POISONED).remove(&inbox_id);
+        self.outcomes.write().expect(POISONED).remove(&inbox_id);
+    }
+
     /// An event's stored JSON.
     pub fn event_bytes(&self, event_id: &str) -> Option<Arc<Vec<u8>>> {
         self.events.read().expect(POISONED).get(event_id).map(|event| event.bytes.clone())
@@ -227,10 +259,10 @@ impl View {
         ids.into_iter().flatten().filter_map(|id| deliveries.by_id.get(id).map(|(_, delivery)| delivery.clone())).collect()
     }
 
-    /// Dead letters, newest first.
+    /// Dead letters, newest (highest id) first.
     pub fn dead_letters(&self, limit: usize) -> Vec<Delivery> {
         let deliveries = self.deliveries.read().expect(POISONED);
-        let found = deliveries.dead.iter().rev().filter_map(|(_, id)| deliveries.by_id.get(id)).map(|(_, delivery)| delivery);
+        let found = deliveries.dead.iter().rev().filter_map(|id| deliveries.by_id.get(id)).map(|(_, delivery)| delivery);
         found.filter(|delivery| delivery.status == DeliveryStatus::Dead).take(limit).cloned().collect()
     }
 

@@ -135,6 +135,27 @@ impl WorkQueue {
         Ok(())
     }
 
+    /// Retention: delete deliveries' records, a dead letter still at its lane's head discarded
+    /// first (cancelled, it leaves the lane, whose next goes out). Another node pruning the same
+    /// event finds them gone. The bytes deleted.
+    pub(super) async fn prune(&self, deliveries: &[Delivery]) -> Result<u64, StoreError> {
+        let mut bytes = 0;
+        for delivery in deliveries {
+            if delivery.status == DeliveryStatus::Dead {
+                let (ids, _) = self.lane(&lane_key(&delivery.subscription_id, &delivery.lane)).await?;
+                if ids.first() == Some(&delivery.id) {
+                    let discarded = Delivery { status: DeliveryStatus::Cancelled, ..delivery.clone() };
+                    self.put_record(&discarded).await?;
+                    self.leave_lane(&discarded).await?;
+                }
+            }
+            let key = delivery.id.to_string();
+            self.deliveries.purge(&key).await.map_err(|error| classify(&format!("deleting delivery {key}"), &error))?;
+            bytes += (key.len() + encode(delivery).len()) as u64;
+        }
+        Ok(bytes)
+    }
+
     /// A lane's ids and revision (0: no such key yet).
     async fn lane(&self, key: &str) -> Result<(Vec<u64>, u64), StoreError> {
         let entry = self.lanes.entry(key).await.map_err(|error| classify(&format!("reading lane {key}"), &error))?;

@@ -100,15 +100,8 @@ pub(crate) struct Index {
     dedup_locks: [Mutex<()>; 16],
     due_changed: Arc<tokio::sync::Notify>,
     fault: Fault,
-    /// Fault injection for the tests (`STAYHOOK_TEST_ABORT_AFTER_STATE` set at open): the writer
-    /// makes a normalized run's events and state durable and aborts the process before the run's
-    /// inbox entry leaves pending, the window a crash or a full disk can stop a commit in.
-    abort_after_state: bool,
-    /// Fault injection for the tests (`STAYHOOK_TEST_CONFLICT_ONCE` set at open): the first
-    /// normalized commit that checks a record finds it changed by another writer (the check
-    /// writes a version of the record with `arrivalDate` 2000-01-01 first), as a second node
-    /// committing the same record would leave it.
-    conflict_once: std::sync::atomic::AtomicBool,
+    /// Fault injection for the tests (see [`TestFaults`]).
+    test_faults: TestFaults,
 }
 
 /// Open inbox entries and deliveries, and the id generator they are allocated under (so a floor
@@ -420,8 +413,7 @@ impl SledStore {
             dedup_locks: Default::default(),
             due_changed: Arc::new(tokio::sync::Notify::new()),
             fault,
-            abort_after_state: std::env::var_os("STAYHOOK_TEST_ABORT_AFTER_STATE").is_some_and(|value| !value.is_empty()),
-            conflict_once: std::env::var_os("STAYHOOK_TEST_CONFLICT_ONCE").is_some_and(|value| !value.is_empty()).into(),
+            test_faults: TestFaults::from_env(),
         };
         recover(&index, &recovery)?;
         let index = Arc::new(index);

@@ -201,7 +201,7 @@ fn apply(index: &Index, job: Job, changes: &mut DueChanges) -> Result<(), StoreE
 /// Check a commit's state writes against the state before any of them is applied (the writer
 /// thread is the only writer of state while the daemon runs, so nothing changes in between).
 fn check_expected(index: &Index, batches: &[PreparedBatch]) -> Result<(), StoreError> {
-    if index.conflict_once.load(std::sync::atomic::Ordering::Relaxed) {
+    if index.test_faults.conflict_pending() {
         write_as_another_writer(index, batches)?;
     }
     // Records written earlier in the commit: whether each is there after that write.
@@ -232,10 +232,7 @@ fn write_as_another_writer(index: &Index, batches: &[PreparedBatch]) -> Result<(
         .flat_map(|batch| batch.state.iter().zip(&batch.expected))
         .find(|((_, value), (expected, _))| value.is_some() && *expected != Expected::Any);
     let Some(((key, Some(value)), (_, record))) = checked else { return Ok(()) };
-    index.conflict_once.store(false, std::sync::atomic::Ordering::Relaxed);
-    let mut theirs = decode_state(value)?;
-    theirs["arrivalDate"] = serde_json::Value::String("2000-01-01".into());
-    tracing::warn!(%record, "STAYHOOK_TEST_CONFLICT_ONCE: another writer changes the record before the commit");
+    let theirs = index.test_faults.another_writer(&record.to_string(), &decode_state(value)?);
     index.state.insert(key.as_slice(), encode_state(&theirs))?;
     Ok(())
 }
@@ -252,11 +249,10 @@ fn apply_normalized(index: &Index, batch: PreparedBatch, changes: &mut DueChange
             None => index.state.remove(key)?,
         };
     }
-    if index.abort_after_state {
-        tracing::warn!(inbox_id = %batch.inbox_id, "STAYHOOK_TEST_ABORT_AFTER_STATE: aborting with this run's events and state on disk");
+    if index.test_faults.abort_after_state {
         let _ = index.segments.sync();
         let _ = index.db.flush();
-        std::process::abort();
+        index.test_faults.abort_after_state(batch.inbox_id);
     }
     let Some(mut record) = index.inbox_record(batch.inbox_id)? else {
         return Err(StoreError::Backend(format!("inbox entry {} does not exist", batch.inbox_id)));
