@@ -50,6 +50,8 @@
 //!   provisioning from nodes starting at once, appends deduplicated and kept across a SIGKILL of
 //!   the inbox leader, the partition feed's per-account order across nodes, a drainer's death
 //!   mid-batch and a drainer that lost its pin.
+//! - `on_nats`: the shared modules again, every daemon on a NATS server of its own
+//!   (`STAYHOOK_TEST_STORE=nats`, the test binary run as a child process).
 //! - `listener_fuzz`: a seeded property test of the listener and verification over random
 //!   methods, paths, queries, headers and bodies, for every verification scheme.
 
@@ -75,6 +77,7 @@ mod listener_fuzz;
 mod nats_catalog;
 mod nats_engine_layer;
 mod nats_store;
+mod on_nats;
 mod plugin_crates;
 mod plugins;
 mod pms_replay;

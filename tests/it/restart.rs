@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Daemon, DaemonOptions, Receiver, hostaway_body};
+use crate::support::{Daemon, DaemonOptions, Receiver, TestStore, hostaway_body, test_store};
 
 #[tokio::test]
 async fn acknowledged_then_killed_is_delivered_after_restart() {
@@ -185,11 +185,15 @@ async fn a_delivery_never_attempted_before_sigkill_is_found_after_restart_and_de
     daemon.kill();
     receiver.fail_next(0);
     daemon.restart();
-    daemon
-        .wait_for("the store's recovery to report the unwritten delivery", async |daemon| {
-            daemon.log().contains("n_unwritten=1").then_some(())
-        })
-        .await;
+    if test_store() == TestStore::Sled {
+        // The embedded store's recovery finds it in the inbox entry (on NATS the delivery is a
+        // work message of its own from the start).
+        daemon
+            .wait_for("the store's recovery to report the unwritten delivery", async |daemon| {
+                daemon.log().contains("n_unwritten=1").then_some(())
+            })
+            .await;
+    }
     let mut delivered = Vec::new();
     while delivered.len() < 2 {
         let received = receiver.next().await;

@@ -1,8 +1,9 @@
 //! Scale-out (README "Scale out"): several real `stayhook serve` processes on one real 3-node NATS
 //! JetStream cluster (R3), each taking webhooks, normalizing, delivering and answering the admin
 //! API. The faults are real: a stayhook node SIGKILLed while its partitions hold work, a NATS
-//! server (a stream's leader) SIGKILLed while webhooks arrive. And `stayhook migrate --to`, from a
-//! single node's sled store into the cluster.
+//! server (a stream's leader) SIGKILLed while webhooks arrive. Nodes join and leave (drained,
+//! SIGTERM) while a PMS keeps posting. And `stayhook migrate --to`, from a single node's sled
+//! store into the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -225,6 +226,101 @@ async fn a_nats_server_killed_under_load_loses_no_acknowledged_webhook() {
     let records = collect(&receiver, acknowledged).await;
     assert_eq!(records.len(), 20, "{records:?}");
     assert!(records.values().all(|events| types(events) == ["reservation.created"]), "{records:?}");
+}
+
+/// Nodes join and leave while a PMS keeps posting: the poster goes round the nodes a load
+/// balancer lists; a node joins (listed once it answers), another is drained (unlisted, then
+/// SIGTERM: it exits 0), a third joins. Every change is delivered, created then updated, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_join_and_leave_while_webhooks_flow_and_every_change_is_delivered_once_in_order() {
+    const RECORDS: u64 = 30;
+    let cluster = NatsCluster::start(3).await;
+    let receiver = Receiver::start().await;
+    let mut nodes = vec![Daemon::start(node_options(&cluster, 3)).await];
+    let mut accounts = Vec::new();
+    for _ in 0..2 {
+        let account = nodes[0].create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
+        let account_id = account["id"].as_str().unwrap().to_string();
+        nodes[0].subscribe(&account_id, &receiver.url).await;
+        accounts.push(account_id);
+    }
+
+    // The load balancer's list, and a PMS posting each record's creation, then each update.
+    let listed = std::sync::Arc::new(std::sync::Mutex::new(vec![nodes[0].ingest_url.clone()]));
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let poster = tokio::spawn({
+        let (listed, acknowledged, accounts) = (listed.clone(), acknowledged.clone(), accounts.clone());
+        async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            let mut turn = 0;
+            for updated in [false, true] {
+                for record in 1..=RECORDS {
+                    let account_id = &accounts[(record % 2) as usize];
+                    let body = reservation(record, updated);
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let url = {
+                            let listed = listed.lock().unwrap();
+                            turn += 1;
+                            listed[turn % listed.len()].clone()
+                        };
+                        let sent =
+                            http.post(format!("{url}/listen/{account_id}")).header("content-type", "application/json").body(body.clone());
+                        if let Ok(response) = sent.send().await
+                            && response.status().as_u16() == 200
+                        {
+                            break;
+                        }
+                        assert!(Instant::now() < deadline, "no node acknowledged record {record} within 60 s");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            }
+        }
+    });
+    let reached = async |count: u64| {
+        while acknowledged.load(std::sync::atomic::Ordering::SeqCst) < count {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+
+    reached(10).await;
+    nodes.push(Daemon::start(node_options(&cluster, 3)).await);
+    listed.lock().unwrap().push(nodes[1].ingest_url.clone());
+    reached(25).await;
+    // Drained: off the list first, then stopped; it hands its partitions and work over.
+    listed.lock().unwrap().retain(|url| *url != nodes[0].ingest_url);
+    assert_eq!(nodes[0].terminate_within(Duration::from_secs(60)), Some(true), "a drained node exits 0 on SIGTERM");
+    reached(35).await;
+    nodes.push(Daemon::start(node_options(&cluster, 3)).await);
+    listed.lock().unwrap().push(nodes[2].ingest_url.clone());
+    tokio::time::timeout(Duration::from_secs(180), poster).await.expect("the poster finished within 180 s").expect("the poster");
+    assert_eq!(acknowledged.load(std::sync::atomic::Ordering::SeqCst), 2 * RECORDS);
+
+    let records = collect(&receiver, 2 * RECORDS as usize).await;
+    assert_eq!(records.len(), RECORDS as usize, "{records:?}");
+    for (record, events) in &records {
+        assert_eq!(types(events), ["reservation.created", "reservation.updated"], "{record:?}: created once, then updated");
+    }
+    receiver.expect_nothing(Duration::from_secs(2)).await;
+    // The nodes that stay list every event.
+    let mut delivered: Vec<String> = records.values().flatten().map(|(id, _)| id.clone()).collect();
+    delivered.sort();
+    for node in &nodes[1..] {
+        let listed = node
+            .wait_for("a node to list every event", async |node| {
+                let mut listed = Vec::new();
+                for account_id in &accounts {
+                    listed.extend(listed_events(node, account_id).await);
+                }
+                listed.sort();
+                (listed == delivered).then_some(listed)
+            })
+            .await;
+        assert_eq!(listed.len(), 2 * RECORDS as usize);
+    }
 }
 
 fn stayhook(args: &[&str], env: &[(&str, &str)]) -> Output {

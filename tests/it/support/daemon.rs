@@ -75,11 +75,45 @@ impl DaemonOptions {
     }
 }
 
+/// The backend the shared tests run their daemons on: `STAYHOOK_TEST_STORE` (`sled`, the
+/// default, or `nats`). `on_nats::the_shared_suite_passes_on_the_nats_backend` runs this test
+/// binary again with `nats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestStore {
+    /// The embedded store in the daemon's data dir.
+    Sled,
+    /// A NATS server of the daemon's own (`NatsCluster::single`), R1, started with the daemon and
+    /// kept across its restarts.
+    Nats,
+}
+
+/// The backend of this run (see [`TestStore`]); panics on an unknown value.
+pub fn test_store() -> TestStore {
+    match std::env::var("STAYHOOK_TEST_STORE").as_deref() {
+        Err(_) | Ok("" | "sled") => TestStore::Sled,
+        Ok("nats") => TestStore::Nats,
+        Ok(other) => panic!("STAYHOOK_TEST_STORE={other:?}: expected sled or nats"),
+    }
+}
+
+/// The settings of a daemon's own NATS server in a `nats` run: quick failover, so that a
+/// restarted daemon takes its partitions and held deliveries back within seconds.
+const OWN_NATS_ENV: [(&str, &str); 6] = [
+    ("STAYHOOK_STORE", "nats"),
+    ("STAYHOOK_NATS_REPLICAS", "1"),
+    ("STAYHOOK_NATS_PARTITIONS", "4"),
+    ("STAYHOOK_NATS_ACK_WAIT_MS", "4000"),
+    ("STAYHOOK_NATS_PIN_TTL_MS", "2000"),
+    ("STAYHOOK_NATS_WORK_ACK_WAIT_MS", "3000"),
+];
+
 /// A running daemon. Dropping it kills the process (and prints its log if the test failed).
 pub struct Daemon {
     child: Option<Child>,
     options: DaemonOptions,
     data_dir: tempfile::TempDir,
+    /// In a `nats` run, the daemon's own NATS server (a test that names its store keeps its own).
+    nats: Option<super::NatsCluster>,
     /// `http://127.0.0.1:port` of the public listener.
     pub ingest_url: String,
     /// `http://127.0.0.1:port` of the admin API.
@@ -95,13 +129,24 @@ pub struct Daemon {
 pub const TOKEN: &str = "test-admin-token";
 
 impl Daemon {
-    /// Start a daemon with a fresh data dir.
-    pub async fn start(options: DaemonOptions) -> Daemon {
+    /// Start a daemon with a fresh data dir (and, in a `nats` run, a NATS server of its own unless
+    /// the options name a store).
+    pub async fn start(mut options: DaemonOptions) -> Daemon {
         let data_dir = tempfile::Builder::new().prefix("stayhook-it").tempdir().expect("temp dir");
+        let mut nats = None;
+        if test_store() == TestStore::Nats && !options.env.iter().any(|(name, _)| name == "STAYHOOK_STORE") {
+            let server = super::NatsCluster::single().await;
+            let defaults = OWN_NATS_ENV.iter().map(|(name, value)| (name.to_string(), value.to_string()));
+            let urls = ("STAYHOOK_NATS_URLS".to_string(), server.urls().join(","));
+            // The test's own variables come last, so they win.
+            options.env = defaults.chain([urls]).chain(options.env).collect();
+            nats = Some(server);
+        }
         let mut daemon = Daemon {
             child: None,
             options,
             data_dir,
+            nats,
             ingest_url: String::new(),
             admin_url: String::new(),
             token: TOKEN.into(),
@@ -436,6 +481,9 @@ impl Drop for Daemon {
         self.kill();
         if std::thread::panicking() {
             eprintln!("---- daemon log ({}) ----\n{}", self.data_dir.path().display(), self.log_tail());
+            if let Some(nats) = &self.nats {
+                eprintln!("---- its NATS server's log ----\n{}", nats.log_tail(0));
+            }
         }
     }
 }

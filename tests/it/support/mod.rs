@@ -5,7 +5,7 @@ mod nats;
 mod pms;
 mod receiver;
 
-pub use daemon::{Daemon, DaemonOptions};
+pub use daemon::{Daemon, DaemonOptions, TestStore, test_store};
 pub use nats::NatsCluster;
 pub use pms::FakePms;
 pub use receiver::{Received, Receiver};
