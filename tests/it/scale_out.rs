@@ -192,6 +192,18 @@ async fn three_nodes_share_one_view_and_deliver_every_change_once_in_order_throu
             assert_eq!(listed.len(), 8);
         }
     }
+
+    // An account deleted through one node: the others stop listing its events too (their watch
+    // of the catalog sees the deletion), without a restart.
+    let (status, answer) = nodes[1].admin("DELETE", &format!("/v1/accounts/{}", accounts[0]), None).await;
+    assert_eq!(status, 204, "{answer}");
+    for node in [&nodes[0], &nodes[2]] {
+        node.wait_for("another node to forget a deleted account's events", async |node| {
+            listed_events(node, &accounts[0]).await.is_empty().then_some(())
+        })
+        .await;
+        assert_eq!(listed_events(node, &accounts[1]).await.len(), 8, "the other accounts stay");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -19,7 +19,7 @@ use async_nats::jetstream::kv;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::engine::{CATALOG_BUCKET, Engine, NatsError, classify, subject_token};
+use super::engine::{CATALOG_BUCKET, Engine, NatsError, classify, subject_token, token_id};
 use super::follow::follow_bucket;
 use crate::store::{Account, Catalog, Inserted, StoreError, StoreFuture, Subscription};
 
@@ -78,13 +78,30 @@ fn apply_entry(entries: &RwLock<Entries>, entry: kv::Entry) {
     apply(entries, entry.key, entry.revision, value);
 }
 
+/// Called with the id of an account whose deletion the catalog's watch saw (made by any node).
+pub type OnAccountRemoved = Box<dyn Fn(&str) + Send + Sync>;
+
 impl NatsCatalog {
     /// Open the catalog of `engine`'s cluster: load the bucket's current contents, then follow it.
     pub async fn open(engine: &Engine) -> Result<NatsCatalog, NatsError> {
+        Self::open_with(engine, Box::new(|_| {})).await
+    }
+
+    /// [`NatsCatalog::open`], telling `removed` of every account deletion the watch sees (the
+    /// read model forgets the account's data another node purged).
+    pub async fn open_with(engine: &Engine, removed: OnAccountRemoved) -> Result<NatsCatalog, NatsError> {
         let kv = engine.bucket(CATALOG_BUCKET).await?;
         let entries = Arc::new(RwLock::new(Entries::new()));
         let copy = entries.clone();
-        let watch = follow_bucket(&kv, "the catalog", move |entry| apply_entry(&copy, entry)).await?;
+        let watch = follow_bucket(&kv, "the catalog", move |entry| {
+            if entry.operation != kv::Operation::Put
+                && let Some(account_id) = entry.key.strip_prefix("account.").and_then(token_id)
+            {
+                removed(&account_id);
+            }
+            apply_entry(&copy, entry);
+        })
+        .await?;
         let n_keys = entries.read().expect("catalog copy lock poisoned").len();
         tracing::debug!(n_keys, "catalog loaded");
         Ok(NatsCatalog { kv, entries, watch })

@@ -25,8 +25,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::jetstream::kv;
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{consumer, kv};
 use futures_util::StreamExt;
 use sha2::Digest;
 
@@ -47,17 +47,50 @@ pub(super) fn event_subject(account_id: &str, event_id: &str) -> String {
     format!("sh.ev.{}.{}", subject_token(account_id), subject_token(event_id))
 }
 
-/// The live keys of a bucket starting with `prefix`.
+/// How long listing a prefix's keys may take.
+const KEYS_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The live keys of a bucket under `prefix` (whole tokens, ending with a dot: `<account>.`): an
+/// ordered consumer filtered to the prefix's subjects, headers only, each key's last entry, so
+/// the server sends only that account's keys (not the bucket's, as `kv::Store::keys` would).
 pub(super) async fn keys_with_prefix(bucket: &kv::Store, prefix: &str) -> Result<Vec<String>, StoreError> {
-    let mut keys = bucket.keys().await.map_err(|error| classify("listing keys", &error))?;
-    let mut found = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|error| classify("listing keys", &error))?;
-        if key.starts_with(prefix) {
-            found.push(key);
-        }
+    let what = format!("listing the keys {prefix}* of {}", bucket.name);
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: format!("{}{prefix}>", bucket.prefix),
+        headers_only: true,
+        deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+        ..Default::default()
+    };
+    let consumer = bucket.stream.create_consumer(config).await.map_err(|error| classify(&what, &error))?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(Vec::new());
     }
-    Ok(found)
+    let mut messages = consumer.messages().await.map_err(|error| classify(&what, &error))?;
+    let listed = tokio::time::timeout(KEYS_BOUND, async {
+        let mut found = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|error| classify(&what, &error))?;
+            let removed = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("KV-Operation"))
+                .is_some_and(|operation| matches!(operation.as_str(), "DEL" | "PURGE"));
+            if let Some(key) = message.subject.strip_prefix(bucket.prefix.as_str())
+                && !removed
+            {
+                found.push(key.to_string());
+            }
+            if message.info().map_err(|error| NatsError::Unavailable(format!("{what}: {error}")))?.pending == 0 {
+                return Ok(found);
+            }
+        }
+        Err(NatsError::Unavailable(format!("{what}: the consumer ended")))
+    })
+    .await;
+    match listed {
+        Ok(listed) => Ok(listed?),
+        Err(_) => Err(StoreError::Unavailable(format!("{what}: not listed within {KEYS_BOUND:?}"))),
+    }
 }
 
 fn record_name(write: &StateWrite) -> String {

@@ -69,12 +69,16 @@ impl NatsStore {
     /// Connect to the cluster, provision what is missing, and load this node's copies.
     pub async fn open(config: NatsConfig) -> Result<NatsStore, StoreError> {
         let engine = Engine::connect(config).await?;
-        let catalog = NatsCatalog::open(&engine).await?;
+        let view = Arc::new(View::default());
+        let forgetting = view.clone();
+        let removed = Box::new(move |account_id: &str| {
+            forgetting.forget_account(account_id);
+        });
+        let catalog = NatsCatalog::open_with(&engine, removed).await?;
         let state = engine.bucket(STATE_BUCKET).await?;
         let outcomes = engine.bucket(OUTCOMES_BUCKET).await?;
         let deliveries = engine.bucket(DELIVERIES_BUCKET).await?;
         let lanes = engine.bucket(super::engine::LANES_BUCKET).await?;
-        let view = Arc::new(View::default());
         let mut followers = Vec::new();
         let follower = view.clone();
         followers.push(follow_bucket(&outcomes, "SH_OUTCOMES", move |entry| follower.apply_outcome_entry(entry)).await?);

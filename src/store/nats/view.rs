@@ -6,8 +6,9 @@
 //! What it holds: the event log (each event's stored JSON and the fields a listing filters on),
 //! the attempts, the deliveries' records, the inbox outcomes and, for each inbox entry, its
 //! account and arrival time (from a headers-only consumer: bodies stay in the engine). Deletions
-//! by another node's account purge are not seen until the node starts again; retention's are,
-//! each node's pruner forgetting what it prunes ([`super::retention`]).
+//! are seen too: retention's because each node's pruner forgets what it prunes
+//! ([`super::retention`]), an account's because the catalog's watch tells the store of its
+//! deletion, whichever node made it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
