@@ -84,7 +84,7 @@ pub struct StorageFailed(pub String);
 /// ([`ingest::IngestContext`], [`normalize::NormalizeContext`], [`deliver::DeliverContext`],
 /// [`api::ApiContext`]) holding the shared pieces it uses (the store handle, the plugin registry,
 /// the metrics, its part of the settings) and the handles of the stages it hands work to.
-pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     config::os::private_dir(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
     // Opening may migrate an older format first (minutes for a large store): off the runtime.
     let (data_dir, cache_bytes, segment_bytes) = (settings.data_dir.clone(), settings.store_cache_bytes, settings.store_segment_bytes);
@@ -97,6 +97,16 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: impl Future
         Err(store::StoreError::Unavailable(reason)) => return Err(StorageFailed(format!("opening the store: {reason}")).into()),
         Err(error) => return Err(anyhow::Error::new(error).context("opening the store")),
     };
+    if let Some(largest) = store.largest_body()
+        && settings.body_limit_bytes > largest
+    {
+        tracing::warn!(
+            body_limit_bytes = settings.body_limit_bytes,
+            largest,
+            "the store takes no larger body: the listener's body limit is lowered to it"
+        );
+        settings.body_limit_bytes = largest;
+    }
     let limits =
         PluginLimits { memory_bytes: settings.plugin_memory_bytes, timeout: settings.plugin_timeout, epoch_tick: settings.epoch_tick };
     let cache_dir = settings.plugin_cache_dir.clone();

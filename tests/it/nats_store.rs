@@ -124,3 +124,28 @@ async fn on_nats_a_dead_letter_is_listed_with_its_attempts_and_redelivered() {
         })
         .await;
 }
+
+/// A raw webhook is one NATS message, so the listener's body limit (1 MiB by default) is lowered
+/// to fit the server's `max_payload` (1 MB by default, less room for headers): a body over it gets
+/// 413 naming the limit, not an append that fails; one under it is stored and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_nats_server_cannot_store_is_refused_with_413() {
+    let cluster = NatsCluster::single().await;
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(on_nats(&cluster, 1)).await;
+    assert!(daemon.log().contains("the listener's body limit is lowered"), "{}", daemon.log());
+    let account = daemon.create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
+    let account_id = account["id"].as_str().unwrap().to_string();
+    daemon.subscribe(&account_id, &receiver.url).await;
+    let padded = |bytes: usize| {
+        let mut body: serde_json::Value = serde_json::from_slice(&hostaway_body("reservation-created")).unwrap();
+        body["padding"] = json!("x".repeat(bytes));
+        serde_json::to_vec(&body).unwrap()
+    };
+
+    let (status, answer) = daemon.post_webhook(&account_id, &padded(1_000_000), &[]).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (413, Some("payload_too_large")), "{answer}");
+    let (status, answer) = daemon.post_webhook(&account_id, &padded(900_000), &[]).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    assert_eq!(receiver.next().await.json()["hook"]["eventType"], "reservation.created");
+}

@@ -26,6 +26,9 @@ use super::view::View;
 use super::work::WorkQueue;
 use crate::store::*;
 
+/// What a raw webhook's message keeps for its headers below the server's `max_payload`.
+const HEADER_ROOM: usize = 64 * 1024;
+
 /// The storage traits on a JetStream cluster (see the module docs).
 pub struct NatsStore {
     pub(super) engine: Engine,
@@ -471,6 +474,13 @@ impl Backend for NatsStore {
     /// Every write is acknowledged by the cluster before it returns: nothing to flush.
     fn flush_blocking(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// A raw webhook is one message: the server's `max_payload` (1 MB by default) less room for
+    /// the entry's headers (`Sh-Headers` holds the request's).
+    fn largest_body(&self) -> Option<usize> {
+        let max_payload = self.engine.client().server_info().max_payload;
+        Some(max_payload.saturating_sub(HEADER_ROOM))
     }
 }
 
