@@ -1,6 +1,7 @@
 //! Scale-out (README "Scale out"): several real `stayhook serve` processes on one real 3-node NATS
 //! JetStream cluster (R3), each taking webhooks, normalizing, delivering and answering the admin
-//! API. The faults are real: a stayhook node SIGKILLed while its partitions hold work, a NATS
+//! API; two nodes taking updates of one reservation at once decide both against each other's
+//! state, never a second creation. The faults are real: a stayhook node SIGKILLed while its partitions hold work, a NATS
 //! server (a stream's leader) SIGKILLed while webhooks arrive. Nodes join and leave (drained,
 //! SIGTERM) while a PMS keeps posting. And `stayhook migrate --to`, from a single node's sled
 //! store into the cluster.
@@ -34,7 +35,11 @@ fn node_options(cluster: &NatsCluster, replicas: usize) -> DaemonOptions {
 
 /// A Hostaway body of reservation `id`: `created`, or its dates moved (`updated`).
 fn reservation(id: u64, updated: bool) -> Vec<u8> {
-    let case = if updated { "reservation-updated-dates-moved" } else { "reservation-created" };
+    reservation_case(id, if updated { "reservation-updated-dates-moved" } else { "reservation-created" })
+}
+
+/// A Hostaway golden case's body, as reservation `id`.
+fn reservation_case(id: u64, case: &str) -> Vec<u8> {
     let mut body: Value = serde_json::from_slice(&hostaway_body(case)).unwrap();
     body["data"]["id"] = json!(id);
     serde_json::to_vec(&body).unwrap()
@@ -139,6 +144,18 @@ async fn three_nodes_share_one_view_and_deliver_every_change_once_in_order_throu
             post_until_acknowledged(&all[next..=next], account_id, &reservation(record, true)).await;
         }
     }
+    // Two updates of one reservation reaching two nodes at once: both are decided against the
+    // state the other left (in the account's order), neither is a second creation.
+    for account_id in &accounts {
+        let all: Vec<&Daemon> = nodes.iter().collect();
+        post_until_acknowledged(&all[0..1], account_id, &reservation(6, false)).await;
+        let (moved, cancelled) = (reservation_case(6, "reservation-updated-dates-moved"), reservation_case(6, "reservation-cancelled"));
+        let (moved, cancelled) = tokio::join!(
+            post_until_acknowledged(&all[1..2], account_id, &moved),
+            post_until_acknowledged(&all[2..3], account_id, &cancelled),
+        );
+        assert_eq!((moved["status"].as_str(), cancelled["status"].as_str()), (Some("accepted"), Some("accepted")));
+    }
     // SIGKILL a node while the cluster works through that (its pinned partitions hold webhooks
     // and deliveries): the others take its partitions and work over.
     nodes[0].kill();
@@ -153,11 +170,14 @@ async fn three_nodes_share_one_view_and_deliver_every_change_once_in_order_throu
         assert_eq!(again["status"], "duplicate", "{again}");
     }
 
-    let records = collect(&receiver, accounts.len() * (3 * 2 + 2)).await;
-    assert_eq!(records.len(), accounts.len() * 5, "{records:?}");
+    let records = collect(&receiver, accounts.len() * (3 * 2 + 2 + 3)).await;
+    assert_eq!(records.len(), accounts.len() * 6, "{records:?}");
     for ((account_id, record_id), events) in &records {
-        let expected: &[&str] =
-            if record_id == "4" || record_id == "5" { &["reservation.created"] } else { &["reservation.created", "reservation.updated"] };
+        let expected: &[&str] = match record_id.as_str() {
+            "4" | "5" => &["reservation.created"],
+            "6" => &["reservation.created", "reservation.updated", "reservation.updated"],
+            _ => &["reservation.created", "reservation.updated"],
+        };
         if types(events) != expected {
             let (_, listed) = nodes[1].admin("GET", &format!("/v1/events?accountId={account_id}&limit=500"), None).await;
             let listed: Vec<String> = listed["events"]
@@ -189,7 +209,7 @@ async fn three_nodes_share_one_view_and_deliver_every_change_once_in_order_throu
                     (listed == delivered).then_some(listed)
                 })
                 .await;
-            assert_eq!(listed.len(), 8);
+            assert_eq!(listed.len(), 11);
         }
     }
 
@@ -202,7 +222,7 @@ async fn three_nodes_share_one_view_and_deliver_every_change_once_in_order_throu
             listed_events(node, &accounts[0]).await.is_empty().then_some(())
         })
         .await;
-        assert_eq!(listed_events(node, &accounts[1]).await.len(), 8, "the other accounts stay");
+        assert_eq!(listed_events(node, &accounts[1]).await.len(), 11, "the other accounts stay");
     }
 }
 
