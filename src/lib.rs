@@ -254,6 +254,8 @@ pub async fn run(mut settings: Settings, listeners: Listeners, shutdown: impl Fu
     if let Some(reason) = failed.or_else(|| store.fault().reason()) {
         return Err(StorageFailed(reason).into());
     }
+    let leaving = store.clone();
+    tokio::task::spawn_blocking(move || leaving.leave_blocking()).await?;
     store.flush_blocking()?;
     Ok(())
 }

@@ -733,6 +733,9 @@ pub trait Backend: Catalog + Inbox + Ledger + DeliveryQueue + Retention {
     fn fault(&self) -> &Fault;
     /// Make everything written so far durable, on the calling thread (shutdown).
     fn flush_blocking(&self) -> Result<(), StoreError>;
+    /// The daemon stops (its normalizer and scheduler stopped): hand what this node holds to the
+    /// other nodes now instead of when its claims run out (a shared backend); nothing by default.
+    fn leave_blocking(&self) {}
     /// The largest body a raw webhook may have for the backend to store it (the listener's body
     /// limit is lowered to it); `None`: no limit of its own.
     fn largest_body(&self) -> Option<usize> {

@@ -355,6 +355,30 @@ async fn nodes_join_and_leave_while_webhooks_flow_and_every_change_is_delivered_
     }
 }
 
+/// A node stopped with SIGTERM hands its partitions over at once: with pins that live a minute,
+/// the node on standby takes the account's next webhook within seconds (a SIGKILLed node's
+/// partitions would wait for the minute to pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_with_sigterm_unpins_its_partitions_for_a_standby_node() {
+    let cluster = NatsCluster::single().await;
+    let receiver = Receiver::start().await;
+    let long_pins = || node_options(&cluster, 1).env("STAYHOOK_NATS_PIN_TTL_MS", "60000");
+    let mut first = Daemon::start(long_pins()).await;
+    let account = first.create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
+    let account_id = account["id"].as_str().unwrap().to_string();
+    first.subscribe(&account_id, &receiver.url).await;
+    // The first node up is pinned for every partition (no rebalancing within two pin TTLs).
+    post_until_acknowledged(&[&first], &account_id, &reservation(1, false)).await;
+    assert_eq!(receiver.next().await.json()["hook"]["eventType"], "reservation.created");
+    let second = Daemon::start(long_pins()).await;
+
+    assert_eq!(first.terminate_within(Duration::from_secs(60)), Some(true), "SIGTERM ends the node with success");
+    assert!(first.log().contains("left the cluster: partitions unpinned"), "{}", first.log());
+    post_until_acknowledged(&[&second], &account_id, &reservation(1, true)).await;
+    let updated = receiver.next().await.json();
+    assert_eq!(updated["hook"]["eventType"], "reservation.updated", "{updated}");
+}
+
 fn stayhook(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stayhook"));
     command.args(args).env_remove("STAYHOOK_CONFIG");

@@ -179,6 +179,44 @@ impl PartitionFeed {
     pub fn is_pinned(&self, partition: u32) -> bool {
         self.leases.get(partition as usize).is_some_and(|lease| lease.pinned())
     }
+
+    /// Leave (the daemon stops, after its normalizer finished what it was handed): give every
+    /// partition up (its pulls stop, no ack of this node lands any more), let the last pull
+    /// requests expire (through one the server could pin this node again), then unpin the
+    /// partitions this node held, so a node on standby is pinned at its next pull instead of
+    /// after the pin's TTL. What was handed out and not acked comes back after the ack wait, to
+    /// the new drainer, which holds for it (the takeover rule). The partitions handed over.
+    pub async fn leave(&self, engine: &Engine) -> Vec<u32> {
+        let held = self.pinned();
+        for lease in &self.leases {
+            lease.give_up();
+        }
+        if held.is_empty() {
+            return held;
+        }
+        tokio::time::sleep(pull_expiry(engine.config().pin_ttl) + Duration::from_millis(100)).await;
+        let stream = match engine.jetstream().get_stream_no_info(INBOX_STREAM).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "leaving: the partitions stay pinned until their TTL");
+                return Vec::new();
+            }
+        };
+        let mut handed = Vec::with_capacity(held.len());
+        for partition in held {
+            match stream.unpin_consumer(&inbox_consumer(partition), DRAIN_GROUP).await {
+                Ok(()) => handed.push(partition),
+                Err(error) => tracing::warn!(%error, partition, "leaving: the partition stays pinned until its TTL"),
+            }
+        }
+        handed
+    }
+}
+
+/// How long a pull request waits at the server: well inside the pin's TTL, so a pinned node renews
+/// its pin in time.
+fn pull_expiry(pin_ttl: Duration) -> Duration {
+    (pin_ttl / 4).max(Duration::from_millis(100))
 }
 
 impl Drop for PartitionFeed {
@@ -284,8 +322,7 @@ enum Ended {
 impl Puller {
     async fn run(mut self, mut subscriber: Subscriber) {
         let config = self.engine.config().clone();
-        // Pulls expire well inside the pin's TTL, so a pinned node renews its pin in time.
-        let expires = (config.pin_ttl / 4).max(Duration::from_millis(100));
+        let expires = pull_expiry(config.pin_ttl);
         let progress_every = (config.ack_wait / 3).max(Duration::from_millis(100));
         let mut progress = tokio::time::interval(progress_every);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

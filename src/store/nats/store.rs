@@ -476,6 +476,17 @@ impl Backend for NatsStore {
         Ok(())
     }
 
+    /// Hand this node's partitions and the deliveries it read over to the other nodes (see
+    /// [`PartitionFeed::leave`] and `WorkQueue::leave`).
+    fn leave_blocking(&self) {
+        let n_deliveries = self.block(self.work.leave());
+        let partitions = match self.feed.get() {
+            Some(feed) => self.block(feed.leave(&self.engine)),
+            None => Vec::new(),
+        };
+        tracing::info!(?partitions, n_deliveries, "left the cluster: partitions unpinned, deliveries given back");
+    }
+
     /// A raw webhook is one message: the server's `max_payload` (1 MB by default) less room for
     /// the entry's headers (`Sh-Headers` holds the request's).
     fn largest_body(&self) -> Option<usize> {

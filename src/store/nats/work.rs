@@ -363,6 +363,19 @@ impl WorkQueue {
         self.events.lock().expect("work lock poisoned").get(event_id).map(|(bytes, _)| bytes.clone())
     }
 
+    /// Leave (the daemon stops, its scheduler stopped): fetch nothing more, and give the messages
+    /// read and not leased back at once, so another node attempts them now rather than after
+    /// the ack wait. How many were given back.
+    pub(super) async fn leave(&self) -> usize {
+        self.wanted.store(0, Ordering::Release);
+        let ready: Vec<Ready> = self.buffer.lock().expect("work lock poisoned").drain(..).collect();
+        let n_ready = ready.len();
+        for ready in ready {
+            ack(ready.message, AckKind::Nak(None)).await;
+        }
+        n_ready
+    }
+
     /// Lease what was read, at most `limit`; tells the puller how many to fetch.
     fn lease(self: &Arc<Self>, limit: usize) -> Vec<Leased> {
         self.wanted.store(limit, Ordering::Release);
