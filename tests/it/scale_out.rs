@@ -1,10 +1,11 @@
 //! Scale-out (README "Scale out"): several real `stayhook serve` processes on one real 3-node NATS
 //! JetStream cluster (R3), each taking webhooks, normalizing, delivering and answering the admin
 //! API; two nodes taking updates of one reservation at once decide both against each other's
-//! state, never a second creation. The faults are real: a stayhook node SIGKILLed while its partitions hold work, a NATS
-//! server (a stream's leader) SIGKILLed while webhooks arrive. Nodes join and leave (drained,
-//! SIGTERM) while a PMS keeps posting. And `stayhook migrate --to`, from a single node's sled
-//! store into the cluster.
+//! state, never a second creation. The faults are real: a stayhook node SIGKILLed while its
+//! partitions hold work, a NATS server (a stream's leader) SIGKILLed while webhooks arrive. Nodes
+//! join and leave (drained, SIGTERM, unpinning its partitions) while a PMS keeps posting. And
+//! `stayhook migrate --to`, from a single node's sled store into the cluster, and a backup
+//! (`export` from the cluster, `import` into a data dir) back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -398,7 +399,7 @@ fn say(output: &Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn migrate_moves_a_single_node_with_its_owed_deliveries_into_the_cluster() {
+async fn migrate_moves_a_single_node_with_its_owed_deliveries_into_the_cluster_and_a_backup_moves_it_back() {
     let cluster = NatsCluster::single().await;
     let receiver = Receiver::start().await;
     // The receiver is down: the single node owes the creation's delivery when it stops.
@@ -444,6 +445,33 @@ async fn migrate_moves_a_single_node_with_its_owed_deliveries_into_the_cluster()
     let (status, subscriptions) = node.admin("GET", &format!("/v1/accounts/{account_id}/webhooks"), None).await;
     assert_eq!(status, 200, "{subscriptions}");
     assert_eq!(listed_events(&node, &account_id).await.len(), 2);
+
+    // And back, as a backup: `stayhook export` from the cluster (while a node serves), `stayhook
+    // import` into a fresh data dir, a single node on it: the account, its webhook, events and
+    // state are there, and nothing is delivered again.
+    receiver.expect_nothing(Duration::from_millis(500)).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("cluster.ndjson");
+    let urls = cluster.urls().join(",");
+    let cli_dir = scratch.path().join("cli");
+    // The nodes' configuration (the same `[nats]` settings), with a data dir of the command's own.
+    env.extend([("STAYHOOK_STORE", "nats"), ("STAYHOOK_NATS_URLS", urls.as_str()), ("STAYHOOK_DATA_DIR", cli_dir.to_str().unwrap())]);
+    let exported = stayhook(&["export", "--out", file.to_str().unwrap()], &env);
+    assert!(exported.status.success(), "{}", say(&exported));
+    let back = scratch.path().join("back");
+    let imported =
+        stayhook(&["import", file.to_str().unwrap()], &[("STAYHOOK_STORE", "sled"), ("STAYHOOK_DATA_DIR", back.to_str().unwrap())]);
+    assert!(imported.status.success(), "{}", say(&imported));
+    assert!(String::from_utf8_lossy(&imported.stdout).contains("imported 1 accounts, 1 subscriptions"), "{}", say(&imported));
+    let single = Daemon::start(DaemonOptions::default().env("STAYHOOK_STORE", "sled").store_dir(back)).await;
+    assert_eq!(listed_events(&single, &account_id).await, listed_events(&node, &account_id).await);
+    let (status, subscriptions) = single.admin("GET", &format!("/v1/accounts/{account_id}/webhooks"), None).await;
+    assert_eq!((status, subscriptions["webhooks"].as_array().map(Vec::len)), (200, Some(1)), "{subscriptions}");
+    receiver.expect_nothing(Duration::from_secs(1)).await;
+    let (status, _) = single.post_webhook(&account_id, &reservation(7, false), &[]).await;
+    assert_eq!(status, 200);
+    let envelope = receiver.next().await.json();
+    assert_eq!(envelope["hook"]["eventType"], "reservation.updated", "the state came back: {envelope}");
 }
 
 /// The export `migrate` goes through (it holds every secret) is removed whether it worked or not.
