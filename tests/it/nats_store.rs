@@ -1,26 +1,16 @@
 //! The daemon on the NATS JetStream backend (`src/store/nats/`), one node against a real server:
-//! the same promises as on the embedded store, end to end.
+//! what only NATS has (its state across a SIGKILL of its own, an account's state listed by its
+//! keys, the body limit under `max_payload`). The shared modules run on NATS too (`on_nats`).
 
 use serde_json::json;
 
 use crate::support::{Daemon, DaemonOptions, NatsCluster, Receiver, hostaway_body};
 
-fn on_nats(cluster: &NatsCluster, replicas: usize) -> DaemonOptions {
-    DaemonOptions::default()
-        .env("STAYHOOK_STORE", "nats")
-        .env("STAYHOOK_NATS_URLS", &cluster.urls().join(","))
-        .env("STAYHOOK_NATS_REPLICAS", &replicas.to_string())
-        .env("STAYHOOK_NATS_PARTITIONS", "4")
-        .env("STAYHOOK_NATS_ACK_WAIT_MS", "4000")
-        .env("STAYHOOK_NATS_PIN_TTL_MS", "2000")
-        .env("STAYHOOK_NATS_WORK_ACK_WAIT_MS", "3000")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_on_nats_delivers_created_then_updated_and_keeps_everything_across_a_sigkill() {
     let cluster = NatsCluster::single().await;
     let receiver = Receiver::start().await;
-    let mut daemon = Daemon::start(on_nats(&cluster, 1)).await;
+    let mut daemon = Daemon::start(DaemonOptions::default().on_nats(&cluster, 1)).await;
     let account = daemon.create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
     let account_id = account["id"].as_str().unwrap().to_string();
     daemon.subscribe(&account_id, &receiver.url).await;
@@ -78,53 +68,6 @@ async fn a_node_on_nats_delivers_created_then_updated_and_keeps_everything_acros
     }
 }
 
-/// Dead letters, attempts and redelivery through the admin API, as on the embedded store
-/// (`retry::exhausted_retries_dead_letter_and_redelivery_recovers`), on the NATS backend.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_nats_a_dead_letter_is_listed_with_its_attempts_and_redelivered() {
-    let cluster = NatsCluster::single().await;
-    let receiver = Receiver::failing_first(usize::MAX).await;
-    let daemon = Daemon::start(on_nats(&cluster, 1).retry_schedule("20ms,20ms").with_chaos()).await;
-    let account = daemon.create_account(json!({"workspaceId": "ws", "pms": "chaos"})).await;
-    let account_id = account["id"].as_str().unwrap();
-    daemon.subscribe(account_id, &receiver.url).await;
-    daemon.post_webhook(account_id, br#"{"behaviour": "ok", "id": "R2"}"#, &[]).await;
-
-    let dead = daemon
-        .wait_for("a dead letter", async |daemon| {
-            let (_, body) = daemon.admin("GET", "/v1/dead-letters", None).await;
-            body["deadLetters"].as_array().and_then(|dead| dead.first().cloned())
-        })
-        .await;
-    assert_eq!(dead["attempts"], 3, "one attempt plus one per delay: {dead}");
-    assert_eq!((dead["status"].as_str(), dead["lastError"].as_str()), (Some("dead"), Some("HTTP 500")), "{dead}");
-    for _ in 0..3 {
-        assert_eq!(receiver.next().await.answered, 500);
-    }
-    let event_id = dead["eventId"].as_str().unwrap();
-    let attempts = daemon
-        .wait_for("the three attempts to be listed", async |daemon| {
-            let (_, body) = daemon.admin("GET", &format!("/v1/events/{event_id}/attempts"), None).await;
-            let attempts = body["attempts"].as_array().cloned().unwrap_or_default();
-            (attempts.len() == 3).then_some(attempts)
-        })
-        .await;
-    let numbers: Vec<u64> = attempts.iter().map(|attempt| attempt["attempt"].as_u64().unwrap()).collect();
-    assert_eq!(numbers, [1, 2, 3]);
-
-    receiver.fail_next(0);
-    let (status, answer) = daemon.admin("POST", &format!("/v1/events/{event_id}/redeliver"), None).await;
-    assert_eq!(status, 202, "{answer}");
-    let delivered = receiver.next().await;
-    assert_eq!((delivered.answered, delivered.header("webhook-id")), (200, event_id.to_string()), "the same event, delivered");
-    daemon
-        .wait_for("the dead letters to be empty", async |daemon| {
-            let (_, after) = daemon.admin("GET", "/v1/dead-letters", None).await;
-            (after["deadLetters"] == json!([])).then_some(())
-        })
-        .await;
-}
-
 /// A raw webhook is one NATS message, so the listener's body limit (1 MiB by default) is lowered
 /// to fit the server's `max_payload` (1 MB by default, less room for headers): a body over it gets
 /// 413 naming the limit, not an append that fails; one under it is stored and delivered.
@@ -132,7 +75,7 @@ async fn on_nats_a_dead_letter_is_listed_with_its_attempts_and_redelivered() {
 async fn a_body_the_nats_server_cannot_store_is_refused_with_413() {
     let cluster = NatsCluster::single().await;
     let receiver = Receiver::start().await;
-    let daemon = Daemon::start(on_nats(&cluster, 1)).await;
+    let daemon = Daemon::start(DaemonOptions::default().on_nats(&cluster, 1)).await;
     assert!(daemon.log().contains("the listener's body limit is lowered"), "{}", daemon.log());
     let account = daemon.create_account(json!({"workspaceId": "ws-1", "pms": "hostaway"})).await;
     let account_id = account["id"].as_str().unwrap().to_string();

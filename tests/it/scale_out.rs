@@ -27,10 +27,7 @@ const CLUSTER_ENV: [(&str, &str); 4] = [
 
 /// A node of the cluster.
 fn node_options(cluster: &NatsCluster, replicas: usize) -> DaemonOptions {
-    let options = DaemonOptions::default()
-        .env("STAYHOOK_STORE", "nats")
-        .env("STAYHOOK_NATS_URLS", &cluster.urls().join(","))
-        .env("STAYHOOK_NATS_REPLICAS", &replicas.to_string());
+    let options = DaemonOptions::default().on_nats(cluster, replicas);
     CLUSTER_ENV.iter().fold(options, |options, (name, value)| options.env(name, value))
 }
 

@@ -68,6 +68,12 @@ impl DaemonOptions {
         self
     }
 
+    /// Run on the NATS backend against `cluster` with `replicas` (see [`NATS_ENV`]).
+    pub fn on_nats(self, cluster: &super::NatsCluster, replicas: usize) -> Self {
+        let options = self.env("STAYHOOK_NATS_URLS", &cluster.urls().join(",")).env("STAYHOOK_NATS_REPLICAS", &replicas.to_string());
+        NATS_ENV.iter().fold(options, |options, (name, value)| options.env(name, value))
+    }
+
     /// Ignore SIGXFSZ in the daemon (see [`DaemonOptions::ignore_sigxfsz`]).
     pub fn ignore_sigxfsz(mut self) -> Self {
         self.ignore_sigxfsz = true;
@@ -96,11 +102,10 @@ pub fn test_store() -> TestStore {
     }
 }
 
-/// The settings of a daemon's own NATS server in a `nats` run: quick failover, so that a
-/// restarted daemon takes its partitions and held deliveries back within seconds.
-const OWN_NATS_ENV: [(&str, &str); 6] = [
+/// The NATS settings of the tests' daemons: 4 partitions and quick failover, so that a restarted
+/// daemon takes its partitions and held deliveries back within seconds.
+const NATS_ENV: [(&str, &str); 5] = [
     ("STAYHOOK_STORE", "nats"),
-    ("STAYHOOK_NATS_REPLICAS", "1"),
     ("STAYHOOK_NATS_PARTITIONS", "4"),
     ("STAYHOOK_NATS_ACK_WAIT_MS", "4000"),
     ("STAYHOOK_NATS_PIN_TTL_MS", "2000"),
@@ -136,10 +141,10 @@ impl Daemon {
         let mut nats = None;
         if test_store() == TestStore::Nats && !options.env.iter().any(|(name, _)| name == "STAYHOOK_STORE") {
             let server = super::NatsCluster::single().await;
-            let defaults = OWN_NATS_ENV.iter().map(|(name, value)| (name.to_string(), value.to_string()));
-            let urls = ("STAYHOOK_NATS_URLS".to_string(), server.urls().join(","));
             // The test's own variables come last, so they win.
-            options.env = defaults.chain([urls]).chain(options.env).collect();
+            let own = std::mem::take(&mut options.env);
+            options = options.on_nats(&server, 1);
+            options.env.extend(own);
             nats = Some(server);
         }
         let mut daemon = Daemon {
